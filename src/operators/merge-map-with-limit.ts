@@ -1,0 +1,239 @@
+import {
+  Observable,
+  Subscription,
+  finalize,
+  from,
+  type ObservableInput,
+  type OperatorFunction,
+} from 'rxjs';
+import { toPullSource, type PullSource, type TaskSourceInput } from './pull-source.js';
+
+/** Options of {@link mergeWithLimit}. */
+export interface MergeWithLimitOptions<T, R> {
+  /** The items, pulled one at a time only while a slot is free. */
+  source: TaskSourceInput<T>;
+  /** Maps an item and its 0-based position in the source to the inner to run. */
+  project: (value: T, index: number) => ObservableInput<R>;
+  /** How many inners may run at once: a fixed number or one that changes over time. */
+  limit$: Observable<number> | number;
+  /** Called when an item was pulled and its inner is about to be subscribed. */
+  onStart?: (index: number) => void;
+  /** Called once, when the source is known to be exhausted, with its number of items. */
+  onSourceDone?: (total: number) => void;
+}
+
+/** The one message template for a bad concurrency limit. */
+function invalidLimit(value: unknown): RangeError {
+  return new RangeError(`concurrency limit must be a positive integer or Infinity, got ${describeValue(value)}`);
+}
+
+function describeValue(value: unknown): string {
+  if (typeof value === 'number') return String(value); // NaN, -1, 1.5 read best as is
+  if (typeof value === 'string') return `${JSON.stringify(value)} (a string)`;
+  if (value === null || value === undefined) return String(value);
+  try {
+    return `${String(value)} (a ${typeof value})`;
+  } catch {
+    return `a ${typeof value}`;
+  }
+}
+
+function isValidLimit(value: unknown): value is number {
+  return typeof value === 'number' && (value === Infinity || (Number.isInteger(value) && value > 0));
+}
+
+/**
+ * The merge engine behind the scheduler: pulls items from `source` while fewer than the
+ * current limit of inners are running, and merges their values.
+ *
+ * - Nothing is pulled before `limit$` has emitted; raising the limit starts waiting items at
+ *   once, lowering it only delays new starts (a running inner is never unsubscribed).
+ * - An invalid limit (not a positive integer or `Infinity`) errors the output with a
+ *   RangeError; if `limit$` completes the last limit stays; if it errors, the output errors.
+ *   A `limit$` that completes without ever emitting errors the output, rather than hang.
+ * - A finished inner frees its slot once its teardown has run.
+ * - An error from the source, `project`, an inner, `limit$` or a callback errors the output;
+ *   every running inner is then unsubscribed and the source closed, as on unsubscribe.
+ * - Completes once the source is exhausted and no inner is running.
+ *
+ * @param options see {@link MergeWithLimitOptions}
+ * @returns the merged values of all inners, in the order they are emitted
+ */
+export function mergeWithLimit<T, R>(options: MergeWithLimitOptions<T, R>): Observable<R> {
+  const { project, limit$, onStart, onSourceDone } = options;
+  return new Observable<R>((subscriber) => {
+    let limit = 0; // nothing starts until a limit is known
+    let limitKnown = false;
+    let active = 0;
+    let pulled = 0;
+    let requesting = false;
+    let sourceDone = false;
+    let finished = false; // errored, completed or unsubscribed: no more work of any kind
+    let draining = false;
+    const inners = new Set<Subscription>();
+
+    // The subscriber closes before our teardown exists when a downstream take() unsubscribes
+    // during the synchronous part of subscribe(); the loop must see that too.
+    const isOver = (): boolean => finished || subscriber.closed;
+
+    const fail = (err: unknown): void => {
+      if (finished) return;
+      finished = true;
+      subscriber.error(err); // runs the teardown below
+    };
+
+    /**
+     * Applies a state change, then starts as many inners as the limit allows.
+     * A change made while the loop is already running (an inner that completes inside
+     * subscribe, a source that answers inside request) is only recorded; the running loop
+     * re-reads the state after every step. That keeps the stack flat however many inners
+     * complete synchronously.
+     */
+    const update = (change?: () => void): void => {
+      if (draining) {
+        change?.();
+        return;
+      }
+      draining = true;
+      try {
+        change?.();
+        while (!isOver() && !requesting && !sourceDone && active < limit) {
+          requesting = true;
+          source.request();
+        }
+        if (!isOver() && sourceDone && active === 0) {
+          finished = true;
+          subscriber.complete();
+        }
+      } finally {
+        draining = false;
+      }
+    };
+
+    const startInner = (value: T): void => {
+      const index = pulled++;
+      let inner: Observable<R>;
+      try {
+        inner = from(project(value, index));
+        onStart?.(index);
+      } catch (err) {
+        return fail(err);
+      }
+      active++;
+      // The container is in `inners` before subscribe, so a teardown that happens during
+      // subscribe (a synchronous error elsewhere, a downstream take(1)) still reaches it.
+      const container = new Subscription();
+      inners.add(container);
+      container.add(
+        inner
+          .pipe(
+            // finalize runs after the inner's own teardown: the slot frees only then.
+            finalize(() => {
+              inners.delete(container);
+              active--;
+              if (!isOver()) update();
+            }),
+          )
+          .subscribe({
+            next: (result) => subscriber.next(result),
+            error: fail,
+          }),
+      );
+    };
+
+    let source: PullSource<T>;
+    try {
+      source = toPullSource(options.source, {
+        item: (value) =>
+          update(() => {
+            requesting = false;
+            if (!isOver()) startInner(value);
+          }),
+        done: () =>
+          update(() => {
+            requesting = false;
+            if (isOver() || sourceDone) return;
+            sourceDone = true;
+            try {
+              onSourceDone?.(pulled);
+            } catch (err) {
+              fail(err);
+            }
+          }),
+        error: (err) => {
+          requesting = false;
+          fail(err);
+        },
+      });
+    } catch (err) {
+      subscriber.error(err);
+      return;
+    }
+
+    const setLimit = (value: unknown): void => {
+      if (!isValidLimit(value)) return fail(invalidLimit(value));
+      limitKnown = true;
+      update(() => {
+        limit = value;
+      });
+    };
+
+    if (typeof limit$ === 'number') {
+      setLimit(limit$);
+    } else {
+      // Added to the subscriber, so it is unsubscribed even if the output already ended
+      // while limit$ was emitting synchronously inside subscribe().
+      subscriber.add(
+        limit$.subscribe({
+          next: setLimit,
+          error: fail,
+          complete: () => {
+            if (!limitKnown) fail(new RangeError('concurrency limit Observable completed without emitting a limit'));
+          },
+        }),
+      );
+    }
+
+    return () => {
+      finished = true;
+      // Deleting from a Set while iterating it is safe; finalize does exactly that.
+      for (const inner of inners) inner.unsubscribe();
+      inners.clear();
+      source.close();
+    };
+  });
+}
+
+/**
+ * Like rxjs `mergeMap`, but the concurrency limit follows an Observable (a GUI slider, a
+ * CPU-load controller) instead of being fixed.
+ *
+ * Raising the limit starts waiting items at once; lowering it never unsubscribes a running
+ * inner, it only delays new starts. Upstream is subscribed once the first limit is known;
+ * its items wait in a buffer until a slot is free. An invalid limit (anything but a
+ * positive integer or `Infinity`) errors the output with a RangeError. When `limit$`
+ * completes, its last value stays in force.
+ *
+ * @example
+ * ```ts
+ * import { BehaviorSubject, map, of, timer } from 'rxjs';
+ * import { mergeMapWithLimit } from 'async-process-scheduler';
+ *
+ * const limit$ = new BehaviorSubject(1);
+ * of(300, 100, 200)
+ *   .pipe(mergeMapWithLimit((ms) => timer(ms).pipe(map(() => ms)), limit$))
+ *   .subscribe((ms) => console.log(ms));
+ * // With the limit left at 1, this would log 300, 100, 200: one at a time, in order.
+ * limit$.next(3); // the two waiting items start at once: logs 100, 200, 300
+ * ```
+ *
+ * @param project maps each value and its 0-based index to the inner Observable to merge
+ * @param limit$ the maximum number of inners subscribed at once, or an Observable of it
+ * @returns an operator that merges the projected inners under the changing limit
+ */
+export function mergeMapWithLimit<T, R>(
+  project: (value: T, index: number) => ObservableInput<R>,
+  limit$: Observable<number> | number,
+): OperatorFunction<T, R> {
+  return (source) => mergeWithLimit({ source, project, limit$ });
+}

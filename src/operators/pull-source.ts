@@ -1,0 +1,292 @@
+import { config, isObservable, takeWhile, type Observable, type Subscription } from 'rxjs';
+
+/**
+ * A task source read one item at a time, so that a generator of a million tasks is never
+ * drained up front: the merge engine asks for the next item only when a slot is free.
+ *
+ * Contract:
+ * - `request()` asks for the next item. At most one request is outstanding at a time (the
+ *   caller guarantees it). It is answered by exactly one call of `item`, `done` or `error`,
+ *   synchronously inside `request()` or later.
+ * - A source that learns on its own that it has ended may call `done` or `error` without an
+ *   outstanding request: an array after its last item, an Observable that completes or errors
+ *   while nothing is buffered. This lets the caller learn the total as early as possible and
+ *   fail fast; it never happens while unread items remain.
+ * - After `done` or `error`, no more callbacks. After `close()`, no callbacks at all.
+ */
+export interface PullSource<T> {
+  /** Ask for the next item; answered through the {@link PullSink}. */
+  request(): void;
+  /**
+   * Stop: release the iterator (`iterator.return?.()`) or unsubscribe the Observable.
+   * Idempotent, never throws: an error thrown by `iterator.return()` has nowhere to go, so it
+   * is reported like any rxjs unhandled error (`config.onUnhandledError`, else thrown async).
+   */
+  close(): void;
+}
+
+/** Receives the answers of a {@link PullSource}. */
+export interface PullSink<T> {
+  item(value: T): void;
+  done(): void;
+  error(err: unknown): void;
+}
+
+/** Everything the scheduler accepts as a list of tasks. A string is not one. */
+export type TaskSourceInput<T> = Iterable<T> | AsyncIterable<T> | Observable<T> | ArrayLike<T>;
+
+/**
+ * Tells whether `x` can be read by {@link toPullSource}: an array or array-like, a sync or
+ * async iterable, or an Observable. Strings are rejected: iterating one yields characters,
+ * which is never what a caller passing a string as a task list meant.
+ */
+export function isTaskSourceInput(x: unknown): x is TaskSourceInput<unknown> {
+  return sourceKind(x) !== undefined;
+}
+
+type SourceKind = 'array' | 'observable' | 'iterable' | 'async-iterable';
+
+function sourceKind(x: unknown): SourceKind | undefined {
+  if (Array.isArray(x)) return 'array';
+  if (x === null || typeof x !== 'object' || x instanceof String) return undefined;
+  if (isObservable(x)) return 'observable';
+  // A typed array is iterable too, but the index walk is cheaper.
+  if (ArrayBuffer.isView(x) && !(x instanceof DataView)) return 'array';
+  if (typeof (x as Partial<Iterable<unknown>>)[Symbol.iterator] === 'function') return 'iterable';
+  if (typeof (x as Partial<AsyncIterable<unknown>>)[Symbol.asyncIterator] === 'function') {
+    return 'async-iterable';
+  }
+  const length = (x as { length?: unknown }).length;
+  if (typeof length === 'number' && Number.isSafeInteger(length) && length >= 0) return 'array';
+  return undefined;
+}
+
+function describeInput(x: unknown): string {
+  if (x === null) return 'null';
+  if (typeof x === 'object') return x.constructor?.name ? `a ${x.constructor.name}` : 'an object';
+  return `a ${typeof x}`;
+}
+
+/**
+ * Wraps a task source so it can be pulled one item at a time.
+ *
+ * - array / array-like: index walk; `done` follows the last item at once.
+ * - sync iterable: `iterator.next()` inside `request()`.
+ * - async iterable: `await iterator.next()`, answered later.
+ * - Observable: subscribed on the first request; pushed items wait in a buffer (unbounded:
+ *   an Observable cannot be slowed down), completion and error follow the buffered items.
+ *
+ * @param input the task source
+ * @param sink receives the answers
+ * @returns the pull handle
+ * @throws TypeError if `input` is not a {@link TaskSourceInput}
+ */
+export function toPullSource<T>(input: TaskSourceInput<T>, sink: PullSink<T>): PullSource<T> {
+  switch (sourceKind(input)) {
+    case 'array':
+      return arraySource(input as ArrayLike<T>, sink);
+    case 'observable':
+      return observableSource(input as Observable<T>, sink);
+    case 'iterable':
+      return iterableSource(input as Iterable<T>, sink);
+    case 'async-iterable':
+      return asyncIterableSource(input as AsyncIterable<T>, sink);
+    default:
+      throw new TypeError(
+        `task source must be an array, an iterable, an async iterable or an Observable, got ${describeInput(input)}`,
+      );
+  }
+}
+
+/** Errors with nowhere to go are handled the way rxjs handles them. */
+function reportUnhandledError(err: unknown): void {
+  setTimeout(() => {
+    const { onUnhandledError } = config;
+    if (onUnhandledError) onUnhandledError(err);
+    else throw err;
+  });
+}
+
+function arraySource<T>(input: ArrayLike<T>, sink: PullSink<T>): PullSource<T> {
+  let index = 0;
+  let open = true;
+  const finish = (): void => {
+    open = false;
+    sink.done();
+  };
+  return {
+    request() {
+      if (!open) return;
+      if (index >= input.length) return finish();
+      sink.item(input[index++] as T);
+      // Telling the caller at once that this was the last item lets it know the total
+      // without a further request (which might never come while every slot is busy).
+      if (open && index >= input.length) finish();
+    },
+    close() {
+      open = false;
+    },
+  };
+}
+
+function invalidResult(result: unknown): TypeError {
+  return new TypeError(`iterator result ${String(result)} is not an object`);
+}
+
+function iterableSource<T>(input: Iterable<T>, sink: PullSink<T>): PullSource<T> {
+  let iterator: Iterator<T> | undefined;
+  /** open: may call sink; ended: iterator finished or threw, so it needs no `return()`. */
+  let state: 'open' | 'ended' | 'closed' = 'open';
+  return {
+    request() {
+      if (state !== 'open') return;
+      let result: IteratorResult<T>;
+      try {
+        iterator ??= input[Symbol.iterator]();
+        result = iterator.next();
+        if (result === null || typeof result !== 'object') throw invalidResult(result);
+      } catch (err) {
+        state = 'ended';
+        return sink.error(err);
+      }
+      if (result.done) {
+        state = 'ended';
+        return sink.done();
+      }
+      sink.item(result.value);
+    },
+    close() {
+      const mustRelease = state === 'open' && iterator !== undefined;
+      state = 'closed';
+      if (!mustRelease) return;
+      try {
+        iterator!.return?.();
+      } catch (err) {
+        reportUnhandledError(err);
+      }
+    },
+  };
+}
+
+function asyncIterableSource<T>(input: AsyncIterable<T>, sink: PullSink<T>): PullSource<T> {
+  let iterator: AsyncIterator<T> | undefined;
+  let state: 'open' | 'ended' | 'closed' = 'open';
+  const fail = (err: unknown): void => {
+    if (state !== 'open') return;
+    state = 'ended';
+    sink.error(err);
+  };
+  const answer = (result: IteratorResult<T>): void => {
+    if (state !== 'open') return;
+    if (result === null || typeof result !== 'object') return fail(invalidResult(result));
+    if (result.done) {
+      state = 'ended';
+      return sink.done();
+    }
+    sink.item(result.value);
+  };
+  return {
+    request() {
+      if (state !== 'open') return;
+      let next: Promise<IteratorResult<T>>;
+      try {
+        iterator ??= input[Symbol.asyncIterator]();
+        next = Promise.resolve(iterator.next());
+      } catch (err) {
+        return fail(err);
+      }
+      next.then(answer, fail);
+    },
+    close() {
+      const mustRelease = state === 'open' && iterator !== undefined;
+      state = 'closed';
+      if (!mustRelease) return;
+      try {
+        // An async generator queues return() behind a pending next(), so this is safe
+        // while a request is in flight; its answer is then ignored.
+        const returned = iterator!.return?.();
+        if (returned) Promise.resolve(returned).then(undefined, reportUnhandledError);
+      } catch (err) {
+        reportUnhandledError(err);
+      }
+    },
+  };
+}
+
+/** Above this many consumed slots the buffer is compacted, keeping memory proportional to its content. */
+const COMPACT_THRESHOLD = 1024;
+
+function observableSource<T>(input: Observable<T>, sink: PullSink<T>): PullSource<T> {
+  // A queue as an array plus a head index: shift() would be O(n) per item.
+  let buffer: (T | undefined)[] = [];
+  let head = 0;
+  let waiting = false; // a request is outstanding and the buffer was empty
+  let subscribed = false;
+  let closed = false;
+  let ended = false; // done or error was delivered
+  let terminal: { kind: 'done' } | { kind: 'error'; err: unknown } | undefined;
+  let subscription: Subscription | undefined;
+
+  const deliverTerminal = (): void => {
+    const t = terminal!;
+    ended = true;
+    if (t.kind === 'done') sink.done();
+    else sink.error(t.err);
+  };
+
+  const take = (): T => {
+    const value = buffer[head] as T;
+    buffer[head++] = undefined; // let the item be collected before the next compaction
+    if (head === buffer.length) {
+      buffer.length = 0;
+      head = 0;
+    } else if (head >= COMPACT_THRESHOLD && head * 2 >= buffer.length) {
+      buffer = buffer.slice(head);
+      head = 0;
+    }
+    return value;
+  };
+
+  const onTerminal = (t: NonNullable<typeof terminal>): void => {
+    if (closed || terminal) return;
+    terminal = t;
+    if (head === buffer.length) {
+      waiting = false;
+      deliverTerminal();
+    }
+  };
+
+  return {
+    request() {
+      if (closed || ended) return;
+      if (head < buffer.length) return sink.item(take());
+      if (terminal) return deliverTerminal();
+      waiting = true;
+      if (subscribed) return;
+      subscribed = true;
+      // takeWhile lets close() stop a synchronous firehose in the middle of subscribe(),
+      // before `subscription` has even been assigned.
+      subscription = input.pipe(takeWhile(() => !closed)).subscribe({
+        next(value) {
+          if (closed) return;
+          if (waiting) {
+            waiting = false;
+            sink.item(value);
+          } else {
+            buffer.push(value);
+          }
+        },
+        error: (err: unknown) => onTerminal({ kind: 'error', err }),
+        complete: () => onTerminal({ kind: 'done' }),
+      });
+      if (closed) subscription.unsubscribe();
+    },
+    close() {
+      if (closed) return;
+      closed = true;
+      buffer = [];
+      head = 0;
+      subscription?.unsubscribe();
+    },
+  };
+}
