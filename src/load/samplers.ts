@@ -1,0 +1,219 @@
+import { readFile } from 'node:fs/promises';
+import os from 'node:os';
+import pidusage from 'pidusage';
+
+/** One measurement of how busy the host is. Every field is optional: a sampler reports what it knows. */
+export interface LoadReading {
+  /**
+   * System-wide CPU utilisation in percent (0..100), from `os.cpus()` time deltas since the previous sample.
+   * `undefined` when unknown: no time passed between two samples, or the CPU count changed.
+   */
+  cpu?: number;
+  /** Bytes available for new work: `MemAvailable` from /proc/meminfo where present, else `os.freemem()`. */
+  freeMemory?: number;
+  /**
+   * CPU use of the scheduler's own child processes, summed, in percent of one core
+   * (two children each keeping a core busy read 200). A pid reads 0 on its first sample.
+   */
+  childrenCpu?: number;
+  /** Resident set size of the scheduler's own child processes, summed, in bytes. */
+  childrenRss?: number;
+}
+
+/** Where readings come from. The controller depends only on this, so tests inject scripted readings. */
+export interface LoadSampler {
+  /** Takes one reading. May be synchronous (scripted samplers in tests) or asynchronous (the system sampler). */
+  sample(): LoadReading | Promise<LoadReading>;
+  /** Releases what the sampler holds. Called once when the controller is unsubscribed. */
+  close?(): void;
+}
+
+/** Options of {@link systemLoadSampler}. */
+export interface SystemLoadSamplerOptions {
+  /**
+   * The pids whose CPU and memory use to report as `childrenCpu` and `childrenRss`, asked afresh at
+   * every sample. Without it those two fields stay `undefined`.
+   */
+  childPids?: () => readonly number[];
+}
+
+/** Cumulative CPU times of the whole host, as `os.cpus()` reports them (milliseconds since boot). */
+export interface CpuTimesSnapshot {
+  readonly idle: number;
+  readonly total: number;
+  /** How many CPUs were counted: a different count makes two snapshots incomparable. */
+  readonly cpus: number;
+}
+
+/**
+ * pidusage keeps one open file descriptor per sampled pid (on Linux) until the pid has not been
+ * asked about for `maxage` ms. It must outlive the gap between two samples, or every sample would
+ * start a fresh history and read 0% CPU; it should be short, so the descriptors of exited children
+ * are closed soon.
+ */
+const CHILD_HISTORY_MIN_MS = 10_000;
+const CHILD_HISTORY_GAPS = 3;
+
+/**
+ * Sums the CPU times of all CPUs.
+ *
+ * @example
+ * ```ts
+ * import { cpuTimesSnapshot } from './samplers.js';
+ * const { idle, total, cpus } = cpuTimesSnapshot();
+ * console.log(`${cpus} CPUs, idle ${((100 * idle) / total).toFixed(1)}% since boot`);
+ * ```
+ * @param cpus What `os.cpus()` returned; read afresh when omitted.
+ * @returns The summed idle and total times and the number of CPUs counted.
+ */
+export function cpuTimesSnapshot(cpus: readonly os.CpuInfo[] = os.cpus()): CpuTimesSnapshot {
+  let idle = 0;
+  let total = 0;
+  for (const { times } of cpus) {
+    idle += times.idle;
+    total += times.user + times.nice + times.sys + times.idle + times.irq;
+  }
+  return { idle, total, cpus: cpus.length };
+}
+
+/**
+ * Computes the host's CPU utilisation between two snapshots.
+ *
+ * @example
+ * ```ts
+ * import { cpuUtilisation } from './samplers.js';
+ * const before = { idle: 1000, total: 2000, cpus: 2 };
+ * const after = { idle: 1500, total: 4000, cpus: 2 };
+ * console.log(cpuUtilisation(before, after)); // 75
+ * console.log(cpuUtilisation(after, after)); // undefined: no time passed
+ * ```
+ * @param previous The earlier snapshot.
+ * @param next The later snapshot.
+ * @returns Busy time as a percentage (0..100) of all CPU time that passed, or `undefined` when no
+ * CPU time passed or the CPU count changed (a reading we cannot trust is better reported as unknown).
+ */
+export function cpuUtilisation(previous: CpuTimesSnapshot, next: CpuTimesSnapshot): number | undefined {
+  if (previous.cpus === 0 || previous.cpus !== next.cpus) return undefined;
+  const total = next.total - previous.total;
+  const idle = next.idle - previous.idle;
+  if (!(total > 0) || !Number.isFinite(idle)) return undefined;
+  return Math.min(100, Math.max(0, (100 * (total - idle)) / total));
+}
+
+/**
+ * Extracts `MemAvailable` from the text of /proc/meminfo.
+ *
+ * @example
+ * ```ts
+ * import { parseMemAvailable } from './samplers.js';
+ * console.log(parseMemAvailable('MemTotal: 2048 kB\nMemAvailable:    1024 kB\n')); // 1048576
+ * ```
+ * @param meminfo The file's text.
+ * @returns The available memory in bytes, or `undefined` when the line is missing (kernels before 3.14).
+ */
+export function parseMemAvailable(meminfo: string): number | undefined {
+  const match = /^MemAvailable:\s+(\d+)\s*kB/m.exec(meminfo);
+  return match ? Number(match[1]) * 1024 : undefined;
+}
+
+/**
+ * Measures the host: CPU utilisation, available memory and, optionally, the CPU and memory use of
+ * a set of child processes.
+ *
+ * The CPU baseline is taken when the sampler is created, so the first `sample()` already reports
+ * the utilisation since then (or `undefined` if no measurable time has passed). A child that has
+ * exited, or any other failure to measure one, is skipped rather than thrown.
+ *
+ * @example
+ * ```ts
+ * import { setTimeout as sleep } from 'node:timers/promises';
+ * import { systemLoadSampler } from './samplers.js';
+ *
+ * const sampler = systemLoadSampler({ childPids: () => [process.pid] });
+ * await sleep(200);
+ * const { cpu, freeMemory, childrenCpu, childrenRss } = await sampler.sample();
+ * console.log({ cpu, freeMemory, childrenCpu, childrenRss });
+ * sampler.close?.();
+ * ```
+ * @param options Which child processes to measure.
+ * @returns A sampler whose `sample()` resolves to a {@link LoadReading}.
+ */
+export function systemLoadSampler(options: SystemLoadSamplerOptions = {}): LoadSampler {
+  const { childPids } = options;
+  let previousCpu = cpuTimesSnapshot();
+  // Stays true until /proc/meminfo proves absent or useless; then os.freemem() without retrying.
+  let procMeminfo = process.platform !== 'win32';
+  let lastChildSampleAt: number | undefined;
+
+  async function freeMemory(): Promise<number> {
+    if (procMeminfo) {
+      try {
+        const available = parseMemAvailable(await readFile('/proc/meminfo', 'utf8'));
+        if (available !== undefined) return available;
+      } catch {
+        // Not Linux, or /proc is not mounted: fall through.
+      }
+      procMeminfo = false;
+    }
+    return os.freemem();
+  }
+
+  async function childUsage(): Promise<Pick<LoadReading, 'childrenCpu' | 'childrenRss'>> {
+    if (!childPids) return {};
+    let pids: number[];
+    try {
+      pids = [...new Set(childPids())].filter((pid) => Number.isInteger(pid) && pid > 0);
+    } catch {
+      // A broken pid list must not cost the CPU and memory readings.
+      return {};
+    }
+    const now = Date.now();
+    const gap = lastChildSampleAt === undefined ? 0 : now - lastChildSampleAt;
+    lastChildSampleAt = now;
+    if (pids.length === 0) return { childrenCpu: 0, childrenRss: 0 };
+
+    const maxage = Math.max(CHILD_HISTORY_MIN_MS, CHILD_HISTORY_GAPS * gap);
+    let childrenCpu = 0;
+    let childrenRss = 0;
+    for (const stat of await processStats(pids, maxage)) {
+      if (Number.isFinite(stat.cpu)) childrenCpu += stat.cpu;
+      if (Number.isFinite(stat.memory)) childrenRss += stat.memory;
+    }
+    return { childrenCpu, childrenRss };
+  }
+
+  return {
+    async sample() {
+      // Snapshot first, synchronously: the interval measured ends when sample() is called.
+      const nextCpu = cpuTimesSnapshot();
+      const cpu = cpuUtilisation(previousCpu, nextCpu);
+      previousCpu = nextCpu;
+      const [available, children] = await Promise.all([freeMemory(), childUsage()]);
+      const reading: LoadReading = { freeMemory: available, ...children };
+      if (cpu !== undefined) reading.cpu = cpu;
+      return reading;
+    },
+    close() {
+      // Deliberately no pidusage.clear(): it is process-wide (it would reset the history of every
+      // other live sampler) and on Linux it drops pidusage's open /proc/<pid>/stat descriptors
+      // without closing them. Left alone, pidusage closes each one `maxage` ms after its last use.
+      lastChildSampleAt = undefined;
+    },
+  };
+}
+
+/**
+ * Asks pidusage about all pids in one call, falling back to one call per pid when the batch fails
+ * (on some platforms one exited pid fails the whole batch). Pids that cannot be measured are left out.
+ */
+async function processStats(pids: readonly number[], maxage: number): Promise<pidusage.Status[]> {
+  try {
+    // pidusage rewrites the array it is given, hence the copy.
+    const byPid: Partial<Record<string, pidusage.Status>> = await pidusage([...pids], { maxage });
+    return Object.values(byPid).filter((stat): stat is pidusage.Status => stat !== undefined && stat !== null);
+  } catch {
+    if (pids.length === 1) return [];
+    const settled = await Promise.allSettled(pids.map((pid) => pidusage(pid, { maxage })));
+    return settled.flatMap((result) => (result.status === 'fulfilled' && result.value ? [result.value] : []));
+  }
+}

@@ -1,0 +1,162 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { readdirSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import test from 'ava';
+import {
+  cpuTimesSnapshot,
+  cpuUtilisation,
+  parseMemAvailable,
+  systemLoadSampler,
+} from '../../src/load/samplers.js';
+
+// Serial: the fd-count test must not see other tests' pipes and children come and go.
+
+/** Starts a Node child that keeps one core busy until killed. */
+function busyChild(): ChildProcess {
+  return spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' });
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Kills the child and resolves once it has exited and been reaped. */
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, 'exit');
+  child.kill('SIGKILL');
+  await exited;
+}
+
+test.serial('the system sampler reports CPU within 0..100 on a second sample, and free memory', async (t) => {
+  const sampler = systemLoadSampler();
+  t.teardown(() => sampler.close?.());
+  await sampler.sample();
+  const until = Date.now() + 50;
+  while (Date.now() < until) {
+    // Some work, so that CPU time passes between the two samples.
+  }
+  const reading = await sampler.sample();
+  t.is(typeof reading.cpu, 'number');
+  t.true(reading.cpu! >= 0 && reading.cpu! <= 100, `cpu ${reading.cpu}`);
+  t.true(reading.freeMemory! > 0);
+  t.is(reading.childrenCpu, undefined, 'no childPids option, no children fields');
+  t.is(reading.childrenRss, undefined);
+});
+
+test.serial('the CPU baseline is taken at creation, so the first sample can already report', async (t) => {
+  const sampler = systemLoadSampler();
+  await sleep(50);
+  const { cpu } = await sampler.sample();
+  t.true(cpu === undefined || (cpu >= 0 && cpu <= 100));
+});
+
+test.serial('cpuUtilisation: busy share of the time passed; unknown for no time or a changed CPU count', (t) => {
+  t.is(cpuUtilisation({ idle: 1000, total: 2000, cpus: 2 }, { idle: 1500, total: 4000, cpus: 2 }), 75);
+  t.is(cpuUtilisation({ idle: 1000, total: 2000, cpus: 2 }, { idle: 1000, total: 2000, cpus: 2 }), undefined);
+  t.is(cpuUtilisation({ idle: 1000, total: 2000, cpus: 2 }, { idle: 1000, total: 3000, cpus: 4 }), undefined);
+  t.is(cpuUtilisation({ idle: 0, total: 0, cpus: 0 }, { idle: 0, total: 0, cpus: 0 }), undefined);
+  t.is(cpuUtilisation({ idle: 0, total: 0, cpus: 1 }, { idle: 50, total: 50, cpus: 1 }), 0);
+  t.is(cpuUtilisation({ idle: 0, total: 0, cpus: 1 }, { idle: 0, total: 50, cpus: 1 }), 100);
+  // Counters that go backwards (a reset) must not yield a reading outside 0..100.
+  const odd = cpuUtilisation({ idle: 500, total: 1000, cpus: 1 }, { idle: 100, total: 1100, cpus: 1 });
+  t.true(odd === undefined || (odd >= 0 && odd <= 100));
+});
+
+test.serial('cpuTimesSnapshot sums all CPUs', (t) => {
+  const times = { user: 1, nice: 2, sys: 3, idle: 4, irq: 5 };
+  t.deepEqual(cpuTimesSnapshot([{ model: 'x', speed: 1, times }, { model: 'x', speed: 1, times }]), {
+    idle: 8,
+    total: 30,
+    cpus: 2,
+  });
+  t.deepEqual(cpuTimesSnapshot([]), { idle: 0, total: 0, cpus: 0 });
+});
+
+test.serial('parseMemAvailable reads MemAvailable in bytes, or nothing when it is missing', (t) => {
+  const meminfo = 'MemTotal:       24683620 kB\nMemFree:        24442344 kB\nMemAvailable:   24390152 kB\n';
+  t.is(parseMemAvailable(meminfo), 24390152 * 1024);
+  t.is(parseMemAvailable('MemTotal: 100 kB\nMemFree: 50 kB\n'), undefined);
+});
+
+test.serial('childPids: a real child process is measured, and is gone after the test', async (t) => {
+  const child = busyChild();
+  t.teardown(() => stop(child));
+  await once(child, 'spawn');
+  const pid = child.pid!;
+  const sampler = systemLoadSampler({ childPids: () => [pid] });
+  t.teardown(() => sampler.close?.());
+
+  const first = await sampler.sample();
+  t.true(first.childrenRss! > 0, 'RSS on the first sample');
+  await sleep(200);
+  const second = await sampler.sample();
+  t.true(second.childrenRss! > 0);
+  t.true(second.childrenCpu! > 0, `a busy child uses CPU (read ${second.childrenCpu})`);
+
+  await stop(child);
+  t.false(isAlive(pid), 'the child is gone');
+  const after = await sampler.sample();
+  t.is(after.childrenCpu, 0, 'an exited child is skipped');
+  t.is(after.childrenRss, 0);
+});
+
+test.serial('childPids: a pid that no longer exists does not throw and is skipped', async (t) => {
+  const child = spawn(process.execPath, ['-e', ''], { stdio: 'ignore' });
+  t.teardown(() => stop(child));
+  await once(child, 'exit');
+  const gone = child.pid!;
+  t.false(isAlive(gone));
+
+  const sampler = systemLoadSampler({ childPids: () => [gone] });
+  t.teardown(() => sampler.close?.());
+  const reading = await sampler.sample();
+  t.is(reading.childrenCpu, 0);
+  t.is(reading.childrenRss, 0);
+  t.true(reading.freeMemory! > 0, 'the rest of the reading is intact');
+
+  // Mixed with a live pid (ours): the live one still counts.
+  const mixed = systemLoadSampler({ childPids: () => [gone, process.pid, process.pid] });
+  t.teardown(() => mixed.close?.());
+  const both = await mixed.sample();
+  t.true(both.childrenRss! > 0);
+  t.true(both.childrenRss! < 1.5 * process.memoryUsage().rss, 'a duplicated pid counts once');
+});
+
+test.serial('childPids: an empty list reads zero; a throwing list keeps the CPU and memory reading', async (t) => {
+  const empty = systemLoadSampler({ childPids: () => [] });
+  t.like(await empty.sample(), { childrenCpu: 0, childrenRss: 0 });
+  empty.close?.();
+
+  const broken = systemLoadSampler({
+    childPids: () => {
+      throw new Error('no pid list');
+    },
+  });
+  const reading = await broken.sample();
+  t.true(reading.freeMemory! > 0);
+  t.is(reading.childrenCpu, undefined);
+  broken.close?.();
+});
+
+test.serial('sampling the same pids again does not open more file descriptors', async (t) => {
+  if (process.platform !== 'linux') {
+    t.pass('descriptor counting needs /proc/self/fd');
+    return;
+  }
+  const child = busyChild();
+  t.teardown(() => stop(child));
+  await once(child, 'spawn');
+  const sampler = systemLoadSampler({ childPids: () => [child.pid!, process.pid] });
+  t.teardown(() => sampler.close?.());
+  await sampler.sample();
+  const open = readdirSync('/proc/self/fd').length;
+  for (let i = 0; i < 20; i++) await sampler.sample();
+  t.true(readdirSync('/proc/self/fd').length <= open, 'no descriptor per sample');
+});
