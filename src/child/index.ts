@@ -1,0 +1,51 @@
+/**
+ * The API a task uses from inside its child process:
+ * `import { reportProgress } from 'async-process-scheduler/child'`.
+ *
+ * @module
+ */
+import { TAG, WORKER_HOOK, type WorkerHook } from '../runtime/protocol.js';
+
+/**
+ * Reports intermediate progress of the current task to the parent, where it arrives on the
+ * run's `taskProgress$` as `{ index, value }`. Works in a module task (inside a worker) and in a
+ * process task (a process you forked). Outside a child process it does nothing.
+ *
+ * `value` can be anything that can be cloned: a fraction, a `{ done, of }` object, a message.
+ *
+ * @example
+ * ```ts
+ * // work.ts, run with moduleTask(new URL('./work.js', import.meta.url), 'crunch', [1000])
+ * import { reportProgress } from 'async-process-scheduler/child';
+ *
+ * export async function crunch(steps: number) {
+ *   for (let i = 1; i <= steps; i++) {
+ *     await doStep(i);
+ *     if (i % 100 === 0) reportProgress({ done: i, of: steps });
+ *   }
+ *   return steps;
+ * }
+ * ```
+ * @param value What to report.
+ */
+export function reportProgress(value: unknown): void {
+  const hook = (globalThis as Record<symbol, unknown>)[WORKER_HOOK] as WorkerHook | undefined;
+  if (hook) {
+    hook.reportProgress(value);
+  } else if (process.send && process.connected) {
+    process.send({ [TAG]: 'progress', value });
+  }
+}
+
+/**
+ * True when this code runs inside a worker process of the scheduler.
+ *
+ * @example
+ * ```ts
+ * import { isWorker } from 'async-process-scheduler/child';
+ * if (!isWorker()) console.log('called directly, not through the scheduler');
+ * ```
+ */
+export function isWorker(): boolean {
+  return (globalThis as Record<symbol, unknown>)[WORKER_HOOK] !== undefined;
+}

@@ -1,0 +1,218 @@
+/**
+ * The entry of a worker process. Runs the tasks it is sent one at a time, in order, and sends
+ * results back in batches. Kept small: everything here runs in every worker.
+ *
+ * @module
+ */
+import { serialize } from 'node:v8';
+import { toRemoteErrorInfo, type RemoteErrorInfo } from '../errors.js';
+import {
+  FULFILLED, INVALID, TAG, THREW, WORKER_HOOK,
+  type ParentMessage, type ResultStatus, type ResultTuple, type WorkerHook, type WorkerMessage,
+} from '../runtime/protocol.js';
+
+type Fn = (...args: unknown[]) => unknown;
+
+const send = process.send?.bind(process);
+if (!send) {
+  console.error('async-process-scheduler: the worker entry must be started by the scheduler (no IPC channel)');
+  process.exit(70);
+}
+
+/** Function definitions by id: a promise while the module loads, then the function or a load error. */
+const functions = new Map<number, { url: string; name: string; fn?: Fn; error?: RemoteErrorInfo; loading?: Promise<void> }>();
+const modules = new Map<string, Promise<Record<string, unknown>>>();
+const queue: Array<[number, number, readonly unknown[]]> = [];
+let head = 0;
+const skipped = new Set<number>();
+let pumping = false;
+let currentId: number | undefined;
+let outbox: ResultTuple[] = [];
+let outboxSince = 0;
+
+// Results wait at most this long for companions before they are sent.
+const FLUSH_AFTER_MS = 2;
+const FLUSH_AFTER_COUNT = 256;
+
+const hook: WorkerHook = {
+  reportProgress(value: unknown) {
+    if (currentId === undefined) return;
+    post({ [TAG]: 'progress', id: currentId, value });
+  },
+  get taskId() {
+    return currentId;
+  },
+};
+(globalThis as Record<symbol, unknown>)[WORKER_HOOK] = hook;
+
+process.on('message', (message: ParentMessage) => {
+  if (typeof message !== 'object' || message === null) return;
+  if (message[TAG] === 'run') {
+    if (message.defs) for (const [id, url, name] of message.defs) functions.set(id, { url, name });
+    for (const task of message.tasks) queue.push(task);
+    if (!pumping) void pump();
+  } else if (message[TAG] === 'skip') {
+    skipped.add(message.id);
+  }
+});
+
+// The parent is gone (it exited, or was killed): nothing will read our results.
+process.on('disconnect', () => process.exit(0));
+
+process.on('uncaughtException', (error) => fatal(error));
+process.on('unhandledRejection', (reason) => fatal(reason));
+
+post({ [TAG]: 'ready' });
+
+async function pump(): Promise<void> {
+  pumping = true;
+  try {
+    while (head < queue.length) {
+      const [id, fnId, args] = queue[head]!;
+      queue[head++] = undefined as never;
+      if (head >= 1024 && head * 2 >= queue.length) {
+        queue.splice(0, head);
+        head = 0;
+      }
+      if (skipped.delete(id)) continue;
+      const def = functions.get(fnId);
+      if (!def) {
+        record(id, INVALID, { name: 'ProtocolError', message: `unknown function id ${fnId}` }, 0, 0);
+        continue;
+      }
+      if (!def.fn && !def.error) await load(def);
+      if (def.error) {
+        record(id, INVALID, def.error, 0, 0);
+        continue;
+      }
+      currentId = id;
+      const cpu0 = process.cpuUsage();
+      const t0 = performance.now();
+      let status: ResultStatus = FULFILLED;
+      let value: unknown;
+      try {
+        value = def.fn!(...args);
+        if (isThenable(value)) {
+          // Results waiting in the outbox should not wait for a slow task.
+          flush();
+          value = await value;
+        }
+      } catch (error) {
+        status = THREW;
+        value = toRemoteErrorInfo(error);
+      }
+      const cpu = process.cpuUsage(cpu0);
+      currentId = undefined;
+      record(id, status, value, Math.round((performance.now() - t0) * 1000), cpu.user + cpu.system);
+    }
+  } finally {
+    pumping = false;
+    queue.length = 0;
+    head = 0;
+    flush();
+  }
+}
+
+function record(id: number, status: ResultStatus, value: unknown, durationUs: number, cpuUs: number): void {
+  if (outbox.length === 0) outboxSince = performance.now();
+  outbox.push([id, status, value, durationUs, cpuUs]);
+  if (outbox.length >= FLUSH_AFTER_COUNT || performance.now() - outboxSince >= FLUSH_AFTER_MS) flush();
+}
+
+function flush(): void {
+  if (outbox.length === 0) return;
+  const results = outbox;
+  outbox = [];
+  try {
+    post({ [TAG]: 'done', results });
+  } catch {
+    // Some value could not be cloned: find which, and send those as errors.
+    for (const result of results) {
+      try {
+        serialize(result[2]);
+      } catch (error) {
+        result[1] = INVALID;
+        result[2] = {
+          name: 'DataCloneError',
+          message: `the task's result cannot be sent to the parent process: ${(error as Error).message}`,
+        } satisfies RemoteErrorInfo;
+      }
+    }
+    post({ [TAG]: 'done', results });
+  }
+}
+
+async function load(def: { url: string; name: string; fn?: Fn; error?: RemoteErrorInfo }): Promise<void> {
+  let namespace: Record<string, unknown>;
+  try {
+    let pending = modules.get(def.url);
+    if (!pending) modules.set(def.url, (pending = importModule(def.url)));
+    namespace = await pending;
+  } catch (error) {
+    const info = toRemoteErrorInfo(error);
+    def.error = { ...info, message: `cannot load module ${def.url}: ${info.message}` };
+    return;
+  }
+  const candidate = namespace[def.name];
+  if (typeof candidate === 'function') {
+    def.fn = candidate as Fn;
+  } else if (!(def.name in namespace)) {
+    const names = Object.keys(namespace).filter((k) => typeof namespace[k] === 'function');
+    def.error = {
+      name: 'ExportNotFoundError',
+      message: `module ${def.url} has no export named '${def.name}' (its function exports: ${names.join(', ') || 'none'})`,
+    };
+  } else {
+    def.error = {
+      name: 'ExportNotFunctionError',
+      message: `export '${def.name}' of module ${def.url} is not a function (it is ${candidate === null ? 'null' : typeof candidate})`,
+    };
+  }
+}
+
+/**
+ * Imports a task module. A TypeScript module in a worker started without a TypeScript loader
+ * (the compiled library drops tsx from workers, since it slows every start) gets tsx registered
+ * on first need, from the application's own dependencies.
+ */
+async function importModule(url: string): Promise<Record<string, unknown>> {
+  try {
+    return (await import(url)) as Record<string, unknown>;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ERR_UNKNOWN_FILE_EXTENSION' || !/\.[cm]?tsx?$/.test(url)) throw error;
+    let register: () => unknown;
+    try {
+      ({ register } = (await import('tsx/esm/api' as string)) as { register: () => unknown });
+    } catch {
+      throw new Error(`${url} is TypeScript and no TypeScript loader is available: install tsx, or run the task module compiled to JavaScript`, { cause: error });
+    }
+    register();
+    return (await import(url)) as Record<string, unknown>;
+  }
+}
+
+function post(message: WorkerMessage): void {
+  if (process.connected) send!(message);
+}
+
+let dying = false;
+function fatal(error: unknown): void {
+  if (dying) return;
+  dying = true;
+  flush();
+  const message: WorkerMessage = { [TAG]: 'fatal', id: currentId, error: toRemoteErrorInfo(error) };
+  // Print it too, as Node would have: the parent keeps the tail of stderr for the TaskError.
+  console.error(error);
+  const exit = () => process.exit(1);
+  try {
+    if (process.connected) send!(message, undefined, undefined, exit);
+    else exit();
+  } catch {
+    exit();
+  }
+  setTimeout(exit, 1000).unref();
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof value === 'object' && value !== null && typeof (value as PromiseLike<unknown>).then === 'function';
+}

@@ -1,0 +1,269 @@
+/**
+ * The error family of the library. Every error a task can end with is a {@link TaskError};
+ * options rejected up front are an {@link OptionError}. Brand checks (`isTaskError`) work
+ * across copies of the library, where `instanceof` would not.
+ *
+ * @module
+ */
+
+const TASK_ERROR_BRAND = Symbol.for('async-process-scheduler.TaskError');
+const OPTION_ERROR_BRAND = Symbol.for('async-process-scheduler.OptionError');
+
+/**
+ * Why a task failed.
+ *
+ * - `threw`: the task's function threw or rejected, in the child.
+ * - `exited`: the process exited with a non-zero code (or, for a process task, without sending a result).
+ * - `signaled`: the process was killed by a signal it did not ask for (SIGKILL from outside, OOM killer).
+ * - `timeout`: the task ran longer than its `timeout` and was killed.
+ * - `cancelled`: the run was terminated (unsubscribed, aborted) while the task was running.
+ * - `invalid`: the task itself is wrong: unknown module or export, an argument that cannot be
+ *   sent to a child process, a command that does not exist, a malformed task object.
+ * - `spawn`: a worker process could not be started, or died while starting.
+ */
+export type TaskFailureKind = 'threw' | 'exited' | 'signaled' | 'timeout' | 'cancelled' | 'invalid' | 'spawn';
+
+/** An error thrown in a child process, as it crossed the process boundary. */
+export interface RemoteErrorInfo {
+  /** The error's class name in the child, e.g. `TypeError` or a user-defined class. */
+  name: string;
+  message: string;
+  stack?: string;
+  /** `error.code`, when the child's error had one (e.g. `ENOENT`). */
+  code?: string | number;
+  /** The error's `cause`, recursively, when it had one. */
+  cause?: RemoteErrorInfo | unknown;
+  /** Other own enumerable properties that could be cloned. */
+  props?: Record<string, unknown>;
+}
+
+/** Fields a {@link TaskError} is built from. */
+export interface TaskErrorInit {
+  kind: TaskFailureKind;
+  /** 0-based position of the task in the input. */
+  index: number;
+  /** A short name of the task, e.g. `work.ts#square` or `ffmpeg`. */
+  label?: string;
+  /** The error from inside the child, when the task threw there. */
+  remote?: RemoteErrorInfo;
+  exitCode?: number | null;
+  signal?: NodeJS.Signals | null;
+  /** The last part of what the process wrote to stderr while this task ran. */
+  stderrTail?: string;
+  /** Which attempt failed (1 for the first). */
+  attempt?: number;
+  pid?: number;
+  durationMs?: number;
+  cause?: unknown;
+  /** The detail appended to the generated message. */
+  detail?: string;
+}
+
+/**
+ * The error a task ends with, whatever went wrong: it names the task and says how it failed.
+ *
+ * The `message` reads like `task #3 (work.ts#square) threw TypeError: x is not a number`.
+ * The child's own error is kept in {@link TaskError.remote} (class name, message, stack, cause)
+ * and mirrored in `cause` as a real `Error`, so `console.error` prints the whole chain.
+ *
+ * @example
+ * ```ts
+ * import { schedule$, moduleTask, isTaskError } from 'async-process-scheduler';
+ *
+ * try {
+ *   await schedule$([moduleTask(new URL('./work.js', import.meta.url), 'mayThrow', [1])]).toOrderedArray();
+ * } catch (error) {
+ *   if (isTaskError(error)) console.log(error.index, error.kind, error.remote?.name, error.stderrTail);
+ * }
+ * ```
+ */
+export class TaskError extends Error {
+  declare readonly [TASK_ERROR_BRAND]: true;
+  override readonly name: string = 'TaskError';
+  readonly kind: TaskFailureKind;
+  readonly index: number;
+  readonly label: string | undefined;
+  readonly remote: RemoteErrorInfo | undefined;
+  readonly exitCode: number | null | undefined;
+  readonly signal: NodeJS.Signals | null | undefined;
+  readonly stderrTail: string | undefined;
+  readonly attempt: number;
+  readonly pid: number | undefined;
+  readonly durationMs: number | undefined;
+  /** True when the task ran out of time (`kind === 'timeout'`). */
+  get timedOut(): boolean {
+    return this.kind === 'timeout';
+  }
+  /** True when the run was terminated while the task ran (`kind === 'cancelled'`). */
+  get isCancelled(): boolean {
+    return this.kind === 'cancelled';
+  }
+
+  constructor(init: TaskErrorInit) {
+    super(describeFailure(init), { cause: init.cause ?? (init.remote ? reviveRemoteError(init.remote) : undefined) });
+    Object.defineProperty(this, TASK_ERROR_BRAND, { value: true });
+    this.kind = init.kind;
+    this.index = init.index;
+    this.label = init.label;
+    this.remote = init.remote;
+    this.exitCode = init.exitCode;
+    this.signal = init.signal;
+    this.stderrTail = init.stderrTail || undefined;
+    this.attempt = init.attempt ?? 1;
+    this.pid = init.pid;
+    this.durationMs = init.durationMs;
+  }
+}
+
+/**
+ * An option passed to {@link schedule$} (or a task factory) is invalid. Thrown synchronously,
+ * before anything starts. `option` names the offending option.
+ *
+ * @example
+ * ```ts
+ * import { schedule$, OptionError } from 'async-process-scheduler';
+ * try { schedule$([], { concurrency: 0 }); } catch (e) { console.log(e instanceof OptionError, (e as OptionError).option); }
+ * ```
+ */
+export class OptionError extends TypeError {
+  declare readonly [OPTION_ERROR_BRAND]: true;
+  override readonly name: string = 'OptionError';
+  /** The option's path, e.g. `concurrency` or `retry.attempts`. */
+  readonly option: string;
+  constructor(option: string, expectation: string, received: unknown) {
+    super(`options.${option} must be ${expectation}, got ${formatValue(received)}`);
+    Object.defineProperty(this, OPTION_ERROR_BRAND, { value: true });
+    this.option = option;
+  }
+}
+
+/**
+ * The run was terminated before it finished: by {@link ScheduledRun.terminate}, by its
+ * `signal`, or because every subscriber left. Subscribers still listening, and any that come
+ * later, get this error; `cause` holds the abort reason when a signal was aborted.
+ *
+ * @example
+ * ```ts
+ * import { schedule$, RunTerminatedError } from 'async-process-scheduler';
+ * const controller = new AbortController();
+ * const done = schedule$(tasks, { signal: controller.signal }).toOrderedArray();
+ * controller.abort();
+ * await done.catch((e) => console.log(e instanceof RunTerminatedError)); // true
+ * ```
+ */
+export class RunTerminatedError extends Error {
+  override readonly name: string = 'RunTerminatedError';
+}
+
+/**
+ * True when `value` is a {@link TaskError}, from this or any other copy of the library.
+ *
+ * @example
+ * ```ts
+ * import { isTaskError } from 'async-process-scheduler';
+ * console.log(isTaskError(new Error('x'))); // false
+ * ```
+ */
+export function isTaskError(value: unknown): value is TaskError {
+  return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[TASK_ERROR_BRAND] === true;
+}
+
+/**
+ * True when `value` is an {@link OptionError}, from this or any other copy of the library.
+ *
+ * @example
+ * ```ts
+ * import { isOptionError, schedule$ } from 'async-process-scheduler';
+ * try { schedule$([], { concurrency: -1 }); } catch (e) { console.log(isOptionError(e)); } // true
+ * ```
+ */
+export function isOptionError(value: unknown): value is OptionError {
+  return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[OPTION_ERROR_BRAND] === true;
+}
+
+function describeFailure(init: TaskErrorInit): string {
+  const who = `task #${init.index}${init.label ? ` (${init.label})` : ''}`;
+  const attempt = init.attempt && init.attempt > 1 ? ` on attempt ${init.attempt}` : '';
+  const tail = init.detail ? `: ${init.detail}` : '';
+  switch (init.kind) {
+    case 'threw':
+      return `${who} threw${attempt} ${init.remote ? `${init.remote.name}: ${init.remote.message}` : 'an error'}${tail}`;
+    case 'exited':
+      return `${who} exited with code ${init.exitCode}${attempt}${tail}`;
+    case 'signaled':
+      return `${who} was killed by ${init.signal ?? 'a signal'}${attempt}${tail}`;
+    case 'timeout':
+      return `${who} timed out${attempt}${tail}`;
+    case 'cancelled':
+      return `${who} was cancelled${tail}`;
+    case 'invalid':
+      return `${who} is invalid${tail}`;
+    case 'spawn':
+      return `${who} could not start${attempt}${tail}`;
+  }
+}
+
+/** Rebuilds a real `Error` from what crossed the boundary, keeping class name, stack and cause. */
+export function reviveRemoteError(info: RemoteErrorInfo): Error {
+  const error = new Error(info.message);
+  Object.defineProperty(error, 'name', { value: info.name, configurable: true, writable: true });
+  if (info.stack !== undefined) error.stack = info.stack;
+  if (info.code !== undefined) (error as NodeJS.ErrnoException).code = String(info.code);
+  if (info.props) Object.assign(error, info.props);
+  if (info.cause !== undefined) {
+    const cause = isRemoteErrorInfo(info.cause) ? reviveRemoteError(info.cause) : info.cause;
+    Object.defineProperty(error, 'cause', { value: cause, configurable: true, writable: true });
+  }
+  return error;
+}
+
+/** Turns anything thrown into a cloneable description. Used on the child side. */
+export function toRemoteErrorInfo(error: unknown, depth = 0): RemoteErrorInfo {
+  if (!(error instanceof Error)) {
+    return { name: 'NonErrorThrown', message: `a non-Error value was thrown: ${formatValue(error)}` };
+  }
+  const info: RemoteErrorInfo = {
+    name: error.constructor?.name && error.constructor.name !== 'Error' ? error.constructor.name : error.name,
+    message: error.message,
+  };
+  if (error.name && error.name !== 'Error' && error.name !== info.name) info.name = error.name;
+  if (error.stack !== undefined) info.stack = error.stack;
+  const code = (error as NodeJS.ErrnoException).code;
+  if (typeof code === 'string' || typeof code === 'number') info.code = code;
+  if ('cause' in error && error.cause !== undefined && depth < 8) {
+    info.cause = error.cause instanceof Error ? toRemoteErrorInfo(error.cause, depth + 1) : primitiveOrString(error.cause);
+  }
+  const props: Record<string, unknown> = {};
+  let any = false;
+  for (const key of Object.keys(error)) {
+    if (key === 'code' || key === 'cause' || key === 'stack' || key === 'message' || key === 'name') continue;
+    props[key] = primitiveOrString((error as unknown as Record<string, unknown>)[key]);
+    any = true;
+  }
+  if (any) info.props = props;
+  return info;
+}
+
+function isRemoteErrorInfo(value: unknown): value is RemoteErrorInfo {
+  return typeof value === 'object' && value !== null && typeof (value as RemoteErrorInfo).message === 'string' && typeof (value as RemoteErrorInfo).name === 'string';
+}
+
+function primitiveOrString(value: unknown): unknown {
+  if (value === null || ['string', 'number', 'boolean', 'bigint', 'undefined'].includes(typeof value)) return value;
+  try {
+    return structuredClone(value);
+  } catch {
+    return formatValue(value);
+  }
+}
+
+/** A short, safe rendering of any value for messages. */
+export function formatValue(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value.length > 80 ? `${value.slice(0, 77)}...` : value);
+  if (typeof value === 'function') return `a function (${value.name || 'anonymous'})`;
+  if (typeof value === 'bigint') return `${value}n`;
+  if (typeof value === 'symbol') return value.toString();
+  if (value === null || typeof value !== 'object') return String(value);
+  if (Array.isArray(value)) return `an array of ${value.length}`;
+  return `an object (${value.constructor?.name ?? 'null prototype'})`;
+}

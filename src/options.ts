@@ -1,0 +1,275 @@
+/**
+ * Options of {@link schedule$}, with their defaults, and the one pass that validates them.
+ *
+ * @module
+ */
+import { isObservable, type Observable } from 'rxjs';
+import { OptionError, type TaskFailureKind } from './errors.js';
+import { DEFAULT_CPU_TARGET, DEFAULT_HYSTERESIS, DEFAULT_MIN_FREE_MEMORY, DEFAULT_SAMPLE_INTERVAL } from './load/controller.js';
+import { DEFAULT_RETRY_ON } from './retry.js';
+import { optimalConcurrency } from './optimal-concurrency.js';
+
+/** How many tasks may run at once. */
+export type ConcurrencyOption = number | Observable<number> | 'auto';
+
+/** Where a worker's or command's stdout and stderr go. */
+export type OutputMode = 'inherit' | 'capture' | 'ignore';
+
+/** How failed tasks are retried. */
+export interface RetryOptions {
+  /** How many times a failed task runs again. @default 0 */
+  retries: number;
+  /** Milliseconds before the first retry. @default 100 */
+  delay?: number;
+  /** `'exponential'` doubles the delay after each failed attempt; `'fixed'` keeps it. @default 'exponential' */
+  backoff?: 'fixed' | 'exponential';
+  /** The longest delay. @default 30000 */
+  maxDelay?: number;
+  /** Randomize each delay between half and all of it, so tasks that failed together do not retry together. @default true */
+  jitter?: boolean;
+  /**
+   * Which failures are retried. `'invalid'` and `'cancelled'` never are.
+   * @default ['threw', 'exited', 'signaled', 'timeout']
+   */
+  on?: readonly TaskFailureKind[];
+}
+
+/** Retry options with defaults filled in. */
+export interface ResolvedRetry {
+  retries: number;
+  delay: number;
+  backoff: 'fixed' | 'exponential';
+  maxDelay: number;
+  jitter: boolean;
+  on: readonly TaskFailureKind[];
+}
+
+/** Options of {@link schedule$}. Every field is optional. */
+export interface ScheduleOptions {
+  /**
+   * How many tasks run at once.
+   * - a number: fixed;
+   * - an `Observable<number>` (a GUI slider, a `BehaviorSubject`): the limit follows it; raising
+   *   it starts waiting tasks at once, lowering it never kills a running task, it only delays new starts;
+   * - `'auto'`: starts at {@link optimalConcurrency} and follows CPU load and free memory
+   *   between `minConcurrency` and `maxConcurrency`.
+   * @default 'auto'
+   */
+  concurrency?: ConcurrencyOption;
+  /** `'auto'` mode: raise concurrency while system CPU use (percent) is below this. @default 85 */
+  cpuTarget?: number;
+  /** `'auto'` mode: lower concurrency only when CPU use exceeds `cpuTarget` by this many points. @default 10 */
+  cpuHysteresis?: number;
+  /** `'auto'` mode: how often load is sampled, in milliseconds. @default 1000 */
+  sampleInterval?: number;
+  /** `'auto'` mode: lower bound. @default 1 */
+  minConcurrency?: number;
+  /** `'auto'` mode: upper bound. @default 4 × optimalConcurrency() */
+  maxConcurrency?: number;
+  /** `'auto'` mode: the most the limit changes per sample. @default 1 */
+  concurrencyStep?: number;
+  /** `'auto'` mode: hold new starts while available memory is below this many bytes. @default 256 MiB */
+  minFreeMemory?: number;
+  /**
+   * `false` (the default): fail fast; the first failure errors every stream with its
+   * `TaskError` and terminates the rest. `true`: keep going; every task's outcome is emitted as
+   * `{ status: 'fulfilled', value }` or `{ status: 'rejected', reason }`, like `Promise.allSettled`.
+   * @default false
+   */
+  settle?: boolean;
+  /** Aborting this signal terminates the run, as unsubscribing does. */
+  signal?: AbortSignal;
+  /** Default per-task timeout in milliseconds, counted from each task's start. @default none */
+  timeout?: number;
+  /**
+   * Retry failed tasks: a count, or a policy. Each task may override it with its own `retries`.
+   * Outcomes and errors carry the attempt number.
+   * @default 0 (no retries)
+   */
+  retries?: number | RetryOptions;
+  /** Milliseconds between SIGTERM and SIGKILL when a process is terminated. @default 3000 */
+  killTimeout?: number;
+  /**
+   * A module-task worker is replaced after this many tasks. `1` gives every task a fresh
+   * process (the Python library's behaviour), started while the previous task still runs.
+   * @default Infinity
+   */
+  maxTasksPerWorker?: number;
+  /** A worker idle this long (ms) exits; the pool grows again on demand. @default 5000 */
+  idleTimeout?: number;
+  /** A worker whose resident memory exceeds this many bytes after a task is replaced. @default none */
+  maxWorkerRss?: number;
+  /**
+   * Where children's stdout and stderr go: `'inherit'` passes them through to this process's
+   * (the default), `'capture'` emits them line by line on the run's `output$`, `'ignore'` drops them.
+   * In every mode output is always read, so no child ever blocks on a full pipe, and the last
+   * part of stderr is kept for error messages.
+   * @default 'inherit'
+   */
+  output?: OutputMode;
+  /**
+   * Coalesce `progress$` snapshots to at most one per this many milliseconds (the first and
+   * last are always emitted). `0` emits once per event-loop turn in which something changed.
+   * @default 50
+   */
+  progressInterval?: number;
+  /** Extra Node flags for worker processes, added to the parent's `execArgv`. @default [] */
+  workerExecArgv?: readonly string[];
+  /** Environment of worker processes. @default process.env */
+  workerEnv?: NodeJS.ProcessEnv;
+}
+
+/** Options after validation, with defaults filled in. */
+export interface ResolvedOptions {
+  concurrency: number | Observable<number> | 'auto';
+  cpuTarget: number;
+  cpuHysteresis: number;
+  sampleInterval: number;
+  minConcurrency: number;
+  maxConcurrency: number;
+  concurrencyStep: number;
+  minFreeMemory: number;
+  settle: boolean;
+  signal: AbortSignal | undefined;
+  timeout: number | undefined;
+  retries: ResolvedRetry;
+  killTimeout: number;
+  maxTasksPerWorker: number;
+  idleTimeout: number;
+  maxWorkerRss: number | undefined;
+  output: OutputMode;
+  progressInterval: number;
+  workerExecArgv: readonly string[];
+  workerEnv: NodeJS.ProcessEnv | undefined;
+}
+
+const KNOWN = new Set<string>([
+  'concurrency', 'cpuTarget', 'cpuHysteresis', 'sampleInterval', 'minConcurrency', 'maxConcurrency',
+  'concurrencyStep', 'minFreeMemory', 'settle', 'signal', 'timeout', 'retries', 'killTimeout', 'maxTasksPerWorker',
+  'idleTimeout', 'maxWorkerRss', 'output', 'progressInterval', 'workerExecArgv', 'workerEnv',
+]);
+
+/**
+ * Validates every option once, up front, with one message template
+ * (`options.<name> must be <expectation>, got <value>`), and fills in defaults.
+ * @throws {OptionError} naming the first invalid option.
+ */
+export function resolveOptions(options: ScheduleOptions | undefined): ResolvedOptions {
+  if (options === undefined || options === null) options = {};
+  if (typeof options !== 'object') throw new OptionError('(options)', 'an object', options);
+  for (const key of Object.keys(options)) {
+    if (!KNOWN.has(key)) throw new OptionError(key, `one of the known options (${[...KNOWN].join(', ')})`, 'an unknown option');
+  }
+  const cpus = optimalConcurrency();
+  const o = options;
+  const concurrency = o.concurrency ?? 'auto';
+  if (!(concurrency === 'auto' || isObservable(concurrency) || isPositiveInteger(concurrency) || concurrency === Infinity)) {
+    throw new OptionError('concurrency', "a positive integer, Infinity, an Observable<number> or 'auto'", concurrency);
+  }
+  const minConcurrency = positiveInteger('minConcurrency', o.minConcurrency, 1);
+  const maxConcurrency = positiveInteger('maxConcurrency', o.maxConcurrency, Math.max(minConcurrency, 4 * cpus));
+  if (maxConcurrency < minConcurrency) {
+    throw new OptionError('maxConcurrency', `at least minConcurrency (${minConcurrency})`, maxConcurrency);
+  }
+  const cpuTarget = numberIn('cpuTarget', o.cpuTarget, DEFAULT_CPU_TARGET, 1, 100);
+  const output = o.output ?? 'inherit';
+  if (output !== 'inherit' && output !== 'capture' && output !== 'ignore') {
+    throw new OptionError('output', "'inherit', 'capture' or 'ignore'", output);
+  }
+  if (o.settle !== undefined && typeof o.settle !== 'boolean') throw new OptionError('settle', 'a boolean', o.settle);
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new OptionError('signal', 'an AbortSignal', o.signal);
+  if (o.workerExecArgv !== undefined && !(Array.isArray(o.workerExecArgv) && o.workerExecArgv.every((a) => typeof a === 'string'))) {
+    throw new OptionError('workerExecArgv', 'an array of strings', o.workerExecArgv);
+  }
+  if (o.workerEnv !== undefined && (typeof o.workerEnv !== 'object' || o.workerEnv === null)) {
+    throw new OptionError('workerEnv', 'an object', o.workerEnv);
+  }
+  return {
+    concurrency,
+    cpuTarget,
+    cpuHysteresis: numberIn('cpuHysteresis', o.cpuHysteresis, DEFAULT_HYSTERESIS, 0, 100),
+    sampleInterval: numberIn('sampleInterval', o.sampleInterval, DEFAULT_SAMPLE_INTERVAL, 10, Number.MAX_SAFE_INTEGER),
+    minConcurrency,
+    maxConcurrency,
+    concurrencyStep: positiveInteger('concurrencyStep', o.concurrencyStep, 1),
+    minFreeMemory: numberIn('minFreeMemory', o.minFreeMemory, DEFAULT_MIN_FREE_MEMORY, 0, Number.MAX_VALUE),
+    settle: o.settle ?? false,
+    signal: o.signal,
+    timeout: o.timeout === undefined ? undefined : numberIn('timeout', o.timeout, 0, 1, 2 ** 31 - 1),
+    retries: resolveRetry('retries', o.retries),
+    killTimeout: numberIn('killTimeout', o.killTimeout, 3000, 0, 2 ** 31 - 1),
+    maxTasksPerWorker: o.maxTasksPerWorker === Infinity ? Infinity : positiveInteger('maxTasksPerWorker', o.maxTasksPerWorker, Infinity),
+    idleTimeout: numberIn('idleTimeout', o.idleTimeout, 5000, 0, 2 ** 31 - 1),
+    maxWorkerRss: o.maxWorkerRss === undefined ? undefined : numberIn('maxWorkerRss', o.maxWorkerRss, 0, 1, Number.MAX_VALUE),
+    output,
+    progressInterval: numberIn('progressInterval', o.progressInterval, 50, 0, 2 ** 31 - 1),
+    workerExecArgv: o.workerExecArgv ?? [],
+    workerEnv: o.workerEnv,
+  };
+}
+
+function isPositiveInteger(value: unknown): value is number {
+  return typeof value === 'number' && Number.isInteger(value) && value > 0;
+}
+
+function positiveInteger(name: string, value: unknown, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!isPositiveInteger(value)) throw new OptionError(name, 'a positive integer', value);
+  return value;
+}
+
+function numberIn(name: string, value: unknown, fallback: number, min: number, max: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || Number.isNaN(value) || value < min || value > max) {
+    throw new OptionError(name, `a number from ${min} to ${max === Number.MAX_VALUE || max === Number.MAX_SAFE_INTEGER ? 'any' : max}`, value);
+  }
+  return value;
+}
+
+const FAILURE_KINDS: readonly TaskFailureKind[] = ['threw', 'exited', 'signaled', 'timeout', 'cancelled', 'invalid', 'spawn'];
+const RETRYABLE: readonly TaskFailureKind[] = ['threw', 'exited', 'signaled', 'timeout', 'spawn'];
+
+/** Validates a retry option (a count or a policy) and fills in its defaults. */
+export function resolveRetry(name: string, value: unknown): ResolvedRetry {
+  const policy: RetryOptions = typeof value === 'number' || value === undefined ? { retries: value ?? 0 } : (value as RetryOptions);
+  if (typeof policy !== 'object' || policy === null) throw new OptionError(name, 'a number or a retry policy object', value);
+  const retries = policy.retries;
+  if (!(typeof retries === 'number' && Number.isInteger(retries) && retries >= 0)) {
+    throw new OptionError(typeof value === 'number' ? name : `${name}.retries`, 'an integer >= 0', retries);
+  }
+  const backoff = policy.backoff ?? 'exponential';
+  if (backoff !== 'fixed' && backoff !== 'exponential') throw new OptionError(`${name}.backoff`, "'fixed' or 'exponential'", backoff);
+  if (policy.jitter !== undefined && typeof policy.jitter !== 'boolean') throw new OptionError(`${name}.jitter`, 'a boolean', policy.jitter);
+  const on = policy.on ?? DEFAULT_RETRY_ON;
+  if (!Array.isArray(on) || !on.every((k) => FAILURE_KINDS.includes(k))) {
+    throw new OptionError(`${name}.on`, `an array of failure kinds (${RETRYABLE.join(', ')})`, on);
+  }
+  return {
+    retries,
+    delay: numberIn(`${name}.delay`, policy.delay, 100, 0, 2 ** 31 - 1),
+    backoff,
+    maxDelay: numberIn(`${name}.maxDelay`, policy.maxDelay, 30_000, 0, 2 ** 31 - 1),
+    jitter: policy.jitter ?? true,
+    on: on.filter((k) => RETRYABLE.includes(k)),
+  };
+}
+
+/** Validates one task's options; used when a task is pulled from the source. Returns a message or undefined. */
+export function checkTaskOptions(options: unknown): string | undefined {
+  if (typeof options !== 'object' || options === null) return 'task options must be an object';
+  const o = options as Record<string, unknown>;
+  if (o.timeout !== undefined && !(typeof o.timeout === 'number' && o.timeout >= 1 && o.timeout <= 2 ** 31 - 1)) {
+    return `task option timeout must be a number from 1 to ${2 ** 31 - 1}, got ${String(o.timeout)}`;
+  }
+  if (o.weight !== undefined && !(typeof o.weight === 'number' && o.weight >= 0 && Number.isFinite(o.weight))) {
+    return `task option weight must be a finite number >= 0, got ${String(o.weight)}`;
+  }
+  if (o.retries !== undefined) {
+    try {
+      resolveRetry('retries', o.retries);
+    } catch (error) {
+      return `task ${(error as Error).message.replace(/^options\./, 'option ')}`;
+    }
+  }
+  return undefined;
+}

@@ -1,0 +1,96 @@
+/**
+ * Progress snapshots and per-task progress.
+ *
+ * @module
+ */
+import type { LoadReading } from './load/samplers.js';
+
+/** Where a run is in its life. */
+export type RunState = 'idle' | 'running' | 'completed' | 'failed' | 'terminated';
+
+/** A snapshot of a run, as emitted by `progress$`. */
+export interface Progress {
+  state: RunState;
+  /** How many tasks there are; `undefined` until a lazy source is exhausted. */
+  total: number | undefined;
+  /** Tasks that ended well. */
+  completed: number;
+  /** Tasks that failed (in settle mode; in fail-fast mode at most 1). */
+  failed: number;
+  /** Tasks executing now. */
+  running: number;
+  /** Tasks waiting to start; `undefined` while the total is unknown. */
+  queued: number | undefined;
+  /** The concurrency limit in force. */
+  concurrency: number;
+  /** The last load reading, in automatic concurrency mode. */
+  load: LoadReading | undefined;
+  /** True while starts are held because free memory is low (automatic mode). */
+  memoryHeld: boolean;
+  /** Milliseconds since the run started. */
+  elapsedMs: number;
+  /** Estimated milliseconds until the end, once the total is known and a task has ended. */
+  etaMs: number | undefined;
+  /** Sum of the weights of the tasks that ended (see `TaskOptions.weight`). */
+  weightDone: number;
+  /** Sum of the weights of all tasks; `undefined` until the total is known. */
+  weightTotal: number | undefined;
+}
+
+/** Intermediate progress a task reported from inside its child with `reportProgress`. */
+export interface TaskProgress {
+  /** The task's 0-based position in the input. */
+  index: number;
+  /** What it reported. */
+  value: unknown;
+}
+
+/** The counters behind progress snapshots. */
+export class ProgressState {
+  state: RunState = 'idle';
+  total: number | undefined;
+  pulled = 0;
+  completed = 0;
+  failed = 0;
+  concurrency: number;
+  load: LoadReading | undefined;
+  memoryHeld = false;
+  startedAt = 0;
+  endedAt: number | undefined;
+  weightDone = 0;
+  weightPulled = 0;
+
+  constructor(concurrency: number, total: number | undefined) {
+    this.concurrency = concurrency;
+    this.total = total;
+  }
+
+  snapshot(running: number): Progress {
+    const now = this.endedAt ?? performance.now();
+    const elapsedMs = this.startedAt ? now - this.startedAt : 0;
+    const ended = this.completed + this.failed;
+    const total = this.total;
+    const weightTotal = total !== undefined && this.pulled >= total ? this.weightPulled : undefined;
+    let etaMs: number | undefined;
+    if (this.state !== 'running') etaMs = this.state === 'idle' ? undefined : 0;
+    else if (total !== undefined && ended > 0) {
+      const doneShare = weightTotal ? this.weightDone / weightTotal : ended / total;
+      etaMs = doneShare > 0 ? (elapsedMs / doneShare) * (1 - doneShare) : undefined;
+    }
+    return {
+      state: this.state,
+      total,
+      completed: this.completed,
+      failed: this.failed,
+      running,
+      queued: total === undefined ? undefined : Math.max(0, total - ended - running),
+      concurrency: this.concurrency,
+      load: this.load,
+      memoryHeld: this.memoryHeld,
+      elapsedMs,
+      etaMs,
+      weightDone: this.weightDone,
+      weightTotal,
+    };
+  }
+}

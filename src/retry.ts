@@ -1,0 +1,55 @@
+/**
+ * Retries: a task that failed in a retryable way runs again, after a backoff, up to a limit.
+ *
+ * @module
+ */
+import type { TaskError, TaskFailureKind } from './errors.js';
+import { resolveRetry, type ResolvedOptions, type ResolvedRetry } from './options.js';
+import type { JobEvents, JobHandle, TaskRuntime } from './runtime/runtime.js';
+import type { Task } from './task.js';
+
+/** Runs a task through `runtime`, starting it again while its retry policy allows. */
+export function runWithRetries(runtime: TaskRuntime, task: Task, index: number, options: ResolvedOptions, events: JobEvents): JobHandle {
+  const policy = task.options.retries === undefined ? options.retries : resolveRetry('retries', task.options.retries);
+  const timeout = task.options.timeout ?? options.timeout;
+  let current: JobHandle | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let cancelled = false;
+  const attempt = (n: number) => {
+    current = runtime.start(
+      { task, index, attempt: n, timeout },
+      {
+        fulfilled: events.fulfilled,
+        progress: events.progress,
+        rejected: (error: TaskError) => {
+          if (cancelled) return;
+          if (n > policy.retries || !policy.on.includes(error.kind)) {
+            events.rejected(error);
+            return;
+          }
+          current = undefined;
+          timer = setTimeout(() => attempt(n + 1), retryDelay(policy, n));
+        },
+      },
+    );
+  };
+  attempt(1);
+  return {
+    cancel() {
+      cancelled = true;
+      clearTimeout(timer);
+      current?.cancel();
+    },
+  };
+}
+
+/** Milliseconds to wait before attempt `failed + 1`. */
+export function retryDelay(policy: ResolvedRetry, failed: number, random: () => number = Math.random): number {
+  const base = policy.backoff === 'exponential' ? policy.delay * 2 ** (failed - 1) : policy.delay;
+  const capped = Math.min(policy.maxDelay, base);
+  // "Full jitter" spreads retries of tasks that failed together, so they do not fail together again.
+  return policy.jitter ? Math.round(capped / 2 + random() * (capped / 2)) : capped;
+}
+
+/** The failures retried unless `retry.on` says otherwise. Invalid tasks and cancellations never are. */
+export const DEFAULT_RETRY_ON: readonly TaskFailureKind[] = ['threw', 'exited', 'signaled', 'timeout'];

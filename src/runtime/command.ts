@@ -1,0 +1,137 @@
+/**
+ * Runs an external program for a {@link commandTask}: spawned without a shell, in a process
+ * group of its own, output collected up to a limit and never blocking the program.
+ *
+ * @module
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import type { TaskErrorInit } from '../errors.js';
+import type { CommandResult, CommandTask } from '../task.js';
+import type { OutputLine } from './output.js';
+
+const DEFAULT_MAX_BUFFER = 64 * 1024 * 1024;
+const TAIL_BYTES = 8 * 1024;
+/** How long to wait, after the program exited, for its pipes to close (a grandchild may hold them). */
+const CLOSE_WAIT_MS = 200;
+
+export interface SpawnedJob {
+  child: ChildProcess;
+}
+
+export interface CommandHooks {
+  /** The run's output mode: in 'capture', lines also go to `line`. */
+  capture: boolean;
+  line(line: OutputLine): void;
+  fulfilled(value: CommandResult<string | Buffer>, durationMs: number, pid: number | undefined): void;
+  rejected(init: Omit<TaskErrorInit, 'index' | 'label' | 'attempt'>): void;
+}
+
+/** Spawns the command; reports through `hooks` exactly once. */
+export function runCommand(task: CommandTask<unknown>, index: number, hooks: CommandHooks, track: (pid: number) => () => void): SpawnedJob {
+  const o = task.options;
+  const t0 = performance.now();
+  const maxBuffer = o.maxBuffer ?? DEFAULT_MAX_BUFFER;
+  const child = spawn(task.file, [...task.args], {
+    cwd: o.cwd,
+    env: o.env,
+    shell: false,
+    detached: true,
+    stdio: [o.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    windowsHide: true,
+  });
+  const untrack = child.pid === undefined ? () => {} : track(child.pid);
+  const out = collect(child, 'stdout', maxBuffer, index, hooks);
+  const err = collect(child, 'stderr', maxBuffer, index, hooks);
+  if (o.input !== undefined && child.stdin) {
+    child.stdin.on('error', () => {}); // the program may exit without reading its input
+    child.stdin.end(o.input);
+  }
+  let settled = false;
+  let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  let closeTimer: NodeJS.Timeout | undefined;
+  const settle = () => {
+    if (settled || !exit) return;
+    settled = true;
+    clearTimeout(closeTimer);
+    untrack();
+    const durationMs = performance.now() - t0;
+    const { code, signal } = exit;
+    const result: CommandResult<string | Buffer> = {
+      exitCode: code,
+      signal,
+      stdout: out.value(o.encoding),
+      stderr: err.value(o.encoding),
+      durationMs,
+      truncated: out.truncated || err.truncated,
+    };
+    if (signal) {
+      hooks.rejected({ kind: 'signaled', signal, exitCode: code, stderrTail: err.tail(), pid: child.pid, durationMs });
+    } else if (code !== 0 && o.reject !== false) {
+      hooks.rejected({ kind: 'exited', exitCode: code, stderrTail: err.tail(), pid: child.pid, durationMs });
+    } else {
+      hooks.fulfilled(result, durationMs, child.pid);
+    }
+  };
+  child.once('error', (error: NodeJS.ErrnoException) => {
+    if (settled || exit) return;
+    settled = true;
+    untrack();
+    const notFound = error.code === 'ENOENT';
+    hooks.rejected({
+      kind: notFound || error.code === 'EACCES' ? 'invalid' : 'spawn',
+      detail: notFound ? `command not found: ${task.file} (ENOENT)` : `cannot run ${task.file}: ${error.message}`,
+      remote: { name: error.name, message: error.message, code: error.code },
+      durationMs: performance.now() - t0,
+    });
+  });
+  child.once('exit', (code, signal) => {
+    exit = { code, signal };
+    closeTimer = setTimeout(() => {
+      child.stdout?.destroy();
+      child.stderr?.destroy();
+      settle();
+    }, CLOSE_WAIT_MS);
+  });
+  child.once('close', () => settle());
+  return { child };
+}
+
+function collect(child: ChildProcess, name: 'stdout' | 'stderr', maxBuffer: number, index: number, hooks: CommandHooks) {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let truncated = false;
+  let tail = Buffer.alloc(0);
+  let partial = '';
+  const stream = child[name];
+  stream?.on('error', () => {});
+  stream?.on('data', (chunk: Buffer) => {
+    if (size < maxBuffer) {
+      const room = maxBuffer - size;
+      chunks.push(room >= chunk.length ? chunk : chunk.subarray(0, room));
+      size += Math.min(room, chunk.length);
+      if (room < chunk.length) truncated = true;
+    } else {
+      truncated = true;
+    }
+    if (name === 'stderr') tail = Buffer.concat([tail, chunk]).subarray(-TAIL_BYTES);
+    if (hooks.capture) {
+      const lines = (partial + chunk.toString('utf8')).split('\n');
+      partial = lines.pop()!;
+      for (const line of lines) hooks.line({ index, stream: name, line: line.endsWith('\r') ? line.slice(0, -1) : line, pid: child.pid });
+    }
+  });
+  stream?.on('end', () => {
+    if (hooks.capture && partial) hooks.line({ index, stream: name, line: partial, pid: child.pid });
+    partial = '';
+  });
+  return {
+    get truncated() {
+      return truncated;
+    },
+    value(encoding: 'utf8' | 'buffer' | undefined): string | Buffer {
+      const all = Buffer.concat(chunks, size);
+      return encoding === 'buffer' ? all : all.toString('utf8');
+    },
+    tail: () => tail.toString('utf8'),
+  };
+}

@@ -1,0 +1,574 @@
+/**
+ * The local runtime: tasks run in processes on this machine.
+ *
+ * Execution is organised in *lanes*, one per unit of concurrency. A lane runs one task at a
+ * time, in order; a lane may own a warm worker process for module tasks. Module tasks are sent
+ * to the lane's worker ahead of time (pipelining, up to `depth` per lane) so a worker never
+ * idles waiting for its next task; commands and process tasks start when they reach the head of
+ * their lane. So at most `concurrency` tasks execute at once, whatever the kinds.
+ *
+ * @module
+ */
+import type { ChildProcess } from 'node:child_process';
+import { BehaviorSubject, Subject, type Observable } from 'rxjs';
+import { TaskError, type TaskErrorInit } from '../errors.js';
+import type { OutputMode } from '../options.js';
+import { taskLabel, type ModuleTask } from '../task.js';
+import { trackChild } from './cleanup.js';
+import { runCommand } from './command.js';
+import { killTree } from './kill.js';
+import type { OutputLine } from './output.js';
+import { runProcessTask } from './process-task.js';
+import { processRss } from './rss.js';
+import { FULFILLED, THREW, type ResultTuple } from './protocol.js';
+import type { JobEvents, JobHandle, JobSpec, TaskRuntime, TaskStats } from './runtime.js';
+import { WorkerProcess, type FatalReport, type UnsendableTask } from './worker-process.js';
+
+export interface LocalRuntimeOptions {
+  concurrency: number;
+  maxTasksPerWorker: number;
+  idleTimeout: number;
+  killTimeout: number;
+  maxWorkerRss: number | undefined;
+  output: OutputMode;
+  workerExecArgv: readonly string[];
+  workerEnv: NodeJS.ProcessEnv | undefined;
+}
+
+/** Pipelining aims to keep about this much work (µs) queued in each worker. */
+const PIPELINE_BUDGET_US = 1000;
+const MAX_DEPTH = 32;
+/** Consecutive workers dying before they are ready, after which the runtime stops forking. */
+const MAX_BOOT_FAILURES = 3;
+
+type JobState = 'queued' | 'sent' | 'running' | 'done';
+
+class Job implements JobHandle {
+  state: JobState = 'queued';
+  lane: Lane | undefined;
+  worker: WorkerProcess | undefined;
+  child: ChildProcess | undefined;
+  timer: NodeJS.Timeout | undefined;
+  stderrSince = 0;
+  constructor(
+    readonly id: number,
+    readonly spec: JobSpec,
+    readonly events: JobEvents,
+    private readonly runtime: LocalRuntime,
+  ) {}
+  cancel(): void {
+    this.runtime.cancel(this);
+  }
+}
+
+class Lane {
+  readonly jobs: Job[] = [];
+  worker: WorkerProcess | undefined;
+  /** A worker started ahead of time, to take over when `worker` reaches maxTasksPerWorker. */
+  next: WorkerProcess | undefined;
+  idleTimer: NodeJS.Timeout | undefined;
+}
+
+export class LocalRuntime implements TaskRuntime {
+  readonly #options: LocalRuntimeOptions;
+  readonly #lanes: Lane[] = [];
+  /** Idle workers not attached to a lane. */
+  readonly #spares = new Set<WorkerProcess>();
+  readonly #spareTimers = new Map<WorkerProcess, NodeJS.Timeout>();
+  /** Workers being killed on purpose: their exit is not a crash. */
+  readonly #abandoned = new WeakSet<WorkerProcess>();
+  readonly #jobsById = new Map<number, Job>();
+  readonly #children = new Set<ChildProcess>();
+  readonly #stopping = new Set<Promise<unknown>>();
+  readonly #depth = new BehaviorSubject(1);
+  readonly #output = new Subject<OutputLine>();
+  #target: number;
+  #nextId = 1;
+  #avgUs: number | undefined;
+  #bootFailures = 0;
+  #broken: string | undefined;
+  #closing = false;
+  executing = 0;
+
+  readonly depth$: Observable<number> = this.#depth.asObservable();
+  readonly output$: Observable<OutputLine> = this.#output.asObservable();
+
+  constructor(options: LocalRuntimeOptions) {
+    this.#options = options;
+    this.#target = options.concurrency;
+  }
+
+  start(spec: JobSpec, events: JobEvents): JobHandle {
+    const job = new Job(this.#nextId++, spec, events, this);
+    if (this.#closing) {
+      job.state = 'done';
+      return job;
+    }
+    const lane = this.#pickLane();
+    job.lane = lane;
+    lane.jobs.push(job);
+    this.#advance(lane);
+    return job;
+  }
+
+  setConcurrency(limit: number): void {
+    const lowered = limit < this.#target;
+    this.#target = limit;
+    if (!lowered) return;
+    // Lanes past the limit keep their running task, but hand back tasks that have not started.
+    const moved: Job[] = [];
+    for (let i = limit; i < this.#lanes.length; i++) {
+      const lane = this.#lanes[i]!;
+      for (let j = lane.jobs.length - 1; j >= 1; j--) {
+        const job = lane.jobs[j]!;
+        if (job.state === 'queued') {
+          lane.jobs.splice(j, 1);
+          moved.unshift(job);
+        }
+      }
+    }
+    for (const job of moved) {
+      const lane = this.#pickLane();
+      job.lane = lane;
+      lane.jobs.push(job);
+      this.#advance(lane);
+    }
+    this.#trimLanes();
+  }
+
+  pids(): number[] {
+    const pids: number[] = [];
+    const add = (w: WorkerProcess | undefined) => {
+      if (w?.alive && w.pid !== undefined) pids.push(w.pid);
+    };
+    for (const lane of this.#lanes) {
+      add(lane.worker);
+      add(lane.next);
+    }
+    for (const w of this.#spares) add(w);
+    for (const c of this.#children) if (c.pid !== undefined && c.exitCode === null && c.signalCode === null) pids.push(c.pid);
+    return pids;
+  }
+
+  async shutdown(graceful: boolean): Promise<void> {
+    this.#closing = true;
+    const workers = new Set<WorkerProcess>(this.#spares);
+    for (const timer of this.#spareTimers.values()) clearTimeout(timer);
+    this.#spareTimers.clear();
+    this.#spares.clear();
+    for (const lane of this.#lanes) {
+      clearTimeout(lane.idleTimer);
+      for (const job of lane.jobs) {
+        clearTimeout(job.timer);
+        job.state = 'done';
+      }
+      lane.jobs.length = 0;
+      if (lane.worker) workers.add(lane.worker);
+      if (lane.next) workers.add(lane.next);
+      lane.worker = lane.next = undefined;
+    }
+    this.#lanes.length = 0;
+    this.#jobsById.clear();
+    this.executing = 0;
+    for (const worker of workers) {
+      this.#abandoned.add(worker);
+      this.#stop(graceful && worker.pending.size === 0 ? worker.retire() : worker.kill(this.#options.killTimeout));
+    }
+    for (const child of this.#children) this.#stop(killTree(child, this.#options.killTimeout));
+    while (this.#stopping.size) await Promise.all([...this.#stopping]);
+    this.#depth.complete();
+    this.#output.complete();
+  }
+
+  /** Cancels a job: no event follows; its process is killed if it was running. */
+  cancel(job: Job): void {
+    if (job.state === 'done' || this.#closing) {
+      job.state = 'done';
+      return;
+    }
+    this.#abort(job);
+  }
+
+  // ---- dispatch ------------------------------------------------------------------------------
+
+  #pickLane(): Lane {
+    let best: Lane | undefined;
+    const usable = Math.min(this.#target, this.#lanes.length);
+    for (let i = 0; i < usable; i++) {
+      const lane = this.#lanes[i]!;
+      if (lane.jobs.length === 0) return lane;
+      if (!best || lane.jobs.length < best.jobs.length) best = lane;
+    }
+    if (this.#lanes.length < this.#target) {
+      const lane = new Lane();
+      this.#lanes.push(lane);
+      return lane;
+    }
+    return best!;
+  }
+
+  /** Starts the head of the lane if it can, and sends module tasks ahead to its worker. */
+  #advance(lane: Lane): void {
+    if (this.#closing) return;
+    const head = lane.jobs[0];
+    if (!head) {
+      this.#laneIdle(lane);
+      return;
+    }
+    clearTimeout(lane.idleTimer);
+    lane.idleTimer = undefined;
+    if (this.#broken !== undefined) {
+      this.#failBroken(lane);
+      return;
+    }
+    for (let i = 0; i < lane.jobs.length; i++) {
+      const job = lane.jobs[i]!;
+      if (job.spec.task.kind === 'module') {
+        if (job.state === 'queued' && !this.#send(lane, job)) break;
+        if (i === 0 && job.state === 'sent') this.#markRunning(job);
+      } else {
+        if (i === 0 && job.state === 'queued') this.#startProcessJob(job);
+        break;
+      }
+    }
+  }
+
+  /** Sends a module job to the lane's worker; false when it has to wait (worker quota). */
+  #send(lane: Lane, job: Job): boolean {
+    const max = this.#options.maxTasksPerWorker;
+    let worker = lane.worker;
+    if (worker && (!worker.alive || worker.sent >= max)) {
+      if (worker.alive && worker.pending.size > 0) return false;
+      this.#retireWorker(worker);
+      worker = lane.worker = undefined;
+    }
+    if (!worker) {
+      worker = lane.worker = lane.next ?? this.#takeSpare() ?? this.#spawnWorker();
+      lane.next = undefined;
+    }
+    const task = job.spec.task as ModuleTask;
+    job.state = 'sent';
+    job.worker = worker;
+    this.#jobsById.set(job.id, job);
+    worker.send({ id: job.id, module: task.module, exportName: task.exportName, args: task.args });
+    // Fresh process per task: start the next one while this task runs, so start-up overlaps.
+    if (worker.sent >= max && !lane.next) lane.next = this.#spawnWorker();
+    return true;
+  }
+
+  #markRunning(job: Job): void {
+    job.state = 'running';
+    this.executing++;
+    const worker = job.worker;
+    if (worker) {
+      worker.currentIndex = job.spec.index;
+      job.stderrSince = worker.output.stderrBytes;
+    }
+    this.#armTimeout(job);
+  }
+
+  #armTimeout(job: Job): void {
+    const timeout = job.spec.timeout;
+    if (timeout !== undefined) job.timer = setTimeout(() => this.#timedOut(job), timeout);
+  }
+
+  #startProcessJob(job: Job): void {
+    job.state = 'running';
+    this.executing++;
+    this.#armTimeout(job);
+    const { task, index } = job.spec;
+    const track = (pid: number) => trackChild(pid);
+    const settle = () => this.#finish(job);
+    const capture = this.#options.output === 'capture';
+    const line = (l: OutputLine) => this.#output.next(l);
+    let child: ChildProcess | undefined;
+    if (task.kind === 'command') {
+      child = runCommand(task, index, {
+        capture,
+        line,
+        fulfilled: (value, durationMs, pid) => settle() && job.events.fulfilled(value, this.#stats(job, durationMs, undefined, pid)),
+        rejected: (init) => settle() && job.events.rejected(this.#error(job, init)),
+      }, track).child;
+    } else if (task.kind === 'process') {
+      child = runProcessTask(task, index, {
+        output: this.#options.output,
+        killTimeout: this.#options.killTimeout,
+        line,
+        progress: (value) => job.state !== 'done' && job.events.progress(value),
+        fulfilled: (value, durationMs, pid) => settle() && job.events.fulfilled(value, this.#stats(job, durationMs, undefined, pid)),
+        rejected: (init) => settle() && job.events.rejected(this.#error(job, init)),
+      }, track);
+    }
+    if (child) {
+      job.child = child;
+      this.#children.add(child);
+      child.once('exit', () => this.#children.delete(child));
+    }
+  }
+
+  // ---- outcomes ------------------------------------------------------------------------------
+
+  /** Removes a finished job from its lane; false if it had already ended (cancelled, timed out). */
+  #finish(job: Job): boolean {
+    if (job.state === 'done') return false;
+    if (job.state === 'running') this.executing--;
+    job.state = 'done';
+    clearTimeout(job.timer);
+    const lane = job.lane;
+    if (lane) {
+      const at = lane.jobs.indexOf(job);
+      if (at !== -1) lane.jobs.splice(at, 1);
+      job.lane = undefined;
+      queueMicrotask(() => this.#advance(lane));
+    }
+    return true;
+  }
+
+  #onResults(worker: WorkerProcess, results: ResultTuple[]): void {
+    const lanes = new Set<Lane>();
+    for (const [id, status, value, durationUs, cpuUs] of results) {
+      const job = this.#jobsById.get(id);
+      if (!job || job.worker !== worker) continue;
+      this.#jobsById.delete(id);
+      const lane = job.lane;
+      if (job.state === 'running') this.executing--;
+      job.state = 'done';
+      clearTimeout(job.timer);
+      if (lane) {
+        // Results come in lane order, so this is nearly always the head.
+        if (lane.jobs[0] === job) lane.jobs.shift();
+        else lane.jobs.splice(lane.jobs.indexOf(job), 1);
+        job.lane = undefined;
+        lanes.add(lane);
+      }
+      this.#learnDuration(durationUs);
+      if (status === FULFILLED) {
+        job.events.fulfilled(value, this.#stats(job, durationUs / 1000, cpuUs / 1000, worker.pid));
+      } else {
+        job.events.rejected(
+          this.#error(job, {
+            kind: status === THREW ? 'threw' : 'invalid',
+            remote: value as TaskErrorInit['remote'],
+            stderrTail: worker.output.stderrTail(job.stderrSince),
+            pid: worker.pid,
+            durationMs: durationUs / 1000,
+          }),
+        );
+      }
+    }
+    for (const lane of lanes) this.#advance(lane);
+    this.#checkRss(worker);
+  }
+
+  #onUnsendable(tasks: UnsendableTask[]): void {
+    for (const { id, message } of tasks) {
+      const job = this.#jobsById.get(id);
+      if (!job) continue;
+      this.#jobsById.delete(id);
+      if (this.#finish(job)) job.events.rejected(this.#error(job, { kind: 'invalid', detail: message }));
+    }
+  }
+
+  #onWorkerExit(worker: WorkerProcess, code: number | null, signal: NodeJS.Signals | null, fatal: FatalReport | undefined): void {
+    this.#spares.delete(worker);
+    clearTimeout(this.#spareTimers.get(worker));
+    this.#spareTimers.delete(worker);
+    let owner: Lane | undefined;
+    for (const lane of this.#lanes) {
+      if (lane.worker === worker) {
+        lane.worker = undefined;
+        owner = lane;
+      }
+      if (lane.next === worker) lane.next = undefined;
+    }
+    if (this.#abandoned.has(worker) || this.#closing) return;
+    if (worker.ready) this.#bootFailures = 0;
+    else if (++this.#bootFailures >= MAX_BOOT_FAILURES) {
+      this.#broken =
+        `worker processes die while starting (${describeExit(code, signal)}, ${MAX_BOOT_FAILURES} times in a row)` +
+        (worker.output.stderrTail() ? `; stderr: ${worker.output.stderrTail().trim().slice(-500)}` : '');
+    }
+    if (!owner) return;
+    // Only the lane's head was executing; the tasks queued behind it never started: send them again.
+    for (const job of owner.jobs) {
+      if (job.worker !== worker) continue;
+      this.#jobsById.delete(job.id);
+      job.worker = undefined;
+      if (job.state === 'running' && worker.ready) {
+        this.#finish(job);
+        const base = { exitCode: code, signal, stderrTail: worker.output.stderrTail(job.stderrSince), pid: worker.pid };
+        const init: Omit<TaskErrorInit, 'index' | 'label' | 'attempt'> =
+          fatal && (fatal.id === job.id || fatal.id === undefined)
+            ? { ...base, kind: 'threw', remote: fatal.error, detail: 'uncaught in the worker, which exited' }
+            : signal
+              ? { ...base, kind: 'signaled', detail: 'the worker process died while running it' }
+              : { ...base, kind: 'exited', detail: 'the worker process exited while running it' };
+        job.events.rejected(this.#error(job, init));
+      } else {
+        if (job.state === 'running') this.executing--;
+        job.state = 'queued';
+      }
+    }
+    this.#advance(owner);
+  }
+
+  #timedOut(job: Job): void {
+    if (job.state !== 'running') return;
+    const stderrTail = job.worker?.output.stderrTail(job.stderrSince);
+    const pid = job.worker?.pid ?? job.child?.pid;
+    const kill = this.#abort(job);
+    const limit = job.spec.timeout;
+    void kill.then(({ forced }) =>
+      job.events.rejected(
+        this.#error(job, { kind: 'timeout', detail: `it ran longer than ${limit} ms and was killed${forced ? ' (SIGKILL was needed)' : ''}`, stderrTail, pid }),
+      ),
+    );
+  }
+
+  /** Ends a job early, killing what runs it. Resolves when its process is gone. */
+  #abort(job: Job): Promise<{ forced: boolean }> {
+    const wasRunning = job.state === 'running';
+    const wasSent = job.state === 'sent';
+    const lane = job.lane;
+    this.#finish(job);
+    const worker = job.worker;
+    if (worker) {
+      this.#jobsById.delete(job.id);
+      if (wasRunning) {
+        // The worker is busy with this very task: it has to go. Tasks queued behind it never started.
+        if (lane?.worker === worker) lane.worker = undefined;
+        for (const other of lane?.jobs ?? []) {
+          if (other.worker === worker) {
+            this.#jobsById.delete(other.id);
+            other.worker = undefined;
+            other.state = 'queued';
+          }
+        }
+        this.#abandoned.add(worker);
+        return this.#stop(worker.kill(this.#options.killTimeout));
+      }
+      if (wasSent) worker.skip(job.id);
+    } else if (job.child && wasRunning) {
+      return this.#stop(killTree(job.child, this.#options.killTimeout));
+    }
+    return Promise.resolve({ forced: false });
+  }
+
+  #stop<T>(promise: Promise<T>): Promise<T> {
+    this.#stopping.add(promise);
+    void promise.finally(() => this.#stopping.delete(promise));
+    return promise;
+  }
+
+  // ---- workers -------------------------------------------------------------------------------
+
+  #spawnWorker(): WorkerProcess {
+    return new WorkerProcess(
+      {
+        output: this.#options.output,
+        execArgv: this.#options.workerExecArgv,
+        env: this.#options.workerEnv,
+        killTimeout: this.#options.killTimeout,
+      },
+      {
+        results: (w, results) => this.#onResults(w, results),
+        progress: (_w, id, value) => {
+          const job = this.#jobsById.get(id);
+          if (job && job.state !== 'done') job.events.progress(value);
+        },
+        exited: (w, code, signal, fatal) => this.#onWorkerExit(w, code, signal, fatal),
+        output: (line) => this.#output.next(line),
+      },
+      (tasks) => this.#onUnsendable(tasks),
+    );
+  }
+
+  #takeSpare(): WorkerProcess | undefined {
+    for (const worker of this.#spares) {
+      this.#spares.delete(worker);
+      clearTimeout(this.#spareTimers.get(worker));
+      this.#spareTimers.delete(worker);
+      if (worker.alive) return worker;
+    }
+    return undefined;
+  }
+
+  #retireWorker(worker: WorkerProcess): void {
+    this.#abandoned.add(worker);
+    this.#stop(worker.retire());
+  }
+
+  #laneIdle(lane: Lane): void {
+    if (this.#lanes.indexOf(lane) >= this.#target) {
+      this.#trimLanes();
+      return;
+    }
+    if (!lane.worker && !lane.next) return;
+    clearTimeout(lane.idleTimer);
+    lane.idleTimer = setTimeout(() => {
+      lane.idleTimer = undefined;
+      if (lane.jobs.length) return;
+      if (lane.worker) this.#retireWorker(lane.worker);
+      if (lane.next) this.#retireWorker(lane.next);
+      lane.worker = lane.next = undefined;
+    }, this.#options.idleTimeout);
+  }
+
+  /** Drops empty lanes past the limit; their workers become spares. */
+  #trimLanes(): void {
+    while (this.#lanes.length > this.#target) {
+      const lane = this.#lanes[this.#lanes.length - 1]!;
+      if (lane.jobs.length) return;
+      this.#lanes.pop();
+      clearTimeout(lane.idleTimer);
+      for (const worker of [lane.worker, lane.next]) {
+        if (!worker?.alive) continue;
+        this.#spares.add(worker);
+        this.#spareTimers.set(worker, setTimeout(() => {
+          this.#spares.delete(worker);
+          this.#spareTimers.delete(worker);
+          this.#retireWorker(worker);
+        }, this.#options.idleTimeout));
+      }
+    }
+  }
+
+  #checkRss(worker: WorkerProcess): void {
+    const limit = this.#options.maxWorkerRss;
+    if (limit === undefined || worker.pid === undefined || !worker.alive) return;
+    // Reading /proc is cheap, but not free: check at most once per 100 tasks.
+    if (worker.sent % 100 !== 0 && worker.pending.size !== 0) return;
+    const rss = processRss(worker.pid);
+    if (rss !== undefined && rss > limit) worker.sent = Infinity; // recycled when its queue drains
+  }
+
+  #failBroken(lane: Lane): void {
+    const jobs = lane.jobs.splice(0);
+    for (const job of jobs) {
+      job.lane = undefined;
+      if (this.#finish(job)) job.events.rejected(this.#error(job, { kind: 'spawn', detail: this.#broken }));
+    }
+  }
+
+  // ---- helpers -------------------------------------------------------------------------------
+
+  #learnDuration(us: number): void {
+    this.#avgUs = this.#avgUs === undefined ? us : this.#avgUs + (us - this.#avgUs) * 0.1;
+    const want = Math.max(1, Math.min(MAX_DEPTH, Math.floor(PIPELINE_BUDGET_US / Math.max(this.#avgUs, 1))));
+    const have = this.#depth.value;
+    // Hysteresis: small wobbles in task duration do not move the admission limit.
+    if (want !== have && (want === 1 || want > have * 1.3 || want < have * 0.75)) this.#depth.next(want);
+  }
+
+  #stats(job: Job, durationMs: number, cpuMs: number | undefined, pid: number | undefined): TaskStats {
+    return { durationMs, cpuMs, pid, attempt: job.spec.attempt };
+  }
+
+  #error(job: Job, init: Omit<TaskErrorInit, 'index' | 'label' | 'attempt'>): TaskError {
+    return new TaskError({ ...init, index: job.spec.index, label: taskLabel(job.spec.task), attempt: job.spec.attempt });
+  }
+}
+
+function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
+  return signal ? `killed by ${signal}` : `exit code ${code}`;
+}

@@ -1,0 +1,97 @@
+/**
+ * Runs a {@link processTask}: the user's own child process, whose first IPC message is its result.
+ *
+ * @module
+ */
+import type { ChildProcess } from 'node:child_process';
+import { formatValue, toRemoteErrorInfo, type TaskErrorInit } from '../errors.js';
+import type { OutputMode } from '../options.js';
+import type { ProcessTask } from '../task.js';
+import { killTree } from './kill.js';
+import { tapOutput, type OutputLine } from './output.js';
+import { isTagged, TAG } from './protocol.js';
+
+export interface ProcessHooks {
+  output: OutputMode;
+  killTimeout: number;
+  line(line: OutputLine): void;
+  progress(value: unknown): void;
+  fulfilled(value: unknown, durationMs: number, pid: number | undefined): void;
+  rejected(init: Omit<TaskErrorInit, 'index' | 'label' | 'attempt'>): void;
+}
+
+/**
+ * Calls the factory and watches the process. Returns the child, or undefined when the factory
+ * failed (already reported through `hooks.rejected`).
+ */
+export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks: ProcessHooks, track: (pid: number) => () => void): ChildProcess | undefined {
+  const t0 = performance.now();
+  let child: ChildProcess;
+  try {
+    child = task.factory();
+  } catch (error) {
+    hooks.rejected({ kind: 'invalid', detail: 'its process factory threw', remote: toRemoteErrorInfo(error) });
+    return undefined;
+  }
+  if (!child || typeof child !== 'object' || typeof child.on !== 'function' || !('pid' in child)) {
+    hooks.rejected({ kind: 'invalid', detail: `its factory must return a ChildProcess, returned ${formatValue(child)}` });
+    return undefined;
+  }
+  if (typeof child.send !== 'function') {
+    // No channel: the result could never arrive. Do not leave the process behind.
+    void killTree(child, hooks.killTimeout);
+    hooks.rejected({
+      kind: 'invalid',
+      detail: "its process has no IPC channel; create it with fork(), or spawn() with 'ipc' in stdio",
+      pid: child.pid,
+    });
+    return undefined;
+  }
+  const untrack = child.pid === undefined ? () => {} : track(child.pid);
+  const tap = tapOutput(child.stdout, child.stderr, hooks.output, child.pid, () => index, hooks.line);
+  let settled = false;
+  const done = () => {
+    settled = true;
+    child.off('message', onMessage);
+  };
+  const onMessage = (message: unknown) => {
+    if (settled) return;
+    if (isTagged(message)) {
+      if (message[TAG] === 'progress') hooks.progress((message as { value?: unknown }).value);
+      return;
+    }
+    done();
+    hooks.fulfilled(message, performance.now() - t0, child.pid);
+    // Its work is done: let it exit on its own, and make sure it does.
+    if (child.connected) child.disconnect();
+    void killTree(child, hooks.killTimeout);
+  };
+  child.on('message', onMessage);
+  child.once('error', (error: NodeJS.ErrnoException) => {
+    if (settled) return;
+    done();
+    untrack();
+    hooks.rejected({
+      kind: error.code === 'ENOENT' ? 'invalid' : 'spawn',
+      detail: `its process could not start: ${error.message}`,
+      remote: toRemoteErrorInfo(error),
+    });
+  });
+  // Messages still in the channel are delivered before it reports 'disconnect': decide after that.
+  child.once('exit', (code, signal) => afterChannelClosed(child, () => {
+    untrack();
+    tap.end();
+    if (settled) return;
+    done();
+    const base = { exitCode: code, signal, stderrTail: tap.stderrTail(), pid: child.pid, durationMs: performance.now() - t0 };
+    if (signal) hooks.rejected({ ...base, kind: 'signaled' });
+    else hooks.rejected({ ...base, kind: 'exited', detail: code === 0 ? 'without sending a result' : undefined });
+  }));
+  return child;
+}
+
+/** Runs `then` once the child's IPC channel is closed (at once if it already is). */
+export function afterChannelClosed(child: ChildProcess, then: () => void): void {
+  if (child.connected) child.once('disconnect', then);
+  else then();
+}

@@ -1,0 +1,249 @@
+/**
+ * The parent's handle on one warm worker process: fork, batched sends, results, death.
+ *
+ * @module
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { serialize } from 'node:v8';
+import { formatValue, type RemoteErrorInfo } from '../errors.js';
+import type { OutputMode } from '../options.js';
+import { trackChild } from './cleanup.js';
+import { killTree, type KillReport } from './kill.js';
+import { afterChannelClosed } from './process-task.js';
+import { tapOutput, type OutputLine, type OutputTap } from './output.js';
+import { isTagged, TAG, type ParentMessage, type ResultTuple, type RunMessage, type WorkerMessage } from './protocol.js';
+
+const here = import.meta.url;
+/** The worker entry beside this file: `.ts` when the library itself runs from source under tsx. */
+const WORKER_ENTRY = new URL(`../child/worker-main${here.endsWith('.ts') ? '.ts' : '.js'}`, here);
+
+export interface WorkerOptions {
+  output: OutputMode;
+  execArgv: readonly string[];
+  env: NodeJS.ProcessEnv | undefined;
+  killTimeout: number;
+}
+
+/** What a worker tells its owner. */
+export interface WorkerListener {
+  results(worker: WorkerProcess, results: ResultTuple[]): void;
+  progress(worker: WorkerProcess, id: number, value: unknown): void;
+  /** The process is gone. `fatal` is an uncaught error it reported first, if any. */
+  exited(worker: WorkerProcess, code: number | null, signal: NodeJS.Signals | null, fatal: FatalReport | undefined): void;
+  output(line: OutputLine): void;
+}
+
+export interface FatalReport {
+  id: number | undefined;
+  error: RemoteErrorInfo;
+}
+
+/** A task as the worker sees it. */
+export interface WorkerTask {
+  id: number;
+  module: string;
+  exportName: string;
+  args: readonly unknown[];
+}
+
+/** A task that could not be sent (an argument that cannot be cloned). */
+export interface UnsendableTask {
+  id: number;
+  message: string;
+}
+
+let nextWorkerId = 1;
+
+export class WorkerProcess {
+  readonly id = nextWorkerId++;
+  readonly child: ChildProcess;
+  readonly pid: number | undefined;
+  ready = false;
+  /** Tasks sent and not yet answered, in the order the worker runs them. */
+  readonly pending = new Set<number>();
+  /** Tasks sent over this worker's life. */
+  sent = 0;
+  /** The task index to attribute captured output to; set by the owner. */
+  currentIndex: number | undefined;
+  exitCode: number | null = null;
+  exitSignal: NodeJS.Signals | null = null;
+  alive = true;
+  readonly output: OutputTap;
+  readonly exited: Promise<void>;
+
+  #fnIds = new Map<string, number>();
+  #defs: Array<[number, string, string]> = [];
+  #tasks: Array<[number, number, readonly unknown[]]> = [];
+  #flushQueued = false;
+  #fatal: FatalReport | undefined;
+  #untrack: () => void;
+  #onUnsendable: (tasks: UnsendableTask[]) => void;
+
+  constructor(options: WorkerOptions, private readonly listener: WorkerListener, onUnsendable: (tasks: UnsendableTask[]) => void) {
+    this.#onUnsendable = onUnsendable;
+    this.child = fork(WORKER_ENTRY, [], {
+      serialization: 'advanced',
+      // Its own process group, so termination reaches whatever its tasks spawn.
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+      execArgv: [...workerExecArgv(process.execArgv), ...options.execArgv],
+      env: options.env ?? process.env,
+    });
+    this.pid = this.child.pid;
+    this.#untrack = this.pid === undefined ? () => {} : trackChild(this.pid);
+    this.output = tapOutput(this.child.stdout, this.child.stderr, options.output, this.pid, () => this.currentIndex, (line) =>
+      listener.output(line),
+    );
+    this.child.on('message', (message: WorkerMessage) => this.#onMessage(message));
+    // 'error' here means fork failed, or a send failed after the channel closed: 'exit' follows or has happened.
+    this.child.on('error', () => {});
+    this.exited = new Promise((resolve) => {
+      this.child.once('exit', (code, signal) => afterChannelClosed(this.child, () => {
+        this.alive = false;
+        this.exitCode = code;
+        this.exitSignal = signal;
+        this.#untrack();
+        this.output.end();
+        listener.exited(this, code, signal, this.#fatal);
+        resolve();
+      }));
+    });
+  }
+
+  /** Queues a task; tasks queued in the same tick go as one message. */
+  send(task: WorkerTask): void {
+    const key = `${task.exportName}\0${task.module}`;
+    let fnId = this.#fnIds.get(key);
+    if (fnId === undefined) {
+      fnId = this.#fnIds.size;
+      this.#fnIds.set(key, fnId);
+      this.#defs.push([fnId, task.module, task.exportName]);
+    }
+    this.#tasks.push([task.id, fnId, task.args]);
+    this.pending.add(task.id);
+    this.sent++;
+    if (!this.#flushQueued) {
+      this.#flushQueued = true;
+      queueMicrotask(() => this.#flush());
+    }
+  }
+
+  /** Tells the worker not to start a queued task. */
+  skip(id: number): void {
+    if (this.pending.delete(id)) this.#post({ [TAG]: 'skip', id });
+  }
+
+  /** Asks the worker to exit once it is idle; it exits when its IPC channel closes. */
+  retire(): Promise<KillReport> {
+    if (!this.alive) return Promise.resolve({ forced: false });
+    if (this.child.connected) this.child.disconnect();
+    return Promise.race([
+      this.exited.then(() => killTree(this.child, 0)).then(() => ({ forced: false })),
+      new Promise<void>((r) => setTimeout(r, 1000).unref()).then(() => killTree(this.child, 0)),
+    ]);
+  }
+
+  /** Terminates the worker and its process group (SIGTERM, then SIGKILL after `graceMs`). */
+  kill(graceMs: number): Promise<KillReport> {
+    return killTree(this.child, graceMs);
+  }
+
+  #flush(): void {
+    this.#flushQueued = false;
+    if (this.#tasks.length === 0) return;
+    const message: RunMessage = { [TAG]: 'run', tasks: this.#tasks };
+    if (this.#defs.length) message.defs = this.#defs;
+    this.#tasks = [];
+    this.#defs = [];
+    try {
+      this.#post(message);
+    } catch {
+      this.#sendOneByOne(message);
+    }
+  }
+
+  /** A batch could not be cloned: send what can be sent, and report the rest. */
+  #sendOneByOne(message: RunMessage): void {
+    const bad: UnsendableTask[] = [];
+    let defs = message.defs;
+    for (const task of message.tasks) {
+      const [id, , args] = task;
+      const culprit = findUncloneable(args);
+      if (culprit) {
+        this.pending.delete(id);
+        bad.push({ id, message: culprit });
+        continue;
+      }
+      this.#post({ [TAG]: 'run', tasks: [task], ...(defs ? { defs } : {}) });
+      defs = undefined;
+    }
+    if (defs) this.#post({ [TAG]: 'run', tasks: [], defs });
+    if (bad.length) this.#onUnsendable(bad);
+  }
+
+  #post(message: ParentMessage): void {
+    if (this.child.connected) this.child.send(message);
+  }
+
+  #onMessage(message: WorkerMessage): void {
+    // Anything user code sends with process.send is not ours: ignore it rather than be confused by it.
+    if (!isTagged(message)) return;
+    switch (message[TAG]) {
+      case 'done':
+        if (Array.isArray(message.results)) {
+          for (const result of message.results) this.pending.delete(result[0]);
+          this.listener.results(this, message.results);
+        }
+        break;
+      case 'progress':
+        if (typeof message.id === 'number') this.listener.progress(this, message.id, message.value);
+        break;
+      case 'ready':
+        this.ready = true;
+        break;
+      case 'fatal':
+        this.#fatal = { id: typeof message.id === 'number' ? message.id : undefined, error: message.error };
+        break;
+    }
+  }
+}
+
+/**
+ * The parent's Node flags a worker inherits. A debugger flag would make workers fight over the
+ * port. A TypeScript loader (tsx) costs hundreds of milliseconds per start: a compiled worker
+ * entry drops it and registers it lazily, only when it meets a TypeScript task module.
+ */
+export function workerExecArgv(parent: readonly string[], compiledEntry = WORKER_ENTRY.pathname.endsWith('.js')): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < parent.length; i++) {
+    const arg = parent[i]!;
+    if (arg.startsWith('--inspect')) continue;
+    if (compiledEntry) {
+      const takesValue = /^--(import|require|loader|experimental-loader)$/.test(arg) || arg === '-r';
+      const value = takesValue ? (parent[i + 1] ?? '') : arg;
+      if (/(^|[\\/=@])tsx([\\/]|$)/.test(value)) {
+        if (takesValue) i++;
+        continue;
+      }
+    }
+    out.push(arg);
+  }
+  return out;
+}
+
+/** Names the first argument that structured clone refuses, or undefined when all clone. */
+function findUncloneable(args: readonly unknown[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    try {
+      serialize(args[i]);
+    } catch (error) {
+      return `argument ${i} (${formatValue(args[i])}) cannot be sent to a child process: ${(error as Error).message}`;
+    }
+  }
+  try {
+    serialize(args);
+  } catch (error) {
+    return `the arguments cannot be sent to a child process: ${(error as Error).message}`;
+  }
+  return undefined;
+}

@@ -1,0 +1,479 @@
+/**
+ * `schedule$` and `ScheduledRun`: wires the task source, the load-following merge, the runtime
+ * and the result, order and progress streams.
+ *
+ * @module
+ */
+import {
+  BehaviorSubject, Observable, Subject, Subscription, combineLatest, distinctUntilChanged, isObservable, map, of,
+  type Observer, type Subscriber,
+} from 'rxjs';
+import { RunTerminatedError, TaskError } from './errors.js';
+import { autoConcurrency$ } from './load/controller.js';
+import { systemLoadSampler } from './load/samplers.js';
+import { mergeWithLimit } from './operators/merge-map-with-limit.js';
+import { isTaskSourceInput, type TaskSourceInput } from './operators/pull-source.js';
+import { reorderByIndex } from './operators/reorder.js';
+import { checkTaskOptions, resolveOptions, type ResolvedOptions, type ScheduleOptions } from './options.js';
+import { optimalConcurrency } from './optimal-concurrency.js';
+import { ProgressState, type Progress, type TaskProgress } from './progress.js';
+import { runWithRetries } from './retry.js';
+import { LocalRuntime } from './runtime/local-runtime.js';
+import type { OutputLine } from './runtime/output.js';
+import type { TaskRuntime, TaskStats } from './runtime/runtime.js';
+import { isTask, taskLabel, type Task, type TaskValue } from './task.js';
+import { formatValue } from './errors.js';
+
+/** A task that ended well. The run emits these, in the order tasks finish. */
+export interface TaskResult<T> {
+  status: 'fulfilled';
+  /** The task's 0-based position in the input. */
+  index: number;
+  value: T;
+  stats: TaskStats;
+}
+
+/** A task that failed, as emitted in settle mode. */
+export interface TaskFailure {
+  status: 'rejected';
+  index: number;
+  reason: TaskError;
+}
+
+/** How a task ended, in settle mode: like a `PromiseSettledResult`, with the task's index. */
+export type TaskOutcome<T> = TaskResult<T> | TaskFailure;
+
+/** Fail fast (the default) or settle every task. */
+export type RunMode = 'failFast' | 'settle';
+
+/** What the run emits: results in fail-fast mode, outcomes in settle mode. */
+export type Completion<T, M extends RunMode> = M extends 'settle' ? TaskOutcome<T> : TaskResult<T>;
+
+/** What `ordered$` and `toOrderedArray()` give: values in fail-fast mode, outcomes in settle mode. */
+export type Ordered<T, M extends RunMode> = M extends 'settle' ? TaskOutcome<T> : T;
+
+/**
+ * One run of a set of tasks: an Observable of completions (in the order tasks finish) with the
+ * other views of the same run beside it.
+ *
+ * **One run executes once.** The first subscription to any result stream (the run itself,
+ * `ordered$`, `toOrderedArray()`) starts it, at the end of the current microtask, so subscribers
+ * added in the same synchronous block all see everything. Later subscribers share the same
+ * execution and see:
+ * - on the run and `ordered$`: what is emitted after they subscribe, then the run's end
+ *   (complete, or the error); after the end, the end at once;
+ * - on `progress$`: the latest snapshot at once, then every update (it never starts the run);
+ * - `toOrderedArray()`: the same promise on every call; called after results were emitted, it
+ *   rejects, since the earlier values are gone.
+ *
+ * **Terminate** by unsubscribing every subscriber of the result streams before the end, by
+ * aborting `options.signal`, or with {@link ScheduledRun.terminate}. Every process is killed
+ * (SIGTERM to its process group, SIGKILL after `killTimeout`) and waiting tasks never start.
+ * When the run completes or errors, every process it started is already gone.
+ *
+ * @typeParam T The value type of the tasks.
+ * @typeParam M `'settle'` when created with `settle: true`.
+ */
+export class ScheduledRun<T, M extends RunMode = 'failFast'> extends Observable<Completion<T, M>> {
+  /** Values in input order (outcomes in settle mode), each as soon as every earlier task has ended. */
+  readonly ordered$: Observable<Ordered<T, M>>;
+  /** Progress snapshots. A subscriber gets the latest one at once; completes when the run ends. */
+  readonly progress$: Observable<Progress>;
+  /** Intermediate progress reported by tasks from inside their child (`reportProgress`). */
+  readonly taskProgress$: Observable<TaskProgress>;
+  /** Lines children write, with `output: 'capture'` (nothing in the other modes). */
+  readonly output$: Observable<OutputLine>;
+  /** The concurrency limit in force; a subscriber gets the current one at once. */
+  readonly concurrency$: Observable<number>;
+  readonly #core: RunCore<T, M>;
+
+  /** @internal Use {@link schedule$}. */
+  constructor(core: RunCore<T, M>) {
+    super((subscriber) => core.attach(core.completions, subscriber));
+    this.#core = core;
+    this.ordered$ = new Observable((subscriber) => core.attach(core.ordered, subscriber));
+    this.progress$ = core.progress.asObservable();
+    this.taskProgress$ = core.taskProgress.asObservable();
+    this.output$ = core.output.asObservable();
+    this.concurrency$ = core.concurrency.pipe(distinctUntilChanged());
+  }
+
+  /**
+   * All values in input order (outcomes in settle mode). Starts the run if it has not started.
+   *
+   * @example
+   * ```ts
+   * import { schedule$, moduleTask } from 'async-process-scheduler';
+   * const work = new URL('./work.js', import.meta.url);
+   * const squares = await schedule$([1, 2, 3].map((x) => moduleTask<number>(work, 'square', [x]))).toOrderedArray();
+   * ```
+   * @returns A promise of the values; it rejects with the first `TaskError` in fail-fast mode.
+   */
+  toOrderedArray(): Promise<Ordered<T, M>[]> {
+    return this.#core.toOrderedArray();
+  }
+
+  /**
+   * Terminates the run: subscribers get a {@link RunTerminatedError}, every process is killed,
+   * waiting tasks never start. Resolves once every process the run started is gone. Safe to call
+   * at any time, any number of times; after the end it only waits for the processes.
+   *
+   * @example
+   * ```ts
+   * const run = schedule$(tasks);
+   * run.subscribe({ error: (e) => console.log(e.name) }); // RunTerminatedError
+   * setTimeout(() => void run.terminate(), 1000);
+   * ```
+   */
+  terminate(): Promise<void> {
+    return this.#core.terminate(new RunTerminatedError('the run was terminated'));
+  }
+
+  /** Process ids of the processes the run has alive right now (workers, commands, process tasks). */
+  pids(): number[] {
+    return this.#core.runtime?.pids() ?? [];
+  }
+}
+
+/**
+ * Runs tasks in child processes, with concurrency that follows CPU load, and returns the run as
+ * an Observable of completions with ordered values and progress beside it.
+ *
+ * `tasks` may be an array, any iterable (a generator), an async iterable, or an Observable of
+ * tasks made with {@link moduleTask}, {@link taskModule}, {@link commandTask} or {@link processTask};
+ * iterables are pulled only as slots free up, so a lazy million tasks use constant memory.
+ *
+ * @example
+ * ```ts
+ * import { schedule$, moduleTask } from 'async-process-scheduler';
+ * import { map } from 'rxjs';
+ *
+ * const work = new URL('./work.js', import.meta.url); // export function square(x) { return x * x }
+ * const run = schedule$([1, 2, 3, 4].map((x) => moduleTask<number>(work, 'square', [x])), { concurrency: 2 });
+ *
+ * run.progress$.subscribe((p) => console.log(`${p.completed}/${p.total}`));
+ * run.pipe(map((r) => `#${r.index} = ${r.value}`)).subscribe(console.log); // completion order
+ * console.log(await run.toOrderedArray()); // [1, 4, 9, 16]
+ * ```
+ * @param tasks The tasks.
+ * @param options Concurrency, failure mode, timeouts, output handling: see {@link ScheduleOptions}.
+ * @returns The run. Nothing starts until something subscribes to its results.
+ * @throws {OptionError} when an option is invalid; {@link TypeError} when `tasks` is not a task source.
+ */
+export function schedule$<K extends Task<unknown>>(tasks: TaskSourceInput<K>, options: ScheduleOptions & { settle: true }): ScheduledRun<TaskValue<K>, 'settle'>;
+export function schedule$<K extends Task<unknown>>(tasks: TaskSourceInput<K>, options?: ScheduleOptions & { settle?: false }): ScheduledRun<TaskValue<K>>;
+export function schedule$<K extends Task<unknown>>(tasks: TaskSourceInput<K>, options?: ScheduleOptions): ScheduledRun<TaskValue<K>, RunMode>;
+export function schedule$<K extends Task<unknown>>(tasks: TaskSourceInput<K>, options?: ScheduleOptions): ScheduledRun<TaskValue<K>, RunMode> {
+  const resolved = resolveOptions(options);
+  if (!isTaskSourceInput(tasks)) {
+    throw new TypeError(`tasks must be an array, an iterable, an async iterable or an Observable of tasks, got ${formatValue(tasks)}`);
+  }
+  return new ScheduledRun(new RunCore<TaskValue<K>, RunMode>(tasks as TaskSourceInput<Task>, resolved));
+}
+
+type Terminal = { kind: 'complete' } | { kind: 'error'; error: unknown };
+
+/** @internal The shared execution behind a ScheduledRun. */
+export class RunCore<T, M extends RunMode> {
+  readonly completions = new Subject<Completion<T, M>>();
+  readonly ordered = new Subject<Ordered<T, M>>();
+  readonly taskProgress = new Subject<TaskProgress>();
+  readonly output = new Subject<OutputLine>();
+  readonly concurrency: BehaviorSubject<number>;
+  readonly progress: BehaviorSubject<Progress>;
+  runtime: TaskRuntime | undefined;
+  #options: ResolvedOptions;
+  #source: TaskSourceInput<Task>;
+  #state: ProgressState;
+  #refs = 0;
+  #startQueued = false;
+  #terminal: Terminal | undefined;
+  #subscription: Subscription | undefined;
+  #emittedOrdered = false;
+  #orderedArray: Promise<Ordered<T, M>[]> | undefined;
+  #stopped: Promise<void> = Promise.resolve();
+  #progressTimer: NodeJS.Timeout | undefined;
+  #progressQueued = false;
+  #lastProgressAt = 0;
+  #abortListener: (() => void) | undefined;
+
+  constructor(source: TaskSourceInput<Task>, options: ResolvedOptions) {
+    this.#source = source;
+    this.#options = options;
+    const initial = typeof options.concurrency === 'number' ? options.concurrency : clampAuto(options);
+    const total = Array.isArray(source) ? source.length : undefined;
+    this.#state = new ProgressState(initial, total);
+    this.concurrency = new BehaviorSubject(initial);
+    this.progress = new BehaviorSubject(this.#state.snapshot(0));
+  }
+
+  /** Subscribes `subscriber` to one of the result subjects, counting it; starts the run. */
+  attach<V>(subject: Subject<V>, subscriber: Subscriber<V>): () => void {
+    if (this.#terminal) {
+      this.#deliverTerminal(subscriber);
+      return () => {};
+    }
+    this.#refs++;
+    const inner = subject.subscribe(subscriber);
+    if (this.#state.state === 'idle' && !this.#startQueued) {
+      this.#startQueued = true;
+      queueMicrotask(() => {
+        this.#startQueued = false;
+        if (this.#refs > 0 && this.#state.state === 'idle' && !this.#terminal) this.#start();
+      });
+    }
+    return () => {
+      inner.unsubscribe();
+      if (--this.#refs === 0 && !this.#terminal && this.#state.state === 'running') {
+        void this.terminate();
+      }
+    };
+  }
+
+  toOrderedArray(): Promise<Ordered<T, M>[]> {
+    if (!this.#orderedArray) {
+      if (this.#emittedOrdered) {
+        this.#orderedArray = Promise.reject(
+          new Error('toOrderedArray() was first called after the run had emitted ordered values, which are gone; call it before the run starts'),
+        );
+      } else {
+        const values: Ordered<T, M>[] = [];
+        this.#orderedArray = new Promise((resolve, reject) => {
+          new Observable<Ordered<T, M>>((s) => this.attach(this.ordered, s)).subscribe({
+            next: (v) => values.push(v),
+            error: reject,
+            complete: () => resolve(values),
+          });
+        });
+      }
+    }
+    return this.#orderedArray;
+  }
+
+  /**
+   * Ends the run early. Current and later subscribers of the result streams get `error`
+   * (a RunTerminatedError saying why).
+   */
+  terminate(error?: Error): Promise<void> {
+    if (this.#terminal) return this.#stopped;
+    const terminal: Terminal = { kind: 'error', error: error ?? new RunTerminatedError('the run was terminated: every subscriber unsubscribed') };
+    if (this.#state.state === 'idle') this.#end('terminated', terminal); // nothing started, nothing to kill
+    else this.#shutdownThen(false, 'terminated', terminal);
+    return this.#stopped;
+  }
+
+  #start(): void {
+    const options = this.#options;
+    const state = this.#state;
+    if (options.signal?.aborted) {
+      this.#end('terminated', { kind: 'error', error: new RunTerminatedError('the run was aborted before it started', { cause: options.signal.reason }) });
+      return;
+    }
+    state.state = 'running';
+    state.startedAt = performance.now();
+    const runtime = new LocalRuntime({
+      concurrency: this.concurrency.value,
+      maxTasksPerWorker: options.maxTasksPerWorker,
+      idleTimeout: options.idleTimeout,
+      killTimeout: options.killTimeout,
+      maxWorkerRss: options.maxWorkerRss,
+      output: options.output,
+      workerExecArgv: options.workerExecArgv,
+      workerEnv: options.workerEnv,
+    });
+    this.runtime = runtime;
+    const subscription = new Subscription();
+    this.#subscription = subscription;
+    subscription.add(runtime.output$.subscribe(this.output));
+
+    const limit$ = this.#limit$(runtime).pipe(
+      map((limit) => {
+        if (!(limit === Infinity || (Number.isInteger(limit) && limit > 0))) {
+          throw new RangeError(`the concurrency limit must be a positive integer or Infinity, got ${formatValue(limit)}`);
+        }
+        if (limit !== this.concurrency.value) this.concurrency.next(limit);
+        state.concurrency = limit;
+        runtime.setConcurrency(limit);
+        this.#progressChanged();
+        return limit;
+      }),
+    );
+    const admission$ = combineLatest([limit$, runtime.depth$]).pipe(map(([limit, depth]) => limit * depth));
+
+    const reorderInput = new Subject<TaskOutcome<T>>();
+    subscription.add(
+      reorderInput.pipe(reorderByIndex((o) => o.index)).subscribe({
+        next: (outcome) => {
+          this.#emittedOrdered = true;
+          this.ordered.next((options.settle ? outcome : (outcome as TaskResult<T>).value) as Ordered<T, M>);
+        },
+        // A gap means a task was lost: a bug, never silent.
+        error: (error) => this.#shutdownThen(false, 'failed', { kind: 'error', error }),
+      }),
+    );
+
+    const merged = mergeWithLimit<Task, TaskOutcome<T>>({
+      source: this.#source,
+      limit$: admission$,
+      project: (task, index) => this.#taskObservable(runtime, task, index),
+      onStart: () => {
+        state.pulled++;
+      },
+      onSourceDone: (total) => {
+        state.total = total;
+        this.#progressChanged();
+      },
+    });
+
+    if (options.signal) {
+      const signal = options.signal;
+      const onAbort = () => void this.terminate(new RunTerminatedError('the run was aborted', { cause: signal.reason }));
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.#abortListener = () => signal.removeEventListener('abort', onAbort);
+    }
+
+    subscription.add(
+      merged.subscribe({
+        next: (outcome) => {
+          this.completions.next(outcome as Completion<T, M>);
+          reorderInput.next(outcome);
+        },
+        error: (error) => this.#shutdownThen(false, 'failed', { kind: 'error', error }),
+        complete: () => {
+          reorderInput.complete();
+          this.#shutdownThen(true, 'completed', { kind: 'complete' });
+        },
+      }),
+    );
+    this.#progressChanged();
+  }
+
+  #limit$(runtime: TaskRuntime): Observable<number> {
+    const o = this.#options;
+    if (typeof o.concurrency === 'number') return of(o.concurrency);
+    if (isObservable(o.concurrency)) return o.concurrency;
+    const state = this.#state;
+    return autoConcurrency$(
+      {
+        initial: this.concurrency.value,
+        min: o.minConcurrency,
+        max: o.maxConcurrency,
+        cpuTarget: o.cpuTarget,
+        hysteresis: o.cpuHysteresis,
+        step: o.concurrencyStep,
+        sampleInterval: o.sampleInterval,
+        minFreeMemory: o.minFreeMemory,
+      },
+      systemLoadSampler({ childPids: () => runtime.pids() }),
+      () => ({
+        running: runtime.executing,
+        waiting: state.total === undefined || state.pulled < state.total || state.pulled - state.completed - state.failed > runtime.executing,
+      }),
+    ).pipe(
+      map((s) => {
+        state.load = s.load;
+        state.memoryHeld = s.memoryHeld;
+        this.#progressChanged();
+        return s.limit;
+      }),
+    );
+  }
+
+  /** The inner Observable of one task: emits its outcome and completes, or errors in fail-fast mode. */
+  #taskObservable(runtime: TaskRuntime, task: Task, index: number): Observable<TaskOutcome<T>> {
+    return new Observable<TaskOutcome<T>>((subscriber) => {
+      const state = this.#state;
+      const weight = isTask(task) ? (task.options.weight ?? 1) : 1;
+      state.weightPulled += weight;
+      const fail = (reason: TaskError) => {
+        state.failed++;
+        state.weightDone += weight;
+        this.#progressChanged();
+        if (this.#options.settle) {
+          subscriber.next({ status: 'rejected', index, reason });
+          subscriber.complete();
+        } else {
+          subscriber.error(reason);
+        }
+      };
+      const invalid = !isTask(task)
+        ? `it is not a task: expected one made by moduleTask, taskModule, commandTask or processTask, got ${formatValue(task)}`
+        : checkTaskOptions(task.options);
+      if (invalid !== undefined) {
+        fail(new TaskError({ kind: 'invalid', index, label: isTask(task) ? taskLabel(task) : undefined, detail: invalid }));
+        return;
+      }
+      const handle = runWithRetries(runtime, task, index, this.#options, {
+        fulfilled: (value, stats) => {
+          state.completed++;
+          state.weightDone += weight;
+          this.#progressChanged();
+          subscriber.next({ status: 'fulfilled', index, value: value as T, stats });
+          subscriber.complete();
+        },
+        rejected: fail,
+        progress: (value) => this.taskProgress.next({ index, value }),
+      });
+      this.#progressChanged();
+      return () => handle.cancel();
+    });
+  }
+
+  /** Stops the runtime, then ends every stream. */
+  #shutdownThen(graceful: boolean, state: 'completed' | 'failed' | 'terminated', terminal: Terminal): void {
+    if (this.#terminal) return;
+    this.#terminal = terminal; // from here on, new subscribers get the end; events are ignored
+    const runtime = this.runtime;
+    const subscription = this.#subscription;
+    // Shut the runtime first, so the inner teardowns below do not each kill a process.
+    const stopped = runtime ? runtime.shutdown(graceful) : Promise.resolve();
+    subscription?.unsubscribe();
+    this.#stopped = stopped.then(
+      () => this.#finish(state, terminal),
+      (error) => this.#finish(state, { kind: 'error', error }),
+    );
+  }
+
+  #end(state: 'completed' | 'failed' | 'terminated', terminal: Terminal): void {
+    this.#terminal = terminal;
+    this.#stopped = Promise.resolve().then(() => this.#finish(state, terminal));
+  }
+
+  #finish(state: 'completed' | 'failed' | 'terminated', terminal: Terminal): void {
+    this.#abortListener?.();
+    clearTimeout(this.#progressTimer);
+    this.#state.state = state;
+    this.#state.endedAt = performance.now();
+    this.progress.next(this.#state.snapshot(0));
+    for (const subject of [this.completions, this.ordered] as Subject<unknown>[]) this.#deliverTerminal(subject);
+    this.progress.complete();
+    this.taskProgress.complete();
+    this.output.complete();
+    this.concurrency.complete();
+  }
+
+  #deliverTerminal(target: Observer<never> | Subject<unknown>): void {
+    const terminal = this.#terminal!;
+    if (terminal.kind === 'complete') target.complete();
+    else target.error(terminal.error);
+  }
+
+  /** Coalesces progress snapshots (see `progressInterval`). */
+  #progressChanged(): void {
+    if (this.#progressQueued || this.#terminal) return;
+    this.#progressQueued = true;
+    const wait = this.#lastProgressAt + this.#options.progressInterval - performance.now();
+    const emit = () => {
+      this.#progressQueued = false;
+      if (this.#terminal) return;
+      this.#lastProgressAt = performance.now();
+      this.progress.next(this.#state.snapshot(this.runtime?.executing ?? 0));
+    };
+    if (wait <= 0) queueMicrotask(emit);
+    else this.#progressTimer = setTimeout(emit, wait);
+  }
+}
+
+function clampAuto(options: ResolvedOptions): number {
+  return Math.max(options.minConcurrency, Math.min(options.maxConcurrency, optimalConcurrency()));
+}

@@ -1,0 +1,275 @@
+/**
+ * Task descriptions: what to run, not how. The scheduler decides when and where.
+ *
+ * @module
+ */
+import type { ChildProcess } from 'node:child_process';
+import { isAbsolute } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { RetryOptions } from './options.js';
+
+const TASK_BRAND = Symbol.for('async-process-scheduler.Task');
+
+/** Options every kind of task accepts. */
+export interface TaskOptions {
+  /**
+   * Kill the task and fail it with `kind: 'timeout'` when it runs longer than this many
+   * milliseconds, counted from its start. Overrides the run's `timeout`.
+   * @default the run's `timeout` (none)
+   */
+  timeout?: number;
+  /** A short name used in errors and progress, e.g. `"resize photo 12"`. @default derived from the task */
+  label?: string;
+  /**
+   * How much this task counts in weighted progress (`Progress.weightCompleted`/`weightTotal`),
+   * like the Python library's `subtasks`. @default 1
+   */
+  weight?: number;
+  /** Retry policy of this task; overrides the run's `retries`. @default the run's `retries` */
+  retries?: number | RetryOptions;
+}
+
+/** Options of a {@link commandTask}. */
+export interface CommandTaskOptions extends TaskOptions {
+  /** Working directory. @default the parent's `process.cwd()` */
+  cwd?: string | URL;
+  /** Environment. @default the parent's `process.env` */
+  env?: NodeJS.ProcessEnv;
+  /** Written to the command's stdin, which is then closed. @default stdin is empty */
+  input?: string | Uint8Array;
+  /**
+   * When `false`, a non-zero exit code is a result, not a failure (a signal still fails the task).
+   * @default true
+   */
+  reject?: boolean;
+  /** `'utf8'` gives `stdout`/`stderr` as strings, `'buffer'` as Buffers. @default 'utf8' */
+  encoding?: 'utf8' | 'buffer';
+  /**
+   * At most this many bytes of stdout (and of stderr) are kept; the rest is read and dropped,
+   * so the command never blocks, and `truncated` is set on the result. @default 64 MiB
+   */
+  maxBuffer?: number;
+}
+
+/** What a {@link commandTask} resolves with. */
+export interface CommandResult<Out extends string | Buffer = string> {
+  exitCode: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: Out;
+  stderr: Out;
+  durationMs: number;
+  /** True when stdout or stderr was longer than `maxBuffer` and was cut. */
+  truncated: boolean;
+}
+
+/** A module function call to run in a worker process. Create it with {@link moduleTask}. */
+export interface ModuleTask<T = unknown> {
+  readonly kind: 'module';
+  /** The module's URL as a string (`file:` or `node:`). */
+  readonly module: string;
+  readonly exportName: string;
+  readonly args: readonly unknown[];
+  readonly options: TaskOptions;
+  /** Type-only: the result type. */
+  readonly __result?: T;
+}
+
+/** An external program to run. Create it with {@link commandTask}. */
+export interface CommandTask<T = CommandResult> {
+  readonly kind: 'command';
+  readonly file: string;
+  readonly args: readonly string[];
+  readonly options: CommandTaskOptions;
+  readonly __result?: T;
+}
+
+/** A child process the user creates. Create it with {@link processTask}. */
+export interface ProcessTask<T = unknown> {
+  readonly kind: 'process';
+  readonly factory: () => ChildProcess;
+  readonly options: TaskOptions;
+  readonly __result?: T;
+}
+
+/** Anything {@link schedule$} can run. `T` is what the task resolves with. */
+export type Task<T = unknown> = ModuleTask<T> | CommandTask<T> | ProcessTask<T>;
+
+/** The result type of a task. */
+export type TaskValue<K> = K extends Task<infer T> ? T : never;
+
+/**
+ * Describes a call of an exported function of a module, run in a warm worker process.
+ *
+ * The function may be sync or async; its return value is the task's value. Arguments and
+ * the result cross the process boundary with structured-clone semantics: Buffers, typed
+ * arrays, Map, Set, Date, BigInt and NaN survive; functions and symbols do not (the task
+ * fails with `kind: 'invalid'` naming the argument).
+ *
+ * `moduleUrl` must say exactly where the module is: a `URL`, a `file:` URL string, an absolute
+ * path, or a `node:` builtin. The usual form is `new URL('./work.js', import.meta.url)`.
+ * When the parent runs under tsx, the module may be TypeScript.
+ *
+ * For argument and return types checked against the module, see {@link taskModule}.
+ *
+ * @example
+ * ```ts
+ * import { schedule$, moduleTask } from 'async-process-scheduler';
+ *
+ * // work.js: export function square(x) { return x * x; }
+ * const work = new URL('./work.js', import.meta.url);
+ * const tasks = [1, 2, 3].map((x) => moduleTask<number>(work, 'square', [x]));
+ * console.log(await schedule$(tasks).toOrderedArray()); // [1, 4, 9]
+ * ```
+ * @param moduleUrl Where the module is.
+ * @param exportName The export to call (`'default'` for the default export).
+ * @param args Arguments for the call.
+ * @param options Per-task options.
+ * @returns A task to pass to {@link schedule$}.
+ */
+export function moduleTask<T = unknown>(
+  moduleUrl: string | URL,
+  exportName: string,
+  args: readonly unknown[] = [],
+  options: TaskOptions = {},
+): ModuleTask<T> {
+  return brand({ kind: 'module', module: normalizeModuleUrl(moduleUrl), exportName, args, options });
+}
+
+/** The names of a module's exports that are functions. */
+export type FunctionExports<M> = { [K in keyof M]: M[K] extends (...args: any[]) => unknown ? K : never }[keyof M] & string;
+
+/** A typed handle on a task module: one task factory per exported function. */
+export type TaskModule<M> = {
+  readonly [K in FunctionExports<M>]: M[K] extends (...args: infer A) => infer R ? (...args: A) => ModuleTask<Awaited<R>> : never;
+} & {
+  /** Like calling the export's factory, with per-task options. */
+  task<K extends FunctionExports<M>>(
+    exportName: K,
+    args: M[K] extends (...args: infer A) => unknown ? A : never,
+    options?: TaskOptions,
+  ): ModuleTask<M[K] extends (...args: any[]) => infer R ? Awaited<R> : never>;
+};
+
+/**
+ * A typed handle on a task module: argument and return types are inferred from the module's
+ * own type, so a wrong argument is a compile error. Nothing is imported in the parent.
+ *
+ * @example
+ * ```ts
+ * import { schedule$, taskModule } from 'async-process-scheduler';
+ *
+ * // work.ts: export async function resize(path: string, width: number) { ...; return { bytes: 1 }; }
+ * const work = taskModule<typeof import('./work.js')>(new URL('./work.js', import.meta.url));
+ * const run = schedule$(['a.png', 'b.png'].map((p) => work.resize(p, 640)));
+ * const sizes = await run.toOrderedArray(); // { bytes: number }[]
+ * // work.resize(640, 'a.png') would not compile.
+ * ```
+ * @param moduleUrl Where the module is (see {@link moduleTask}).
+ * @returns An object with one task factory per exported function, and `task(name, args, options)`.
+ */
+export function taskModule<M>(moduleUrl: string | URL): TaskModule<M> {
+  const module = normalizeModuleUrl(moduleUrl);
+  const make = (exportName: string, args: readonly unknown[], options: TaskOptions = {}) =>
+    brand<ModuleTask>({ kind: 'module', module, exportName, args, options });
+  return new Proxy({} as TaskModule<M>, {
+    get(_target, key) {
+      if (key === 'task') return make;
+      // Keep the handle from looking like a thenable or a primitive.
+      if (typeof key !== 'string' || key === 'then') return undefined;
+      return (...args: unknown[]) => make(key, args);
+    },
+  });
+}
+
+/**
+ * Describes an external program to run, spawned without a shell (arguments are passed as they
+ * are, never interpreted). Resolves with `{ exitCode, signal, stdout, stderr, durationMs }`.
+ * A non-zero exit fails the task unless `reject: false`; a program that does not exist fails
+ * it with `kind: 'invalid'` and code `ENOENT`.
+ *
+ * @example
+ * ```ts
+ * import { schedule$, commandTask } from 'async-process-scheduler';
+ *
+ * const files = ['a.txt', 'b.txt'];
+ * const run = schedule$(files.map((f) => commandTask('sha256sum', [f])));
+ * for (const r of await run.toOrderedArray()) console.log(r.stdout.trim());
+ * ```
+ * @param file The program: a name looked up in `PATH`, or a path.
+ * @param args Its arguments.
+ * @param options Working directory, environment, input, and how to treat the exit code.
+ * @returns A task to pass to {@link schedule$}.
+ */
+export function commandTask(file: string, args?: readonly string[], options?: CommandTaskOptions & { encoding?: 'utf8' }): CommandTask<CommandResult<string>>;
+export function commandTask(file: string, args: readonly string[], options: CommandTaskOptions & { encoding: 'buffer' }): CommandTask<CommandResult<Buffer>>;
+export function commandTask(file: string, args: readonly string[] = [], options: CommandTaskOptions = {}): CommandTask<CommandResult<string | Buffer>> {
+  return brand({ kind: 'command', file, args, options });
+}
+
+/**
+ * Wraps a child process you create yourself. The scheduler calls `factory` when the task's turn
+ * comes; the first IPC message the process sends is the task's value, after which the process
+ * is given `killTimeout` to exit and is then killed. A process that exits without sending a
+ * message fails the task with its exit code or signal.
+ *
+ * Pass `detached: true` to `fork` so the process leads its own process group: termination then
+ * also reaches the processes it starts.
+ *
+ * @example
+ * ```ts
+ * import { fork } from 'node:child_process';
+ * import { schedule$, processTask } from 'async-process-scheduler';
+ *
+ * // calc.js: process.send(Number(process.argv[2]) * 2);
+ * const tasks = [1, 2, 3].map((n) => processTask<number>(() => fork('calc.js', [String(n)], { detached: true })));
+ * console.log(await schedule$(tasks).toOrderedArray()); // [2, 4, 6]
+ * ```
+ * @param factory Creates the process, with an IPC channel (`fork`, or `spawn` with `'ipc'` in `stdio`).
+ * @param options Per-task options.
+ * @returns A task to pass to {@link schedule$}.
+ */
+export function processTask<T = unknown>(factory: () => ChildProcess, options: TaskOptions = {}): ProcessTask<T> {
+  return brand({ kind: 'process', factory, options });
+}
+
+/** True when `value` was made by one of the task factories. */
+export function isTask(value: unknown): value is Task {
+  return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[TASK_BRAND] === true;
+}
+
+/** A short human name for a task, used in errors. */
+export function taskLabel(task: Task): string {
+  if (task.options.label) return task.options.label;
+  switch (task.kind) {
+    case 'module': {
+      const slash = task.module.lastIndexOf('/');
+      return `${task.module.slice(slash + 1)}#${task.exportName}`;
+    }
+    case 'command':
+      return task.file;
+    case 'process':
+      return task.factory.name ? `process ${task.factory.name}` : 'process';
+  }
+}
+
+function brand<K extends object>(task: K): K {
+  Object.defineProperty(task, TASK_BRAND, { value: true });
+  return task;
+}
+
+/**
+ * Normalizes where a module is to a URL string. Relative paths and bare names are refused
+ * here: the worker would resolve them from its own location, which is never what was meant.
+ */
+function normalizeModuleUrl(moduleUrl: string | URL): string {
+  if (moduleUrl instanceof URL) return moduleUrl.href;
+  if (typeof moduleUrl !== 'string') {
+    throw new TypeError(`moduleUrl must be a URL or a string, got ${typeof moduleUrl}`);
+  }
+  if (/^(file|node|data):/.test(moduleUrl)) return moduleUrl;
+  if (isAbsolute(moduleUrl)) return pathToFileURL(moduleUrl).href;
+  throw new TypeError(
+    `moduleUrl must be a URL, a file: URL string or an absolute path, got ${JSON.stringify(moduleUrl)}; ` +
+      `use new URL('${moduleUrl.startsWith('.') ? moduleUrl : `./${moduleUrl}`}', import.meta.url)`,
+  );
+}
