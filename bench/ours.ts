@@ -1,0 +1,190 @@
+// This library's contenders. Everything here goes through the public API only, with default
+// options unless a workload says otherwise. The harness imports this file dynamically, so
+// when ../src cannot load yet the peers still run and the import error is printed instead.
+import { commandTask, moduleTask, schedule$ } from '../src/index.js';
+import type { Measurement } from './harness.js';
+import { checkIncSum } from './peers.js';
+import { childPids, startRssSampler } from './proc.js';
+
+const fixture = (name: string): URL => new URL(`./fixtures/${name}`, import.meta.url);
+const incModule = fixture('inc.mjs');
+const spinModule = fixture('spin.mjs');
+const echoModule = fixture('echo.mjs');
+const CONCURRENCY = 2;
+
+function incTasks(count: number, offset: number) {
+  return Array.from({ length: count }, (_, i) => moduleTask(incModule, 'inc', [offset + i]));
+}
+
+/**
+ * Times a first run (cold: worker start-up included), an untimed warm-up run, then a timed
+ * run again, and reports the last one as warm only if the same worker processes served it:
+ * when the library does not keep workers between runs, every run is cold and "warm" would lie.
+ */
+async function coldAndWarm(
+  run: (phase: 'cold' | 'warmup' | 'warm') => Promise<void>,
+  unitsOfWork: number,
+  scale: number,
+): Promise<Measurement> {
+  let start = performance.now();
+  await run('cold');
+  const cold = ((performance.now() - start) * scale) / unitsOfWork;
+  await run('warmup');
+  const workersAfterWarmup = new Set(childPids());
+  start = performance.now();
+  await run('warm');
+  const warm = ((performance.now() - start) * scale) / unitsOfWork;
+  const workersAfterTimedRun = childPids();
+  const sameWorkers =
+    workersAfterTimedRun.length > 0 && workersAfterTimedRun.every((pid) => workersAfterWarmup.has(pid));
+  if (sameWorkers) return { metrics: { cold, warm } };
+  return {
+    metrics: { cold },
+    notes: [
+      'warm not reported: the workers of one run did not serve the next run in the same process, ' +
+        'so this library does not keep warm workers between runs and every run is cold',
+    ],
+  };
+}
+
+/**
+ * Tiny tasks, all submitted at once, default options: µs per task, cold and warm.
+ *
+ * @param sizes - tasks per timed run, tasks in the untimed warm-up run
+ * @returns cold and (when the library keeps workers between runs) warm µs per task
+ */
+export async function tiny({ tasks, warmup }: { tasks: number; warmup: number }): Promise<Measurement> {
+  return coldAndWarm(
+    async (phase) => {
+      const count = phase === 'warmup' ? warmup : tasks;
+      const offset = phase === 'cold' ? 0 : phase === 'warmup' ? tasks : tasks + warmup;
+      const values = await schedule$(incTasks(count, offset), { concurrency: CONCURRENCY }).toOrderedArray();
+      checkIncSum(values, count, offset);
+    },
+    tasks,
+    1000,
+  );
+}
+
+/**
+ * CPU-bound tasks: wall time of the batch, cold and warm.
+ *
+ * @param sizes - number of tasks, busy-loop iterations per task
+ * @returns cold and (when workers are kept) warm wall time in ms
+ */
+export async function cpu({ tasks, iterations }: { tasks: number; iterations: number }): Promise<Measurement> {
+  return coldAndWarm(
+    async (phase) => {
+      const count = phase === 'warmup' ? 2 : tasks;
+      const work = Array.from({ length: count }, () => moduleTask(spinModule, 'spin', [phase === 'warmup' ? 1000 : iterations]));
+      const values = await schedule$(work, { concurrency: CONCURRENCY }).toOrderedArray();
+      if (values.length !== count) throw new Error(`expected ${count} results, got ${values.length}`);
+    },
+    1,
+    1,
+  ).then(({ metrics, notes }) => ({ metrics: rename(metrics, { cold: 'cold wall', warm: 'wall' }), notes }));
+}
+
+/**
+ * A fresh process per task (`maxTasksPerWorker: 1`): ms per task.
+ *
+ * @param sizes - number of tasks
+ * @returns ms per task
+ */
+export async function fresh({ tasks }: { tasks: number }): Promise<Measurement> {
+  const start = performance.now();
+  const values = await schedule$(incTasks(tasks, 0), { concurrency: CONCURRENCY, maxTasksPerWorker: 1 }).toOrderedArray();
+  const perTask = (performance.now() - start) / tasks;
+  checkIncSum(values, tasks, 0);
+  return { metrics: { 'per task': perTask } };
+}
+
+/**
+ * `/bin/true` as a command task: ms per task.
+ *
+ * @param sizes - number of runs
+ * @returns ms per task
+ */
+export async function command({ tasks }: { tasks: number }): Promise<Measurement> {
+  const start = performance.now();
+  const work = Array.from({ length: tasks }, () => commandTask('/bin/true', []));
+  const values = await schedule$(work, { concurrency: CONCURRENCY }).toOrderedArray();
+  const perTask = (performance.now() - start) / tasks;
+  if (values.length !== tasks) throw new Error(`expected ${tasks} results, got ${values.length}`);
+  return { metrics: { 'per task': perTask } };
+}
+
+/**
+ * A large Buffer as argument and result, one task at a time. A run may pipeline and batch its
+ * tasks, so completions can arrive in a burst and the time between them means nothing; what
+ * is measured instead is the extra time a run of 1 + `trips` tasks takes over a run of 1 task,
+ * divided by `trips`: the cost of one more round trip, worker start-up cancelled out.
+ *
+ * @param sizes - payload size in MB, extra round trips per pair of runs
+ * @returns ms per round trip, median of three pairs of runs
+ */
+export async function ipc({ megabytes, trips }: { megabytes: number; trips: number }): Promise<Measurement> {
+  const payload = Buffer.alloc(megabytes * 2 ** 20, 7);
+  const timeRun = async (count: number): Promise<number> => {
+    const work = Array.from({ length: count }, () => moduleTask(echoModule, 'echo', [payload]));
+    const start = performance.now();
+    const values = (await schedule$(work, { concurrency: 1 }).toOrderedArray()) as Uint8Array[];
+    const elapsed = performance.now() - start;
+    if (values.length !== count || values.some((value) => value?.byteLength !== payload.byteLength)) {
+      throw new Error('echo came back with a different length');
+    }
+    return elapsed;
+  };
+  const perTrip: number[] = [];
+  for (let pair = 0; pair < 3; pair++) {
+    const single = await timeRun(1);
+    const many = await timeRun(1 + trips);
+    perTrip.push((many - single) / trips);
+  }
+  perTrip.sort((a, b) => a - b);
+  return { metrics: { 'round trip': perTrip[1]! } };
+}
+
+/**
+ * A lazily generated stream of tiny tasks: the parent's peak RSS must stay flat.
+ *
+ * @param sizes - total tasks, and the completion count from which growth is measured
+ * @returns RSS growth (MB) from `from` completions to the end, peak RSS (MB), µs per task
+ */
+export async function lazy({ tasks, from }: { tasks: number; from: number }): Promise<Measurement> {
+  function* generate() {
+    for (let i = 0; i < tasks; i++) yield moduleTask(incModule, 'inc', [i]);
+  }
+  const rss = startRssSampler(50);
+  let completed = 0;
+  let sum = 0;
+  let peakAtFrom = Number.NaN;
+  const start = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    schedule$(generate(), { concurrency: CONCURRENCY }).subscribe({
+      next: (completion) => {
+        sum += (completion as { value: number }).value;
+        if (++completed === from) peakAtFrom = rss.peak();
+      },
+      error: reject,
+      complete: resolve,
+    });
+  });
+  const elapsed = performance.now() - start;
+  const peakAtEnd = rss.peak();
+  rss.stop();
+  if (completed !== tasks || sum !== (tasks * (tasks + 1)) / 2) {
+    throw new Error(`wrong results: ${completed} completions summing to ${sum}`);
+  }
+  return {
+    metrics: {
+      'rss growth': (peakAtEnd - peakAtFrom) / 2 ** 20,
+      'peak rss': peakAtEnd / 2 ** 20,
+      'per task': (elapsed * 1000) / tasks,
+    },
+  };
+}
+
+function rename(metrics: Record<string, number>, names: Record<string, string>): Record<string, number> {
+  return Object.fromEntries(Object.entries(metrics).map(([key, value]) => [names[key] ?? key, value]));
+}
