@@ -5,7 +5,7 @@
  * @module
  */
 import {
-  BehaviorSubject, Observable, Subject, Subscription, combineLatest, distinctUntilChanged, isObservable, map, of,
+  Observable, ReplaySubject, Subject, Subscription, combineLatest, distinctUntilChanged, isObservable, map, of,
   type Observer, type Subscriber,
 } from 'rxjs';
 import { RunTerminatedError, TaskError } from './errors.js';
@@ -179,12 +179,14 @@ export class RunCore<T, M extends RunMode> {
   readonly ordered = new Subject<Ordered<T, M>>();
   readonly taskProgress = new Subject<TaskProgress>();
   readonly output = new Subject<OutputLine>();
-  readonly concurrency: BehaviorSubject<number>;
-  readonly progress: BehaviorSubject<Progress>;
+  readonly concurrency = new ReplaySubject<number>(1);
+  /** A ReplaySubject, not a BehaviorSubject: it still gives the last snapshot after the end. */
+  readonly progress = new ReplaySubject<Progress>(1);
   runtime: TaskRuntime | undefined;
   #options: ResolvedOptions;
   #source: TaskSourceInput<Task>;
   #state: ProgressState;
+  #limit: number;
   #refs = 0;
   #startQueued = false;
   #terminal: Terminal | undefined;
@@ -200,11 +202,13 @@ export class RunCore<T, M extends RunMode> {
   constructor(source: TaskSourceInput<Task>, options: ResolvedOptions) {
     this.#source = source;
     this.#options = options;
-    const initial = typeof options.concurrency === 'number' ? options.concurrency : clampAuto(options);
+    // An Observable limit is unknown until it emits (0 in progress snapshots until then).
+    const initial = typeof options.concurrency === 'number' ? options.concurrency : isObservable(options.concurrency) ? 0 : clampAuto(options);
     const total = Array.isArray(source) ? source.length : undefined;
     this.#state = new ProgressState(initial, total);
-    this.concurrency = new BehaviorSubject(initial);
-    this.progress = new BehaviorSubject(this.#state.snapshot(0));
+    this.#limit = initial;
+    if (initial > 0) this.concurrency.next(initial);
+    this.progress.next(this.#state.snapshot(0));
   }
 
   /** Subscribes `subscriber` to one of the result subjects, counting it; starts the run. */
@@ -272,7 +276,7 @@ export class RunCore<T, M extends RunMode> {
     state.state = 'running';
     state.startedAt = performance.now();
     const runtime = new LocalRuntime({
-      concurrency: this.concurrency.value,
+      concurrency: Math.max(1, this.#limit),
       maxTasksPerWorker: options.maxTasksPerWorker,
       idleTimeout: options.idleTimeout,
       killTimeout: options.killTimeout,
@@ -291,7 +295,7 @@ export class RunCore<T, M extends RunMode> {
         if (!(limit === Infinity || (Number.isInteger(limit) && limit > 0))) {
           throw new RangeError(`the concurrency limit must be a positive integer or Infinity, got ${formatValue(limit)}`);
         }
-        if (limit !== this.concurrency.value) this.concurrency.next(limit);
+        if (limit !== this.#limit) this.concurrency.next((this.#limit = limit));
         state.concurrency = limit;
         runtime.setConcurrency(limit);
         this.#progressChanged();
@@ -355,7 +359,7 @@ export class RunCore<T, M extends RunMode> {
     const state = this.#state;
     return autoConcurrency$(
       {
-        initial: this.concurrency.value,
+        initial: this.#limit,
         min: o.minConcurrency,
         max: o.maxConcurrency,
         cpuTarget: o.cpuTarget,

@@ -59,6 +59,8 @@ process.on('message', (message: ParentMessage) => {
 // The parent is gone (it exited, or was killed): nothing will read our results.
 process.on('disconnect', () => process.exit(0));
 
+// A task that calls process.exit() must not take the results of earlier tasks with it.
+process.on('exit', () => flush());
 process.on('uncaughtException', (error) => fatal(error));
 process.on('unhandledRejection', (reason) => fatal(reason));
 

@@ -389,25 +389,29 @@ export class LocalRuntime implements TaskRuntime {
         (worker.output.stderrTail() ? `; stderr: ${worker.output.stderrTail().trim().slice(-500)}` : '');
     }
     if (!owner) return;
-    // Only the lane's head was executing; the tasks queued behind it never started: send them again.
-    for (const job of owner.jobs) {
-      if (job.worker !== worker) continue;
+    // Only the lane's head was executing; the tasks queued behind it never started: send them
+    // again. Settle the lane's state before reporting, since a report can start new tasks here.
+    let culprit: Job | undefined;
+    for (const job of owner.jobs.filter((j) => j.worker === worker)) {
       this.#jobsById.delete(job.id);
       job.worker = undefined;
-      if (job.state === 'running' && worker.ready) {
-        this.#finish(job);
-        const base = { exitCode: code, signal, stderrTail: worker.output.stderrTail(job.stderrSince), pid: worker.pid };
-        const init: Omit<TaskErrorInit, 'index' | 'label' | 'attempt'> =
-          fatal && (fatal.id === job.id || fatal.id === undefined)
-            ? { ...base, kind: 'threw', remote: fatal.error, detail: 'uncaught in the worker, which exited' }
-            : signal
-              ? { ...base, kind: 'signaled', detail: 'the worker process died while running it' }
-              : { ...base, kind: 'exited', detail: 'the worker process exited while running it' };
-        job.events.rejected(this.#error(job, init));
-      } else {
-        if (job.state === 'running') this.executing--;
-        job.state = 'queued';
+      if (job.state === 'running' && worker.ready && !culprit) {
+        culprit = job;
+        continue;
       }
+      if (job.state === 'running') this.executing--;
+      job.state = 'queued';
+    }
+    if (culprit) {
+      this.#finish(culprit);
+      const base = { exitCode: code, signal, stderrTail: worker.output.stderrTail(culprit.stderrSince), pid: worker.pid };
+      const init: Omit<TaskErrorInit, 'index' | 'label' | 'attempt'> =
+        fatal && (fatal.id === culprit.id || fatal.id === undefined)
+          ? { ...base, kind: 'threw', remote: fatal.error, detail: 'uncaught in the worker, which exited' }
+          : signal
+            ? { ...base, kind: 'signaled', detail: 'the worker process died while running it' }
+            : { ...base, kind: 'exited', detail: 'the worker process exited while running it' };
+      culprit.events.rejected(this.#error(culprit, init));
     }
     this.#advance(owner);
   }

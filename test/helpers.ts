@@ -1,0 +1,41 @@
+/** Shared test helpers: fixture URLs and process-liveness checks by PID. */
+import { firstValueFrom, filter, type Observable } from 'rxjs';
+
+export const fixture = (name: string): URL => new URL(`./fixtures/${name}`, import.meta.url);
+export const work = fixture('work.ts');
+
+/** True while a process with this pid exists (zombies included, which our children never stay). */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Waits until every pid is gone, for at most `ms`; returns the pids still alive. */
+export async function waitGone(pids: readonly number[], ms = 5000): Promise<number[]> {
+  const until = Date.now() + ms;
+  let alive = pids.filter(isAlive);
+  while (alive.length && Date.now() < until) {
+    await new Promise((r) => setTimeout(r, 20));
+    alive = alive.filter(isAlive);
+  }
+  return alive;
+}
+
+/** The first value of `source` that passes `predicate`. */
+export function first<T>(source: Observable<T>, predicate: (value: T) => boolean): Promise<T> {
+  return firstValueFrom(source.pipe(filter(predicate)));
+}
+
+/** A seeded PRNG (mulberry32), so "random" tests are reproducible. */
+export function prng(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

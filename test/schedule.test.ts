@@ -1,0 +1,359 @@
+import { fork } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test from 'ava';
+import { BehaviorSubject, Observable, lastValueFrom, take, toArray } from 'rxjs';
+import {
+  RunTerminatedError, TaskError, commandTask, isTaskError, moduleTask, processTask, schedule$, taskModule, type TaskOutcome,
+} from '../src/index.js';
+import { first, fixture, isAlive, prng, waitGone, work } from './helpers.js';
+
+const probe = fixture('probe.ts');
+type Work = typeof import('./fixtures/work.js');
+const typed = taskModule<Work>(work);
+
+test('values come back in input order whatever the completion order', async (t) => {
+  const random = prng(7);
+  const delays = Array.from({ length: 24 }, () => Math.floor(random() * 40));
+  const run = schedule$(delays.map((ms, i) => typed.sleepThen(ms, i)), { concurrency: 4 });
+  const completionOrder: number[] = [];
+  run.subscribe((r) => completionOrder.push(r.index));
+  const values = await run.toOrderedArray();
+  t.deepEqual(values, delays.map((_, i) => i));
+  t.deepEqual([...completionOrder].sort((a, b) => a - b), values);
+  t.notDeepEqual(completionOrder, values, 'random delays should finish out of order');
+});
+
+test('ordered$ emits each value as soon as every earlier task has ended', async (t) => {
+  const delays = [60, 0, 0, 0];
+  const run = schedule$(delays.map((ms, i) => typed.sleepThen(ms, i)), { concurrency: 4 });
+  const seen: string[] = [];
+  run.subscribe((r) => seen.push(`done ${r.index}`));
+  run.ordered$.subscribe((v) => seen.push(`ordered ${v}`));
+  await run.toOrderedArray();
+  // Index 0 is last to finish, and nothing is ordered before it.
+  t.is(seen.indexOf('ordered 0'), seen.indexOf('done 0') + 1);
+  t.deepEqual(seen.filter((s) => s.startsWith('ordered')), ['ordered 0', 'ordered 1', 'ordered 2', 'ordered 3']);
+});
+
+test('a fixed limit is never exceeded, measured from inside the tasks', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aps-limit-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const tasks = Array.from({ length: 12 }, (_, i) => moduleTask<{ seenAtStart: number; seenAtEnd: number }>(probe, 'occupy', [dir, i, 40]));
+  const results = await schedule$(tasks, { concurrency: 3 }).toOrderedArray();
+  const most = Math.max(...results.flatMap((r) => [r.seenAtStart, r.seenAtEnd]));
+  t.true(most <= 3, `saw ${most} tasks at once`);
+  t.is(most, 3, 'the limit should be reached');
+});
+
+test('an Observable limit: raising starts waiting tasks at once, lowering never kills a running task', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aps-limit$-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const limit$ = new BehaviorSubject(1);
+  // Each task waits (up to 10 s) until 3 tasks run at once: only a raised limit lets them meet.
+  const tasks = Array.from({ length: 9 }, (_, i) =>
+    moduleTask<{ id: number; most: number }>(probe, 'meet', i < 3 ? [dir, i, 3, 10_000] : [dir, i, 1, 30]),
+  );
+  const run = schedule$(tasks, { concurrency: limit$ });
+  const limits: number[] = [];
+  run.concurrency$.subscribe((c) => limits.push(c));
+  let finished = 0;
+  run.progress$.subscribe((p) => {
+    if (p.running === 1 && limit$.value === 1 && finished === 0) limit$.next(3);
+  });
+  run.subscribe(() => {
+    if (++finished === 3) limit$.next(1);
+  });
+  const results = await run.toOrderedArray();
+  t.is(results.length, 9, 'lowering the limit lost no task');
+  t.is(Math.max(...results.slice(0, 3).map((r) => r.most)), 3, 'raising the limit started waiting tasks');
+  t.true(results.every((r) => r.most <= 3));
+  // Tasks 3 and 4 may start before the limit is lowered; from task 5 on, each runs alone.
+  t.deepEqual(results.slice(5).map((r) => r.most), [1, 1, 1, 1]);
+  t.deepEqual(limits, [1, 3, 1]);
+});
+
+test('unsubscribing kills every worker and the grandchildren their tasks started', async (t) => {
+  const tasks = [0, 1].map(() => moduleTask(probe, 'spawnGrandchildAndHang', []));
+  const run = schedule$(tasks, { concurrency: 2, killTimeout: 500 });
+  const reports: Array<{ grandchild: number; worker: number }> = [];
+  const sub = run.subscribe({ error: () => {} });
+  await lastValueFrom(
+    run.taskProgress$.pipe(take(2), toArray()),
+  ).then((events) => reports.push(...events.map((e) => e.value as { grandchild: number; worker: number })));
+  const pids = [...reports.map((r) => r.worker), ...reports.map((r) => r.grandchild)];
+  t.is(pids.length, 4);
+  t.true(pids.every(isAlive));
+  sub.unsubscribe();
+  await run.terminate();
+  t.deepEqual(pids.filter(isAlive), [], 'no worker or grandchild survives');
+  t.deepEqual(run.pids(), []);
+});
+
+test('a task that ignores SIGTERM is SIGKILLed after killTimeout', async (t) => {
+  const run = schedule$([moduleTask(probe, 'ignoreSigtermAndHang', [])], { concurrency: 1, killTimeout: 200 });
+  const sub = run.subscribe({ error: () => {} });
+  const { value } = await first(run.taskProgress$, () => true);
+  const pid = (value as { worker: number }).worker;
+  sub.unsubscribe();
+  await run.terminate();
+  t.false(isAlive(pid));
+});
+
+test('waiting tasks never start after termination', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aps-never-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  let pulled = 0;
+  function* tasks() {
+    for (let i = 0; i < 1000; i++) {
+      pulled++;
+      yield moduleTask(probe, 'occupy', [dir, i, 10_000]);
+    }
+  }
+  const run = schedule$(tasks(), { concurrency: 2 });
+  const sub = run.subscribe({ error: () => {} });
+  await first(run.progress$, (p) => p.running === 2);
+  sub.unsubscribe();
+  await run.terminate();
+  t.true(pulled <= 2 * 32 + 1, `pulled ${pulled} of a lazy source`);
+  t.deepEqual(run.pids(), []);
+});
+
+test('a task that exits with a code fails with a TaskError saying so, with the tail of its stderr', async (t) => {
+  const error = await t.throwsAsync(schedule$([typed.exitWith(3)]).toOrderedArray(), { instanceOf: TaskError });
+  t.is(error.kind, 'exited');
+  t.is(error.exitCode, 3);
+  t.is(error.index, 0);
+  t.regex(error.message, /task #0 \(work\.ts#exitWith\) exited with code 3/);
+  t.regex(error.stderrTail ?? '', /about to exit with 3/);
+});
+
+test('a task killed by a signal fails with the signal; in settle mode the others still finish', async (t) => {
+  const run = schedule$([typed.square(2), typed.killSelf('SIGKILL'), typed.exitWith(3), typed.square(4)], { settle: true, concurrency: 2 });
+  const outcomes = await run.toOrderedArray();
+  t.deepEqual(outcomes.map((o) => o.status), ['fulfilled', 'rejected', 'rejected', 'fulfilled']);
+  t.deepEqual(outcomes.filter((o) => o.status === 'fulfilled').map((o) => (o as { value: number }).value), [4, 16]);
+  const killed = (outcomes[1] as Extract<TaskOutcome<unknown>, { status: 'rejected' }>).reason;
+  t.is(killed.kind, 'signaled');
+  t.is(killed.signal, 'SIGKILL');
+  t.is(killed.index, 1);
+  t.is((outcomes[2] as Extract<TaskOutcome<unknown>, { status: 'rejected' }>).reason.exitCode, 3);
+});
+
+test('fail fast: the first failure errors every stream and terminates the rest', async (t) => {
+  const run = schedule$([typed.fail('boom'), typed.hang(), typed.hang()], { concurrency: 3 });
+  let pids: number[] = [];
+  run.progress$.subscribe((p) => {
+    if (p.running > 0) pids = [...new Set([...pids, ...run.pids()])];
+  });
+  const orderedError = lastValueFrom(run.ordered$).catch((e: unknown) => e);
+  const error = await t.throwsAsync(run.toOrderedArray(), { instanceOf: TaskError });
+  t.is(error, (await orderedError) as TaskError);
+  t.is(error.kind, 'threw');
+  t.deepEqual(await waitGone(pids, 100), [], 'the hanging tasks were killed before the error was delivered');
+});
+
+test("the child's error keeps its class name, message, stack, cause and properties", async (t) => {
+  const error = await t.throwsAsync(schedule$([typed.fail('bad input')]).toOrderedArray(), { instanceOf: TaskError });
+  t.is(error.remote?.name, 'CustomError');
+  t.is(error.remote?.message, 'bad input');
+  t.regex(error.remote?.stack ?? '', /fixtures\/work\.ts/);
+  t.is((error.remote?.cause as { name: string }).name, 'RangeError');
+  t.is((error.remote?.cause as { message: string }).message, 'root cause');
+  t.is(error.remote?.props?.detail, 42);
+  t.true(error.cause instanceof Error);
+  t.is((error.cause as Error).name, 'CustomError');
+  t.is(((error.cause as Error).cause as Error).message, 'root cause');
+  t.true(isTaskError(error));
+});
+
+test('arguments and results cross the boundary with structured-clone semantics', async (t) => {
+  const value = {
+    buffer: Buffer.from('hi'),
+    bytes: new Float64Array([1.5, NaN]),
+    map: new Map([[1, 'a']]),
+    set: new Set([1n]),
+    date: new Date(0),
+    big: 2n ** 70n,
+    nan: NaN,
+    nested: [undefined, -0],
+  };
+  const [back] = await schedule$([moduleTask<typeof value>(work, 'echo', [value])]).toOrderedArray();
+  t.deepEqual(back, value);
+  t.true(back!.map instanceof Map);
+  t.true(back!.bytes instanceof Float64Array);
+  t.is(back!.big, 2n ** 70n);
+});
+
+test('a lazy generator is pulled only as slots free up', async (t) => {
+  let pulled = 0;
+  function* million() {
+    for (let i = 0; i < 1_000_000; i++) {
+      pulled++;
+      yield typed.square(i);
+    }
+  }
+  const firstFive = await lastValueFrom(schedule$(million(), { concurrency: 2 }).ordered$.pipe(take(5), toArray()));
+  t.deepEqual(firstFive, [0, 1, 4, 9, 16]);
+  t.true(pulled < 1000, `pulled ${pulled}`);
+});
+
+test('async iterables and Observables are task sources too', async (t) => {
+  async function* gen() {
+    for (let i = 1; i <= 3; i++) {
+      await new Promise((r) => setTimeout(r, 5));
+      yield typed.square(i);
+    }
+  }
+  t.deepEqual(await schedule$(gen(), { concurrency: 2 }).toOrderedArray(), [1, 4, 9]);
+  const source = new Observable<ReturnType<typeof typed.square>>((s) => {
+    s.next(typed.square(5));
+    setTimeout(() => {
+      s.next(typed.square(6));
+      s.complete();
+    }, 10);
+  });
+  t.deepEqual(await schedule$(source, { concurrency: 2 }).toOrderedArray(), [25, 36]);
+});
+
+test('a source that errors errors the run, and its processes are gone', async (t) => {
+  async function* gen() {
+    yield typed.square(1);
+    await new Promise((r) => setTimeout(r, 20));
+    throw new Error('source broke');
+  }
+  const run = schedule$(gen(), { concurrency: 1 });
+  await t.throwsAsync(run.toOrderedArray(), { message: 'source broke' });
+  t.deepEqual(run.pids(), []);
+});
+
+test('commandTask runs a program without a shell and resolves with its output', async (t) => {
+  const [result] = await schedule$([commandTask('sh', ['-c', 'echo "$0 $1"', 'a b', '$HOME'])]).toOrderedArray();
+  t.is(result!.stdout, 'a b $HOME\n');
+  t.is(result!.exitCode, 0);
+  t.is(result!.signal, null);
+  t.true(result!.durationMs >= 0);
+});
+
+test('commandTask: a non-zero exit fails unless reject is false', async (t) => {
+  const error = await t.throwsAsync(schedule$([commandTask('sh', ['-c', 'echo oops >&2; exit 4'])]).toOrderedArray(), { instanceOf: TaskError });
+  t.is(error.kind, 'exited');
+  t.is(error.exitCode, 4);
+  t.is(error.stderrTail, 'oops\n');
+  const [result] = await schedule$([commandTask('sh', ['-c', 'exit 4'], { reject: false })]).toOrderedArray();
+  t.is(result!.exitCode, 4);
+});
+
+test('commandTask: a program that does not exist fails with ENOENT, naming the task', async (t) => {
+  const error = await t.throwsAsync(schedule$([typed.square(1), commandTask('no-such-program-aps', [])], { concurrency: 1 }).toOrderedArray(), {
+    instanceOf: TaskError,
+  });
+  t.is(error.kind, 'invalid');
+  t.is(error.index, 1);
+  t.is(error.remote?.code, 'ENOENT');
+  t.regex(error.message, /command not found: no-such-program-aps/);
+});
+
+test('processTask: the first IPC message is the result; progress messages come through', async (t) => {
+  const script = fixture('send-result.ts');
+  const run = schedule$([1, 2, 3].map((n) => processTask<number>(() => fork(script, [String(n)], { detached: true }))), { concurrency: 2 });
+  const progress: unknown[] = [];
+  run.taskProgress$.subscribe((p) => progress.push(p.value));
+  t.deepEqual(await run.toOrderedArray(), [2, 4, 6]);
+  t.deepEqual(progress, ['halfway', 'halfway', 'halfway']);
+});
+
+test('processTask: exiting without a result is a failure that says so', async (t) => {
+  const script = fixture('send-result.ts');
+  const outcomes = await schedule$(
+    [processTask(() => fork(script, ['1', 'exit-silently'])), processTask(() => fork(script, ['1', 'exit-5']))],
+    { settle: true },
+  ).toOrderedArray();
+  const [silent, five] = outcomes.map((o) => (o.status === 'rejected' ? o.reason : undefined));
+  t.is(silent?.kind, 'exited');
+  t.regex(silent?.message ?? '', /exited with code 0.*without sending a result/);
+  t.is(five?.exitCode, 5);
+});
+
+test('task progress from inside a worker reaches taskProgress$ with the task index', async (t) => {
+  const run = schedule$([typed.withProgress(3), typed.withProgress(2)], { concurrency: 1 });
+  const events: Array<{ index: number; value: unknown }> = [];
+  run.taskProgress$.subscribe((e) => events.push(e));
+  t.deepEqual(await run.toOrderedArray(), [3, 2]);
+  t.deepEqual(events, [
+    { index: 0, value: { step: 1, of: 3 } },
+    { index: 0, value: { step: 2, of: 3 } },
+    { index: 0, value: { step: 3, of: 3 } },
+    { index: 1, value: { step: 1, of: 2 } },
+    { index: 1, value: { step: 2, of: 2 } },
+  ]);
+});
+
+test('progress$ replays the latest snapshot and ends with consistent counts', async (t) => {
+  const run = schedule$([1, 2, 3, 4, 5].map((x) => typed.square(x)), { concurrency: 2, progressInterval: 0 });
+  const idle = await first(run.progress$, () => true);
+  t.is(idle.state, 'idle');
+  t.is(idle.total, 5);
+  await run.toOrderedArray();
+  const last = await lastValueFrom(run.progress$);
+  t.like(last, { state: 'completed', total: 5, completed: 5, failed: 0, running: 0, queued: 0, etaMs: 0, weightDone: 5, weightTotal: 5 });
+});
+
+test('maxTasksPerWorker: 1 runs every task in a fresh process', async (t) => {
+  const pids = await schedule$([1, 2, 3, 4].map(() => typed.pid()), { concurrency: 2, maxTasksPerWorker: 1 }).toOrderedArray();
+  t.is(new Set(pids).size, 4);
+  t.deepEqual(await waitGone(pids, 100), []);
+});
+
+test('warm workers are reused by default', async (t) => {
+  const pids = await schedule$(Array.from({ length: 8 }, () => typed.pid()), { concurrency: 2 }).toOrderedArray();
+  t.true(new Set(pids).size <= 2);
+});
+
+test('aborting the signal terminates the run with RunTerminatedError and kills its processes', async (t) => {
+  const controller = new AbortController();
+  const run = schedule$([typed.hang(), typed.hang()], { concurrency: 2, signal: controller.signal, killTimeout: 500 });
+  const result = run.toOrderedArray();
+  await first(run.progress$, (p) => p.running === 2);
+  const pids = run.pids();
+  t.is(pids.length, 2);
+  controller.abort(new Error('user pressed cancel'));
+  const error = await t.throwsAsync(result, { instanceOf: RunTerminatedError });
+  t.is((error.cause as Error).message, 'user pressed cancel');
+  t.deepEqual(pids.filter(isAlive), []);
+});
+
+test('one run executes once: subscribers share it, and a late subscriber after the end gets the end', async (t) => {
+  const run = schedule$([1, 2, 3].map((x) => typed.pid()), { concurrency: 1 });
+  const a = lastValueFrom(run.pipe(toArray()));
+  const b = lastValueFrom(run.pipe(toArray()));
+  const [ra, rb] = await Promise.all([a, b]);
+  t.is(ra.length, 3);
+  t.deepEqual(ra, rb, 'both subscribers saw the same completions');
+  t.is(new Set(ra.map((r) => r.value)).size, 1, 'one worker ran everything, once');
+  const late = await lastValueFrom(run.pipe(toArray()));
+  t.deepEqual(late, [], 'after the end, a new subscriber gets only the completion');
+  await t.throwsAsync(run.toOrderedArray(), { message: /toOrderedArray\(\) was first called after/ });
+  t.is((await lastValueFrom(run.progress$)).completed, 3, 'progress$ still gives the last snapshot');
+});
+
+test('toOrderedArray called after values were emitted rejects instead of returning a partial array', async (t) => {
+  const run = schedule$([1, 2].map((x) => typed.sleepThen(x * 30, x)), { concurrency: 1 });
+  const seen: number[] = [];
+  await new Promise<void>((resolve) => run.ordered$.subscribe({ next: (v) => (seen.push(v), resolve()), error: () => {} }));
+  await t.throwsAsync(run.toOrderedArray(), { message: /toOrderedArray\(\) was first called after/ });
+  await run.terminate();
+});
+
+test('a per-task timeout kills the task and reports a timeout; retries carry the attempt number', async (t) => {
+  const timedOut = await t.throwsAsync(schedule$([typed.hang()], { timeout: 100, killTimeout: 200 }).toOrderedArray(), { instanceOf: TaskError });
+  t.is(timedOut.kind, 'timeout');
+  t.true(timedOut.timedOut);
+  t.regex(timedOut.message, /timed out.*longer than 100 ms/);
+  const retried = await t.throwsAsync(schedule$([typed.fail('again')], { retries: { retries: 2, delay: 1 } }).toOrderedArray(), {
+    instanceOf: TaskError,
+  });
+  t.is(retried.attempt, 3);
+  t.regex(retried.message, /on attempt 3/);
+});
