@@ -1,0 +1,71 @@
+import test from 'ava';
+import { TaskError, moduleTask, schedule$, type TaskFailure } from '../src/index.js';
+import { fixture, work } from './helpers.js';
+
+/** Runs tasks in settle mode and returns each failure (undefined for successes), in input order. */
+async function failures(tasks: unknown[]): Promise<Array<TaskError | undefined>> {
+  const outcomes = await schedule$(tasks as never, { settle: true, concurrency: 2 }).toOrderedArray();
+  return outcomes.map((o) => (o.status === 'rejected' ? (o as TaskFailure).reason : undefined));
+}
+
+test('a module that does not exist is an invalid task naming the module', async (t) => {
+  const [error] = await failures([moduleTask(fixture('nope.ts'), 'x', [])]);
+  t.true(error instanceof TaskError);
+  t.is(error!.kind, 'invalid');
+  t.regex(error!.message, /task #0 \(nope\.ts#x\) is invalid/);
+  t.regex(error!.remote!.message, /cannot load module file:.*nope\.ts/);
+});
+
+test('a missing export lists the function exports there are', async (t) => {
+  const [error] = await failures([moduleTask(work, 'squar', [2])]);
+  t.is(error!.kind, 'invalid');
+  t.is(error!.remote!.name, 'ExportNotFoundError');
+  t.regex(error!.remote!.message, /has no export named 'squar' \(its function exports: .*square/);
+});
+
+test('an export that is not a function says what it is', async (t) => {
+  const [error] = await failures([moduleTask(work, 'notAFunction', [])]);
+  t.is(error!.remote!.name, 'ExportNotFunctionError');
+  t.regex(error!.remote!.message, /export 'notAFunction' .* is not a function \(it is number\)/);
+});
+
+test('an argument that cannot be cloned fails that task only, naming the argument', async (t) => {
+  const tasks = [moduleTask(work, 'square', [2]), moduleTask(work, 'echo', [() => 1]), moduleTask(work, 'square', [3])];
+  const outcomes = await schedule$(tasks, { settle: true, concurrency: 1 }).toOrderedArray();
+  t.deepEqual(outcomes.map((o) => o.status), ['fulfilled', 'rejected', 'fulfilled']);
+  const error = (outcomes[1] as TaskFailure).reason;
+  t.is(error.kind, 'invalid');
+  t.is(error.index, 1);
+  t.regex(error.message, /argument 0 \(a function \(anonymous\)\) cannot be sent to a child process/);
+});
+
+test('a result that cannot be cloned is an invalid task, and the worker lives on', async (t) => {
+  const [bad, good] = await failures([moduleTask(work, 'returnsFunction', []), moduleTask(work, 'square', [2])]);
+  t.is(bad!.kind, 'invalid');
+  t.regex(bad!.remote!.message, /result cannot be sent to the parent/);
+  t.is(good, undefined);
+});
+
+test('something that is not a task is an invalid task naming what it got', async (t) => {
+  const [error] = await failures([{ module: 'x' }]);
+  t.is(error!.kind, 'invalid');
+  t.regex(error!.message, /task #0 is invalid: it is not a task: expected one made by moduleTask/);
+});
+
+test('invalid per-task options are that task\'s error', async (t) => {
+  const [error] = await failures([moduleTask(work, 'square', [2], { timeout: -5 })]);
+  t.is(error!.kind, 'invalid');
+  t.regex(error!.message, /task option timeout must be a number from 1/);
+});
+
+test('a relative module path is refused when the task is made, with the fix in the message', (t) => {
+  t.throws(() => moduleTask('./work.js', 'square', []), { instanceOf: TypeError, message: /use new URL\('\.\/work\.js', import\.meta\.url\)/ });
+});
+
+test('an exception thrown in a timer of a task fails that task with the error, and the worker is replaced', async (t) => {
+  const [error, after] = await failures([moduleTask(work, 'throwInTimer', []), moduleTask(work, 'square', [3])]);
+  t.is(error!.kind, 'threw');
+  t.is(error!.remote!.message, 'thrown in a timer');
+  t.regex(error!.message, /uncaught in the worker/);
+  t.is(after, undefined);
+});

@@ -1,0 +1,59 @@
+import test from 'ava';
+import { of } from 'rxjs';
+import { OptionError, isOptionError, schedule$ } from '../src/index.js';
+import { resolveOptions } from '../src/options.js';
+
+const invalid: Array<[string, Record<string, unknown>, RegExp]> = [
+  ['concurrency 0', { concurrency: 0 }, /^options\.concurrency must be a positive integer, Infinity, an Observable<number> or 'auto', got 0$/],
+  ['concurrency negative', { concurrency: -2 }, /options\.concurrency .* got -2$/],
+  ['concurrency NaN', { concurrency: NaN }, /options\.concurrency .* got NaN$/],
+  ['concurrency fraction', { concurrency: 1.5 }, /options\.concurrency .* got 1\.5$/],
+  ['concurrency string', { concurrency: '4' }, /options\.concurrency .* got "4"$/],
+  ['cpuTarget above 100', { cpuTarget: 150 }, /^options\.cpuTarget must be a number from 1 to 100, got 150$/],
+  ['sampleInterval too small', { sampleInterval: 1 }, /^options\.sampleInterval must be a number from 10/],
+  ['minConcurrency 0', { minConcurrency: 0 }, /^options\.minConcurrency must be a positive integer, got 0$/],
+  ['maxConcurrency below min', { minConcurrency: 4, maxConcurrency: 2 }, /^options\.maxConcurrency must be at least minConcurrency \(4\), got 2$/],
+  ['timeout 0', { timeout: 0 }, /^options\.timeout must be a number from 1/],
+  ['killTimeout negative', { killTimeout: -1 }, /^options\.killTimeout must be a number from 0/],
+  ['maxTasksPerWorker 0', { maxTasksPerWorker: 0 }, /^options\.maxTasksPerWorker must be a positive integer, got 0$/],
+  ['settle not boolean', { settle: 'yes' }, /^options\.settle must be a boolean, got "yes"$/],
+  ['signal not a signal', { signal: {} }, /^options\.signal must be an AbortSignal/],
+  ['output unknown', { output: 'file' }, /^options\.output must be 'inherit', 'capture' or 'ignore', got "file"$/],
+  ['retries negative', { retries: -1 }, /^options\.retries must be an integer >= 0, got -1$/],
+  ['retries.backoff unknown', { retries: { retries: 1, backoff: 'linear' } }, /^options\.retries\.backoff must be 'fixed' or 'exponential'/],
+  ['retries.on unknown kind', { retries: { retries: 1, on: ['oops'] } }, /^options\.retries\.on must be an array of failure kinds/],
+  ['unknown option', { concurency: 2 }, /^options\.concurency must be one of the known options/],
+  ['workerExecArgv not strings', { workerExecArgv: [1] }, /^options\.workerExecArgv must be an array of strings/],
+];
+
+for (const [name, options, message] of invalid) {
+  test(`rejects ${name} up front, naming the option`, (t) => {
+    const error = t.throws(() => schedule$([], options as never), { instanceOf: OptionError, message });
+    t.true(isOptionError(error));
+    const named = /options\\\.((?:\w|\\\.)+)/.exec(message.source)?.[1] ?? '';
+    t.is(error.option, named.replace(/\\/g, ''));
+  });
+}
+
+test('defaults are filled in', (t) => {
+  const o = resolveOptions(undefined);
+  t.is(o.concurrency, 'auto');
+  t.false(o.settle);
+  t.is(o.maxTasksPerWorker, Infinity);
+  t.is(o.killTimeout, 3000);
+  t.is(o.output, 'inherit');
+  t.is(o.retries.retries, 0);
+  t.true(o.maxConcurrency >= o.minConcurrency);
+});
+
+test('valid forms of concurrency are accepted', (t) => {
+  t.notThrows(() => resolveOptions({ concurrency: 3 }));
+  t.notThrows(() => resolveOptions({ concurrency: Infinity }));
+  t.notThrows(() => resolveOptions({ concurrency: of(2) }));
+  t.notThrows(() => resolveOptions({ concurrency: 'auto' }));
+});
+
+test('a value that is not a task source is a TypeError', (t) => {
+  t.throws(() => schedule$('tasks' as never), { instanceOf: TypeError, message: /tasks must be an array, an iterable/ });
+  t.throws(() => schedule$(42 as never), { instanceOf: TypeError });
+});
