@@ -1,0 +1,109 @@
+/**
+ * Runs every example as a user would (`node --import tsx examples/<name>.ts`) and checks what it
+ * prints and that it exits 0. Serial: the examples start real processes, and running them side by
+ * side on a small CI machine only makes each slower.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { inspect } from 'node:util';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const examples = join(root, 'examples');
+
+interface Ran {
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs an example to its end; fails the test with its output when it exits non-zero. */
+function runExample(t: ExecutionContext, name: string, args: string[] = []): Promise<Ran> {
+  t.timeout(180_000);
+  return new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', join('examples', name), ...args],
+      { cwd: root, timeout: 150_000, maxBuffer: 16 * 1024 * 1024, env: { ...process.env, NO_COLOR: '1' } },
+      (error, stdout, stderr) => {
+        if (error) reject(new Error(`${name} failed (${error.code ?? error.signal}):\n--- stdout\n${stdout}\n--- stderr\n${stderr}`, { cause: error }));
+        else resolve({ stdout, stderr });
+      },
+    );
+  });
+}
+
+/** True while `pid` is a live process; a zombie counts as gone. */
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0] !== 'Z';
+  } catch {
+    return true;
+  }
+}
+
+const pairs = Array.from({ length: 16 }, (_, i) => [i, i + 1]);
+
+test.serial('demo: plain progress lines without a terminal, then the ordered results', async (t) => {
+  const { stdout, stderr } = await runExample(t, 'demo.ts');
+  t.is(stdout.trim().split('\n').at(-1), JSON.stringify(pairs));
+  t.regex(stderr, /^\[completed\] 16\/16 done, running 0, concurrency \d+/m);
+  t.notRegex(stderr, /\x1b\[/, 'no terminal control codes when stderr is not a terminal');
+});
+
+test.serial('quick-start: is the README snippet, and prints the 16 results in input order', async (t) => {
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  const blocks = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]!);
+  const main = blocks.find((b) => b.includes("from 'async-process-scheduler'") && b.includes('work.longCalculation'));
+  const work = blocks.find((b) => b.startsWith('export async function longCalculation'));
+  t.truthy(main, 'the README has the quick-start snippet');
+  t.truthy(work, 'the README has the quick-start work module');
+  t.is(readFileSync(join(examples, 'quick-start.ts'), 'utf8'), main!.replace("'async-process-scheduler'", "'../src/index.js'"));
+  t.true(readFileSync(join(examples, 'work.ts'), 'utf8').includes(work!), "the README's work.ts function is the one in examples/work.ts");
+
+  const { stdout } = await runExample(t, 'quick-start.ts');
+  t.true(stdout.includes('16 of 16 tasks are complete.\n'));
+  t.true(stdout.endsWith(`${inspect(pairs)}\n`), stdout);
+});
+
+test.serial('commands: sha256 of every file of a directory, in directory order', async (t) => {
+  const files = readdirSync(examples).filter((f) => statSync(join(examples, f)).isFile()).sort();
+  const expected = files.map((f) => `${createHash('sha256').update(readFileSync(join(examples, f))).digest('hex')}  ${f}`);
+  const { stdout } = await runExample(t, 'commands.ts', [examples]);
+  t.deepEqual(stdout.trim().split('\n'), expected);
+});
+
+test.serial('task-progress: every task reports up to its last step, results in input order', async (t) => {
+  const { stdout } = await runExample(t, 'task-progress.ts');
+  const steps = [10, 25, 15, 20];
+  steps.forEach((n, i) => t.true(stdout.includes(`task ${i}: ${n}/${n} steps\n`), `task ${i} reported ${n}/${n}`));
+  const checksums = JSON.parse(/^checksums in input order: (.*)$/m.exec(stdout)![1]!) as unknown[];
+  t.is(checksums.length, steps.length);
+  t.true(checksums.every((c) => Number.isInteger(c)));
+});
+
+test.serial('cancel: unsubscribe and abort leave no process, checked here too', async (t) => {
+  const { stdout } = await runExample(t, 'cancel.ts');
+  t.regex(stdout, /^unsubscribe: run\.pids\(\) = \[\], still alive: \[\]$/m);
+  t.regex(stdout, /^abort: toOrderedArray\(\) rejected with RunTerminatedError: .*RunTerminatedError: true, cause: the user pressed Cancel\)$/m);
+  t.regex(stdout, /^abort: run\.pids\(\) = \[\], still alive: \[\]$/m);
+  t.regex(stdout, /^liveChildPids\(\) = \[\]$/m);
+  // The pids the example saw running (workers, shells, their sleep grandchildren) are gone.
+  const seen = [...stdout.matchAll(/(?:in processes|grandchildren:) ([\d, ]+)$/gm)].flatMap((m) => m[1]!.split(', ').map(Number));
+  t.is(seen.length, 8);
+  t.deepEqual(seen.filter(isAlive), []);
+});
+
+test.serial('for-await: every value in input order; leaving the loop early terminates the run', async (t) => {
+  const { stdout } = await runExample(t, 'for-await.ts');
+  const lines = stdout.trim().split('\n');
+  t.deepEqual(lines.slice(0, 8), Array.from({ length: 8 }, (_, i) => `${i}² = ${i * i}`));
+  t.regex(lines[8]!, /^left the loop at 2: the run ended terminated after \d of 8 tasks; processes left: \[\]$/);
+});
