@@ -1,0 +1,92 @@
+/**
+ * End-to-end test of examples/dashboard: the server runs in this process, the page in headless
+ * Chromium (Debian's `chromium`, driven by playwright-core). The tests wait on what the page
+ * shows, never on time, and check by pid that the run's worker processes are gone.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { chromium, type Page } from 'playwright-core';
+import { startDashboard, type Dashboard } from '../examples/dashboard/server.js';
+import { liveChildPids } from '../src/index.js';
+
+const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
+const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+/** How long to wait for the page to reach a state: generous, since CI machines are slow and workers boot through tsx. */
+const WAIT = { timeout: 90_000 };
+
+/** Starts the server and a browser on its page; both are closed when the test ends. */
+async function openDashboard(t: ExecutionContext): Promise<{ dashboard: Dashboard; page: Page }> {
+  t.timeout(240_000);
+  const dashboard = await startDashboard({ port: 0 });
+  t.teardown(() => dashboard.close());
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  t.teardown(() => browser.close()); // teardowns run last-registered first: the browser goes before the server
+  const page = await browser.newPage();
+  await page.goto(dashboard.url);
+  await page.waitForSelector('#status[data-state="idle"]', WAIT);
+  return { dashboard, page };
+}
+
+/** A DOM element's text as a number. */
+async function numberIn(page: Page, selector: string): Promise<number> {
+  return Number(await page.locator(selector).textContent());
+}
+
+/** The worker pids the page's timeline shows, one row per worker. */
+async function timelinePids(page: Page): Promise<number[]> {
+  const labels = await page.locator('#timeline .pid').allTextContents();
+  return labels.map((label) => Number(label.replace('pid ', '')));
+}
+
+/** Asserts that no process has `pid`: `kill(pid, 0)` fails with ESRCH. */
+function assertGone(t: ExecutionContext, pid: number): void {
+  t.throws(() => process.kill(pid, 0), { code: 'ESRCH' }, `process ${pid} is still there`);
+}
+
+test.serial('start shows progress; cancel ends the run and leaves no worker process', async (t) => {
+  const { dashboard, page } = await openDashboard(t);
+  await page.fill('#tasks', '40');
+  await page.uncheck('#auto');
+  await page.fill('#limit', '2'); // a fixed limit, so the run lasts long enough to be cancelled on any machine
+  await page.click('#start');
+
+  await page.waitForSelector('#status[data-state="running"]', WAIT);
+  await page.waitForFunction("Number(document.getElementById('completed').textContent) >= 1", undefined, WAIT);
+  t.is(await numberIn(page, '#total'), 40);
+  t.is(await page.locator('#concurrency').textContent(), '2');
+  // The slider moves the limit of the running run (an Observable<number> limit on the server).
+  await page.fill('#limit', '3');
+  await page.waitForSelector('#concurrency:text-is("3")', WAIT);
+
+  const pids = dashboard.currentRunPids();
+  t.true(pids.length > 0, 'the run has worker processes');
+  const shown = await timelinePids(page);
+  t.true(shown.length > 0, 'the timeline has a row for a worker');
+  for (const pid of shown) t.true(pids.includes(pid), `timeline row for pid ${pid} is one of the run's workers ${pids.join(', ')}`);
+
+  await page.click('#cancel');
+  // The page says "cancelled" only once the server has seen every process of the run end.
+  await page.waitForSelector('#status[data-state="cancelled"]', WAIT);
+  t.is(await page.locator('#status').textContent(), 'cancelled');
+  t.true((await numberIn(page, '#completed')) < 40, 'the run was cut short');
+  t.deepEqual(dashboard.currentRunPids(), []);
+  for (const pid of pids) assertGone(t, pid);
+  t.deepEqual(liveChildPids(), [], 'the library tracks no child process of this test any more');
+  t.false(await page.locator('#start').isDisabled(), 'Start is available again');
+});
+
+test.serial('a short run finishes with completed = total, and its workers are gone', async (t) => {
+  const { page } = await openDashboard(t);
+  await page.fill('#tasks', '6');
+  t.true(await page.isChecked('#auto'), 'auto concurrency is the default');
+  await page.click('#start');
+
+  await page.waitForSelector('#status[data-state="completed"]', WAIT);
+  t.is(await numberIn(page, '#completed'), 6);
+  t.is(await numberIn(page, '#total'), 6);
+  t.is(await numberIn(page, '#failed'), 0);
+  t.is(await page.locator('#bar').getAttribute('aria-valuenow'), '6');
+  t.is(await page.locator('#timeline .task').count(), 6, 'one timeline bar per task');
+  const shown = await timelinePids(page);
+  t.true(shown.length > 0);
+  for (const pid of shown) assertGone(t, pid);
+});
