@@ -6,7 +6,7 @@
  * (CI logs, pipes). The results go to stdout as one JSON line.
  *
  * Concurrency is automatic: it starts at optimalConcurrency() and, since these tasks mostly wait,
- * rises while the CPU has room (one step per sample, one sample per second).
+ * may rise while the CPU has room; on a busy machine it stays where it started.
  */
 import { SingleBar } from 'cli-progress';
 import { schedule$, taskModule, type Progress } from '../src/index.js';
