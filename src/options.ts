@@ -5,7 +5,9 @@
  */
 import { isObservable, type Observable } from 'rxjs';
 import { OptionError, type TaskFailureKind } from './errors.js';
-import { DEFAULT_CPU_TARGET, DEFAULT_HYSTERESIS, DEFAULT_MIN_FREE_MEMORY, DEFAULT_SAMPLE_INTERVAL } from './load/controller.js';
+import {
+  DEFAULT_CPU_TARGET, DEFAULT_HYSTERESIS, DEFAULT_MIN_FREE_MEMORY, DEFAULT_SAMPLE_INTERVAL, defaultConcurrencyStep, defaultMaxConcurrency,
+} from './load/controller.js';
 import { DEFAULT_RETRY_ON } from './retry.js';
 import { optimalConcurrency } from './optimal-concurrency.js';
 
@@ -60,13 +62,17 @@ export interface ScheduleOptions {
   cpuTarget?: number;
   /** `'auto'` mode: lower concurrency only when CPU use exceeds `cpuTarget` by this many points. @default 10 */
   cpuHysteresis?: number;
-  /** `'auto'` mode: how often load is sampled, in milliseconds. @default 1000 */
+  /** `'auto'` mode: how often load is sampled, in milliseconds. @default 250 */
   sampleInterval?: number;
   /** `'auto'` mode: lower bound. @default 1 */
   minConcurrency?: number;
-  /** `'auto'` mode: upper bound. @default 4 × optimalConcurrency() */
+  /** `'auto'` mode: upper bound. @default the larger of 16 and 4 × optimalConcurrency() */
   maxConcurrency?: number;
-  /** `'auto'` mode: the most the limit changes per sample. @default 1 */
+  /**
+   * `'auto'` mode: the most the limit changes per sample. Below this, a raise never more than
+   * doubles the limit, and a lowering starts at 1 and doubles while the load stays too high.
+   * @default the larger of 8 and optimalConcurrency()
+   */
   concurrencyStep?: number;
   /** `'auto'` mode: hold new starts while available memory is below this many bytes. @default 256 MiB */
   minFreeMemory?: number;
@@ -167,7 +173,7 @@ export function resolveOptions(options: ScheduleOptions | undefined): ResolvedOp
     throw new OptionError('concurrency', "a positive integer, Infinity, an Observable<number> or 'auto'", concurrency);
   }
   const minConcurrency = positiveInteger('minConcurrency', o.minConcurrency, 1);
-  const maxConcurrency = positiveInteger('maxConcurrency', o.maxConcurrency, Math.max(minConcurrency, 4 * cpus));
+  const maxConcurrency = positiveInteger('maxConcurrency', o.maxConcurrency, Math.max(minConcurrency, defaultMaxConcurrency(cpus)));
   if (maxConcurrency < minConcurrency) {
     throw new OptionError('maxConcurrency', `at least minConcurrency (${minConcurrency})`, maxConcurrency);
   }
@@ -191,7 +197,7 @@ export function resolveOptions(options: ScheduleOptions | undefined): ResolvedOp
     sampleInterval: numberIn('sampleInterval', o.sampleInterval, DEFAULT_SAMPLE_INTERVAL, 10, Number.MAX_SAFE_INTEGER),
     minConcurrency,
     maxConcurrency,
-    concurrencyStep: positiveInteger('concurrencyStep', o.concurrencyStep, 1),
+    concurrencyStep: positiveInteger('concurrencyStep', o.concurrencyStep, defaultConcurrencyStep(cpus)),
     minFreeMemory: numberIn('minFreeMemory', o.minFreeMemory, DEFAULT_MIN_FREE_MEMORY, 0, Number.MAX_VALUE),
     settle: o.settle ?? false,
     signal: o.signal,

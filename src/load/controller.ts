@@ -1,4 +1,5 @@
 import { asyncScheduler, interval, Observable, type SchedulerLike } from 'rxjs';
+import { optimalConcurrency } from '../optimal-concurrency.js';
 import type { LoadReading, LoadSampler } from './samplers.js';
 
 /** Tuning of {@link autoConcurrency$}. Validated elsewhere (src/options.ts); every field is assumed valid here. */
@@ -17,18 +18,34 @@ export interface AutoConcurrencyOptions {
    * limit can never come down. @default {@link DEFAULT_HYSTERESIS}
    */
   hysteresis: number;
-  /** Largest change of the limit per interval. @default {@link DEFAULT_STEP} */
+  /**
+   * Largest change of the limit per interval; within it, moves follow {@link nextLimit}'s sizes
+   * (a raise at most doubles the limit). @default {@link defaultConcurrencyStep}
+   */
   step: number;
   /** Milliseconds between readings. @default {@link DEFAULT_SAMPLE_INTERVAL} */
   sampleInterval: number;
   /** Bytes; below this much available memory, new starts are held. @default {@link DEFAULT_MIN_FREE_MEMORY} */
   minFreeMemory: number;
+  /** CPUs the tasks may use: turns `cpuTarget` into a number of cores. @default optimalConcurrency() */
+  cpus?: number;
 }
 
 /** The smallest limit automatic concurrency goes down to. */
 export const DEFAULT_MIN_CONCURRENCY = 1;
-/** The default `max` is this many times the number of CPUs (I/O-bound tasks need many more slots than cores). */
+/** The default `max` is at least this many times the number of CPUs (I/O-bound tasks need many more slots than cores). */
 export const DEFAULT_MAX_CONCURRENCY_PER_CPU = 4;
+/**
+ * The default `max` is at least this, however few the CPUs: how many I/O-bound tasks can usefully
+ * wait at once depends on what they wait for, not on the cores, and 4 × 2 cores left a small machine
+ * too little room (16 Node workers take about 0.7 GB; the memory hold guards the rest).
+ */
+export const DEFAULT_MAX_CONCURRENCY_FLOOR = 16;
+/**
+ * The default largest step is at least this (and at least the CPU count): enough for the limit to
+ * double from 8 to 16 in one interval when the tasks are I/O-bound.
+ */
+export const DEFAULT_STEP_FLOOR = 8;
 /**
  * Percent of the host's CPU to stay at or above. Lower than the Python library's 95 so that
  * `cpuTarget + hysteresis` stays below 100: readings saturate at 100, and a band reaching past it
@@ -37,10 +54,12 @@ export const DEFAULT_MAX_CONCURRENCY_PER_CPU = 4;
 export const DEFAULT_CPU_TARGET = 85;
 /** Percent points above `cpuTarget` within which the limit holds. */
 export const DEFAULT_HYSTERESIS = 10;
-/** Largest change of the limit per interval. */
-export const DEFAULT_STEP = 1;
-/** Milliseconds between readings. */
-export const DEFAULT_SAMPLE_INTERVAL = 1000;
+/**
+ * Milliseconds between readings. Short enough that a run of I/O-bound tasks reaches its useful
+ * concurrency within about a second; a reading costs about a millisecond of CPU (one `os.cpus()`,
+ * /proc/meminfo, and two small /proc files per child).
+ */
+export const DEFAULT_SAMPLE_INTERVAL = 250;
 /** Bytes of available memory below which new starts are held: 256 MiB. */
 export const DEFAULT_MIN_FREE_MEMORY = 256 * 1024 * 1024;
 
@@ -50,10 +69,63 @@ export const DEFAULT_MIN_FREE_MEMORY = 256 * 1024 * 1024;
  */
 export const CONFIRM_READINGS = 2;
 /**
- * Intervals during which a learned floor holds (see {@link PolicyMemo.floor}); afterwards the
+ * Milliseconds during which a learned floor holds (see {@link PolicyMemo.floor}); afterwards the
  * controller may probe one step lower again, so it can follow load from other programs.
  */
-export const FLOOR_HOLD_INTERVALS = 30;
+export const FLOOR_HOLD_MS = 30_000;
+/**
+ * Demand per running task (in cores, from `childrenDemand`) at or below which the tasks count as
+ * I/O-bound: starting one more adds little CPU, and stopping one frees little. Such tasks may be
+ * raised even when other programs keep the host busy, as long as their own demand, one step more
+ * included, fits within `cpuTarget` percent of the CPUs.
+ */
+export const IO_BOUND_SHARE = 0.25;
+
+/**
+ * The default `max` of automatic concurrency: the larger of 4 × `cpus` and 16.
+ *
+ * @example
+ * ```ts
+ * import { defaultMaxConcurrency } from './controller.js';
+ * console.log(defaultMaxConcurrency(2), defaultMaxConcurrency(8)); // 16 32
+ * ```
+ * @param cpus The CPUs the tasks may use, normally `optimalConcurrency()`.
+ * @returns A positive integer.
+ */
+export function defaultMaxConcurrency(cpus: number): number {
+  return Math.max(DEFAULT_MAX_CONCURRENCY_FLOOR, DEFAULT_MAX_CONCURRENCY_PER_CPU * Math.max(1, Math.floor(cpus)));
+}
+
+/**
+ * The default largest step of automatic concurrency: the larger of `cpus` and 8. A raise never more
+ * than doubles the limit and a lowering starts at 1, so this only bounds how fast a long climb goes.
+ *
+ * @example
+ * ```ts
+ * import { defaultConcurrencyStep } from './controller.js';
+ * console.log(defaultConcurrencyStep(2), defaultConcurrencyStep(32)); // 8 32
+ * ```
+ * @param cpus The CPUs the tasks may use, normally `optimalConcurrency()`.
+ * @returns A positive integer.
+ */
+export function defaultConcurrencyStep(cpus: number): number {
+  return Math.max(DEFAULT_STEP_FLOOR, Math.floor(cpus));
+}
+
+/**
+ * How many intervals a learned floor holds at a given sample interval ({@link FLOOR_HOLD_MS}, at least 1).
+ *
+ * @example
+ * ```ts
+ * import { floorHoldIntervals } from './controller.js';
+ * console.log(floorHoldIntervals(1000), floorHoldIntervals(250)); // 30 120
+ * ```
+ * @param sampleInterval Milliseconds between readings.
+ * @returns A positive integer.
+ */
+export function floorHoldIntervals(sampleInterval: number): number {
+  return Math.max(1, Math.round(FLOOR_HOLD_MS / sampleInterval));
+}
 
 /** What the controller needs to know about the work, asked at every interval. */
 export interface WorkState {
@@ -81,8 +153,15 @@ export interface PolicyMemo {
   readonly over: number;
   /** Consecutive usable readings below `cpuTarget`. */
   readonly under: number;
+  /** Consecutive readings in which the tasks were I/O-bound (see {@link IO_BOUND_SHARE}). */
+  readonly light: number;
   readonly lastRaiseTick: number;
   readonly lastLowerTick: number;
+  /**
+   * Size of the last move and its direction (+1 raise, -1 lower, 0 none since a reading stopped
+   * the streak): the next move in the same direction may be twice as large.
+   */
+  readonly lastMove: number;
   /**
    * A limit not to lower below until `floorUntil`, or 0 for none. Learned when a lowering had to be
    * undone at once (the CPU fell under target): on a host with few cores one task moves the CPU by
@@ -108,27 +187,29 @@ export interface PolicyStep {
  * The memory to start the policy with.
  *
  * The initial limit (the CPU count, normally) counts as a learned floor for
- * {@link FLOOR_HOLD_INTERVALS}: CPU-bound tasks at one per core read 100%, and a reading right after
+ * {@link FLOOR_HOLD_MS}: CPU-bound tasks at one per core read 100%, and a reading right after
  * the start cannot tell whether that load is ours or another program's. Probing one step lower at
  * once would cost the first intervals' throughput for nothing in the common case.
  *
  * @example
  * ```ts
  * import { initialPolicyMemo } from './controller.js';
- * console.log(initialPolicyMemo({ initial: 4, min: 1, max: 16 }).floor); // 4
+ * console.log(initialPolicyMemo({ initial: 4, min: 1, max: 16, sampleInterval: 250 }).floor); // 4
  * ```
- * @param options The bounds and the initial limit.
+ * @param options The bounds, the initial limit and the interval.
  * @returns The memo for the first call of {@link nextLimit}.
  */
-export function initialPolicyMemo(options: Pick<AutoConcurrencyOptions, 'initial' | 'min' | 'max'>): PolicyMemo {
+export function initialPolicyMemo(options: Pick<AutoConcurrencyOptions, 'initial' | 'min' | 'max' | 'sampleInterval'>): PolicyMemo {
   return {
     tick: 0,
     over: 0,
     under: 0,
+    light: 0,
     lastRaiseTick: 0,
     lastLowerTick: Number.NEGATIVE_INFINITY,
+    lastMove: 0,
     floor: clamp(options.initial, options),
-    floorUntil: FLOOR_HOLD_INTERVALS,
+    floorUntil: floorHoldIntervals(options.sampleInterval),
     memoryHeld: false,
   };
 }
@@ -136,27 +217,40 @@ export function initialPolicyMemo(options: Pick<AutoConcurrencyOptions, 'initial
 /**
  * Decides the concurrency limit for the next interval: the whole policy, as a pure function.
  *
- * - Raise by `step` after {@link CONFIRM_READINGS} readings in a row below `cpuTarget`, if tasks are
- *   waiting, memory is not held, and the previous raise has shown (all slots are in use, or an extra
- *   interval has passed).
- * - Lower by `step` after as many readings above `cpuTarget + hysteresis`, unless more tasks are
- *   running than the limit already allows (the previous lowering has not shown yet: lowering never
- *   kills, it waits for tasks to finish), and never below a learned floor.
- * - Otherwise hold. The result stays within `[min, max]` and moves by at most `step`. A missing,
- *   negative or non-finite CPU reading is no information: it neither moves the limit nor breaks a
- *   run of readings. Zero is a valid reading (an idle host); nothing is ever divided by a reading.
+ * - **Raise** after {@link CONFIRM_READINGS} readings in a row that call for it, if tasks are
+ *   waiting, memory is not held, and the previous raise has shown (all slots are in use, or an
+ *   extra interval has passed). A reading calls for a raise when the host's CPU is below
+ *   `cpuTarget`, or when the tasks are I/O-bound (the demand of the children, per running task, is
+ *   at most {@link IO_BOUND_SHARE} of a core) and one more of them still fits within `cpuTarget`
+ *   percent of the CPUs. The second reason lets I/O-bound tasks grow on a host that other programs
+ *   keep busy: they add almost no CPU.
+ * - **Lower** after as many readings above `cpuTarget + hysteresis`, unless the tasks are I/O-bound
+ *   and fit (stopping them would free next to nothing), unless more tasks are running than the
+ *   limit already allows (the previous lowering has not shown yet: lowering never kills, it waits
+ *   for tasks to finish), and never below a learned floor.
+ * - **Size of a raise**: with a measured demand per task, as many tasks as the readings have room
+ *   for (the CPU left under the target, or the budget left, divided by that demand), but at most the
+ *   current limit: the limit at most doubles per interval. Without one, 1, then twice the previous
+ *   raise while every reading in between still called for more. Always at least 1, at most `step`.
+ * - **Size of a lowering**: 1, then twice the previous one while every reading in between still
+ *   called for it, at most `step`.
+ * - Otherwise hold. The result stays within `[min, max]`. A missing, negative or non-finite reading
+ *   is no information: it neither moves the limit nor breaks a run of readings. Zero is a valid
+ *   reading (an idle host); nothing is ever divided by a reading.
  * - Memory below `minFreeMemory` holds new starts: the effective limit becomes the running count
  *   (at least 1) until memory recovers.
  *
  * @example
  * ```ts
  * import { initialPolicyMemo, nextLimit } from './controller.js';
- * const options = { initial: 2, min: 1, max: 8, cpuTarget: 85, hysteresis: 10, step: 1, sampleInterval: 1000, minFreeMemory: 0 };
+ * const options = { initial: 2, min: 1, max: 8, cpuTarget: 85, hysteresis: 10, step: 4, sampleInterval: 250, minFreeMemory: 0, cpus: 2 };
  * const work = { running: 2, waiting: true };
  * let step = nextLimit(2, { cpu: 30 }, work, options, initialPolicyMemo(options));
  * console.log(step.limit); // 2: one low reading could be noise
  * step = nextLimit(step.limit, { cpu: 30 }, work, options, step.memo);
  * console.log(step.limit); // 3
+ * step = nextLimit(step.limit, { cpu: 30 }, { running: 3, waiting: true }, options, step.memo);
+ * console.log(step.limit); // 5: the second raise in a row is twice the first
  * ```
  * @param current The policy's current limit (`limit` of the previous step, or `initial`).
  * @param reading The reading just taken.
@@ -173,6 +267,9 @@ export function nextLimit(
   memo: PolicyMemo,
 ): PolicyStep {
   const { cpuTarget, hysteresis, step, minFreeMemory } = options;
+  const cpus = Math.max(1, options.cpus ?? optimalConcurrency());
+  // The cores the tasks may keep busy.
+  const budget = (cpus * cpuTarget) / 100;
   const tick = memo.tick + 1;
   const limit = clamp(current, options);
   const cpu = usableCpu(reading.cpu);
@@ -180,30 +277,59 @@ export function nextLimit(
   const memoryHeld =
     typeof freeMemory === 'number' && !Number.isNaN(freeMemory) ? freeMemory < minFreeMemory : memo.memoryHeld;
   const running = Number.isFinite(work.running) ? Math.max(0, work.running) : 0;
+  const share = demandPerTask(reading, running);
 
-  let { over, under, lastRaiseTick, lastLowerTick, floor, floorUntil } = memo;
-  let next = limit;
-  // Without a usable reading there is nothing to act on: hold, and keep the runs of readings as they are.
+  let { over, under, light, lastRaiseTick, lastLowerTick, lastMove, floor, floorUntil } = memo;
+  // A missing part of a reading is no information: the runs of readings stay as they are.
   if (cpu !== undefined) {
     over = cpu > cpuTarget + hysteresis ? over + 1 : 0;
     under = cpu < cpuTarget ? under + 1 : 0;
+  }
+  if (share !== undefined) light = share <= IO_BOUND_SHARE ? light + 1 : 0;
+  const ioBound = share !== undefined && share <= IO_BOUND_SHARE;
+  // How many tasks of this demand fit within the budget.
+  const fitting = share === undefined ? 0 : share === 0 ? Number.POSITIVE_INFINITY : Math.floor(budget / share + 1e-9);
+  const lightFits = ioBound && limit <= fitting;
 
-    if (over >= CONFIRM_READINGS && running <= limit) {
-      const floorHolds = floor > 0 && tick <= floorUntil;
-      const lowest = floorHolds ? Math.min(floor, limit) : options.min;
-      next = Math.max(clamp(limit - step, options), lowest);
-      if (next < limit) lastLowerTick = tick;
-    } else if (under >= CONFIRM_READINGS && work.waiting && !memoryHeld) {
-      const raiseHasShown = running >= limit || tick - lastRaiseTick >= 2;
-      next = raiseHasShown ? clamp(limit + step, options) : limit;
-      if (next > limit) {
-        // Raising right after a lowering means the lowering overshot: remember where to stop.
-        if (tick - lastLowerTick <= CONFIRM_READINGS + 1) {
-          floor = next;
-          floorUntil = tick + FLOOR_HOLD_INTERVALS;
-        }
-        lastRaiseTick = tick;
+  const wantsLower = cpu !== undefined && cpu > cpuTarget + hysteresis && !lightFits;
+  const systemRoom = cpu !== undefined && cpu < cpuTarget;
+  const tasksRoom = ioBound && limit < fitting;
+  const canRaise = work.waiting && !memoryHeld;
+  // A streak of moves ends at the first informative reading that does not call for the same move.
+  if (lastMove > 0 && (!canRaise || ((cpu !== undefined || share !== undefined) && !systemRoom && !tasksRoom))) lastMove = 0;
+  if (lastMove < 0 && cpu !== undefined && !wantsLower) lastMove = 0;
+
+  let next = limit;
+  if (over >= CONFIRM_READINGS && wantsLower && running <= limit) {
+    const size = lastMove < 0 ? Math.min(step, -2 * lastMove) : 1;
+    const floorHolds = floor > 0 && tick <= floorUntil;
+    const lowest = floorHolds ? Math.min(floor, limit) : options.min;
+    next = Math.max(clamp(limit - size, options), lowest);
+    if (next < limit) {
+      lastLowerTick = tick;
+      lastMove = next - limit;
+    }
+  } else if (canRaise && ((under >= CONFIRM_READINGS && systemRoom) || (light >= CONFIRM_READINGS && tasksRoom))) {
+    const raiseHasShown = running >= limit || tick - lastRaiseTick >= 2;
+    if (raiseHasShown) {
+      // How many more tasks the readings have room for: under the target on the host, or within the
+      // budget. Unknown without a measured demand per task: then start at 1 and double while the
+      // readings keep calling for more.
+      const room = Math.max(
+        systemRoom ? slotsFor(((cpuTarget - cpu!) / 100) * cpus, share) : 0,
+        tasksRoom ? fitting - limit : 0,
+      );
+      const size = share === undefined ? (lastMove > 0 ? 2 * lastMove : 1) : room;
+      next = clamp(limit + Math.max(1, Math.min(size, limit, step)), options);
+    }
+    if (next > limit) {
+      // Raising right after a lowering means the lowering overshot: remember where to stop.
+      if (tick - lastLowerTick <= CONFIRM_READINGS + 1) {
+        floor = next;
+        floorUntil = tick + floorHoldIntervals(options.sampleInterval);
       }
+      lastRaiseTick = tick;
+      lastMove = next - limit;
     }
   }
 
@@ -212,7 +338,7 @@ export function nextLimit(
     limit: next,
     effectiveLimit,
     memoryHeld,
-    memo: { tick, over, under, lastRaiseTick, lastLowerTick, floor, floorUntil, memoryHeld },
+    memo: { tick, over, under, light, lastRaiseTick, lastLowerTick, lastMove, floor, floorUntil, memoryHeld },
   };
 }
 
@@ -326,6 +452,25 @@ function clamp(limit: number, { min, max }: Pick<AutoConcurrencyOptions, 'min' |
   return Math.max(1, min, Math.min(max, limit));
 }
 
+/**
+ * Cores of demand per running task, from the children's demand, or `undefined` when it is unknown.
+ * Divided by the smaller of the measured children and the running tasks: idle workers (read 0)
+ * must not make busy tasks look light, and tasks on workers too young to be measured add nothing.
+ */
+function demandPerTask(reading: LoadReading, running: number): number | undefined {
+  const demand = reading.childrenDemand;
+  const measured = reading.childrenMeasured;
+  if (typeof demand !== 'number' || !Number.isFinite(demand) || demand < 0) return undefined;
+  if (typeof measured !== 'number' || !(measured >= 1) || !(running >= 1)) return undefined;
+  return demand / 100 / Math.min(measured, running);
+}
+
+/** How many tasks of `share` cores each fit in `cores`: unbounded when the share is unknown or 0. */
+function slotsFor(cores: number, share: number | undefined): number {
+  if (share === undefined || share === 0) return Number.POSITIVE_INFINITY;
+  return Math.floor(cores / share + 1e-9);
+}
+
 /** A CPU reading the policy may act on: finite and not negative, capped at 100. */
 function usableCpu(cpu: number | undefined): number | undefined {
   if (typeof cpu !== 'number' || !Number.isFinite(cpu) || cpu < 0) return undefined;
@@ -339,7 +484,9 @@ function sameState(a: ControllerState, b: ControllerState): boolean {
     Object.is(a.load.cpu, b.load.cpu) &&
     Object.is(a.load.freeMemory, b.load.freeMemory) &&
     Object.is(a.load.childrenCpu, b.load.childrenCpu) &&
-    Object.is(a.load.childrenRss, b.load.childrenRss)
+    Object.is(a.load.childrenRss, b.load.childrenRss) &&
+    Object.is(a.load.childrenDemand, b.load.childrenDemand) &&
+    Object.is(a.load.childrenMeasured, b.load.childrenMeasured)
   );
 }
 

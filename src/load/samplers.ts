@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import pidusage from 'pidusage';
@@ -18,6 +19,19 @@ export interface LoadReading {
   childrenCpu?: number;
   /** Resident set size of the scheduler's own child processes, summed, in bytes. */
   childrenRss?: number;
+  /**
+   * CPU *demand* of the scheduler's own child processes, summed, in percent of one core: the time
+   * their main threads ran **or waited for a CPU** (Linux `/proc/<pid>/schedstat`), over the interval
+   * since the previous sample. Unlike `childrenCpu` it does not shrink when other programs crowd the
+   * CPU: a busy loop reads about 100 however many processes it shares a core with, a task that mostly
+   * waits for I/O or timers reads near 0 (one that wakes very often on a crowded host reads higher:
+   * it waits for a CPU after each wake-up). Only children that have finished starting up count (see
+   * {@link STARTUP_DEMAND} and `childrenMeasured`): a process's start-up says nothing about its tasks.
+   * `undefined` where `/proc/<pid>/schedstat` does not exist (not Linux).
+   */
+  childrenDemand?: number;
+  /** How many child processes `childrenDemand` covers. */
+  childrenMeasured?: number;
 }
 
 /** Where readings come from. The controller depends only on this, so tests inject scripted readings. */
@@ -53,6 +67,35 @@ export interface CpuTimesSnapshot {
  */
 const CHILD_HISTORY_MIN_MS = 10_000;
 const CHILD_HISTORY_GAPS = 3;
+
+/**
+ * A child counts in `childrenDemand` from the first interval in which its demand was at most this
+ * (percent of one core), or from when it is {@link STARTUP_MAX_MS} old. Starting a Node process
+ * keeps it running or runnable nearly the whole time (tens of milliseconds on an idle host, over a
+ * second on a crowded one): counted, that would make every I/O-bound task look CPU-bound right after
+ * each raise. A process that has finished starting and waits for anything reads far below this.
+ */
+export const STARTUP_DEMAND = 50;
+/** See {@link STARTUP_DEMAND}: a CPU-bound child never reads low, yet must count from some age on (ms since first seen). */
+export const STARTUP_MAX_MS = 2000;
+
+/** What the system sampler remembers of one child between samples. */
+interface ChildHistory {
+  /** Run + wait nanoseconds at the last sample. */
+  ns: number;
+  /** `process.hrtime.bigint()` when the child was first seen. */
+  firstSeen: bigint;
+  /** It has finished starting up: its demand counts. */
+  started: boolean;
+}
+
+/** Scheduler statistics of one process's main thread, cumulative since it started (nanoseconds). */
+export interface SchedStat {
+  /** Time spent running on a CPU. */
+  runNs: number;
+  /** Time spent runnable but waiting for a CPU. */
+  waitNs: number;
+}
 
 /**
  * Sums the CPU times of all CPUs.
@@ -117,8 +160,27 @@ export function parseMemAvailable(meminfo: string): number | undefined {
 }
 
 /**
- * Measures the host: CPU utilisation, available memory and, optionally, the CPU and memory use of
- * a set of child processes.
+ * Parses the text of `/proc/<pid>/schedstat`: run time, run-queue wait time (both in nanoseconds) and
+ * the number of time slices.
+ *
+ * @example
+ * ```ts
+ * import { parseSchedstat } from './samplers.js';
+ * console.log(parseSchedstat('206824842 10504249 404\n')); // { runNs: 206824842, waitNs: 10504249 }
+ * console.log(parseSchedstat('')); // undefined
+ * ```
+ * @param text The file's text.
+ * @returns Both times, or `undefined` when the text is not two non-negative numbers.
+ */
+export function parseSchedstat(text: string): SchedStat | undefined {
+  const [run, wait] = text.trim().split(/\s+/).map(Number);
+  if (run === undefined || wait === undefined || !(run >= 0) || !(wait >= 0)) return undefined;
+  return { runNs: run, waitNs: wait };
+}
+
+/**
+ * Measures the host: CPU utilisation, available memory and, optionally, the CPU use, CPU demand and
+ * memory of a set of child processes.
  *
  * The CPU baseline is taken when the sampler is created, so the first `sample()` already reports
  * the utilisation since then (or `undefined` if no measurable time has passed). A child that has
@@ -131,8 +193,8 @@ export function parseMemAvailable(meminfo: string): number | undefined {
  *
  * const sampler = systemLoadSampler({ childPids: () => [process.pid] });
  * await sleep(200);
- * const { cpu, freeMemory, childrenCpu, childrenRss } = await sampler.sample();
- * console.log({ cpu, freeMemory, childrenCpu, childrenRss });
+ * const { cpu, freeMemory, childrenCpu, childrenRss, childrenDemand } = await sampler.sample();
+ * console.log({ cpu, freeMemory, childrenCpu, childrenRss, childrenDemand });
  * sampler.close?.();
  * ```
  * @param options Which child processes to measure.
@@ -144,6 +206,13 @@ export function systemLoadSampler(options: SystemLoadSamplerOptions = {}): LoadS
   // Stays true until /proc/meminfo proves absent or useless; then os.freemem() without retrying.
   let procMeminfo = process.platform !== 'win32';
   let lastChildSampleAt: number | undefined;
+  let demandHistory = new Map<number, ChildHistory>();
+  let lastDemandAt: bigint | undefined;
+  // Stays true on Linux until /proc/<pid>/schedstat proves absent.
+  let schedstat = process.platform === 'linux';
+  // pidusage asks `getconf` (two shell commands) for the clock tick on its first call in a process;
+  // on a crowded host that takes long enough to delay the first readings by a whole interval.
+  if (childPids) pidusage(process.pid, { maxage: CHILD_HISTORY_MIN_MS }).catch(() => {});
 
   async function freeMemory(): Promise<number> {
     if (procMeminfo) {
@@ -158,7 +227,45 @@ export function systemLoadSampler(options: SystemLoadSamplerOptions = {}): LoadS
     return os.freemem();
   }
 
-  async function childUsage(): Promise<Pick<LoadReading, 'childrenCpu' | 'childrenRss'>> {
+  /**
+   * Sums the run + wait time the children gained since the previous sample, over the children that
+   * have finished starting up (see {@link STARTUP_DEMAND}). Children that are gone are forgotten,
+   * so the history stays as small as the pool.
+   */
+  async function childDemand(pids: readonly number[]): Promise<Pick<LoadReading, 'childrenDemand' | 'childrenMeasured'>> {
+    if (!schedstat) return {};
+    const now = process.hrtime.bigint();
+    const elapsedNs = lastDemandAt === undefined ? 0 : Number(now - lastDemandAt);
+    lastDemandAt = now;
+    const stats = await Promise.all(pids.map((pid) => readSchedstat(pid)));
+    if (pids.length > 0 && stats.every((stat) => stat === undefined) && !existsSync('/proc/self/schedstat')) {
+      schedstat = false; // a kernel without it: report nothing from now on rather than zeros
+      return {};
+    }
+    const next = new Map<number, ChildHistory>();
+    let demandNs = 0;
+    let measured = 0;
+    for (const [i, stat] of stats.entries()) {
+      if (!stat) continue;
+      const pid = pids[i]!;
+      const ns = stat.runNs + stat.waitNs;
+      const before = demandHistory.get(pid);
+      const entry: ChildHistory = { ns, firstSeen: before?.firstSeen ?? now, started: before?.started ?? false };
+      next.set(pid, entry);
+      if (!before || !(elapsedNs > 0)) continue;
+      const gained = Math.min(Math.max(0, ns - before.ns), elapsedNs);
+      entry.started ||=
+        (100 * gained) / elapsedNs <= STARTUP_DEMAND || Number(now - entry.firstSeen) / 1e6 >= STARTUP_MAX_MS;
+      if (entry.started) {
+        demandNs += gained;
+        measured += 1;
+      }
+    }
+    demandHistory = next;
+    return { childrenDemand: elapsedNs > 0 ? (100 * demandNs) / elapsedNs : 0, childrenMeasured: measured };
+  }
+
+  async function childUsage(): Promise<Pick<LoadReading, 'childrenCpu' | 'childrenRss' | 'childrenDemand' | 'childrenMeasured'>> {
     if (!childPids) return {};
     let pids: number[];
     try {
@@ -170,16 +277,18 @@ export function systemLoadSampler(options: SystemLoadSamplerOptions = {}): LoadS
     const now = Date.now();
     const gap = lastChildSampleAt === undefined ? 0 : now - lastChildSampleAt;
     lastChildSampleAt = now;
-    if (pids.length === 0) return { childrenCpu: 0, childrenRss: 0 };
+    const demand = childDemand(pids);
+    if (pids.length === 0) return { childrenCpu: 0, childrenRss: 0, ...(await demand) };
 
     const maxage = Math.max(CHILD_HISTORY_MIN_MS, CHILD_HISTORY_GAPS * gap);
     let childrenCpu = 0;
     let childrenRss = 0;
-    for (const stat of await processStats(pids, maxage)) {
+    const [usage, demandReading] = await Promise.all([processStats(pids, maxage), demand]);
+    for (const stat of usage) {
       if (Number.isFinite(stat.cpu)) childrenCpu += stat.cpu;
       if (Number.isFinite(stat.memory)) childrenRss += stat.memory;
     }
-    return { childrenCpu, childrenRss };
+    return { childrenCpu, childrenRss, ...demandReading };
   }
 
   return {
@@ -198,8 +307,19 @@ export function systemLoadSampler(options: SystemLoadSamplerOptions = {}): LoadS
       // other live sampler) and on Linux it drops pidusage's open /proc/<pid>/stat descriptors
       // without closing them. Left alone, pidusage closes each one `maxage` ms after its last use.
       lastChildSampleAt = undefined;
+      demandHistory = new Map();
+      lastDemandAt = undefined;
     },
   };
+}
+
+/** One process's schedstat, or `undefined` when it has exited or cannot be read. */
+async function readSchedstat(pid: number): Promise<SchedStat | undefined> {
+  try {
+    return parseSchedstat(await readFile(`/proc/${pid}/schedstat`, 'utf8'));
+  } catch {
+    return undefined;
+  }
 }
 
 /**

@@ -6,7 +6,7 @@ import {
   CONFIRM_READINGS,
   type AutoConcurrencyOptions,
   type ControllerState,
-  FLOOR_HOLD_INTERVALS,
+  floorHoldIntervals,
   initialPolicyMemo,
   nextLimit,
   type WorkState,
@@ -23,7 +23,9 @@ const base: AutoConcurrencyOptions = {
   step: 1,
   sampleInterval: INTERVAL,
   minFreeMemory: 0,
+  cpus: 2,
 };
+const FLOOR_HOLD_INTERVALS = floorHoldIntervals(INTERVAL);
 const upperBand = base.cpuTarget + base.hysteresis;
 
 /** What one scripted sample returns: a reading, or an Error to throw. */
@@ -404,4 +406,87 @@ test('nextLimit is a pure step: the same inputs give the same output', (t) => {
   t.is(second.limit, 3);
   t.deepEqual(nextLimit(first.limit, { cpu: 30 }, work, base, first.memo), second);
   t.is(first.memo.tick, 1, 'the memo passed in is not mutated');
+});
+
+// ---- the tasks' own demand (childrenDemand): I/O-bound tasks on a busy host ---------------------
+
+/** A reading of `running` tasks that each demand `perTask` percent of a core, on a host at `cpu` percent. */
+function demandReading(cpu: number, running: number, perTask: number, idleWorkers = 0): LoadReading {
+  return { cpu, childrenDemand: running * perTask, childrenMeasured: running + idleWorkers };
+}
+
+test('I/O-bound tasks rise to max on a host that other programs keep busy, doubling at most', (t) => {
+  const options = { max: 16, step: 8 };
+  const sim = simulate(t, 12, ({ limit }) => demandReading(100, limit, 3), options);
+  assertInvariants(t, sim.limits, options);
+  t.deepEqual(sim.limits.slice(0, 6), [2, 2, 4, 8, 16, 16], 'confirmed at the second reading, then the limit doubles');
+  for (const [k, limit] of sim.limits.entries()) if (k > 0) t.true(limit <= 2 * sim.limits[k - 1]!, `at most doubles at ${k}`);
+  t.deepEqual(changes(sim.limits).filter((k) => k > 4), [], 'and stays there: lowering them would free nothing');
+});
+
+test('I/O-bound tasks rise only as far as their own demand fits within cpuTarget of the CPUs', (t) => {
+  // 2 CPUs at 85%: 1.7 cores. Tasks of 20% of a core each: 8 fit (1.6), 9 would not (1.8).
+  const sim = simulate(t, 20, ({ limit }) => demandReading(100, limit, 20), { max: 32, step: 32 });
+  t.is(Math.max(...sim.limits), 8);
+  t.is(sim.limits.at(-1), 8);
+});
+
+test('CPU-bound tasks are never raised on their own account, however crowded the host', (t) => {
+  // Each task is runnable all the time: 100% of a core of demand, whatever CPU share it gets.
+  const sim = simulate(t, 2 * FLOOR_HOLD_INTERVALS, ({ limit }) => demandReading(100, limit, 100), { max: 16, step: 8 });
+  t.true(sim.limits.every((limit) => limit <= 2), 'never above the initial limit');
+  t.true(sim.limits.slice(FLOOR_HOLD_INTERVALS + 2).every((limit) => limit === 1), 'the crowded host is followed down once the floor expires');
+});
+
+test('idle workers do not make busy tasks look I/O-bound', (t) => {
+  // 2 busy tasks and 14 idle workers left over from an earlier, higher limit: 200% over 16 children.
+  const sim = simulate(t, 20, () => demandReading(100, 2, 100, 14), { max: 16, step: 8 }, () => ({ running: 2, waiting: true }));
+  t.deepEqual(changes(sim.limits), []);
+});
+
+test('the workload turns CPU-bound: the limit comes down, lowerings start at 1 and double, down to the floor', (t) => {
+  const options = { max: 16, step: 8 };
+  // I/O-bound for 8 readings, then each task demands a whole core.
+  const sim = simulate(t, 30, ({ tick, limit }) => demandReading(100, limit, tick <= 8 ? 3 : 100), options);
+  assertInvariants(t, sim.limits, options);
+  t.is(sim.limits[8], 16);
+  const downs = sim.limits.slice(8).flatMap((limit, k, all) => (k > 0 && limit < all[k - 1]! ? [all[k - 1]! - limit] : []));
+  t.deepEqual(downs.slice(0, 3), [1, 2, 4]);
+  t.is(sim.limits.at(-1), 2, 'the initial limit holds as the floor');
+});
+
+test('a raise for I/O-bound tasks waits for memory, and for tasks to wait', (t) => {
+  const MiB = 1024 * 1024;
+  const held = simulate(t, 10, ({ limit }) => ({ ...demandReading(100, limit, 3), freeMemory: MiB }), { minFreeMemory: 256 * MiB });
+  t.deepEqual(changes(held.limits), []);
+  const idle = simulate(t, 10, ({ limit }) => demandReading(100, limit, 3), {}, ({ limit }) => ({ running: limit, waiting: false }));
+  t.deepEqual(changes(idle.limits), []);
+});
+
+test('missing, negative or non-finite demand is no information', (t) => {
+  // The CPU in the band: only the demand could move the limit.
+  const bad: LoadReading[] = [
+    { cpu: 90, childrenDemand: Number.NaN, childrenMeasured: 2 },
+    { cpu: 90, childrenDemand: -5, childrenMeasured: 2 },
+    { cpu: 90, childrenDemand: Number.POSITIVE_INFINITY, childrenMeasured: 2 },
+    { cpu: 90, childrenDemand: 10, childrenMeasured: 0 },
+    { cpu: 90, childrenDemand: 10 },
+    { cpu: 90 },
+  ];
+  const sim = simulate(t, 36, ({ tick }) => bad[tick % bad.length]);
+  t.deepEqual(changes(sim.limits), []);
+});
+
+test('a busy host without demand readings: raises start at 1 and double, never past step', (t) => {
+  const options = { max: 40, step: 8 };
+  const sim = simulate(t, 12, () => ({ cpu: 10 }), options);
+  assertInvariants(t, sim.limits, options);
+  t.deepEqual(sim.limits.slice(0, 8), [2, 2, 3, 5, 9, 17, 25, 33]);
+});
+
+test('a raise is kept within the CPU left under the target, measured per task', (t) => {
+  // 4 CPUs, tasks of 50% of a core: at 2 tasks the host reads 25%, and 2.4 cores are left under 85%.
+  const options = { cpus: 4, max: 32, step: 32 };
+  const sim = simulate(t, 3, ({ limit }) => ({ cpu: (limit * 50) / 4, childrenDemand: limit * 50, childrenMeasured: limit }), options);
+  t.deepEqual(sim.limits, [2, 2, 4, 6]);
 });

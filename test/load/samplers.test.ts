@@ -3,10 +3,13 @@ import { once } from 'node:events';
 import { readdirSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test from 'ava';
+import type { LoadReading } from '../../src/load/samplers.js';
 import {
   cpuTimesSnapshot,
   cpuUtilisation,
   parseMemAvailable,
+  parseSchedstat,
+  STARTUP_MAX_MS,
   systemLoadSampler,
 } from '../../src/load/samplers.js';
 
@@ -159,4 +162,61 @@ test.serial('sampling the same pids again does not open more file descriptors', 
   const open = readdirSync('/proc/self/fd').length;
   for (let i = 0; i < 20; i++) await sampler.sample();
   t.true(readdirSync('/proc/self/fd').length <= open, 'no descriptor per sample');
+});
+
+test.serial('parseSchedstat reads run and wait nanoseconds, or nothing from text that is not two numbers', (t) => {
+  t.deepEqual(parseSchedstat('206824842 10504249 404\n'), { runNs: 206824842, waitNs: 10504249 });
+  t.is(parseSchedstat(''), undefined);
+  t.is(parseSchedstat('12'), undefined);
+  t.is(parseSchedstat('a b c'), undefined);
+  t.is(parseSchedstat('-1 5 3'), undefined);
+});
+
+/** Samples every 100 ms until `done(reading)` or 20 s; returns every reading. */
+async function sampleUntil(sampler: ReturnType<typeof systemLoadSampler>, done: (r: LoadReading) => boolean): Promise<LoadReading[]> {
+  const readings: LoadReading[] = [];
+  const until = Date.now() + 20_000;
+  do {
+    await sleep(100);
+    readings.push(await sampler.sample());
+  } while (!done(readings.at(-1)!) && Date.now() < until);
+  return readings;
+}
+
+test.serial('childrenDemand: a busy child demands a whole core however crowded the host; start-up is left out', async (t) => {
+  if (process.platform !== 'linux') {
+    t.pass('childrenDemand needs /proc/<pid>/schedstat');
+    return;
+  }
+  const child = busyChild();
+  t.teardown(() => stop(child));
+  await once(child, 'spawn');
+  const sampler = systemLoadSampler({ childPids: () => [child.pid!] });
+  t.teardown(() => sampler.close?.());
+  const first = await sampler.sample();
+  t.like(first, { childrenDemand: 0, childrenMeasured: 0 }, 'a child seen for the first time only gives its baseline');
+  // A busy loop never reads low, so it counts from STARTUP_MAX_MS on.
+  const readings = await sampleUntil(sampler, (r) => r.childrenMeasured === 1);
+  const measured = readings.at(-1)!;
+  t.is(measured.childrenMeasured, 1, `measured within 20 s (STARTUP_MAX_MS is ${STARTUP_MAX_MS})`);
+  // Run + wait covers the whole interval for a process that is always runnable; skew between the reads allows a margin.
+  t.true(measured.childrenDemand! >= 50 && measured.childrenDemand! <= 100, `demand ${measured.childrenDemand}`);
+});
+
+test.serial('childrenDemand: a child that waits reads low, and counts once it has started', async (t) => {
+  if (process.platform !== 'linux') {
+    t.pass('childrenDemand needs /proc/<pid>/schedstat');
+    return;
+  }
+  const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+  t.teardown(() => stop(child));
+  await once(child, 'spawn');
+  const sampler = systemLoadSampler({ childPids: () => [child.pid!] });
+  t.teardown(() => sampler.close?.());
+  await sampler.sample();
+  const readings = await sampleUntil(sampler, (r) => r.childrenMeasured === 1);
+  t.is(readings.at(-1)!.childrenMeasured, 1);
+  t.true(readings.at(-1)!.childrenDemand! <= 50, `demand ${readings.at(-1)!.childrenDemand}`);
+  await stop(child);
+  t.like(await sampler.sample(), { childrenDemand: 0, childrenMeasured: 0 }, 'an exited child is forgotten');
 });
