@@ -73,6 +73,8 @@ export interface Outcome {
   error?: string;
   /** Wall time of the whole measurement process, start-up included. */
   elapsedMs: number;
+  /** Host 1-minute load average when the measurement started: how noisy the round was. */
+  loadAverage: number;
 }
 
 /** Message a measurement process sends back before exiting. */
@@ -129,6 +131,7 @@ export async function measureIsolated(
   const id = randomUUID();
   const marker = `BENCH_MEASUREMENT=${id}`;
   const started = performance.now();
+  const loadAverage = Math.round(os.loadavg()[0]! * 100) / 100;
   const notes: string[] = [];
   const child = fork(measureScript, [workload, contender, JSON.stringify(sizes)], {
     execArgv: process.execArgv,
@@ -175,10 +178,11 @@ export async function measureIsolated(
     }
   }
 
-  if (timedOut) return { metrics: {}, notes, error: `timed out after ${timeoutMs / 1000} s`, elapsedMs };
-  if (!reply) return { metrics: {}, notes, error: `measurement process exited (code ${code}, signal ${signal}) without a result`, elapsedMs };
-  if (!reply.ok) return { metrics: {}, notes, error: reply.error, elapsedMs };
-  return { metrics: reply.measurement.metrics, notes: [...(reply.measurement.notes ?? []), ...notes], elapsedMs };
+  const failed = (error: string): Outcome => ({ metrics: {}, notes, error, elapsedMs, loadAverage });
+  if (timedOut) return failed(`timed out after ${timeoutMs / 1000} s`);
+  if (!reply) return failed(`measurement process exited (code ${code}, signal ${signal}) without a result`);
+  if (!reply.ok) return failed(reply.error);
+  return { metrics: reply.measurement.metrics, notes: [...(reply.measurement.notes ?? []), ...notes], elapsedMs, loadAverage };
 }
 
 async function waitForSurvivors(pgid: number, marker: string): Promise<ReturnType<typeof findSurvivors>> {
@@ -268,6 +272,8 @@ export interface ContenderResult {
   medians: Record<string, number>;
   errors: string[];
   notes: string[];
+  /** Host 1-minute load average at the start of each round's measurement. */
+  loadAverages: number[];
   skipped?: string;
 }
 

@@ -79,6 +79,9 @@ console.log(`async-process-scheduler bench — ${machine.date}`);
 console.log(`machine: ${machine.cpuCount} × ${machine.cpuModel}, ${machine.totalMemoryMB} MB, ${machine.platform}, load ${machine.loadAverageAtStart.join(' ')}`);
 console.log(`node ${machine.node}; NODE_EXTRA_CA_CERTS is ${machine.nodeExtraCaCertsSet ? 'SET (adds ~30 ms to every Node start)' : 'not set'}`);
 console.log(`peers: ${Object.entries(machine.peerVersions).map(([name, version]) => `${name} ${version}`).join(', ')}`);
+if (machine.loadAverageAtStart[0]! > machine.cpuCount / 2) {
+  console.log(`WARNING: the machine is busy (1-minute load ${machine.loadAverageAtStart[0]} on ${machine.cpuCount} CPUs); figures will be noisy`);
+}
 console.log(`${rounds} interleaved round(s)${flags.quick ? ', --quick sizes' : ''}; every measurement runs in a fresh process; peer and baseline children run plain node (no tsx)`);
 
 const wantsContender = (name: string): boolean =>
@@ -118,7 +121,7 @@ for (const workload of selected as Array<Workload<unknown>>) {
   const results: Record<string, ContenderResult> = {};
   const active = workload.contenders.filter((contender) => wantsContender(contender.name));
   for (const contender of active) {
-    results[contender.name] = { description: contender.description, samples: {}, medians: {}, errors: [], notes: [] };
+    results[contender.name] = { description: contender.description, samples: {}, medians: {}, errors: [], notes: [], loadAverages: [] };
     if (contender.usesOurs && oursUnavailable) results[contender.name]!.skipped = oursUnavailable;
   }
   const runnable = active.filter((contender) => !results[contender.name]!.skipped);
@@ -130,12 +133,14 @@ for (const workload of selected as Array<Workload<unknown>>) {
       for (const [metric, value] of Object.entries(outcome.metrics)) (result.samples[metric] ??= []).push(value);
       for (const note of outcome.notes) if (!result.notes.includes(note)) result.notes.push(note);
       if (outcome.error) result.errors.push(outcome.error);
+      result.loadAverages.push(outcome.loadAverage);
       const shown = outcome.error
         ? `ERROR ${outcome.error}`
         : Object.entries(outcome.metrics)
             .map(([metric, value]) => `${metric} ${formatNumber(value)} ${workload.metrics[metric]?.unit ?? ''}`)
             .join(', ');
-      console.log(`  round ${round + 1}/${rounds}  ${contender.name.padEnd(16)} ${shown}  (${(outcome.elapsedMs / 1000).toFixed(1)} s)`);
+      const took = `${(outcome.elapsedMs / 1000).toFixed(1)} s, load ${outcome.loadAverage.toFixed(1)}`;
+      console.log(`  round ${round + 1}/${rounds}  ${contender.name.padEnd(16)} ${shown}  (${took})`);
     }
   }
 

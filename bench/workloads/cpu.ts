@@ -16,8 +16,9 @@ const loadSpin = async (): Promise<Spin> =>
   ((await import(new URL('../fixtures/spin.mjs', import.meta.url).href)) as { spin: Spin }).spin;
 
 /**
- * Finds how many busy-loop iterations take `taskMs` here: best of five samples, so that
- * a burst of noise during calibration does not make every task shorter than intended.
+ * Finds how many busy-loop iterations take `taskMs` of CPU here. It divides by CPU time
+ * (process.cpuUsage), not wall time, so a busy machine does not shrink every task; best of
+ * five samples.
  */
 async function calibrate(sizes: CpuSizes): Promise<CpuSizes> {
   const spin = await loadSpin();
@@ -25,9 +26,10 @@ async function calibrate(sizes: CpuSizes): Promise<CpuSizes> {
   let bestPerMs = 0;
   for (let sample = 0; sample < 5; sample++) {
     const iterations = 20_000_000;
-    const start = performance.now();
+    const before = process.cpuUsage();
     spin(iterations);
-    bestPerMs = Math.max(bestPerMs, iterations / (performance.now() - start));
+    const { user, system } = process.cpuUsage(before);
+    bestPerMs = Math.max(bestPerMs, iterations / ((user + system) / 1000));
   }
   return { ...sizes, iterations: Math.round(bestPerMs * sizes.taskMs) };
 }
