@@ -67,6 +67,11 @@ class Lane {
   /** A worker started ahead of time, to take over when `worker` reaches maxTasksPerWorker. */
   next: WorkerProcess | undefined;
   idleTimer: NodeJS.Timeout | undefined;
+  /**
+   * Tasks that were in flight together when their worker died without saying which one it was
+   * running: they run again one at a time, so that a second death names its task exactly.
+   */
+  readonly suspects = new Set<Job>();
 }
 
 export class LocalRuntime implements TaskRuntime {
@@ -221,9 +226,11 @@ export class LocalRuntime implements TaskRuntime {
       this.#failBroken(lane);
       return;
     }
+    const oneAtATime = lane.suspects.size > 0 && hasSuspects(lane);
     for (let i = 0; i < lane.jobs.length; i++) {
       const job = lane.jobs[i]!;
       if (job.spec.task.kind === 'module') {
+        if (oneAtATime && i > 0) break;
         if (job.state === 'queued' && !this.#send(lane, job)) break;
         if (i === 0 && job.state === 'sent') this.#markRunning(job);
       } else {
@@ -264,7 +271,18 @@ export class LocalRuntime implements TaskRuntime {
       worker.currentIndex = job.spec.index;
       job.stderrSince = worker.output.stderrBytes;
     }
-    this.#armTimeout(job);
+    // A booting worker has not started the task yet: its clock starts when the worker is ready.
+    if (!worker || worker.ready) this.#armTimeout(job);
+  }
+
+  #onWorkerReady(worker: WorkerProcess): void {
+    for (const lane of this.#lanes) {
+      const head = lane.jobs[0];
+      if (head?.worker === worker && head.state === 'running') {
+        clearTimeout(head.timer);
+        this.#armTimeout(head);
+      }
+    }
   }
 
   #armTimeout(job: Job): void {
@@ -389,28 +407,37 @@ export class LocalRuntime implements TaskRuntime {
         (worker.output.stderrTail() ? `; stderr: ${worker.output.stderrTail().trim().slice(-500)}` : '');
     }
     if (!owner) return;
-    // Only the lane's head was executing; the tasks queued behind it never started: send them
-    // again. Settle the lane's state before reporting, since a report can start new tasks here.
+    // The lane's head is the task the worker was running, as far as this process knows; the
+    // tasks queued behind it never started: send them again. But results travel in batches, and
+    // a worker killed by a signal never sends what it had buffered: with several tasks in flight,
+    // the head may have finished long ago and any task behind it may be the one that died.
+    // Blame none of them then: they run again one at a time, and a second death names its task.
+    // (An exit with a code flushes the results first; an uncaught error names its task.)
+    const inFlight = owner.jobs.filter((j) => j.worker === worker);
+    const unsure = signal !== null && !fatal && inFlight.length > 1;
     let culprit: Job | undefined;
-    for (const job of owner.jobs.filter((j) => j.worker === worker)) {
+    // Settle the lane's state before reporting, since a report can start new tasks here.
+    for (const job of inFlight) {
       this.#jobsById.delete(job.id);
       job.worker = undefined;
-      if (job.state === 'running' && worker.ready && !culprit) {
+      if (job.state === 'running' && worker.ready && !culprit && !unsure) {
         culprit = job;
         continue;
       }
-      if (job.state === 'running') this.executing--;
-      job.state = 'queued';
+      this.#requeue(job);
+      if (unsure && worker.ready) owner.suspects.add(job);
     }
     if (culprit) {
       this.#finish(culprit);
-      const base = { exitCode: code, signal, stderrTail: worker.output.stderrTail(culprit.stderrSince), pid: worker.pid };
+      const stderrTail = worker.output.stderrTail(culprit.stderrSince);
+      const base = { exitCode: code, signal, stderrTail, pid: worker.pid };
+      const how = /JavaScript heap out of memory/.test(stderrTail) ? 'it ran out of memory (JavaScript heap out of memory); ' : '';
       const init: Omit<TaskErrorInit, 'index' | 'label' | 'attempt'> =
         fatal && (fatal.id === culprit.id || fatal.id === undefined)
           ? { ...base, kind: 'threw', remote: fatal.error, detail: 'uncaught in the worker, which exited' }
           : signal
-            ? { ...base, kind: 'signaled', detail: 'the worker process died while running it' }
-            : { ...base, kind: 'exited', detail: 'the worker process exited while running it' };
+            ? { ...base, kind: 'signaled', detail: `${how}the worker process died while running it` }
+            : { ...base, kind: 'exited', detail: `${how}the worker process exited while running it` };
       culprit.events.rejected(this.#error(culprit, init));
     }
     this.#advance(owner);
@@ -418,6 +445,25 @@ export class LocalRuntime implements TaskRuntime {
 
   #timedOut(job: Job): void {
     if (job.state !== 'running') return;
+    const worker = job.worker;
+    const lane = job.lane;
+    if (worker && lane && lane.jobs.some((j) => j !== job && j.worker === worker)) {
+      // Tasks were sent behind this one: the worker may be stuck in one of them, with this
+      // one's result unsent in its outbox. Kill it and run them again one at a time (see
+      // #onWorkerExit): then the timeout, if it comes again, names its task.
+      if (lane.worker === worker) lane.worker = undefined;
+      for (const other of lane.jobs) {
+        if (other.worker !== worker) continue;
+        this.#jobsById.delete(other.id);
+        other.worker = undefined;
+        this.#requeue(other);
+        lane.suspects.add(other);
+      }
+      this.#abandoned.add(worker);
+      this.#stop(worker.kill(this.#options.killTimeout));
+      this.#advance(lane);
+      return;
+    }
     const stderrTail = job.worker?.output.stderrTail(job.stderrSince);
     const pid = job.worker?.pid ?? job.child?.pid;
     const kill = this.#abort(job);
@@ -458,6 +504,13 @@ export class LocalRuntime implements TaskRuntime {
     return Promise.resolve({ forced: false });
   }
 
+  /** Puts a job that was sent to a worker back in the queued state, to be sent again. */
+  #requeue(job: Job): void {
+    if (job.state === 'running') this.executing--;
+    clearTimeout(job.timer);
+    job.state = 'queued';
+  }
+
   #stop<T>(promise: Promise<T>): Promise<T> {
     this.#stopping.add(promise);
     void promise.finally(() => this.#stopping.delete(promise));
@@ -476,6 +529,7 @@ export class LocalRuntime implements TaskRuntime {
       },
       {
         results: (w, results) => this.#onResults(w, results),
+        ready: (w) => this.#onWorkerReady(w),
         progress: (_w, id, value) => {
           const job = this.#jobsById.get(id);
           if (job && job.state !== 'done') job.events.progress(value);
@@ -571,6 +625,12 @@ export class LocalRuntime implements TaskRuntime {
   #error(job: Job, init: Omit<TaskErrorInit, 'index' | 'label' | 'attempt'>): TaskError {
     return new TaskError({ ...init, index: job.spec.index, label: taskLabel(job.spec.task), attempt: job.spec.attempt });
   }
+}
+
+/** True while some of the lane's suspects are still waiting to run; forgets those that ended. */
+function hasSuspects(lane: Lane): boolean {
+  for (const job of lane.suspects) if (job.state === 'done' || job.lane !== lane) lane.suspects.delete(job);
+  return lane.suspects.size > 0;
 }
 
 function describeExit(code: number | null, signal: NodeJS.Signals | null): string {

@@ -28,6 +28,8 @@ export interface WorkerOptions {
 export interface WorkerListener {
   results(worker: WorkerProcess, results: ResultTuple[]): void;
   progress(worker: WorkerProcess, id: number, value: unknown): void;
+  /** The worker has booted: what it was sent starts now. */
+  ready(worker: WorkerProcess): void;
   /** The process is gone. `fatal` is an uncaught error it reported first, if any. */
   exited(worker: WorkerProcess, code: number | null, signal: NodeJS.Signals | null, fatal: FatalReport | undefined): void;
   output(line: OutputLine): void;
@@ -199,7 +201,9 @@ export class WorkerProcess {
         if (typeof message.id === 'number') this.listener.progress(this, message.id, message.value);
         break;
       case 'ready':
+        if (this.ready) break;
         this.ready = true;
+        this.listener.ready(this);
         break;
       case 'fatal':
         this.#fatal = { id: typeof message.id === 'number' ? message.id : undefined, error: message.error };

@@ -1,0 +1,164 @@
+/**
+ * Crash recovery: a worker that dies mid-task fails exactly that task, with a TaskError saying
+ * how it died, and is replaced; a worker that cannot boot is not respawned in a loop.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test from 'ava';
+import {
+  TaskError, schedule$, taskModule, type ScheduledRun, type ScheduleOptions, type TaskFailure, type TaskOutcome,
+} from '../../src/index.js';
+import { leftovers } from '../fixtures/chaos-procs.js';
+import { first, fixture, isAlive } from '../helpers.js';
+
+const chaos = taskModule<typeof import('../fixtures/chaos-tasks.js')>(fixture('chaos-tasks.ts'));
+const bootFixture = fixture('chaos-boot.ts').href;
+
+/** Every pid the run shows while it runs, so the test can check afterwards that all are gone. */
+function watchPids(run: ScheduledRun<unknown, never>): Set<number> {
+  const seen = new Set<number>();
+  const look = () => {
+    for (const pid of run.pids()) seen.add(pid);
+  };
+  run.progress$.subscribe({ next: look, error: () => {} });
+  run.taskProgress$.subscribe((p) => {
+    look();
+    const pid = (p.value as { pid?: number }).pid;
+    if (pid) seen.add(pid);
+  });
+  return seen;
+}
+
+async function settle(tasks: unknown[], options: ScheduleOptions = {}) {
+  const run = schedule$(tasks as never, { concurrency: 1, settle: true, progressInterval: 0, output: 'ignore', ...options }) as unknown as ScheduledRun<
+    unknown,
+    'settle'
+  >;
+  const pids = watchPids(run as never);
+  const outcomes = (await run.toOrderedArray()) as Array<TaskOutcome<unknown>>;
+  return { run, outcomes, pids, errors: outcomes.map((o) => (o.status === 'rejected' ? (o as TaskFailure).reason : undefined)) };
+}
+
+function tempDir(t: { teardown(fn: () => void): void }, prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+test('a worker that calls process.exit mid-task fails that task (exited, with the code) and is replaced', async (t) => {
+  const { outcomes, errors, pids } = await settle([chaos.pid(), chaos.exitNow(7), chaos.pid(), chaos.square(3)]);
+  const error = errors[1]!;
+  t.true(error instanceof TaskError);
+  t.is(error.kind, 'exited');
+  t.is(error.exitCode, 7);
+  t.is(error.index, 1);
+  t.regex(error.message, /^task #1 \(chaos-tasks\.ts#exitNow\) exited with code 7: the worker process exited while running it$/);
+  const [before, , after, nine] = outcomes.map((o) => (o.status === 'fulfilled' ? o.value : undefined));
+  t.is(nine, 9);
+  t.not(before, after, 'a new worker ran the tasks after the crash');
+  t.deepEqual(leftovers(pids), []);
+});
+
+test('an uncaught exception in a timer fails the task that was running (threw, with the error) and the worker is replaced', async (t) => {
+  const { errors, outcomes, pids } = await settle([chaos.throwInTimer('late failure'), chaos.square(4)]);
+  const error = errors[0]!;
+  t.is(error.kind, 'threw');
+  t.is(error.remote?.name, 'RangeError');
+  t.is(error.remote?.message, 'late failure');
+  t.regex(error.message, /threw RangeError: late failure: uncaught in the worker, which exited/);
+  t.regex(error.stderrTail ?? '', /late failure/);
+  t.like(outcomes[1], { status: 'fulfilled', value: 16 });
+  t.deepEqual(leftovers(pids), []);
+});
+
+test('a worker SIGKILLed from outside fails its task (signaled, SIGKILL) and later tasks succeed', async (t) => {
+  const run = schedule$([chaos.reportPidAndHang(), chaos.pid(), chaos.square(5)], { concurrency: 1, settle: true, output: 'ignore' });
+  const pids = watchPids(run as never);
+  const done = run.toOrderedArray();
+  const { value } = await first(run.taskProgress$, () => true);
+  const victim = (value as { pid: number }).pid;
+  process.kill(victim, 'SIGKILL');
+  const outcomes = await done;
+  const error = (outcomes[0] as TaskFailure).reason;
+  t.is(error.kind, 'signaled');
+  t.is(error.signal, 'SIGKILL');
+  t.is(error.pid, victim);
+  t.regex(error.message, /^task #0 \(chaos-tasks\.ts#reportPidAndHang\) was killed by SIGKILL: the worker process died while running it$/);
+  t.like(outcomes[1], { status: 'fulfilled' });
+  t.not((outcomes[1] as { value: number }).value, victim);
+  t.like(outcomes[2], { status: 'fulfilled', value: 25 });
+  t.false(isAlive(victim));
+  t.deepEqual(leftovers(pids), []);
+});
+
+test('a worker that runs out of memory fails its task with a message saying so, and is replaced', async (t) => {
+  const { errors, outcomes, pids } = await settle([chaos.square(2), chaos.allocateUntilDead(), chaos.square(6)], {
+    workerExecArgv: ['--max-old-space-size=48'],
+  });
+  const error = errors[1]!;
+  t.true(error.kind === 'signaled' || error.kind === 'exited', error.message);
+  t.regex(error.message, /ran out of memory/);
+  t.regex(error.stderrTail ?? '', /heap out of memory/);
+  t.like(outcomes[0], { status: 'fulfilled', value: 4 });
+  t.like(outcomes[2], { status: 'fulfilled', value: 36 });
+  t.deepEqual(leftovers(pids), []);
+});
+
+test('workers that die while booting are not respawned in a loop: tasks fail with kind spawn and the reason', async (t) => {
+  const dir = tempDir(t, 'aps-boot-');
+  const log = join(dir, 'boots');
+  const tasks = Array.from({ length: 20 }, (_, i) => chaos.square(i));
+  const concurrency = 2;
+  const { errors, pids } = await settle(tasks, {
+    concurrency,
+    workerExecArgv: ['--import', bootFixture],
+    workerEnv: { ...process.env, APS_CHAOS_BOOT: 'fail', APS_CHAOS_BOOT_LOG: log },
+  });
+  t.true(errors.every((e) => e?.kind === 'spawn'), 'every task failed to start');
+  t.regex(errors[0]!.message, /^task #0 \(chaos-tasks\.ts#square\) could not start: worker processes die while starting \(exit code 1, 3 times in a row\); stderr: .*refuses to boot/s);
+  const boots = readFileSync(log, 'utf8').trim().split('\n');
+  t.true(boots.length <= 3 + concurrency, `${boots.length} workers were started`);
+  t.deepEqual(leftovers([...pids, ...boots.map(Number)]), []);
+});
+
+test('a worker that fails to boot once is replaced, and its tasks run', async (t) => {
+  const dir = tempDir(t, 'aps-boot1-');
+  const { outcomes } = await settle([chaos.square(7), chaos.square(8)], {
+    workerExecArgv: ['--import', bootFixture],
+    workerEnv: { ...process.env, APS_CHAOS_BOOT: `fail-first:${join(dir, 'failed-once')}` },
+  });
+  t.deepEqual(outcomes.map((o) => o.status === 'fulfilled' && o.value), [49, 64]);
+});
+
+test("a worker's start-up does not count against the timeout of the task sent to it", async (t) => {
+  // The worker takes 1.5 s to boot; the task itself takes microseconds.
+  const { outcomes, errors } = await settle([chaos.square(9), chaos.sleepThen(1, 'x')], {
+    timeout: 600,
+    workerExecArgv: ['--import', bootFixture],
+    workerEnv: { ...process.env, APS_CHAOS_BOOT: 'slow:1500' },
+  });
+  t.deepEqual(errors, [undefined, undefined], errors.map((e) => e?.message).join('; '));
+  t.deepEqual(outcomes.map((o) => o.status === 'fulfilled' && o.value), [81, 'x']);
+});
+
+test('a worker SIGKILLed with many tiny tasks in flight fails exactly the task that killed it', async (t) => {
+  // Tiny tasks are pipelined and their results batched: when the worker dies, results of tasks
+  // that already ran may still be in its outbox. Only the killer may fail, never a neighbour.
+  const killers = new Set([150, 151, 290, 420, 421, 422, 599]);
+  const tasks = Array.from({ length: 600 }, (_, i) => (killers.has(i) ? chaos.killSelf('SIGKILL') : chaos.square(i)));
+  const { outcomes, pids } = await settle(tasks, { concurrency: 2 });
+  const failed = outcomes.flatMap((o, i) => (o.status === 'rejected' ? [i] : []));
+  t.deepEqual(failed, [...killers]);
+  t.true(outcomes.every((o, i) => o.status === 'rejected' ? (o as TaskFailure).reason.signal === 'SIGKILL' : o.value === i * i));
+  t.deepEqual(leftovers(pids), []);
+});
+
+test('a task that hangs synchronously among pipelined tiny tasks: only it times out', async (t) => {
+  const hangers = new Set([200, 330]);
+  const tasks = Array.from({ length: 400 }, (_, i) => (hangers.has(i) ? chaos.spinForever() : chaos.square(i)));
+  const { outcomes, pids } = await settle(tasks, { concurrency: 2, timeout: 1000, killTimeout: 100 });
+  const failed = outcomes.flatMap((o, i) => (o.status === 'rejected' ? [`${i}:${(o as TaskFailure).reason.kind}`] : []));
+  t.deepEqual(failed, ['200:timeout', '330:timeout']);
+  t.deepEqual(leftovers(pids), []);
+});
