@@ -4,7 +4,7 @@
  */
 import os from 'node:os';
 import { BehaviorSubject, Subscription, distinctUntilChanged, filter, interval, map } from 'rxjs';
-import { schedule$, taskModule, type ScheduledRun } from '../../src/index.js';
+import { schedule$, taskModule, type Progress, type ScheduledRun } from '../../src/index.js';
 
 const work = taskModule<typeof import('./work.js')>(new URL('./work.js', import.meta.url));
 
@@ -115,11 +115,14 @@ export class DashboardRun {
     const run = this.#run;
     this.#send({ name: 'run', data: this.#runData() });
 
+    let lastLoad: Progress['load'];
     this.#watchers.add(
       run.progress$.subscribe((p) => {
         const { total, completed, failed, running, queued, elapsedMs, etaMs, memoryHeld } = p;
         this.#keep({ name: 'progress', data: { total, completed, failed, running, queued, elapsedMs, etaMs, memoryHeld } });
-        if (p.load?.cpu !== undefined) this.#keep({ name: 'load', data: { cpu: p.load.cpu } });
+        // Snapshots come far more often than load samples and repeat the last one: send each sample once.
+        if (p.load !== lastLoad && p.load?.cpu !== undefined) this.#keep({ name: 'load', data: { cpu: p.load.cpu } });
+        lastLoad = p.load;
       }),
     );
     this.#watchers.add(run.concurrency$.subscribe((limit) => this.#keep({ name: 'concurrency', data: { limit } })));
