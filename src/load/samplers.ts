@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import pidusage from 'pidusage';
 
@@ -21,7 +21,7 @@ export interface LoadReading {
   childrenRss?: number;
   /**
    * CPU *demand* of the scheduler's own child processes, summed, in percent of one core: the time
-   * their main threads ran **or waited for a CPU** (Linux `/proc/<pid>/schedstat`), over the interval
+   * their threads ran **or waited for a CPU** (Linux `/proc/<pid>/task/<tid>/schedstat`), over the interval
    * since the previous sample. Unlike `childrenCpu` it does not shrink when other programs crowd the
    * CPU: a busy loop reads about 100 however many processes it shares a core with, a task that mostly
    * waits for I/O or timers reads near 0 (one that wakes very often on a crowded host reads higher:
@@ -89,7 +89,7 @@ interface ChildHistory {
   started: boolean;
 }
 
-/** Scheduler statistics of one process's main thread, cumulative since it started (nanoseconds). */
+/** Scheduler statistics of a thread (or the sum over a process's threads), cumulative (nanoseconds). */
 export interface SchedStat {
   /** Time spent running on a CPU. */
   runNs: number;
@@ -238,7 +238,7 @@ export function systemLoadSampler(options: SystemLoadSamplerOptions = {}): LoadS
     const elapsedNs = lastDemandAt === undefined ? 0 : Number(now - lastDemandAt);
     lastDemandAt = now;
     const stats = await Promise.all(pids.map((pid) => readSchedstat(pid)));
-    if (pids.length > 0 && stats.every((stat) => stat === undefined) && !existsSync('/proc/self/schedstat')) {
+    if (pids.length > 0 && stats.every((stat) => stat === undefined) && !existsSync(`/proc/self/task/${process.pid}/schedstat`)) {
       schedstat = false; // a kernel without it: report nothing from now on rather than zeros
       return {};
     }
@@ -253,7 +253,8 @@ export function systemLoadSampler(options: SystemLoadSamplerOptions = {}): LoadS
       const entry: ChildHistory = { ns, firstSeen: before?.firstSeen ?? now, started: before?.started ?? false };
       next.set(pid, entry);
       if (!before || !(elapsedNs > 0)) continue;
-      const gained = Math.min(Math.max(0, ns - before.ns), elapsedNs);
+      // Threads that ended since the last sample take their time with them: never below 0.
+      const gained = Math.max(0, ns - before.ns);
       entry.started ||=
         (100 * gained) / elapsedNs <= STARTUP_DEMAND || Number(now - entry.firstSeen) / 1e6 >= STARTUP_MAX_MS;
       if (entry.started) {
@@ -313,13 +314,32 @@ export function systemLoadSampler(options: SystemLoadSamplerOptions = {}): LoadS
   };
 }
 
-/** One process's schedstat, or `undefined` when it has exited or cannot be read. */
+/**
+ * The schedstat of all of one process's threads, summed, or `undefined` when it has exited or cannot
+ * be read. All threads, not just the main one: a worker's main thread may sit blocked while its
+ * other threads work (a module loader such as tsx runs on its own thread; zlib and crypto run on
+ * libuv's pool), and counting only the main thread would make that work look like waiting for I/O.
+ */
 async function readSchedstat(pid: number): Promise<SchedStat | undefined> {
+  let tids: string[];
   try {
-    return parseSchedstat(await readFile(`/proc/${pid}/schedstat`, 'utf8'));
+    tids = await readdir(`/proc/${pid}/task`);
   } catch {
     return undefined;
   }
+  const threads = await Promise.all(
+    tids.map((tid) => readFile(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').then(parseSchedstat, () => undefined)),
+  );
+  let runNs = 0;
+  let waitNs = 0;
+  let read = 0;
+  for (const thread of threads) {
+    if (!thread) continue;
+    runNs += thread.runNs;
+    waitNs += thread.waitNs;
+    read += 1;
+  }
+  return read > 0 ? { runNs, waitNs } : undefined;
 }
 
 /**

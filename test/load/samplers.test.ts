@@ -199,8 +199,8 @@ test.serial('childrenDemand: a busy child demands a whole core however crowded t
   const readings = await sampleUntil(sampler, (r) => r.childrenMeasured === 1);
   const measured = readings.at(-1)!;
   t.is(measured.childrenMeasured, 1, `measured within 20 s (STARTUP_MAX_MS is ${STARTUP_MAX_MS})`);
-  // Run + wait covers the whole interval for a process that is always runnable; skew between the reads allows a margin.
-  t.true(measured.childrenDemand! >= 50 && measured.childrenDemand! <= 100, `demand ${measured.childrenDemand}`);
+  // Run + wait covers the whole interval for a thread that is always runnable; skew between the reads allows a margin.
+  t.true(Number.isFinite(measured.childrenDemand) && measured.childrenDemand! >= 50, `demand ${measured.childrenDemand}`);
 });
 
 test.serial('childrenDemand: a child that waits reads low, and counts once it has started', async (t) => {

@@ -1,0 +1,84 @@
+// Automatic concurrency and a user's slider, with real processes. Nothing here asserts a duration:
+// the machine may be shared and slow, so only bounds and directions are checked.
+import os from 'node:os';
+import test from 'ava';
+import { BehaviorSubject } from 'rxjs';
+import { moduleTask, optimalConcurrency, schedule$, type Progress } from '../src/index.js';
+import { isAlive } from './helpers.js';
+
+const tasksModule = new URL('./load/auto-tasks.ts', import.meta.url);
+const wait = (ms: number) => moduleTask<number>(tasksModule, 'wait', [ms]);
+const spin = (ms: number) => moduleTask<number>(tasksModule, 'spin', [ms]);
+
+/** Runs to the end, recording every limit, every progress snapshot and every pid seen. */
+async function observe<T>(run: ReturnType<typeof schedule$<ReturnType<typeof moduleTask<T>>>>) {
+  const limits: number[] = [];
+  const snapshots: Progress[] = [];
+  const pids = new Set<number>();
+  run.concurrency$.subscribe((limit) => limits.push(limit));
+  run.progress$.subscribe((p) => {
+    snapshots.push(p);
+    for (const pid of run.pids()) pids.add(pid);
+  });
+  const values = await run.toOrderedArray();
+  return { values, limits, snapshots, pids: [...pids] };
+}
+
+test('auto: I/O-bound tasks raise the limit above its start, never above maxConcurrency', async (t) => {
+  const initial = optimalConcurrency();
+  const maxConcurrency = initial + 4;
+  // Enough work at the initial limit (30 rounds of 200 ms) for the controller to see the tasks
+  // wait, however slowly the workers start on a crowded machine.
+  const run = schedule$(Array.from({ length: 30 * initial }, () => wait(200)), { sampleInterval: 50, maxConcurrency });
+  const { values, limits, snapshots, pids } = await observe(run);
+
+  t.is(values.length, 30 * initial);
+  t.is(limits[0], initial, 'starts at optimalConcurrency()');
+  t.true(Math.max(...limits) > initial, `the limit rose: ${limits.join(' → ')}`);
+  t.true(limits.every((limit) => limit <= maxConcurrency), `never above ${maxConcurrency}: ${limits.join(' → ')}`);
+  t.true(snapshots.every((p) => p.running <= maxConcurrency), 'never more tasks running than maxConcurrency');
+  t.true(snapshots.some((p) => p.load?.cpu !== undefined), 'progress$ carries the load readings');
+  t.deepEqual(pids.filter(isAlive), [], 'every worker is gone at the end');
+});
+
+test('auto: CPU-bound tasks never raise the limit above its start', async (t) => {
+  const initial = optimalConcurrency();
+  if (os.cpus().length > initial) {
+    // With a CPU quota or affinity below the host's CPU count, the system-wide reading shows idle
+    // CPUs this process may not use, and raising on it is what the policy is meant to do there.
+    t.pass(`skipped: ${os.cpus().length} host CPUs, ${initial} usable`);
+    return;
+  }
+  const run = schedule$(Array.from({ length: 4 * initial }, () => spin(300)), { sampleInterval: 50 });
+  const { values, limits, pids } = await observe(run);
+
+  t.is(values.length, 4 * initial);
+  t.true(values.every((loops) => loops > 0));
+  t.true(limits.every((limit) => limit <= initial), `never above ${initial}: ${limits.join(' → ')}`);
+  t.deepEqual(pids.filter(isAlive), [], 'every worker is gone at the end');
+});
+
+test('a slider drives concurrency$ and progress$ as auto mode does, without sampling anything', async (t) => {
+  const slider = new BehaviorSubject(1);
+  const run = schedule$(Array.from({ length: 12 }, () => wait(50)), { concurrency: slider });
+  let completed = 0;
+  run.subscribe(() => {
+    completed += 1;
+    if (completed === 1) slider.next(4);
+    if (completed === 6) {
+      slider.next(4); // the same value again is no change
+      slider.next(2);
+      slider.complete(); // the slider goes away: its last value stays in force
+    }
+  });
+  const { values, limits, snapshots, pids } = await observe(run);
+
+  t.is(values.length, 12, 'every task ran, after the slider completed too');
+  t.deepEqual(limits, [1, 4, 2]);
+  // Before it starts, a run with an Observable limit shows 0: the limit is unknown until it emits.
+  const running = snapshots.filter((p) => p.state !== 'idle');
+  t.deepEqual([...new Set(running.map((p) => p.concurrency))], [1, 4, 2], 'progress$ carries the limit in force');
+  t.true(snapshots.every((p) => p.running <= 4));
+  t.true(snapshots.every((p) => p.load === undefined && !p.memoryHeld), 'no load is sampled for a slider');
+  t.deepEqual(pids.filter(isAlive), [], 'every worker is gone at the end');
+});
