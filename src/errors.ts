@@ -130,8 +130,8 @@ export class OptionError extends TypeError {
   override readonly name: string = 'OptionError';
   /** The option's path, e.g. `concurrency` or `retry.attempts`. */
   readonly option: string;
-  constructor(option: string, expectation: string, received: unknown) {
-    super(`options.${option} must be ${expectation}, got ${formatValue(received)}`);
+  constructor(option: string, expectation: string, received: unknown, message?: string) {
+    super(message ?? `options.${option} must be ${expectation}, got ${formatValue(received)}`);
     Object.defineProperty(this, OPTION_ERROR_BRAND, { value: true });
     this.option = option;
   }
@@ -197,10 +197,14 @@ function describeFailure(init: TaskErrorInit): string {
     case 'cancelled':
       return `${who} was cancelled${tail}`;
     case 'invalid':
-      return `${who} is invalid${tail}`;
+      return `${who} is invalid${tail || remoteTail(init)}`;
     case 'spawn':
-      return `${who} could not start${attempt}${tail}`;
+      return `${who} could not start${attempt}${tail || remoteTail(init)}`;
   }
+}
+
+function remoteTail(init: TaskErrorInit): string {
+  return init.remote ? `: ${init.remote.message}` : '';
 }
 
 /** Rebuilds a real `Error` from what crossed the boundary, keeping class name, stack and cause. */

@@ -5,7 +5,7 @@
  * {@link commandTask} and {@link processTask}. The API a task uses from inside its child lives in
  * `async-process-scheduler/child`.
  *
- * @packageDocumentation
+ * @module async-process-scheduler
  */
 export { schedule$, ScheduledRun } from './schedule.js';
 export type { TaskResult, TaskFailure, TaskOutcome, RunMode, Completion, Ordered } from './schedule.js';
@@ -22,5 +22,6 @@ export type { OutputLine } from './runtime/output.js';
 export type { LoadReading } from './load/samplers.js';
 export { optimalConcurrency } from './optimal-concurrency.js';
 export { mergeMapWithLimit } from './operators/merge-map-with-limit.js';
+export type { TaskSourceInput } from './operators/pull-source.js';
 export { reorderByIndex } from './operators/reorder.js';
 export { liveChildPids } from './runtime/cleanup.js';

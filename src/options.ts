@@ -164,7 +164,9 @@ export function resolveOptions(options: ScheduleOptions | undefined): ResolvedOp
   if (options === undefined || options === null) options = {};
   if (typeof options !== 'object') throw new OptionError('(options)', 'an object', options);
   for (const key of Object.keys(options)) {
-    if (!KNOWN.has(key)) throw new OptionError(key, `one of the known options (${[...KNOWN].join(', ')})`, 'an unknown option');
+    if (!KNOWN.has(key)) {
+      throw new OptionError(key, '', undefined, `options.${key} is not an option; the options are ${[...KNOWN].join(', ')}`);
+    }
   }
   const cpus = optimalConcurrency();
   const o = options;

@@ -22,7 +22,7 @@ const invalid: Array<[string, Record<string, unknown>, RegExp]> = [
   ['retries negative', { retries: -1 }, /^options\.retries must be an integer >= 0, got -1$/],
   ['retries.backoff unknown', { retries: { retries: 1, backoff: 'linear' } }, /^options\.retries\.backoff must be 'fixed' or 'exponential'/],
   ['retries.on unknown kind', { retries: { retries: 1, on: ['oops'] } }, /^options\.retries\.on must be an array of failure kinds/],
-  ['unknown option', { concurency: 2 }, /^options\.concurency must be one of the known options/],
+  ['unknown option', { concurency: 2 }, /^options\.concurency is not an option; the options are concurrency, /],
   ['workerExecArgv not strings', { workerExecArgv: [1] }, /^options\.workerExecArgv must be an array of strings/],
 ];
 

@@ -2,7 +2,7 @@
  * The API a task uses from inside its child process:
  * `import { reportProgress } from 'async-process-scheduler/child'`.
  *
- * @module
+ * @module async-process-scheduler/child
  */
 import { TAG, WORKER_HOOK, type WorkerHook } from '../runtime/protocol.js';
 

@@ -4,6 +4,8 @@
  *
  * @module
  */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { serialize } from 'node:v8';
 import { toRemoteErrorInfo, type RemoteErrorInfo } from '../errors.js';
 import {
@@ -178,19 +180,34 @@ async function load(def: { url: string; name: string; fn?: Fn; error?: RemoteErr
  * on first need, from the application's own dependencies.
  */
 async function importModule(url: string): Promise<Record<string, unknown>> {
+  // Registered before the first import: Node caches a failed import, so there is no retry.
+  if (needsTypeScript(url) && !process.execArgv.some((arg) => /tsx/.test(arg))) await (tsLoader ??= registerTsx(url));
+  return (await import(url)) as Record<string, unknown>;
+}
+
+let tsLoader: Promise<void> | undefined;
+
+/**
+ * A TypeScript module: a `.ts`-like URL, or (the usual TypeScript ESM idiom) a `./work.js` URL
+ * whose file exists only as `work.ts`.
+ */
+function needsTypeScript(url: string): boolean {
+  if (/\.[cm]?tsx?$/.test(url)) return true;
+  if (!url.startsWith('file:') || !/\.[cm]?js$/.test(url)) return false;
+  const path = fileURLToPath(url);
+  return !existsSync(path) && ['.ts', '.tsx', '.mts', '.cts'].some((ext) => existsSync(path.replace(/\.[cm]?js$/, ext)));
+}
+
+async function registerTsx(url: string): Promise<void> {
+  let register: () => unknown;
   try {
-    return (await import(url)) as Record<string, unknown>;
+    ({ register } = (await import('tsx/esm/api' as string)) as { register: () => unknown });
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ERR_UNKNOWN_FILE_EXTENSION' || !/\.[cm]?tsx?$/.test(url)) throw error;
-    let register: () => unknown;
-    try {
-      ({ register } = (await import('tsx/esm/api' as string)) as { register: () => unknown });
-    } catch {
-      throw new Error(`${url} is TypeScript and no TypeScript loader is available: install tsx, or run the task module compiled to JavaScript`, { cause: error });
-    }
-    register();
-    return (await import(url)) as Record<string, unknown>;
+    throw new Error(`${url} is TypeScript and no TypeScript loader is available: install tsx, or run the task module compiled to JavaScript`, {
+      cause: error,
+    });
   }
+  register();
 }
 
 function post(message: WorkerMessage): void {
