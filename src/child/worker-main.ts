@@ -21,6 +21,21 @@ if (!send) {
   process.exit(70);
 }
 
+// Task code shares this process and its IPC channel. What it sends with process.send is not for
+// the scheduler, and must never pass for the scheduler's own messages (a forged result would
+// settle another task): it is dropped here, before it costs a copy. A task returns its value, and
+// reports progress with reportProgress().
+let warnedAboutSend = false;
+process.send = function sendFromTask(_message: unknown, ...rest: unknown[]): boolean {
+  if (!warnedAboutSend) {
+    warnedAboutSend = true;
+    process.emitWarning('process.send() in a module task is ignored: return the value, or call reportProgress() from async-process-scheduler/child', 'AsyncProcessSchedulerWarning');
+  }
+  const callback = rest.find((arg) => typeof arg === 'function') as ((error: Error | null) => void) | undefined;
+  if (callback) process.nextTick(callback, null);
+  return true;
+} as typeof process.send;
+
 /** Function definitions by id: a promise while the module loads, then the function or a load error. */
 const functions = new Map<number, { url: string; name: string; fn?: Fn; error?: RemoteErrorInfo; loading?: Promise<void> }>();
 const modules = new Map<string, Promise<Record<string, unknown>>>();

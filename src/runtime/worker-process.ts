@@ -191,12 +191,17 @@ export class WorkerProcess {
     // Anything user code sends with process.send is not ours: ignore it rather than be confused by it.
     if (!isTagged(message)) return;
     switch (message[TAG]) {
-      case 'done':
-        if (Array.isArray(message.results)) {
-          for (const result of message.results) this.pending.delete(result[0]);
-          this.listener.results(this, message.results);
+      case 'done': {
+        if (!Array.isArray(message.results)) break;
+        // Only results of tasks this worker was sent and has not answered: anything else (a
+        // malformed entry, a forged or repeated id) must not settle someone's task.
+        const results: ResultTuple[] = [];
+        for (const result of message.results as unknown[]) {
+          if (Array.isArray(result) && this.pending.delete(result[0])) results.push(result as ResultTuple);
         }
+        if (results.length) this.listener.results(this, results);
         break;
+      }
       case 'progress':
         if (typeof message.id === 'number') this.listener.progress(this, message.id, message.value);
         break;
@@ -206,6 +211,7 @@ export class WorkerProcess {
         this.listener.ready(this);
         break;
       case 'fatal':
+        if (typeof message.error !== 'object' || message.error === null) break;
         this.#fatal = { id: typeof message.id === 'number' ? message.id : undefined, error: message.error };
         break;
     }
