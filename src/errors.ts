@@ -27,7 +27,9 @@ export type TaskFailureKind = 'threw' | 'exited' | 'signaled' | 'timeout' | 'can
 export interface RemoteErrorInfo {
   /** The error's class name in the child, e.g. `TypeError` or a user-defined class. */
   name: string;
+  /** The error's message. */
   message: string;
+  /** The stack, as printed in the child. */
   stack?: string;
   /** `error.code`, when the child's error had one (e.g. `ENOENT`). */
   code?: string | number;
@@ -80,15 +82,25 @@ export interface TaskErrorInit {
 export class TaskError extends Error {
   declare readonly [TASK_ERROR_BRAND]: true;
   override readonly name: string = 'TaskError';
+  /** How it failed: see {@link TaskFailureKind}. */
   readonly kind: TaskFailureKind;
+  /** The task's 0-based position in the input. */
   readonly index: number;
+  /** A short name of the task, e.g. `work.js#square` or `ffmpeg`. */
   readonly label: string | undefined;
+  /** The error thrown in the child (class name, message, stack, cause), when it threw there. */
   readonly remote: RemoteErrorInfo | undefined;
+  /** The process's exit code, when it exited. */
   readonly exitCode: number | null | undefined;
+  /** The signal that killed the process, when one did. */
   readonly signal: NodeJS.Signals | null | undefined;
+  /** The last part (up to 8 KiB) of what the process wrote to stderr while the task ran. */
   readonly stderrTail: string | undefined;
+  /** Which attempt failed, 1 for the first. */
   readonly attempt: number;
+  /** The process that ran the task. */
   readonly pid: number | undefined;
+  /** How long the failed attempt ran, in milliseconds, where known. */
   readonly durationMs: number | undefined;
   /** True when the task ran out of time (`kind === 'timeout'`). */
   get timedOut(): boolean {
@@ -144,9 +156,9 @@ export class OptionError extends TypeError {
  *
  * @example
  * ```ts
- * import { schedule$, RunTerminatedError } from 'async-process-scheduler';
+ * import { schedule$, commandTask, RunTerminatedError } from 'async-process-scheduler';
  * const controller = new AbortController();
- * const done = schedule$(tasks, { signal: controller.signal }).toOrderedArray();
+ * const done = schedule$([commandTask('sleep', ['60'])], { signal: controller.signal }).toOrderedArray();
  * controller.abort();
  * await done.catch((e) => console.log(e instanceof RunTerminatedError)); // true
  * ```
@@ -163,6 +175,8 @@ export class RunTerminatedError extends Error {
  * import { isTaskError } from 'async-process-scheduler';
  * console.log(isTaskError(new Error('x'))); // false
  * ```
+ * @param value Anything.
+ * @returns Whether it is a TaskError.
  */
 export function isTaskError(value: unknown): value is TaskError {
   return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[TASK_ERROR_BRAND] === true;
@@ -176,6 +190,8 @@ export function isTaskError(value: unknown): value is TaskError {
  * import { isOptionError, schedule$ } from 'async-process-scheduler';
  * try { schedule$([], { concurrency: -1 }); } catch (e) { console.log(isOptionError(e)); } // true
  * ```
+ * @param value Anything.
+ * @returns Whether it is an OptionError.
  */
 export function isOptionError(value: unknown): value is OptionError {
   return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[OPTION_ERROR_BRAND] === true;

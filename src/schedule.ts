@@ -26,17 +26,23 @@ import { formatValue } from './errors.js';
 
 /** A task that ended well. The run emits these, in the order tasks finish. */
 export interface TaskResult<T> {
+  /** Always `'fulfilled'`, so results and failures can be told apart in settle mode. */
   status: 'fulfilled';
   /** The task's 0-based position in the input. */
   index: number;
+  /** What the task returned (module), sent (process) or produced (command). */
   value: T;
+  /** What running it cost, where, and on which attempt. */
   stats: TaskStats;
 }
 
 /** A task that failed, as emitted in settle mode. */
 export interface TaskFailure {
+  /** Always `'rejected'`. */
   status: 'rejected';
+  /** The task's 0-based position in the input. */
   index: number;
+  /** Why it failed. */
   reason: TaskError;
 }
 
@@ -120,16 +126,30 @@ export class ScheduledRun<T, M extends RunMode = 'failFast'> extends Observable<
    *
    * @example
    * ```ts
-   * const run = schedule$(tasks);
+   * import { schedule$, commandTask } from 'async-process-scheduler';
+   * const run = schedule$([commandTask('sleep', ['60']), commandTask('sleep', ['60'])]);
    * run.subscribe({ error: (e) => console.log(e.name) }); // RunTerminatedError
-   * setTimeout(() => void run.terminate(), 1000);
+   * setTimeout(() => void run.terminate().then(() => console.log(run.pids())), 500); // []
    * ```
+   * @returns A promise that resolves once every process of the run has exited.
    */
   terminate(): Promise<void> {
     return this.#core.terminate(new RunTerminatedError('the run was terminated'));
   }
 
-  /** Process ids of the processes the run has alive right now (workers, commands, process tasks). */
+  /**
+   * Process ids of the processes the run has alive right now (workers, commands, process tasks).
+   *
+   * @example
+   * ```ts
+   * import { schedule$, commandTask } from 'async-process-scheduler';
+   * const run = schedule$([commandTask('sleep', ['1'])]);
+   * run.progress$.subscribe((p) => p.running && console.log('pids', run.pids()));
+   * await run.toOrderedArray();
+   * console.log(run.pids()); // [] : everything has exited when the run ends
+   * ```
+   * @returns The pids, empty before the start and after the end.
+   */
   pids(): number[] {
     return this.#core.runtime?.pids() ?? [];
   }

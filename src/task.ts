@@ -53,10 +53,15 @@ export interface CommandTaskOptions extends TaskOptions {
 
 /** What a {@link commandTask} resolves with. */
 export interface CommandResult<Out extends string | Buffer = string> {
+  /** The exit code, or null when a signal ended the program. */
   exitCode: number | null;
+  /** The signal that ended the program, if any. */
   signal: NodeJS.Signals | null;
+  /** Everything it wrote to stdout (up to `maxBuffer`). */
   stdout: Out;
+  /** Everything it wrote to stderr (up to `maxBuffer`). */
   stderr: Out;
+  /** Wall time from spawn to exit, in milliseconds. */
   durationMs: number;
   /** True when stdout or stderr was longer than `maxBuffer` and was cut. */
   truncated: boolean;
@@ -232,7 +237,17 @@ export function processTask<T = unknown>(factory: () => ChildProcess, options: T
   return brand({ kind: 'process', factory, options });
 }
 
-/** True when `value` was made by one of the task factories. */
+/**
+ * True when `value` was made by one of the task factories.
+ *
+ * @example
+ * ```ts
+ * import { isTask, commandTask } from 'async-process-scheduler';
+ * console.log(isTask(commandTask('true')), isTask({ file: 'true' })); // true false
+ * ```
+ * @param value Anything.
+ * @returns Whether the scheduler can run it.
+ */
 export function isTask(value: unknown): value is Task {
   return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[TASK_BRAND] === true;
 }

@@ -23,7 +23,18 @@ export function trackChild(pid: number): () => void {
   };
 }
 
-/** The pids of every child process alive right now, across all runs. */
+/**
+ * The pids of every child process the library has alive right now, across all runs: a check
+ * that nothing was left behind.
+ *
+ * @example
+ * ```ts
+ * import { liveChildPids, schedule$, commandTask } from 'async-process-scheduler';
+ * await schedule$([commandTask('true')]).toOrderedArray();
+ * console.log(liveChildPids()); // []
+ * ```
+ * @returns The pids.
+ */
 export function liveChildPids(): number[] {
   return [...live];
 }
