@@ -320,7 +320,11 @@ export class LocalRuntime implements TaskRuntime {
     if (child) {
       job.child = child;
       this.#children.add(child);
-      child.once('exit', () => this.#children.delete(child));
+      child.once('exit', () => {
+        this.#children.delete(child);
+        // The task is over: whatever is left in its process group was started by it, and orphaned.
+        this.#stop(killTree(child, this.#options.killTimeout));
+      });
     }
   }
 
@@ -400,6 +404,8 @@ export class LocalRuntime implements TaskRuntime {
       if (lane.next === worker) lane.next = undefined;
     }
     if (this.#abandoned.has(worker) || this.#closing) return;
+    // It died on its own: what its tasks started is still in its process group, orphaned.
+    this.#stop(worker.kill(this.#options.killTimeout));
     if (worker.ready) this.#bootFailures = 0;
     else if (++this.#bootFailures >= MAX_BOOT_FAILURES) {
       this.#broken =

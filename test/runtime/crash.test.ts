@@ -92,6 +92,28 @@ test('a worker SIGKILLed from outside fails its task (signaled, SIGKILL) and lat
   t.deepEqual(leftovers(pids), []);
 });
 
+test('a worker that dies leaves none of the processes its task started', async (t) => {
+  const run = schedule$([chaos.spawnGrandchildThenDie('exit'), chaos.spawnGrandchildThenDie('kill'), chaos.square(2)], {
+    concurrency: 1,
+    settle: true,
+    output: 'ignore',
+  });
+  const reports: Array<{ pid: number; grandchild: number }> = [];
+  run.taskProgress$.subscribe((p) => reports.push(p.value as { pid: number; grandchild: number }));
+  const outcomes = await run.toOrderedArray();
+  t.deepEqual(outcomes.map((o) => o.status === 'rejected' ? o.reason.kind : o.value), ['exited', 'signaled', 4]);
+  t.is(reports.length, 2);
+  t.deepEqual(reports.flatMap((r) => [r.pid, r.grandchild]).filter(isAlive), []);
+  t.deepEqual(leftovers(reports.map((r) => r.pid)), []);
+});
+
+test("the stderr tail of a crash holds the worker's last words, however late the pipe is read", async (t) => {
+  for (const kib of [1, 48, 200]) {
+    const { errors } = await settle([chaos.lastWordsThenDie(kib)]);
+    t.regex(errors[0]!.stderrTail ?? '', /last words before dying\n$/, `after ${kib} KiB`);
+  }
+});
+
 test('a worker that runs out of memory fails its task with a message saying so, and is replaced', async (t) => {
   const { errors, outcomes, pids } = await settle([chaos.square(2), chaos.allocateUntilDead(), chaos.square(6)], {
     workerExecArgv: ['--max-old-space-size=48'],

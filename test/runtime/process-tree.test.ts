@@ -74,3 +74,22 @@ test("terminating a process task (forked detached) kills the processes it starte
   t.false(isAlive(grandchild));
   t.deepEqual(leftovers([pid]), []);
 });
+
+test('a command that exits leaving background children in its group: they are killed when it ends', async (t) => {
+  const run = schedule$([commandTask('sh', ['-c', 'sleep 300 & echo $!'])], { killTimeout: 500 });
+  const [result] = await run.toOrderedArray();
+  const background = Number(result!.stdout.trim());
+  t.true(background > 0);
+  t.false(isAlive(background), 'the background sleep outlived its command');
+});
+
+test('a process task that exits leaving children in its group: they are killed when it ends', async (t) => {
+  const script = fixture('chaos-process.ts');
+  const run = schedule$([processTask(() => fork(script, ['exit'], { detached: true, stdio: 'ignore' }))], { settle: true, killTimeout: 500 });
+  const reported = first(run.taskProgress$, () => true);
+  const [outcome] = await run.toOrderedArray();
+  const { pid, grandchild } = (await reported).value as { pid: number; grandchild: number };
+  t.like(outcome, { status: 'rejected', reason: { kind: 'exited' } });
+  t.false(isAlive(pid));
+  t.false(isAlive(grandchild), 'the grandchild outlived its process task');
+});
