@@ -76,7 +76,7 @@ export const FLOOR_HOLD_MS = 30_000;
 /**
  * Demand per running task (in cores, from `childrenDemand`) at or below which the tasks count as
  * I/O-bound: starting one more adds little CPU, and stopping one frees little. Such tasks may be
- * raised even when other programs keep the host busy, as long as their own demand, one step more
+ * raised even when other programs keep the host busy, as long as the CPU they use, one step more
  * included, fits within `cpuTarget` percent of the CPUs.
  */
 export const IO_BOUND_SHARE = 0.25;
@@ -149,7 +149,7 @@ export interface ControllerState {
 export interface PolicyMemo {
   /** Evaluations so far; the first evaluation is tick 1. */
   readonly tick: number;
-  /** Consecutive usable readings above `cpuTarget + hysteresis`. */
+  /** Consecutive usable readings above `cpuTarget + hysteresis`, not explained by I/O-bound tasks that fit. */
   readonly over: number;
   /** Consecutive usable readings below `cpuTarget`. */
   readonly under: number;
@@ -222,8 +222,8 @@ export function initialPolicyMemo(options: Pick<AutoConcurrencyOptions, 'initial
  *   extra interval has passed). A reading calls for a raise when the host's CPU is below
  *   `cpuTarget`, or when the tasks are I/O-bound (the demand of the children, per running task, is
  *   at most {@link IO_BOUND_SHARE} of a core) and one more of them still fits within `cpuTarget`
- *   percent of the CPUs. The second reason lets I/O-bound tasks grow on a host that other programs
- *   keep busy: they add almost no CPU.
+ *   percent of the CPUs, counting the CPU they use (`childrenDemand - childrenWait`). The second
+ *   reason lets I/O-bound tasks grow on a host that other programs keep busy: they add almost no CPU.
  * - **Lower** after as many readings above `cpuTarget + hysteresis`, unless the tasks are I/O-bound
  *   and fit (stopping them would free next to nothing), unless more tasks are running than the
  *   limit already allows (the previous lowering has not shown yet: lowering never kills, it waits
@@ -278,20 +278,22 @@ export function nextLimit(
     typeof freeMemory === 'number' && !Number.isNaN(freeMemory) ? freeMemory < minFreeMemory : memo.memoryHeld;
   const running = Number.isFinite(work.running) ? Math.max(0, work.running) : 0;
   const share = demandPerTask(reading, running);
+  const use = usePerTask(reading, running) ?? share;
 
   let { over, under, light, lastRaiseTick, lastLowerTick, lastMove, floor, floorUntil } = memo;
+  const ioBound = share !== undefined && share <= IO_BOUND_SHARE;
+  // How many such tasks fit within the budget, by the CPU they use (their waits for a CPU on a crowded
+  // host are latency, not use; the demand already said they are I/O-bound).
+  const fitting = use === undefined ? 0 : use === 0 ? Number.POSITIVE_INFINITY : Math.floor(budget / use + 1e-9);
+  const lightFits = ioBound && limit <= fitting;
+  const wantsLower = cpu !== undefined && cpu > cpuTarget + hysteresis && !lightFits;
   // A missing part of a reading is no information: the runs of readings stay as they are.
   if (cpu !== undefined) {
-    over = cpu > cpuTarget + hysteresis ? over + 1 : 0;
+    over = wantsLower ? over + 1 : 0;
     under = cpu < cpuTarget ? under + 1 : 0;
   }
-  if (share !== undefined) light = share <= IO_BOUND_SHARE ? light + 1 : 0;
-  const ioBound = share !== undefined && share <= IO_BOUND_SHARE;
-  // How many tasks of this demand fit within the budget.
-  const fitting = share === undefined ? 0 : share === 0 ? Number.POSITIVE_INFINITY : Math.floor(budget / share + 1e-9);
-  const lightFits = ioBound && limit <= fitting;
+  if (share !== undefined) light = ioBound ? light + 1 : 0;
 
-  const wantsLower = cpu !== undefined && cpu > cpuTarget + hysteresis && !lightFits;
   const systemRoom = cpu !== undefined && cpu < cpuTarget;
   const tasksRoom = ioBound && limit < fitting;
   const canRaise = work.waiting && !memoryHeld;
@@ -300,7 +302,7 @@ export function nextLimit(
   if (lastMove < 0 && cpu !== undefined && !wantsLower) lastMove = 0;
 
   let next = limit;
-  if (over >= CONFIRM_READINGS && wantsLower && running <= limit) {
+  if (over >= CONFIRM_READINGS && running <= limit) {
     const size = lastMove < 0 ? Math.min(step, -2 * lastMove) : 1;
     const floorHolds = floor > 0 && tick <= floorUntil;
     const lowest = floorHolds ? Math.min(floor, limit) : options.min;
@@ -465,6 +467,18 @@ function demandPerTask(reading: LoadReading, running: number): number | undefine
   return demand / 100 / Math.min(measured, running);
 }
 
+/**
+ * Cores of CPU used per running task: the demand without the time spent waiting for a CPU, or
+ * `undefined` when the wait is not reported.
+ */
+function usePerTask(reading: LoadReading, running: number): number | undefined {
+  const share = demandPerTask(reading, running);
+  const wait = reading.childrenWait;
+  if (share === undefined || typeof wait !== 'number' || !Number.isFinite(wait) || wait < 0) return undefined;
+  const demand = reading.childrenDemand!;
+  return demand > 0 ? (share * Math.max(0, demand - wait)) / demand : 0;
+}
+
 /** How many tasks of `share` cores each fit in `cores`: unbounded when the share is unknown or 0. */
 function slotsFor(cores: number, share: number | undefined): number {
   if (share === undefined || share === 0) return Number.POSITIVE_INFINITY;
@@ -486,6 +500,7 @@ function sameState(a: ControllerState, b: ControllerState): boolean {
     Object.is(a.load.childrenCpu, b.load.childrenCpu) &&
     Object.is(a.load.childrenRss, b.load.childrenRss) &&
     Object.is(a.load.childrenDemand, b.load.childrenDemand) &&
+    Object.is(a.load.childrenWait, b.load.childrenWait) &&
     Object.is(a.load.childrenMeasured, b.load.childrenMeasured)
   );
 }

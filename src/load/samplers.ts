@@ -1,5 +1,5 @@
-import { existsSync } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import pidusage from 'pidusage';
 
@@ -30,6 +30,11 @@ export interface LoadReading {
    * `undefined` where `/proc/<pid>/schedstat` does not exist (not Linux).
    */
   childrenDemand?: number;
+  /**
+   * The part of `childrenDemand` that the children spent waiting for a CPU rather than running, in
+   * percent of one core: `childrenDemand - childrenWait` is the CPU they used.
+   */
+  childrenWait?: number;
   /** How many child processes `childrenDemand` covers. */
   childrenMeasured?: number;
 }
@@ -69,13 +74,16 @@ const CHILD_HISTORY_MIN_MS = 10_000;
 const CHILD_HISTORY_GAPS = 3;
 
 /**
- * A child counts in `childrenDemand` from the first interval in which its demand was at most this
- * (percent of one core), or from when it is {@link STARTUP_MAX_MS} old. Starting a Node process
- * keeps it running or runnable nearly the whole time (tens of milliseconds on an idle host, over a
- * second on a crowded one): counted, that would make every I/O-bound task look CPU-bound right after
- * each raise. A process that has finished starting and waits for anything reads far below this.
+ * A child counts in `childrenDemand` once its demand has been at most this (percent of one core) for
+ * {@link STARTUP_CALM_INTERVALS} intervals in a row, or from when it is {@link STARTUP_MAX_MS} old.
+ * Starting a Node process keeps its threads running or runnable nearly the whole time (tens of
+ * milliseconds on an idle host, over a second on a crowded one), with short pauses (page faults, a
+ * file read): counted, that would make every I/O-bound task look CPU-bound right after each raise.
+ * A process that has finished starting and waits for anything reads far below this.
  */
 export const STARTUP_DEMAND = 50;
+/** See {@link STARTUP_DEMAND}: one calm interval can be a pause in the middle of start-up. */
+export const STARTUP_CALM_INTERVALS = 2;
 /** See {@link STARTUP_DEMAND}: a CPU-bound child never reads low, yet must count from some age on (ms since first seen). */
 export const STARTUP_MAX_MS = 2000;
 
@@ -83,8 +91,12 @@ export const STARTUP_MAX_MS = 2000;
 interface ChildHistory {
   /** Run + wait nanoseconds at the last sample. */
   ns: number;
+  /** Wait nanoseconds at the last sample. */
+  waitNs: number;
   /** `process.hrtime.bigint()` when the child was first seen. */
   firstSeen: bigint;
+  /** Consecutive intervals at or below {@link STARTUP_DEMAND}. */
+  calm: number;
   /** It has finished starting up: its demand counts. */
   started: boolean;
 }
@@ -232,41 +244,50 @@ export function systemLoadSampler(options: SystemLoadSamplerOptions = {}): LoadS
    * have finished starting up (see {@link STARTUP_DEMAND}). Children that are gone are forgotten,
    * so the history stays as small as the pool.
    */
-  async function childDemand(pids: readonly number[]): Promise<Pick<LoadReading, 'childrenDemand' | 'childrenMeasured'>> {
+  function childDemand(pids: readonly number[]): Pick<LoadReading, 'childrenDemand' | 'childrenWait' | 'childrenMeasured'> {
     if (!schedstat) return {};
     const now = process.hrtime.bigint();
     const elapsedNs = lastDemandAt === undefined ? 0 : Number(now - lastDemandAt);
     lastDemandAt = now;
-    const stats = await Promise.all(pids.map((pid) => readSchedstat(pid)));
+    const stats = pids.map((pid) => readSchedstat(pid));
     if (pids.length > 0 && stats.every((stat) => stat === undefined) && !existsSync(`/proc/self/task/${process.pid}/schedstat`)) {
       schedstat = false; // a kernel without it: report nothing from now on rather than zeros
       return {};
     }
     const next = new Map<number, ChildHistory>();
     let demandNs = 0;
+    let waitNs = 0;
     let measured = 0;
     for (const [i, stat] of stats.entries()) {
       if (!stat) continue;
       const pid = pids[i]!;
       const ns = stat.runNs + stat.waitNs;
       const before = demandHistory.get(pid);
-      const entry: ChildHistory = { ns, firstSeen: before?.firstSeen ?? now, started: before?.started ?? false };
+      const entry: ChildHistory = {
+        ns,
+        waitNs: stat.waitNs,
+        firstSeen: before?.firstSeen ?? now,
+        calm: before?.calm ?? 0,
+        started: before?.started ?? false,
+      };
       next.set(pid, entry);
       if (!before || !(elapsedNs > 0)) continue;
       // Threads that ended since the last sample take their time with them: never below 0.
       const gained = Math.max(0, ns - before.ns);
-      entry.started ||=
-        (100 * gained) / elapsedNs <= STARTUP_DEMAND || Number(now - entry.firstSeen) / 1e6 >= STARTUP_MAX_MS;
+      entry.calm = (100 * gained) / elapsedNs <= STARTUP_DEMAND ? entry.calm + 1 : 0;
+      entry.started ||= entry.calm >= STARTUP_CALM_INTERVALS || Number(now - entry.firstSeen) / 1e6 >= STARTUP_MAX_MS;
       if (entry.started) {
         demandNs += gained;
+        waitNs += Math.min(gained, Math.max(0, stat.waitNs - before.waitNs));
         measured += 1;
       }
     }
     demandHistory = next;
-    return { childrenDemand: elapsedNs > 0 ? (100 * demandNs) / elapsedNs : 0, childrenMeasured: measured };
+    const percent = (ns: number) => (elapsedNs > 0 ? (100 * ns) / elapsedNs : 0);
+    return { childrenDemand: percent(demandNs), childrenWait: percent(waitNs), childrenMeasured: measured };
   }
 
-  async function childUsage(): Promise<Pick<LoadReading, 'childrenCpu' | 'childrenRss' | 'childrenDemand' | 'childrenMeasured'>> {
+  async function childUsage(): Promise<Pick<LoadReading, 'childrenCpu' | 'childrenRss' | 'childrenDemand' | 'childrenWait' | 'childrenMeasured'>> {
     if (!childPids) return {};
     let pids: number[];
     try {
@@ -279,17 +300,16 @@ export function systemLoadSampler(options: SystemLoadSamplerOptions = {}): LoadS
     const gap = lastChildSampleAt === undefined ? 0 : now - lastChildSampleAt;
     lastChildSampleAt = now;
     const demand = childDemand(pids);
-    if (pids.length === 0) return { childrenCpu: 0, childrenRss: 0, ...(await demand) };
+    if (pids.length === 0) return { childrenCpu: 0, childrenRss: 0, ...demand };
 
     const maxage = Math.max(CHILD_HISTORY_MIN_MS, CHILD_HISTORY_GAPS * gap);
     let childrenCpu = 0;
     let childrenRss = 0;
-    const [usage, demandReading] = await Promise.all([processStats(pids, maxage), demand]);
-    for (const stat of usage) {
+    for (const stat of await processStats(pids, maxage)) {
       if (Number.isFinite(stat.cpu)) childrenCpu += stat.cpu;
       if (Number.isFinite(stat.memory)) childrenRss += stat.memory;
     }
-    return { childrenCpu, childrenRss, ...demandReading };
+    return { childrenCpu, childrenRss, ...demand };
   }
 
   return {
@@ -319,21 +339,27 @@ export function systemLoadSampler(options: SystemLoadSamplerOptions = {}): LoadS
  * be read. All threads, not just the main one: a worker's main thread may sit blocked while its
  * other threads work (a module loader such as tsx runs on its own thread; zlib and crypto run on
  * libuv's pool), and counting only the main thread would make that work look like waiting for I/O.
+ *
+ * Read synchronously: these files are generated from memory, and a pool of 16 Node workers (about
+ * 110 threads) takes about 3 ms this way, several times less than through libuv's thread pool.
  */
-async function readSchedstat(pid: number): Promise<SchedStat | undefined> {
+function readSchedstat(pid: number): SchedStat | undefined {
   let tids: string[];
   try {
-    tids = await readdir(`/proc/${pid}/task`);
+    tids = readdirSync(`/proc/${pid}/task`);
   } catch {
     return undefined;
   }
-  const threads = await Promise.all(
-    tids.map((tid) => readFile(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').then(parseSchedstat, () => undefined)),
-  );
   let runNs = 0;
   let waitNs = 0;
   let read = 0;
-  for (const thread of threads) {
+  for (const tid of tids) {
+    let thread: SchedStat | undefined;
+    try {
+      thread = parseSchedstat(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8'));
+    } catch {
+      continue; // the thread ended
+    }
     if (!thread) continue;
     runNs += thread.runNs;
     waitNs += thread.waitNs;

@@ -490,3 +490,13 @@ test('a raise is kept within the CPU left under the target, measured per task', 
   const sim = simulate(t, 3, ({ limit }) => ({ cpu: (limit * 50) / 4, childrenDemand: limit * 50, childrenMeasured: limit }), options);
   t.deepEqual(sim.limits, [2, 2, 4, 6]);
 });
+
+test('waiting for a CPU on a crowded host is not counted against the budget of I/O-bound tasks', (t) => {
+  // Each task uses 5% of a core and waits another 15% for a CPU after each wake-up: 20% of demand,
+  // I/O-bound. By demand only 8 would fit in 1.7 cores; by use, 34 do.
+  const options = { max: 32, step: 32 };
+  const crowded = simulate(t, 12, ({ limit }) => ({ cpu: 100, childrenDemand: limit * 20, childrenWait: limit * 15, childrenMeasured: limit }), options);
+  t.is(crowded.limits.at(-1), 32);
+  const unknownWait = simulate(t, 12, ({ limit }) => demandReading(100, limit, 20), options);
+  t.is(unknownWait.limits.at(-1), 8, 'without childrenWait the demand is the conservative measure');
+});
