@@ -66,7 +66,7 @@ interface Sample {
   /** [ms since start, limit, running, host cpu %, children demand %]. */
   limits: Array<[number, number, number, number | null, number | null]>;
   survivors?: string[];
-  /** With --trace: [ms since start, limit, running, host cpu %, children demand %, children measured]. */
+  /** With --trace: [ms since start, limit, running, host cpu %, children demand %, their wait %, children measured]. */
   readings?: Array<Array<number | null>>;
 }
 
@@ -116,7 +116,7 @@ for (let round = 0; round < rounds; round++) {
             `  peak running ${sample.peakRunning}  load avg ${os.loadavg()[0]!.toFixed(1)}${note}`,
         );
         if (sample.readings && mode === 'auto') {
-          console.log('      ms\tlimit\trunning\tcpu%\tdemand%\tmeasured');
+          console.log('      ms\tlimit\trunning\tcpu%\tdemand%\twait%\tmeasured');
           for (const reading of sample.readings) console.log(`      ${reading.join('\t')}`);
         }
         if (!sample.correct) errors.push(`${key} round ${round + 1}: wrong results`);

@@ -28,12 +28,12 @@ let peakRunning = 0;
 let lastProgress;
 let start = performance.now();
 const since = () => Math.round(performance.now() - start);
-/** With `spec.trace`: every new load reading, [ms, limit, running, cpu, demand, measured children]. */
+/** With `spec.trace`: every new load reading, [ms, limit, running, cpu, demand, wait, measured children]. */
 const readings = [];
 run.progress$.subscribe((p) => {
   peakRunning = Math.max(peakRunning, p.running);
   if (spec.trace && p.load && p.load !== lastProgress?.load) {
-    readings.push([since(), p.concurrency, p.running, round(p.load.cpu), round(p.load.childrenDemand), p.load.childrenMeasured ?? null]);
+    readings.push([since(), p.concurrency, p.running, round(p.load.cpu), round(p.load.childrenDemand), round(p.load.childrenWait), p.load.childrenMeasured ?? null]);
   }
   lastProgress = p;
 });
