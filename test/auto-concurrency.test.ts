@@ -3,7 +3,7 @@
 import os from 'node:os';
 import test from 'ava';
 import { BehaviorSubject } from 'rxjs';
-import { moduleTask, optimalConcurrency, schedule$, type Progress } from '../src/index.js';
+import { moduleTask, optimalConcurrency, schedule$, type Progress, type ScheduledRun } from '../src/index.js';
 import { isAlive } from './helpers.js';
 
 const tasksModule = new URL('./load/auto-tasks.ts', import.meta.url);
@@ -11,7 +11,7 @@ const wait = (ms: number) => moduleTask<number>(tasksModule, 'wait', [ms]);
 const spin = (ms: number) => moduleTask<number>(tasksModule, 'spin', [ms]);
 
 /** Runs to the end, recording every limit, every progress snapshot and every pid seen. */
-async function observe<T>(run: ReturnType<typeof schedule$<ReturnType<typeof moduleTask<T>>>>) {
+async function observe<T>(run: ScheduledRun<T>) {
   const limits: number[] = [];
   const snapshots: Progress[] = [];
   const pids = new Set<number>();
