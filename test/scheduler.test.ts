@@ -1,0 +1,395 @@
+import { execFile, fork } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import test from 'ava';
+import { BehaviorSubject } from 'rxjs';
+import { OptionError, RunTerminatedError, TaskError, isTaskError } from '../src/errors.js';
+import { optimalConcurrency } from '../src/optimal-concurrency.js';
+import { Scheduler, type ProgressCallback } from '../src/scheduler.js';
+import { commandTask, moduleTask, processTask, taskModule, type CommandResult } from '../src/task.js';
+import { isAlive, pidsInFiles, stillAlive, until, watchChildPids } from './fixtures/scheduler-helpers.js';
+
+const workUrl = new URL('./fixtures/work.ts', import.meta.url);
+const work = taskModule<typeof import('./fixtures/work.js')>(workUrl);
+const sw = taskModule<typeof import('./fixtures/scheduler-work.js')>(new URL('./fixtures/scheduler-work.ts', import.meta.url));
+const processScript = fileURLToPath(new URL('./fixtures/scheduler-process.ts', import.meta.url));
+const root = fileURLToPath(new URL('..', import.meta.url));
+const run = promisify(execFile);
+
+/** Records every call of a progress callback. */
+function progressLog(): { calls: Array<[number, number]>; onProgress: ProgressCallback } {
+  const calls: Array<[number, number]> = [];
+  return { calls, onProgress: (finished, total) => calls.push([finished, total]) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Construction and options
+
+test('the constructor takes (), (onProgress), (onProgress, options) and (options)', (t) => {
+  const onProgress: ProgressCallback = () => {};
+  t.notThrows(() => new Scheduler());
+  t.notThrows(() => new Scheduler(onProgress));
+  t.notThrows(() => new Scheduler(onProgress, { timeout: 1000 }));
+  t.notThrows(() => new Scheduler(undefined, { timeout: 1000 }));
+  t.notThrows(() => new Scheduler({ onProgress, timeout: 1000 }));
+});
+
+test('dynamic maps onto concurrency, cpuThreshold onto cpuTarget', (t) => {
+  t.is(new Scheduler().scheduleOptions.concurrency, 'auto');
+  t.is(new Scheduler({ dynamic: true }).scheduleOptions.concurrency, 'auto');
+  t.is(new Scheduler({ dynamic: false }).scheduleOptions.concurrency, optimalConcurrency());
+  t.is(new Scheduler({ concurrency: 3 }).scheduleOptions.concurrency, 3);
+  t.is(new Scheduler({ cpuThreshold: 70 }).scheduleOptions.cpuTarget, 70);
+  t.is(Scheduler.optimalProcessCount(), optimalConcurrency());
+});
+
+test('contradicting or invalid options are an OptionError naming the option', (t) => {
+  const option = (fn: () => unknown) => t.throws(fn, { instanceOf: OptionError })?.option;
+  t.is(option(() => new Scheduler({ dynamic: false, concurrency: 2 })), 'dynamic');
+  t.is(option(() => new Scheduler({ cpuThreshold: 80, cpuTarget: 80 })), 'cpuThreshold');
+  t.is(option(() => new Scheduler({ cpuThreshold: 0 })), 'cpuThreshold');
+  t.is(option(() => new Scheduler({ dynamic: 'yes' as unknown as boolean })), 'dynamic');
+  t.is(option(() => new Scheduler(() => {}, { onProgress: () => {} })), 'onProgress');
+  t.is(option(() => new Scheduler({ onProgress: 42 as unknown as ProgressCallback })), 'onProgress');
+  t.is(option(() => new Scheduler({ settle: true } as never)), 'settle');
+  t.is(option(() => new Scheduler({ concurrency: 0 })), 'concurrency');
+  t.is(option(() => new Scheduler({ progressCallback: () => {} } as never)), 'progressCallback');
+  t.throws(() => new Scheduler({ timeout: 5 } as never, {}), { instanceOf: TypeError, message: /first argument must be a function/ });
+});
+
+test('add, map, addTask and addProcess check what they are given, before anything runs', (t) => {
+  const scheduler = new Scheduler();
+  t.throws(() => scheduler.add(42 as never, []), { instanceOf: TypeError, message: /target must be/ });
+  t.throws(() => scheduler.add(work as never, []), { instanceOf: TypeError, message: /target must be/ });
+  t.throws(() => scheduler.add((() => 'not a task') as never, []), { instanceOf: TypeError, message: /must return a task/ });
+  t.throws(() => scheduler.add(work.square, 3 as never), { instanceOf: TypeError, message: /args must be an array/ });
+  t.throws(() => scheduler.add(work.square, [3], { weight: -1 }), { instanceOf: TypeError, message: /weight/ });
+  t.throws(() => scheduler.add({ module: './relative.js', export: 'x' }, []), { instanceOf: TypeError, message: /import\.meta\.url/ });
+  t.throws(() => scheduler.addTask({ kind: 'module' } as never), { instanceOf: TypeError, message: /addTask/ });
+  t.throws(() => scheduler.addProcess('calc.js' as never), { instanceOf: TypeError, message: /addProcess/ });
+  t.throws(() => scheduler.map(work.square, [[1], ['x' as unknown as number], 3 as never]), { instanceOf: TypeError });
+  t.is(scheduler.tasks.length, 0, 'a map() that throws adds none of its tasks');
+});
+
+// ---------------------------------------------------------------------------------------------
+// Running
+
+test('results come back in the order tasks were added, whatever the kind of task', async (t) => {
+  const scheduler = new Scheduler<unknown>({ concurrency: 3 });
+  const indices = [
+    scheduler.add(work.square, [3]),
+    scheduler.add({ module: workUrl, export: 'inc' }, [41]),
+    scheduler.add({ module: 'node:path', export: 'basename' }, ['/tmp/photo.png']),
+    scheduler.addTask(commandTask('sh', ['-c', 'echo hi']), { label: 'echo' }),
+    scheduler.addProcess(() => fork(processScript, ['21'], { detached: true })),
+    ...scheduler.map(sw.slowSquare, [[1, 60], [2, 0], [3, 30]]),
+  ];
+  t.deepEqual(indices, [0, 1, 2, 3, 4, 5, 6, 7]);
+  const results = await scheduler.run();
+  t.is(results.length, 8);
+  t.deepEqual(results.slice(0, 3), [9, 42, 'photo.png']);
+  t.is((results[3] as CommandResult).stdout, 'hi\n');
+  t.is((results[4] as [number, number])[0], 42);
+  t.deepEqual(results.slice(5), [1, 4, 9]);
+});
+
+test('the progress callback gets (0, total) first, then (finished, total) as each task ends', async (t) => {
+  const log = progressLog();
+  const scheduler = new Scheduler<number>(log.onProgress, { concurrency: 2 });
+  scheduler.map(work.square, [[1], [2], [3], [4], [5]]);
+  await scheduler.run();
+  t.deepEqual(log.calls, [[0, 5], [1, 5], [2, 5], [3, 5], [4, 5], [5, 5]]);
+});
+
+test('task weights count in progress, like the Python subtasks', async (t) => {
+  const log = progressLog();
+  const scheduler = new Scheduler<number>(log.onProgress, { concurrency: 2 });
+  scheduler.add(work.square, [1], { weight: 5 });
+  scheduler.map(work.square, [[2], [3]]);
+  scheduler.addTask(work.square(4), { weight: 0 });
+  t.deepEqual(await scheduler.run(), [1, 4, 9, 16]);
+  t.deepEqual(log.calls[0], [0, 7]);
+  t.deepEqual(log.calls.at(-1), [7, 7]);
+  t.is(log.calls.length, 5);
+  const finished = log.calls.map(([f]) => f);
+  t.deepEqual(finished, [...finished].sort((a, b) => a - b), 'finished never goes down');
+  t.true(log.calls.every(([, total]) => total === 7));
+});
+
+test.serial('run() twice runs every task again; run() during a run rejects and the running one goes on', async (t) => {
+  const scheduler = new Scheduler<{ value: number; pid: number }>({ concurrency: 2 });
+  scheduler.map(sw.tagged, [[1], [2], [3]]);
+  t.false(scheduler.isRunning());
+  const first = scheduler.run();
+  t.true(scheduler.isRunning());
+  await t.throwsAsync(scheduler.run(), { instanceOf: Error, message: /cannot run\(\) it while the scheduler is running/ });
+  t.throws(() => scheduler.runBlocking(), { message: /cannot runBlocking\(\) it while the scheduler is running/ });
+  t.throws(() => scheduler.add(sw.tagged, [1]), { message: /cannot add a task while the scheduler is running/ });
+  const firstResults = await first;
+  t.false(scheduler.isRunning(), 'idle as soon as the results are back');
+  const secondResults = await scheduler.run();
+  t.deepEqual(firstResults.map((r) => r.value), [1, 2, 3]);
+  t.deepEqual(secondResults.map((r) => r.value), [1, 2, 3]);
+  t.deepEqual(await stillAlive([...firstResults, ...secondResults].map((r) => r.pid)), []);
+  // After a run, new tasks may be added; the next run runs all of them.
+  scheduler.add(sw.tagged, [4]);
+  t.deepEqual((await scheduler.run()).map((r) => r.value), [1, 2, 3, 4]);
+});
+
+test.serial('terminate() rejects the run with RunTerminatedError once every process is gone', async (t) => {
+  const watch = watchChildPids();
+  const scheduler = new Scheduler({ concurrency: 2 });
+  scheduler.map(work.hang, [[], [], []]);
+  const results = scheduler.run();
+  await until(() => watch.seen.size >= 2, 'two workers');
+  await scheduler.terminate();
+  await t.throwsAsync(results, { instanceOf: RunTerminatedError });
+  t.false(scheduler.isRunning());
+  const pids = watch.stop();
+  t.true(pids.length >= 2);
+  t.deepEqual(pids.filter(isAlive), [], 'no process of the run is left when run() rejects');
+  await t.notThrowsAsync(scheduler.terminate(), 'terminating an idle scheduler is a no-op');
+});
+
+test.serial('a progress callback that throws terminates the run, and run() rejects with its error', async (t) => {
+  const watch = watchChildPids();
+  const scheduler = new Scheduler<number>((finished) => {
+    if (finished === 1) throw new Error('callback failed');
+  }, { concurrency: 2 });
+  scheduler.add(work.square, [1]);
+  scheduler.map(work.hang, [[], []]);
+  await t.throwsAsync(scheduler.run(), { message: 'callback failed' });
+  t.deepEqual(watch.stop().filter(isAlive), []);
+});
+
+test('a failing task rejects run() with its TaskError, keeping the child error', async (t) => {
+  const scheduler = new Scheduler({ concurrency: 2 });
+  scheduler.add(work.square, [2]);
+  scheduler.add(work.fail, ['boom']);
+  const error = await t.throwsAsync(scheduler.run(), { instanceOf: TaskError });
+  t.is(error?.index, 1);
+  t.is(error?.kind, 'threw');
+  t.is(error?.remote?.name, 'CustomError');
+});
+
+// ---------------------------------------------------------------------------------------------
+// runBlocking
+
+test.serial('runBlocking() returns the ordered results and really blocks the calling thread', (t) => {
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 1);
+  let immediateRan = false;
+  setImmediate(() => {
+    immediateRan = true;
+  });
+  const seenDuringRun: number[] = [];
+  const scheduler = new Scheduler<number>((finished) => seenDuringRun.push(ticks), { concurrency: 2 });
+  scheduler.map(sw.slowSquare, [[1, 30], [2, 0], [3, 20], [4, 0]]);
+  const results = scheduler.runBlocking();
+  clearInterval(timer);
+  t.deepEqual(results, [1, 4, 9, 16]);
+  t.is(ticks, 0, 'no timer of this thread ran during runBlocking()');
+  t.false(immediateRan, 'no setImmediate callback of this thread ran during runBlocking()');
+  t.true(seenDuringRun.length >= 2, 'the progress callback ran on this thread during the run');
+  t.true(seenDuringRun.every((n) => n === 0));
+  t.false(scheduler.isRunning());
+});
+
+test.serial('runBlocking() reports weighted progress on the calling thread and leaves no process', (t) => {
+  const log = progressLog();
+  const scheduler = new Scheduler<{ value: number; pid: number }>(log.onProgress, { concurrency: 2 });
+  scheduler.add(sw.tagged, [1], { weight: 3 });
+  scheduler.map(sw.tagged, [[2], [3]]);
+  const results = scheduler.runBlocking();
+  t.deepEqual(results.map((r) => r.value), [1, 2, 3]);
+  t.deepEqual(log.calls[0], [0, 5]);
+  t.deepEqual(log.calls.at(-1), [5, 5]);
+  // The run's processes were gone before runBlocking() returned.
+  t.deepEqual(results.map((r) => r.pid).filter(isAlive), []);
+});
+
+test.serial('runBlocking() throws the failed task’s TaskError, with its class and fields', (t) => {
+  const scheduler = new Scheduler({ concurrency: 2 });
+  scheduler.add(work.square, [2]);
+  scheduler.add(work.fail, ['boom'], { label: 'the failing one' });
+  const error = t.throws(() => scheduler.runBlocking(), { instanceOf: TaskError });
+  t.true(isTaskError(error));
+  t.is(error?.index, 1);
+  t.is(error?.kind, 'threw');
+  t.is(error?.label, 'the failing one');
+  t.is(error?.remote?.name, 'CustomError');
+  t.is((error?.cause as Error).name, 'CustomError');
+  t.regex(error?.message ?? '', /task #1 \(the failing one\) threw CustomError: boom/);
+  t.regex(error?.stack ?? '', /CustomError/);
+});
+
+test.serial('runBlocking() refuses what cannot reach its thread, with a clear error and nothing started', (t) => {
+  const withProcess = new Scheduler();
+  withProcess.add(work.square, [1]);
+  withProcess.addProcess(() => fork(processScript, ['1']));
+  t.throws(() => withProcess.runBlocking(), { instanceOf: TypeError, message: /cannot run task #1 \(process\): it is a processTask/ });
+
+  const withSlider = new Scheduler({ concurrency: new BehaviorSubject(2) });
+  withSlider.add(work.square, [1]);
+  t.throws(() => withSlider.runBlocking(), { instanceOf: TypeError, message: /Observable concurrency/ });
+
+  const withFunction = new Scheduler();
+  withFunction.add(work.square, [1]);
+  withFunction.addTask(moduleTask(workUrl, 'echo', [() => 1]));
+  const error = t.throws(() => withFunction.runBlocking(), { instanceOf: TaskError });
+  t.is(error?.kind, 'invalid');
+  t.is(error?.index, 1);
+
+  const aborted = new Scheduler({ signal: AbortSignal.abort() });
+  aborted.add(work.square, [1]);
+  t.throws(() => aborted.runBlocking(), { instanceOf: RunTerminatedError });
+  t.false(aborted.isRunning());
+});
+
+/** A scheduler whose run hangs in two tasks that each start a grandchild, once both have written their pids. */
+function hangingBlockingRun(onProgress: ProgressCallback, signal?: AbortSignal): { scheduler: Scheduler; dir: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'aps-blocking-'));
+  const scheduler = new Scheduler(onProgress, { concurrency: 3, ...(signal ? { signal } : {}) });
+  const files = [join(dir, 'a'), join(dir, 'b')];
+  for (const file of files) scheduler.add(sw.spawnGrandchildAndHang, [file]);
+  scheduler.add(sw.waitForFiles, [files]); // finishes once both hanging tasks run: the cue to stop
+  return { scheduler, dir };
+}
+
+test.serial('terminate() or aborting the signal from the progress callback stops runBlocking(), leaving no process', (t) => {
+  for (const how of ['terminate', 'abort'] as const) {
+    const controller = new AbortController();
+    const { scheduler, dir } = hangingBlockingRun((finished) => {
+      if (finished !== 1) return;
+      if (how === 'terminate') void scheduler.terminate();
+      else controller.abort(new Error('user cancelled'));
+    }, controller.signal);
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const error = t.throws(() => scheduler.runBlocking(), { instanceOf: RunTerminatedError });
+    if (how === 'abort') t.is((error?.cause as Error).message, 'user cancelled');
+    t.false(scheduler.isRunning());
+    const pids = pidsInFiles(dir);
+    t.is(pids.length, 4, 'two workers and their grandchildren');
+    t.deepEqual(pids.filter(isAlive), [], 'workers and grandchildren are gone when runBlocking() throws');
+  }
+});
+
+test.serial('a progress callback that throws stops runBlocking(), which throws its error', (t) => {
+  const { scheduler, dir } = hangingBlockingRun((finished) => {
+    if (finished > 0) throw new RangeError('callback failed');
+  });
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  t.throws(() => scheduler.runBlocking(), { instanceOf: RangeError, message: 'callback failed' });
+  t.false(scheduler.isRunning());
+  t.deepEqual(pidsInFiles(dir).filter(isAlive), []);
+});
+
+test.serial('runBlocking() works from the compiled library under plain node, without tsx', async (t) => {
+  t.timeout(180_000);
+  const outDir = join(root, 'scratch', `scheduler-dist-${process.pid}`);
+  mkdirSync(outDir, { recursive: true });
+  t.teardown(() => rmSync(outDir, { recursive: true, force: true }));
+  // Compile only what the Scheduler needs (the worker entries are loaded by URL, so name them too).
+  await run(
+    process.execPath,
+    [
+      join(root, 'node_modules/typescript/bin/tsc'),
+      ...['src/scheduler.ts', 'src/run-blocking-worker.ts', 'src/child/worker-main.ts', 'src/child/index.ts'].map((f) => join(root, f)),
+      '--outDir', outDir, '--rootDir', join(root, 'src'), '--module', 'nodenext', '--moduleResolution', 'nodenext',
+      '--target', 'es2022', '--strict', '--skipLibCheck', '--types', 'node',
+    ],
+    { cwd: root },
+  ).catch((error: { stdout?: string }) => t.log(`tsc reported errors (it emits anyway): ${error.stdout?.slice(0, 500)}`));
+  const program = join(outDir, 'program.mjs');
+  writeFileSync(
+    program,
+    `import { Scheduler } from './scheduler.js';
+    const progress = [];
+    const scheduler = new Scheduler((f, total) => progress.push(f + '/' + total), { dynamic: false });
+    scheduler.add({ module: 'node:path', export: 'basename' }, ['/a/b.txt']);
+    scheduler.add({ module: 'node:path', export: 'join' }, ['x', 'y']);
+    const results = scheduler.runBlocking();
+    console.log(JSON.stringify({ results, progress, execArgv: process.execArgv }));
+    `,
+  );
+  const { stdout } = await run(process.execPath, [program], { cwd: root, env: { ...process.env, NODE_OPTIONS: '' }, timeout: 120_000 });
+  const report = JSON.parse(stdout.trim().split('\n').at(-1)!) as { results: string[]; progress: string[]; execArgv: string[] };
+  t.deepEqual(report.execArgv, [], 'no TypeScript loader in play');
+  t.deepEqual(report.results, ['b.txt', 'x/y']);
+  t.deepEqual(report.progress, ['0/2', '1/2', '2/2']);
+});
+
+/** Runs `code` as `node --import tsx --input-type=module -e code`; a forked child that runs the code again exits at once. */
+async function runEval(code: string): Promise<string> {
+  const guard = "if (process.send) { console.log('a forked worker ran the -e code'); process.exit(0); }\n";
+  const { stdout } = await run(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', guard + code], {
+    cwd: root,
+    timeout: 120_000,
+  });
+  return stdout.trim().split('\n').at(-1)!;
+}
+
+const evalProgram = (method: 'run' | 'runBlocking') => `
+  const { Scheduler } = await import(${JSON.stringify(join(root, 'src/scheduler.ts'))});
+  const scheduler = new Scheduler({ concurrency: 1 });
+  scheduler.add({ module: 'node:path', export: 'basename' }, ['/a/b.txt']);
+  try {
+    console.log(JSON.stringify(await scheduler.${method}()));
+  } catch (error) {
+    console.log(error.message);
+  }
+`;
+
+test.serial('runBlocking() works in a program given with node -e', async (t) => {
+  t.timeout(180_000);
+  t.is(await runEval(evalProgram('runBlocking')), '["b.txt"]');
+});
+
+// Known bug outside this file: src/runtime/worker-process.ts workerExecArgv() passes the parent's
+// `-e <code>` / `--input-type` on to forked workers, which then run the parent's program instead of
+// the worker entry (without the guard in runEval, recursively). Remove `.failing` once it is fixed.
+test.serial.failing('run() works in a program given with node -e (worker processes must not inherit -e)', async (t) => {
+  t.timeout(180_000);
+  t.is(await runEval(evalProgram('run')), '["b.txt"]');
+});
+
+// ---------------------------------------------------------------------------------------------
+// Types (checked by `npm run typecheck`; never executed)
+
+function typeLevelChecks(): void {
+  const numbers = new Scheduler<number>();
+  numbers.add(work.square, [2]);
+  numbers.map(work.square, [[1], [2]]);
+  numbers.addTask(work.square(3));
+  const frozen = [3] as const;
+  numbers.add(work.square, frozen);
+  const viaRef: number = numbers.add({ module: workUrl, export: 'square' }, [2]);
+  void viaRef;
+  const results: Promise<number[]> = numbers.run();
+  void results;
+  // @ts-expect-error: square takes a number
+  numbers.add(work.square, ['2']);
+  // @ts-expect-error: square takes one argument
+  numbers.add(work.square, [1, 2]);
+  // @ts-expect-error: add takes two numbers
+  numbers.add(sw.add, [1]);
+  // @ts-expect-error: greet resolves with a string, not a number
+  numbers.add(sw.greet, ['world']);
+  // @ts-expect-error: each argument list is checked
+  numbers.map(work.square, [[1], ['2']]);
+  // @ts-expect-error: a task of another result type
+  numbers.addTask(sw.greet('x'));
+  // @ts-expect-error: a process factory is not a task factory
+  numbers.add(() => fork('calc.js'), []);
+  const anything = new Scheduler();
+  anything.add(sw.greet, ['world']);
+  anything.addTask(processTask(() => fork('calc.js')));
+  const hashes = new Scheduler<CommandResult>();
+  hashes.add((file: string) => commandTask('sha256sum', [file]), ['a.txt']);
+  // @ts-expect-error: the command factory takes a string
+  hashes.add((file: string) => commandTask('sha256sum', [file]), [1]);
+}
+void typeLevelChecks;
