@@ -21,7 +21,7 @@ export interface TaskOptions {
   /** A short name used in errors and progress, e.g. `"resize photo 12"`. @default derived from the task */
   label?: string;
   /**
-   * How much this task counts in weighted progress (`Progress.weightCompleted`/`weightTotal`),
+   * How much this task counts in weighted progress (`Progress.weightDone`/`weightTotal`),
    * like the Python library's `subtasks`. @default 1
    */
   weight?: number;

@@ -26,7 +26,7 @@ export interface LoadReading {
    * CPU: a busy loop reads about 100 however many processes it shares a core with, a task that mostly
    * waits for I/O or timers reads near 0 (one that wakes very often on a crowded host reads higher:
    * it waits for a CPU after each wake-up). Only children that have finished starting up count (see
-   * {@link STARTUP_DEMAND} and `childrenMeasured`): a process's start-up says nothing about its tasks.
+   * `STARTUP_DEMAND` and `childrenMeasured`): a process's start-up says nothing about its tasks.
    * `undefined` where `/proc/<pid>/schedstat` does not exist (not Linux).
    */
   childrenDemand?: number;
