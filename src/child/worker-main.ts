@@ -9,8 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { serialize } from 'node:v8';
 import { toRemoteErrorInfo, type RemoteErrorInfo } from '../errors.js';
 import {
-  FULFILLED, INVALID, TAG, THREW, WORKER_HOOK,
-  type ParentMessage, type ResultStatus, type ResultTuple, type WorkerHook, type WorkerMessage,
+  FULFILLED, INVALID, TAG, THREW, WORKER_HOOK, outputMark,
+  type ParentMessage, type ResultStatus, type ResultTuple, type WorkerHook, type WorkerMessage, type WorkerTaskTuple,
 } from '../runtime/protocol.js';
 
 type Fn = (...args: unknown[]) => unknown;
@@ -39,7 +39,7 @@ process.send = function sendFromTask(_message: unknown, ...rest: unknown[]): boo
 /** Function definitions by id: a promise while the module loads, then the function or a load error. */
 const functions = new Map<number, { url: string; name: string; fn?: Fn; error?: RemoteErrorInfo; loading?: Promise<void> }>();
 const modules = new Map<string, Promise<Record<string, unknown>>>();
-const queue: Array<[number, number, readonly unknown[]]> = [];
+const queue: WorkerTaskTuple[] = [];
 let head = 0;
 const skipped = new Set<number>();
 let pumping = false;
@@ -62,6 +62,24 @@ const hook: WorkerHook = {
 };
 (globalThis as Record<symbol, unknown>)[WORKER_HOOK] = hook;
 
+// In `output: 'capture'` mode (the parent then sends each task's index) the first write of each
+// task to stdout or stderr is preceded by a mark naming the task, in the same pipe: the parent
+// reads output and results on different channels, so only an in-band mark tells it exactly which
+// task wrote a line. Processes a task starts write to the pipe directly: the last mark names them.
+let marking = false;
+let markIndex: number | undefined;
+for (const stream of [process.stdout, process.stderr]) {
+  let marked: number | undefined | null = null;
+  const write = stream.write;
+  stream.write = function markedWrite(this: typeof stream, ...args: unknown[]): boolean {
+    if (marking && marked !== markIndex) {
+      marked = markIndex;
+      write.call(this, outputMark(markIndex));
+    }
+    return (write as (...a: unknown[]) => boolean).apply(this, args);
+  } as typeof write;
+}
+
 process.on('message', (message: ParentMessage) => {
   if (typeof message !== 'object' || message === null) return;
   if (message[TAG] === 'run') {
@@ -73,8 +91,25 @@ process.on('message', (message: ParentMessage) => {
   }
 });
 
-// The parent is gone (it exited, or was killed): nothing will read our results.
-process.on('disconnect', () => process.exit(0));
+// The parent let go of this worker (it retires it, exited, or was killed): nothing will read our
+// results. Output still buffered for a full pipe would be lost by process.exit, so it drains first
+// (a live parent reads it; a dead parent's pipe fails at once: EPIPE). Then whatever tasks started in this worker's
+// process group goes with it: after a parent's SIGKILL, no one else is left to end it.
+process.on('disconnect', () => {
+  const leave = () => {
+    try {
+      process.kill(-process.pid, 'SIGKILL');
+    } catch {
+      // not a group leader: only this process to end
+    }
+    process.exit(0);
+  };
+  const buffered = [process.stdout, process.stderr].filter((s) => s.writableLength > 0);
+  let left = buffered.length;
+  if (left === 0) return leave();
+  for (const stream of buffered) stream.write('', () => --left === 0 && leave());
+  setTimeout(leave, 5000);
+});
 
 // A task that calls process.exit() must not take the results of earlier tasks with it.
 process.on('exit', () => flush());
@@ -87,7 +122,7 @@ async function pump(): Promise<void> {
   pumping = true;
   try {
     while (head < queue.length) {
-      const [id, fnId, args] = queue[head]!;
+      const [id, fnId, args, index] = queue[head]!;
       queue[head++] = undefined as never;
       if (head >= 1024 && head * 2 >= queue.length) {
         queue.splice(0, head);
@@ -105,6 +140,8 @@ async function pump(): Promise<void> {
         continue;
       }
       currentId = id;
+      if (index !== undefined) marking = true;
+      markIndex = index;
       const cpu0 = process.cpuUsage();
       const t0 = performance.now();
       let status: ResultStatus = FULFILLED;
@@ -122,6 +159,7 @@ async function pump(): Promise<void> {
       }
       const cpu = process.cpuUsage(cpu0);
       currentId = undefined;
+      markIndex = undefined;
       record(id, status, value, Math.round((performance.now() - t0) * 1000), cpu.user + cpu.system);
     }
   } finally {

@@ -257,7 +257,7 @@ export class LocalRuntime implements TaskRuntime {
     job.state = 'sent';
     job.worker = worker;
     this.#jobsById.set(job.id, job);
-    worker.send({ id: job.id, module: task.module, exportName: task.exportName, args: task.args });
+    worker.send({ id: job.id, module: task.module, exportName: task.exportName, args: task.args, index: job.spec.index });
     // Fresh process per task: start the next one while this task runs, so start-up overlaps.
     if (worker.sent >= max && !lane.next) lane.next = this.#spawnWorker();
     return true;

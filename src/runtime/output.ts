@@ -5,7 +5,9 @@
  * @module
  */
 import type { Readable } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
 import type { OutputMode } from '../options.js';
+import { OUTPUT_MARK } from './protocol.js';
 
 /** One line a child wrote, in `output: 'capture'` mode. */
 export interface OutputLine {
@@ -20,6 +22,8 @@ export interface OutputLine {
 const TAIL_BYTES = 8 * 1024;
 /** A line longer than this is emitted in pieces, so one endless line cannot exhaust memory. */
 const MAX_LINE = 64 * 1024;
+/** Longer than any output mark: text that starts like one but runs longer is plain text. */
+const MAX_MARK = OUTPUT_MARK.length + 24;
 
 export interface OutputTap {
   /** Bytes written to stderr so far. */
@@ -31,8 +35,9 @@ export interface OutputTap {
 }
 
 /**
- * Reads `stdout` and `stderr` of a child according to `mode`. `currentIndex` says which task a
- * line belongs to when it is read; `emit` receives captured lines.
+ * Reads `stdout` and `stderr` of a child according to `mode`; `emit` receives captured lines.
+ * A line belongs to the task named by the last output mark before it in its stream (see
+ * `outputMark`), or, until a stream has one, to the task `currentIndex` names when it is read.
  */
 export function tapOutput(
   stdout: Readable | null,
@@ -50,7 +55,26 @@ export function tapOutput(
     if (!stream) return;
     const target = name === 'stdout' ? process.stdout : process.stderr;
     let partial = '';
-    const onLine = (line: string) => emit({ index: currentIndex(), stream: name, line, pid });
+    // A multi-byte character or an output mark may be cut between two chunks.
+    const decoder = new StringDecoder('utf8');
+    let carry = '';
+    let marked = false;
+    let markedIndex: number | undefined;
+    const onLine = (line: string) => emit({ index: marked ? markedIndex : currentIndex(), stream: name, line, pid });
+    const split = (more: string) => {
+      const text = partial + more;
+      let start = 0;
+      for (let nl = text.indexOf('\n'); nl !== -1; nl = text.indexOf('\n', start)) {
+        onLine(text.slice(start, nl > start && text[nl - 1] === '\r' ? nl - 1 : nl));
+        start = nl + 1;
+      }
+      let rest = text.slice(start);
+      while (rest.length > MAX_LINE) {
+        onLine(rest.slice(0, MAX_LINE));
+        rest = rest.slice(MAX_LINE);
+      }
+      partial = rest;
+    };
     stream.on('data', (chunk: Buffer) => {
       if (name === 'stderr') {
         stderrBytes += chunk.length;
@@ -58,23 +82,47 @@ export function tapOutput(
       }
       if (mode === 'inherit') target.write(chunk);
       else if (mode === 'capture') {
-        let text = partial + chunk.toString('utf8');
-        let start = 0;
-        for (let nl = text.indexOf('\n'); nl !== -1; nl = text.indexOf('\n', start)) {
-          onLine(text.slice(start, nl > start && text[nl - 1] === '\r' ? nl - 1 : nl));
-          start = nl + 1;
+        let text = carry + decoder.write(chunk);
+        carry = '';
+        let from = 0;
+        for (let at = text.indexOf(OUTPUT_MARK); at !== -1; at = text.indexOf(OUTPUT_MARK, from)) {
+          const end = text.indexOf('\u0007', at + OUTPUT_MARK.length);
+          const label = end === -1 ? undefined : text.slice(at + OUTPUT_MARK.length, end);
+          if (end === -1 && text.length - at < MAX_MARK) {
+            carry = text.slice(at); // the rest of this mark comes with the next chunk
+            text = text.slice(0, at);
+            break;
+          }
+          if (label === undefined || !/^\d*$/.test(label)) {
+            from = at + 1; // looks like a mark, is not one: plain text
+            continue;
+          }
+          split(text.slice(0, at));
+          const index = label === '' ? undefined : Number(label);
+          // A line the previous task left unfinished ends where the next one's output begins.
+          if (partial && (!marked || index !== markedIndex)) {
+            onLine(partial);
+            partial = '';
+          }
+          marked = true;
+          markedIndex = index;
+          text = text.slice(end! + 1);
+          from = 0;
         }
-        text = text.slice(start);
-        while (text.length > MAX_LINE) {
-          onLine(text.slice(0, MAX_LINE));
-          text = text.slice(MAX_LINE);
+        // The chunk may end in the first bytes of a mark.
+        const esc = text.lastIndexOf('\u001b');
+        if (!carry && esc !== -1 && OUTPUT_MARK.startsWith(text.slice(esc))) {
+          carry = text.slice(esc);
+          text = text.slice(0, esc);
         }
-        partial = text;
+        split(text);
       }
     });
     // A read error on a child's pipe is not the task's failure; the exit status tells that.
     stream.on('error', () => {});
     splitters.push(() => {
+      if (mode === 'capture') split(carry + decoder.end());
+      carry = '';
       if (partial) onLine(partial);
       partial = '';
     });
@@ -88,7 +136,8 @@ export function tapOutput(
     },
     stderrTail(since = 0) {
       const start = Math.max(0, tail.length - (stderrBytes - since));
-      return tail.subarray(start).toString('utf8');
+      const text = tail.subarray(start).toString('utf8');
+      return text.includes(OUTPUT_MARK) ? text.replace(/\u001b\]aps;\d*\u0007/g, '') : text;
     },
     end() {
       for (const flush of splitters) flush();

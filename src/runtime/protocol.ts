@@ -17,8 +17,11 @@ export interface RunMessage {
   [TAG]: 'run';
   /** New function definitions: [fnId, moduleUrl, exportName]. */
   defs?: Array<[number, string, string]>;
-  /** Tasks: [taskId, fnId, args]. Run one at a time, in this order. */
-  tasks: Array<[number, number, readonly unknown[]]>;
+  /**
+   * Tasks: [taskId, fnId, args, index?]. Run one at a time, in this order. The task's index is
+   * sent only in `output: 'capture'` mode, for {@link outputMark}.
+   */
+  tasks: Array<WorkerTaskTuple>;
 }
 
 /** Parent -> worker: do not start this queued task (it was cancelled). */
@@ -72,6 +75,22 @@ export type WorkerMessage = ReadyMessage | DoneMessage | ProgressMessage | Fatal
 /** True for any tagged library message; everything else is a user's own message. */
 export function isTagged(message: unknown): message is { [TAG]: string } {
   return typeof message === 'object' && message !== null && typeof (message as Record<string, unknown>)[TAG] === 'string';
+}
+
+/** [taskId, fnId, args, index?]: see {@link RunMessage}. */
+export type WorkerTaskTuple = [number, number, readonly unknown[], number?];
+
+/** How an output mark begins; {@link outputMark}. */
+export const OUTPUT_MARK = '\u001b]aps;';
+
+/**
+ * In `output: 'capture'` mode a worker writes this to stdout or stderr before the first write of
+ * each task (an OSC escape sequence, which terminals ignore): the parent reads the marks in the
+ * same pipe as the output, so every line is attributed to the task that wrote it, however late
+ * the parent reads it. No index: what follows was written between tasks.
+ */
+export function outputMark(index: number | undefined): string {
+  return `${OUTPUT_MARK}${index ?? ''}\u0007`;
 }
 
 /** Global hook a worker installs so `reportProgress` (possibly from another copy of the library) finds it. */

@@ -11,7 +11,7 @@ import { trackChild } from './cleanup.js';
 import { killTree, type KillReport } from './kill.js';
 import { afterChannelClosed } from './process-task.js';
 import { tapOutput, type OutputLine, type OutputTap } from './output.js';
-import { isTagged, TAG, type ParentMessage, type ResultTuple, type RunMessage, type WorkerMessage } from './protocol.js';
+import { isTagged, TAG, type ParentMessage, type ResultTuple, type RunMessage, type WorkerMessage, type WorkerTaskTuple } from './protocol.js';
 
 const here = import.meta.url;
 /** The worker entry beside this file: `.ts` when the library itself runs from source under tsx. */
@@ -46,6 +46,8 @@ export interface WorkerTask {
   module: string;
   exportName: string;
   args: readonly unknown[];
+  /** The task's index in the run: for output marks in `output: 'capture'` mode. */
+  index?: number;
 }
 
 /** A task that could not be sent (an argument that cannot be cloned). */
@@ -75,7 +77,9 @@ export class WorkerProcess {
 
   #fnIds = new Map<string, number>();
   #defs: Array<[number, string, string]> = [];
-  #tasks: Array<[number, number, readonly unknown[]]> = [];
+  #tasks: WorkerTaskTuple[] = [];
+  #capture: boolean;
+  #killTimeout: number;
   #flushQueued = false;
   #fatal: FatalReport | undefined;
   #untrack: () => void;
@@ -83,6 +87,8 @@ export class WorkerProcess {
 
   constructor(options: WorkerOptions, private readonly listener: WorkerListener, onUnsendable: (tasks: UnsendableTask[]) => void) {
     this.#onUnsendable = onUnsendable;
+    this.#capture = options.output === 'capture';
+    this.#killTimeout = options.killTimeout;
     this.child = fork(WORKER_ENTRY, [], {
       serialization: 'advanced',
       // Its own process group, so termination reaches whatever its tasks spawn.
@@ -100,7 +106,8 @@ export class WorkerProcess {
     // 'error' here means fork failed, or a send failed after the channel closed: 'exit' follows or has happened.
     this.child.on('error', () => {});
     this.exited = new Promise((resolve) => {
-      this.child.once('exit', (code, signal) => afterChannelClosed(this.child, () => {
+      // Messages still in the channel, and output still in the pipes, come first.
+      this.child.once('exit', (code, signal) => afterChannelClosed(this.child, () => afterOutputClosed(this.child, () => {
         this.alive = false;
         this.exitCode = code;
         this.exitSignal = signal;
@@ -108,7 +115,7 @@ export class WorkerProcess {
         this.output.end();
         listener.exited(this, code, signal, this.#fatal);
         resolve();
-      }));
+      })));
     });
   }
 
@@ -121,7 +128,7 @@ export class WorkerProcess {
       this.#fnIds.set(key, fnId);
       this.#defs.push([fnId, task.module, task.exportName]);
     }
-    this.#tasks.push([task.id, fnId, task.args]);
+    this.#tasks.push(this.#capture ? [task.id, fnId, task.args, task.index] : [task.id, fnId, task.args]);
     this.pending.add(task.id);
     this.sent++;
     if (!this.#flushQueued) {
@@ -141,13 +148,16 @@ export class WorkerProcess {
     if (this.child.connected) this.child.disconnect();
     return Promise.race([
       this.exited.then(() => killTree(this.child, 0)).then(() => ({ forced: false })),
-      new Promise<void>((r) => setTimeout(r, 1000).unref()).then(() => killTree(this.child, 0)),
+      // It drains its output before it exits: give it a moment, as long as a kill would.
+      new Promise<void>((r) => setTimeout(r, Math.max(1000, this.#killTimeout)).unref()).then(() => killTree(this.child, 0)),
     ]);
   }
 
   /** Terminates the worker and its process group (SIGTERM, then SIGKILL after `graceMs`). */
   kill(graceMs: number): Promise<KillReport> {
-    return killTree(this.child, graceMs);
+    // Resolves once its output is read to the end too, so that nothing it wrote is lost.
+    if (this.pid === undefined) return killTree(this.child, graceMs);
+    return killTree(this.child, graceMs).then((report) => this.exited.then(() => report));
   }
 
   #flush(): void {
@@ -216,6 +226,25 @@ export class WorkerProcess {
         break;
     }
   }
+}
+
+/** How long output pipes may stay open after a worker exited (a process it started holds them). */
+const OUTPUT_CLOSE_WAIT_MS = 200;
+
+/** Runs `then` once the child's stdout and stderr are read to the end, or after a short wait. */
+function afterOutputClosed(child: ChildProcess, then: () => void): void {
+  const open = [child.stdout, child.stderr].filter((s) => s && !s.closed);
+  if (open.length === 0) return then();
+  let left = open.length;
+  let done = false;
+  const finish = () => {
+    if (done) return;
+    done = true;
+    clearTimeout(timer);
+    then();
+  };
+  const timer = setTimeout(finish, OUTPUT_CLOSE_WAIT_MS);
+  for (const stream of open) stream!.once('close', () => --left === 0 && finish());
 }
 
 /**

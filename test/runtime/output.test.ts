@@ -1,0 +1,148 @@
+/**
+ * Child output is never swallowed and never blocks a child: passed through by default; in
+ * `output: 'capture'` mode, whole lines on `run.output$`, each with the task that wrote it.
+ */
+import { spawn } from 'node:child_process';
+import test from 'ava';
+import { lastValueFrom, toArray } from 'rxjs';
+import { commandTask, schedule$, taskModule, type OutputLine, type Task } from '../../src/index.js';
+import { LocalRuntime } from '../../src/runtime/local-runtime.js';
+import { fixture } from '../helpers.js';
+
+const chaos = taskModule<typeof import('../fixtures/chaos-tasks.js')>(fixture('chaos-tasks.ts'));
+
+/** Runs a parent program (a fixture) to its end; returns what it printed. */
+function runParent(args: string[]): Promise<{ stdout: string; stderr: string; code: number | null }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', fixture('parent-run.ts').pathname, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c));
+    child.stderr.on('data', (c: Buffer) => (stderr += c));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ stdout, stderr, code }));
+  });
+}
+
+test("by default a worker's stdout and stderr pass through to the parent's", async (t) => {
+  const { stdout, stderr, code } = await runParent(['print']);
+  t.is(code, 0, stderr);
+  for (let i = 0; i < 4; i++) {
+    t.regex(stdout, new RegExp(`^line of task ${i}$`, 'm'));
+    t.regex(stderr, new RegExp(`^err of task ${i}$`, 'm'));
+  }
+  t.regex(stdout, /^done \[0,1,2,3\]$/m);
+});
+
+test('capture: two tasks printing long lines at once never interleave mid-line', async (t) => {
+  const width = 20_000;
+  const run = schedule$([chaos.printLines('a', 40, width, 700), chaos.printLines('b', 40, width, 700)], { concurrency: 2, output: 'capture' });
+  const lines = lastValueFrom(run.output$.pipe(toArray()));
+  t.deepEqual(await run.toOrderedArray(), [40, 40]);
+  const got = await lines;
+  t.true(got.length > 0);
+  for (const { line, index, stream } of got) {
+    const tag = index === 0 ? 'a' : 'b';
+    t.is(stream, 'stdout');
+    t.is(line.length, width);
+    t.regex(line, new RegExp(`^${tag}:\\d+:${tag}+$`), `a line of task ${index} is mixed: ${line.slice(0, 40)}…`);
+  }
+  for (const [index, tag] of [[0, 'a'], [1, 'b']] as const) {
+    const numbers = got.filter((l) => l.index === index).map((l) => Number(l.line.split(':')[1]));
+    t.deepEqual(numbers, numbers.map((_, n) => n), `task ${tag}'s lines, in order`);
+  }
+});
+
+test('capture: every line is attributed to the task that wrote it, even with tiny tasks pipelined', async (t) => {
+  const count = 400;
+  const run = schedule$(Array.from({ length: count }, (_, i) => chaos.printIndex(i)), { concurrency: 2, output: 'capture' });
+  const lines = lastValueFrom(run.output$.pipe(toArray()));
+  await run.toOrderedArray();
+  const got = await lines;
+  t.true(got.length > count, `only ${got.length} lines`);
+  const wrong = got.filter((l) => l.line !== `${l.stream === 'stdout' ? 'line' : 'err'} of task ${l.index}`);
+  t.deepEqual(wrong.slice(0, 5), [], `${wrong.length} of ${got.length} lines attributed to the wrong task`);
+});
+
+// Fails until RunCore (src/schedule.ts) keeps the runtime's output$ subscribed until the runtime
+// has shut down: today it unsubscribes when shutdown starts, and lines still in a pipe when the
+// last task's result arrives are dropped. The runtime itself delivers them (the LocalRuntime test below).
+test.failing('capture: no line is lost at the end of a run', async (t) => {
+  for (let round = 0; round < 3; round++) {
+    const run = schedule$([chaos.printLines('a', 40, 20_000, 700), chaos.printLines('b', 40, 20_000, 700)], { concurrency: 2, output: 'capture' });
+    const lines = lastValueFrom(run.output$.pipe(toArray()));
+    await run.toOrderedArray();
+    t.is((await lines).length, 80);
+  }
+});
+
+test('capture: multi-byte characters cut between two reads of the pipe come out whole', async (t) => {
+  const line = 'é€😀'.repeat(50_000);
+  const lines = await captureOnRuntime([chaos.printText(`${line}\n${line}\n`)]);
+  // Lines longer than 64 Ki characters come in pieces; put them back together.
+  const text = lines.map((l) => l.line).join('');
+  t.false(text.includes('\uFFFD'), 'a character was cut');
+  t.true(text === line + line, `got ${text.length} characters, want ${2 * line.length}`);
+});
+
+test('capture: a command task\'s lines carry its index, and its result still has its output', async (t) => {
+  const run = schedule$([commandTask('sh', ['-c', 'echo one; echo two >&2; printf three'])], { output: 'capture' });
+  const lines = lastValueFrom(run.output$.pipe(toArray()));
+  const [result] = await run.toOrderedArray();
+  t.is(result!.stdout, 'one\nthree');
+  const got = (await lines).map((l: OutputLine) => [l.index, l.stream, l.line]);
+  t.deepEqual(got.filter((l) => l[1] === 'stdout'), [[0, 'stdout', 'one'], [0, 'stdout', 'three']]);
+  t.deepEqual(got.filter((l) => l[1] === 'stderr'), [[0, 'stderr', 'two']]);
+});
+
+test('ignore: output is read and dropped, the tail of stderr still explains a failure', async (t) => {
+  const run = schedule$([commandTask('sh', ['-c', 'echo visible-only-in-the-error >&2; exit 2'])], { output: 'ignore', settle: true });
+  const lines = lastValueFrom(run.output$.pipe(toArray()));
+  const [outcome] = await run.toOrderedArray();
+  t.deepEqual(await lines, []);
+  t.like(outcome, { status: 'rejected', reason: { stderrTail: 'visible-only-in-the-error\n' } });
+});
+
+/** Runs tasks on a LocalRuntime in capture mode; returns every line once it has shut down. */
+async function captureOnRuntime(tasks: Task[]): Promise<OutputLine[]> {
+  const runtime = new LocalRuntime({
+    concurrency: 2, maxTasksPerWorker: Infinity, idleTimeout: 5000, killTimeout: 1000, maxWorkerRss: undefined,
+    output: 'capture', workerExecArgv: [], workerEnv: undefined,
+  });
+  const lines = lastValueFrom(runtime.output$.pipe(toArray()));
+  await Promise.all(
+    tasks.map(
+      (task, index) =>
+        new Promise((resolve, reject) =>
+          runtime.start({ task, index, attempt: 1, timeout: undefined }, { fulfilled: resolve, rejected: reject, progress: () => {} }),
+        ),
+    ),
+  );
+  await runtime.shutdown(true);
+  return lines;
+}
+
+test("the runtime's output$ gives every line a task wrote before it completes, even lines still in the pipe at the task's end", async (t) => {
+  const runtime = new LocalRuntime({
+    concurrency: 2, maxTasksPerWorker: Infinity, idleTimeout: 5000, killTimeout: 1000, maxWorkerRss: undefined,
+    output: 'capture', workerExecArgv: [], workerEnv: undefined,
+  });
+  const lines = lastValueFrom(runtime.output$.pipe(toArray()));
+  const width = 20_000;
+  const results = await Promise.all(
+    (['a', 'b'] as const).map(
+      (tag, index) =>
+        new Promise((resolve, reject) =>
+          runtime.start(
+            { task: chaos.printLines(tag, 40, width, 700), index, attempt: 1, timeout: undefined },
+            { fulfilled: resolve, rejected: reject, progress: () => {} },
+          ),
+        ),
+    ),
+  );
+  t.deepEqual(results, [40, 40]);
+  await runtime.shutdown(true);
+  const got = await lines;
+  t.is(got.length, 80);
+  t.true(got.every((l) => l.line.length === width && l.line.startsWith(`${l.index === 0 ? 'a' : 'b'}:`)));
+});
