@@ -1,10 +1,17 @@
 // This library's contenders. Everything here goes through the public API only, with default
 // options unless a workload says otherwise. The harness imports this file dynamically, so
-// when ../src cannot load yet the peers still run and the import error is printed instead.
-import { commandTask, moduleTask, schedule$ } from '../src/index.js';
+// when the library cannot load the peers still run and the import error is printed instead.
+//
+// Types come from ../src/index.js; the code comes from BENCH_OURS_MODULE when the harness set
+// it (src/ compiled to plain JS by build-ours.ts, so workers run plain Node like the peers'),
+// else from ../src/index.js itself (`--ours-src`: workers then load tsx as well).
 import type { Measurement } from './harness.js';
 import { checkIncSum } from './peers.js';
 import { childPids, startRssSampler } from './proc.js';
+
+type Library = typeof import('../src/index.js');
+const librarySpecifier = process.env.BENCH_OURS_MODULE ?? new URL('../src/index.js', import.meta.url).href;
+const { commandTask, moduleTask, schedule$ } = (await import(librarySpecifier)) as Library;
 
 const fixture = (name: string): URL => new URL(`./fixtures/${name}`, import.meta.url);
 const incModule = fixture('inc.mjs');

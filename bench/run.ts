@@ -1,4 +1,4 @@
-// The benchmark suite: `npx tsx bench/run.ts [workload...] [--rounds N] [--quick] [--contenders a,b] [--peers-only]`
+// The benchmark suite: `npx tsx bench/run.ts [workload...] [--rounds N] [--quick] [--contenders a,b] [--peers-only] [--ours-src]`
 // (`npm run bench -- ...`). Prints a table per workload with the targets of issue 4 as
 // PASS/FAIL lines, and writes bench/results/<timestamp>.json and bench/results/latest.json.
 import { readFileSync } from 'node:fs';
@@ -19,14 +19,17 @@ import {
   type TargetResult,
   type Workload,
 } from './harness.js';
+import { buildOurs, type OursBuild } from './build-ours.js';
 import { workloads } from './workloads/index.js';
 
-const usage = `usage: npx tsx bench/run.ts [workload...] [--rounds N] [--quick] [--contenders a,b] [--peers-only]
+const usage = `usage: npx tsx bench/run.ts [workload...] [--rounds N] [--quick] [--contenders a,b] [--peers-only] [--ours-src]
 workloads: ${workloads.map((workload) => workload.name).join(', ')} (default: all)
   --rounds N        interleaved rounds per workload; the median is reported (default 5, --quick 2)
   --quick           smaller sizes and 2 rounds, for a check in under 2 minutes
   --contenders a,b  run only these contenders (by name, in every selected workload)
-  --peers-only      skip this library's contenders`;
+  --peers-only      skip this library's contenders
+  --ours-src        load this library from src/ under tsx (its workers load tsx too) instead of
+                    src/ compiled to plain JS in bench/.ours-build/ (the default, like a user's dist/)`;
 
 const { values: flags, positionals } = parseArgs({
   allowPositionals: true,
@@ -35,6 +38,7 @@ const { values: flags, positionals } = parseArgs({
     quick: { type: 'boolean', default: false },
     contenders: { type: 'string' },
     'peers-only': { type: 'boolean', default: false },
+    'ours-src': { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
@@ -87,15 +91,28 @@ console.log(`${rounds} interleaved round(s)${flags.quick ? ', --quick sizes' : '
 const wantsContender = (name: string): boolean =>
   (!contenderFilter || contenderFilter.includes(name)) && !(flags['peers-only'] && name === 'ours');
 
-// Try the import once, in a measurement process like the real ones, so a core that does
-// not build yet costs one line and not a failed round per workload.
+// Build once and try the import once, in a measurement process like the real ones, so a core
+// that does not build yet costs one line and not a failed round per workload.
 let oursUnavailable: string | undefined;
+let oursBuild: OursBuild | undefined;
 if (selected.some((workload) => workload.contenders.some((contender) => contender.usesOurs && wantsContender(contender.name)))) {
-  const probe = await measureIsolated('', PROBE_OURS, {}, 60_000);
-  if (probe.error) {
-    oursUnavailable = `cannot import bench/ours.ts (this library): ${probe.error}`;
-    console.log(`\nours: SKIPPED — ${oursUnavailable}`);
+  if (flags['ours-src']) {
+    console.log('ours: loaded from src/ under tsx (--ours-src); its workers load tsx as well, the peers\' do not');
+  } else {
+    try {
+      oursBuild = buildOurs();
+      process.env.BENCH_OURS_MODULE = oursBuild.entry;
+      const source = `${oursBuild.commit}${oursBuild.srcDirty ? ' + uncommitted changes in src/' : ''}`;
+      console.log(`ours: src/ at ${source} compiled to plain JS (bench/.ours-build/, ${oursBuild.files} files); its workers run plain node, like the peers'`);
+    } catch (error) {
+      oursUnavailable = `cannot compile src/: ${(error as Error).message}`;
+    }
   }
+  if (!oursUnavailable) {
+    const probe = await measureIsolated('', PROBE_OURS, {}, 60_000);
+    if (probe.error) oursUnavailable = `cannot import bench/ours.ts (this library): ${probe.error}`;
+  }
+  if (oursUnavailable) console.log(`ours: SKIPPED — ${oursUnavailable}`);
 }
 
 interface WorkloadReport {
@@ -174,7 +191,9 @@ const file = writeResults({
   machine,
   quick: flags.quick,
   rounds,
-  ours: oursUnavailable ? { available: false, reason: oursUnavailable } : { available: true },
+  ours: oursUnavailable
+    ? { available: false, reason: oursUnavailable }
+    : { available: true, from: flags['ours-src'] ? 'src under tsx' : 'src compiled to plain JS', ...oursBuild },
   workloads: reports,
 });
 console.log(`\n${((performance.now() - started) / 1000).toFixed(0)} s; NODE_EXTRA_CA_CERTS was ${machine.nodeExtraCaCertsSet ? 'set' : 'not set'}`);
