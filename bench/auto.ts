@@ -4,6 +4,7 @@
 //
 //   npx tsx bench/auto.ts                      # 5 interleaved rounds of both cases
 //   npx tsx bench/auto.ts --rounds 3 --case io
+//   npx tsx bench/auto.ts --rounds 7 --quiet 60     # each round waits for the host to be below 60% CPU
 //   npx tsx bench/auto.ts --auto-options '{"maxConcurrency":8,"concurrencyStep":1,"sampleInterval":1000}'
 //
 // How it measures: src/ is compiled first (esbuild, into bench/auto/.lib/) so that every
@@ -32,6 +33,8 @@ const MEASURE_TIMEOUT_MS = 120_000;
 const { values: args } = parseArgs({
   options: {
     rounds: { type: 'string', default: '5' },
+    /** Rounds of the CPU-bound case, when it should differ: its runs are short and its ratio is the finer one. */
+    'cpu-rounds': { type: 'string' },
     case: { type: 'string', multiple: true },
     'io-tasks': { type: 'string', default: '64' },
     'io-ms': { type: 'string', default: '250' },
@@ -41,6 +44,11 @@ const { values: args } = parseArgs({
     out: { type: 'string', default: join(resultsDir, 'auto-latest.json') },
     /** Print every load reading of the auto runs (what the policy saw). */
     trace: { type: 'boolean', default: false },
+    /**
+     * Before each round, wait (up to 2 minutes) until the host's CPU use over one second is below
+     * this percent: on a shared machine, a round measured during someone else's burst says little.
+     */
+    quiet: { type: 'string' },
   },
 });
 
@@ -58,6 +66,8 @@ interface Spec {
 /** What bench/auto/measure.mjs prints. */
 interface Sample {
   wallMs: number;
+  /** CPU time of the measurement process itself (scheduler, and the load sampler in auto mode). */
+  parentCpuMs: number;
   correct: boolean;
   fixed: number;
   maxLimit: number;
@@ -66,11 +76,14 @@ interface Sample {
   /** [ms since start, limit, running, host cpu %, children demand %]. */
   limits: Array<[number, number, number, number | null, number | null]>;
   survivors?: string[];
+  /** The host's CPU use over the second before the round, in percent (other programs, mostly). */
+  hostCpuBefore?: number;
   /** With --trace: [ms since start, limit, running, host cpu %, children demand %, their wait %, children measured]. */
   readings?: Array<Array<number | null>>;
 }
 
 const rounds = positive('rounds', args.rounds);
+const roundsOf: Record<Kind, number> = { io: rounds, cpu: args['cpu-rounds'] === undefined ? rounds : positive('cpu-rounds', args['cpu-rounds']) };
 const cases = (args.case ?? ['io', 'cpu']) as Kind[];
 const autoOptions = JSON.parse(args['auto-options']) as Record<string, unknown>;
 
@@ -96,24 +109,28 @@ const specs: Record<Kind, Omit<Spec, 'mode'>> = {
 };
 console.log(
   `cases: ${cases.map((k) => `${k} = ${specs[k].tasks} tasks × ${k === 'io' ? `${specs.io.param} ms wait` : `~${args['cpu-ms']} ms busy loop (${iterations} iterations)`}`).join('; ')}; ` +
-    `${rounds} rounds; auto options ${JSON.stringify(autoOptions)}`,
+    `${cases.map((k) => `${roundsOf[k]} ${k} rounds`).join(', ')}; auto options ${JSON.stringify(autoOptions)}`,
 );
 
 const samples: Record<string, Sample[]> = {};
 const errors: string[] = [];
-for (let round = 0; round < rounds; round++) {
+const quiet = args.quiet === undefined ? undefined : Number(args.quiet);
+for (let round = 0; round < Math.max(...cases.map((kind) => roundsOf[kind])); round++) {
   // Alternate which mode goes first, so drift in the machine's load does not favour one.
   const modes: Mode[] = round % 2 === 0 ? ['auto', 'fixed'] : ['fixed', 'auto'];
   for (const kind of cases) {
+    if (round >= roundsOf[kind]) continue;
+    const hostCpuBefore = await waitForQuiet(quiet);
     for (const mode of modes) {
       const key = `${kind}/${mode}`;
       try {
         const sample = await measure({ ...specs[kind], mode });
+        sample.hostCpuBefore = hostCpuBefore;
         (samples[key] ??= []).push(sample);
         const note = sample.correct ? '' : ' WRONG RESULTS';
         console.log(
           `  round ${round + 1} ${key.padEnd(9)} ${(sample.wallMs / 1000).toFixed(2).padStart(6)} s  max limit ${sample.maxLimit}` +
-            `  peak running ${sample.peakRunning}  load avg ${os.loadavg()[0]!.toFixed(1)}${note}`,
+            `  peak running ${sample.peakRunning}  host cpu before ${hostCpuBefore}%  load avg ${os.loadavg()[0]!.toFixed(1)}${note}`,
         );
         if (sample.readings && mode === 'auto') {
           console.log('      ms\tlimit\trunning\tcpu%\tdemand%\twait%\tmeasured');
@@ -145,9 +162,13 @@ interface CaseResult {
   fixedConcurrency: number | undefined;
   /** The limit's trajectory in the auto run whose time was the median. */
   medianAutoTrace: Sample['limits'] | undefined;
+  /** Host CPU use (%) in the second before each round. */
+  hostCpuBefore: Array<number | undefined>;
+  /** Median CPU time of the measurement process itself, auto and fixed. */
+  medianParentCpuMs: { auto: number; fixed: number };
 }
 const results: Partial<Record<Kind, CaseResult>> = {};
-const rows: string[][] = [['case', 'mode', 'median s', 'min–max s', 'max limit', 'rounds']];
+const rows: string[][] = [['case', 'mode', 'median s', 'min–max s', 'max limit', 'parent cpu ms', 'rounds']];
 for (const kind of cases) {
   const auto = samples[`${kind}/auto`] ?? [];
   const fixed = samples[`${kind}/fixed`] ?? [];
@@ -174,6 +195,8 @@ for (const kind of cases) {
     maxLimits: auto.map((s) => s.maxLimit),
     fixedConcurrency: fixed[0]?.fixed,
     medianAutoTrace: medianAuto.limits,
+    hostCpuBefore: auto.map((s) => s.hostCpuBefore),
+    medianParentCpuMs: { auto: round1(median(auto.map((s) => s.parentCpuMs))), fixed: round1(median(fixed.map((s) => s.parentCpuMs))) },
   };
   for (const [mode, list, ms] of [['auto', auto, autoMs], ['fixed', fixed, fixedMs]] as const) {
     rows.push([
@@ -182,6 +205,7 @@ for (const kind of cases) {
       (median(ms) / 1000).toFixed(2),
       `${(Math.min(...ms) / 1000).toFixed(2)}–${(Math.max(...ms) / 1000).toFixed(2)}`,
       `${Math.min(...list.map((s) => s.maxLimit))}–${Math.max(...list.map((s) => s.maxLimit))}`,
+      String(Math.round(median(list.map((s) => s.parentCpuMs)))),
       String(list.length),
     ]);
   }
@@ -194,7 +218,8 @@ for (const [kind, r] of Object.entries(results)) {
   const name = kind === 'io' ? 'I/O-bound speed-up (fixed / auto)' : 'CPU-bound slow-down (auto / fixed)';
   console.log(
     `${r.pass ? 'PASS' : 'FAIL'}  ${name}: ${r.ratio.toFixed(2)}× (ratio of medians; target ${r.target}); ` +
-      `per round ${r.pairedRatios.map((x) => x.toFixed(2)).join(', ')}, median ${r.medianPairedRatio.toFixed(2)}`,
+      `per round ${r.pairedRatios.map((x) => x.toFixed(2)).join(', ')}, median ${r.medianPairedRatio.toFixed(2)}; ` +
+      `host cpu before each round ${r.hostCpuBefore.map((c) => `${c}%`).join(', ')}`,
   );
   if (r.medianAutoTrace) {
     const trace = r.medianAutoTrace.map(([ms, limit]) => `${(ms / 1000).toFixed(2)}s→${limit}`).join(' ');
@@ -206,7 +231,7 @@ for (const error of errors) console.log(`ERROR ${error}`);
 mkdirSync(dirname(args.out), { recursive: true });
 writeFileSync(
   args.out,
-  `${JSON.stringify({ benchmark: 'auto-concurrency', machine, loadAverageAtEnd: os.loadavg().map((l) => Math.round(l * 100) / 100), rounds, cases: specs, results, errors }, null, 2)}\n`,
+  `${JSON.stringify({ benchmark: 'auto-concurrency', machine, quietThreshold: quiet, loadAverageAtEnd: os.loadavg().map((l) => Math.round(l * 100) / 100), rounds: roundsOf, cases: specs, results, errors }, null, 2)}\n`,
 );
 console.log(`\nwritten to ${args.out}`);
 
@@ -247,6 +272,31 @@ function calibrate(ms: number): number {
     best = Math.min(best, performance.now() - started);
   }
   return Math.round((probe * ms) / best);
+}
+
+/**
+ * Measures the host's CPU use over one second; with a threshold, repeats (for at most 2 minutes)
+ * until it is below it.
+ */
+async function waitForQuiet(threshold: number | undefined): Promise<number> {
+  const until = Date.now() + 120_000;
+  for (;;) {
+    const before = cpuTimes();
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const after = cpuTimes();
+    const busy = Math.round((100 * (after.total - after.idle - (before.total - before.idle))) / Math.max(1, after.total - before.total));
+    if (threshold === undefined || busy < threshold || Date.now() > until) return busy;
+  }
+}
+
+function cpuTimes(): { idle: number; total: number } {
+  let idle = 0;
+  let total = 0;
+  for (const { times } of os.cpus()) {
+    idle += times.idle;
+    total += times.user + times.nice + times.sys + times.idle + times.irq;
+  }
+  return { idle, total };
 }
 
 /** Runs one measurement in its own process and checks that nothing it started survives it. */

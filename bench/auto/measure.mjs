@@ -43,14 +43,18 @@ run.concurrency$.subscribe((limit) => {
 });
 
 start = performance.now();
+const cpuBefore = process.cpuUsage();
 const values = await run.toOrderedArray();
 const wallMs = performance.now() - start;
+// This process's own CPU time during the run: the scheduler, plus the load sampler in auto mode.
+const { user, system } = process.cpuUsage(cpuBefore);
+const parentCpuMs = (user + system) / 1000;
 
 const expected = spec.kind === 'io' ? spec.param : undefined;
 const correct = values.length === spec.tasks && values.every((v) => (expected === undefined ? v === values[0] : v === expected));
 const maxLimit = Math.max(...limits.map(([, limit]) => limit));
 process.stdout.write(
-  `${JSON.stringify({ wallMs, correct, fixed, maxLimit, finalLimit: limits.at(-1)?.[1], peakRunning, limits, ...(spec.trace ? { readings } : {}) })}\n`,
+  `${JSON.stringify({ wallMs, parentCpuMs, correct, fixed, maxLimit, finalLimit: limits.at(-1)?.[1], peakRunning, limits, ...(spec.trace ? { readings } : {}) })}\n`,
 );
 
 function round(value) {
