@@ -40,6 +40,8 @@ const { values: args } = parseArgs({
     'io-ms': { type: 'string', default: '250' },
     'cpu-tasks': { type: 'string', default: '16' },
     'cpu-ms': { type: 'string', default: '200' },
+    /** Iterations of each busy loop, instead of calibrating them: the same work across runs. */
+    'cpu-iterations': { type: 'string' },
     'auto-options': { type: 'string', default: '{}' },
     out: { type: 'string', default: join(resultsDir, 'auto-latest.json') },
     /** Print every load reading of the auto runs (what the policy saw). */
@@ -102,7 +104,8 @@ console.log(
 );
 
 await buildLibrary();
-const iterations = calibrate(positive('cpu-ms', args['cpu-ms']));
+const iterations =
+  args['cpu-iterations'] === undefined ? calibrate(positive('cpu-ms', args['cpu-ms'])) : positive('cpu-iterations', args['cpu-iterations']);
 const specs: Record<Kind, Omit<Spec, 'mode'>> = {
   io: { kind: 'io', tasks: positive('io-tasks', args['io-tasks']), param: positive('io-ms', args['io-ms']), autoOptions, trace: args.trace },
   cpu: { kind: 'cpu', tasks: positive('cpu-tasks', args['cpu-tasks']), param: iterations, autoOptions, trace: args.trace },
@@ -259,14 +262,15 @@ function listTs(dir: string): string[] {
 }
 
 /**
- * Iterations of the busy loop that take `ms` on a free core: the best of several short timings,
- * since on a shared machine a timing can only be slowed down by others, never sped up.
+ * Iterations of the busy loop that take `ms` on a free core: the best of many short timings, since
+ * on a shared machine a timing can only be slowed down by others, never sped up, and a short one
+ * has a fair chance of running undisturbed. Pass --cpu-iterations to compare runs exactly.
  */
 function calibrate(ms: number): number {
-  const probe = 2_000_000;
-  spin(probe); // warm up the JIT
+  const probe = 500_000; // about 1 ms on this machine's cores
+  spin(probe * 20); // warm up the JIT
   let best = Number.POSITIVE_INFINITY;
-  for (let i = 0; i < 15; i++) {
+  for (let i = 0; i < 200; i++) {
     const started = performance.now();
     spin(probe);
     best = Math.min(best, performance.now() - started);
