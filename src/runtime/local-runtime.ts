@@ -295,7 +295,8 @@ export class LocalRuntime implements TaskRuntime {
     this.executing++;
     this.#armTimeout(job);
     const { task, index } = job.spec;
-    const track = (pid: number) => trackChild(pid);
+    // Commands and process tasks do not notice their parent's death: the guardian does.
+    const track = (pid: number) => trackChild(pid, { guard: true });
     const settle = () => this.#finish(job);
     const capture = this.#options.output === 'capture';
     const line = (l: OutputLine) => this.#output.next(l);

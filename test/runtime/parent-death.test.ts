@@ -1,0 +1,105 @@
+/**
+ * No child outlives its parent: a parent program (test/fixtures/parent-run.ts) starts a run of
+ * every kind of task, prints the pids of every process involved, and then dies in one way or
+ * another. The test checks by pid what is left.
+ */
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import test from 'ava';
+import { commandTask, schedule$ } from '../../src/index.js';
+import { guardianPid } from '../../src/runtime/cleanup.js';
+import { killAll, leftovers, waitNoLeftovers } from '../fixtures/chaos-procs.js';
+import { fixture, isAlive } from '../helpers.js';
+
+interface Started {
+  parent: ReturnType<typeof spawn>;
+  /** Every process of the run: workers, their grandchildren, the command and its child, the process task and its child. */
+  pids: number[];
+  /** The process groups the run's processes lead. */
+  groups: number[];
+  /** [pid, grandchild pid] of each worker. */
+  workers: Array<[number, number]>;
+  /** [pid, grandchild pid] of the process task. */
+  processTask: [number, number];
+  /** The command's pid, which leads its process group. */
+  command: number;
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>;
+}
+
+/** Starts the parent program and waits for the pids it prints once every task runs. */
+async function startParent(mode: string): Promise<Started> {
+  const parent = spawn(process.execPath, ['--import', 'tsx', fixture('parent-run.ts').pathname, mode], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  parent.stderr!.on('data', (c: Buffer) => (stderr += c));
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>((resolve) =>
+    parent.on('exit', (code, signal) => resolve({ code, signal, stderr })),
+  );
+  const lines = createInterface({ input: parent.stdout! });
+  const first = await new Promise<string>((resolve, reject) => {
+    lines.once('line', resolve);
+    void exit.then(({ code, signal }) => reject(new Error(`the parent ended (${code ?? signal}) before it printed its pids: ${stderr}`)));
+  });
+  return { parent, exit, ...(JSON.parse(first) as Omit<Started, 'parent' | 'exit'>) };
+}
+
+/** Kills whatever the scenario left, so that no test leaves a process behind. */
+function cleanUp(started: Started): void {
+  killAll(leftovers([...started.pids, ...started.groups]));
+}
+
+const endings: Array<[string, string, (s: Started) => void, { code?: number; signal?: NodeJS.Signals }]> = [
+  ['exits normally (process.exit) mid-run', 'exit', () => {}, { code: 0 }],
+  ['throws an uncaught exception', 'throw', () => {}, { code: 1 }],
+  ['leaves a promise rejection unhandled', 'reject', () => {}, { code: 1 }],
+  ['gets SIGINT', 'wait', (s) => s.parent.kill('SIGINT'), { signal: 'SIGINT' }],
+  ['gets SIGTERM', 'wait', (s) => s.parent.kill('SIGTERM'), { signal: 'SIGTERM' }],
+];
+
+for (const [what, mode, kill, expected] of endings) {
+  test(`a parent that ${what} takes every child with it, grandchildren and commands included`, async (t) => {
+    const started = await startParent(mode);
+    t.teardown(() => cleanUp(started));
+    t.true(started.pids.length >= 9, `the run shows ${started.pids.length} processes`);
+    t.true(started.pids.every(isAlive));
+    kill(started);
+    const { code, signal, stderr } = await started.exit;
+    t.like({ code, signal }, expected, stderr);
+    // The parent killed them on its way out: by the time it is gone, so are they (the wait
+    // only covers the kernel reaping them).
+    t.deepEqual(await waitNoLeftovers([...started.pids, ...started.groups], {}, 2000), []);
+  });
+}
+
+test('a parent SIGKILLed: within 2 s nothing it started is left, commands and process tasks included', async (t) => {
+  const started = await startParent('wait');
+  t.teardown(() => cleanUp(started));
+  started.parent.kill('SIGKILL');
+  t.is((await started.exit).signal, 'SIGKILL');
+  // Workers notice their lost IPC channel and take their process group with them; the command
+  // and the process task, which would not notice, are killed by the guardian, which notices its
+  // pipe from the parent close. Orphans are re-parented: zombies waiting for init do not count.
+  const left = await waitNoLeftovers([...started.pids, ...started.groups], {}, 2000);
+  t.deepEqual(left.map((p) => `${p.comm} ${p.pid}`), []);
+});
+
+test('the guardian neither keeps its parent alive nor outlives it', async (t) => {
+  const parent = spawn(process.execPath, ['--import', 'tsx', fixture('parent-run.ts').pathname, 'command'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let stdout = '';
+  parent.stdout!.on('data', (c: Buffer) => (stdout += c));
+  const code = await new Promise((resolve) => parent.on('exit', resolve));
+  t.is(code, 0, 'the parent ended by itself');
+  const guardian = Number(/^guardian (\d+)$/m.exec(stdout)?.[1]);
+  t.true(guardian > 0, stdout);
+  t.deepEqual(await waitNoLeftovers([guardian], {}, 2000), []);
+});
+
+test('the guardian leaves soon after the last command is gone', async (t) => {
+  t.is(guardianPid(), undefined);
+  await schedule$([commandTask('true')]).toOrderedArray();
+  const guardian = guardianPid();
+  t.truthy(guardian);
+  const until = Date.now() + 5000;
+  while (guardianPid() !== undefined && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+  t.is(guardianPid(), undefined);
+  t.deepEqual(await waitNoLeftovers([guardian!], {}, 2000), []);
+});
