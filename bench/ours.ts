@@ -5,7 +5,8 @@
 // Types come from ../src/index.js; the code comes from BENCH_OURS_MODULE when the harness set
 // it (src/ compiled to plain JS by build-ours.ts, so workers run plain Node like the peers'),
 // else from ../src/index.js itself (`--ours-src`: workers then load tsx as well).
-import type { Measurement } from './harness.js';
+import { Observable, type Subscriber } from 'rxjs';
+import { median, type Measurement } from './harness.js';
 import { checkIncSum } from './peers.js';
 import { childPids, startRssSampler } from './proc.js';
 
@@ -122,34 +123,70 @@ export async function command({ tasks }: { tasks: number }): Promise<Measurement
 }
 
 /**
- * A large Buffer as argument and result, one task at a time. A run may pipeline and batch its
- * tasks, so completions can arrive in a burst and the time between them means nothing; what
- * is measured instead is the extra time a run of 1 + `trips` tasks takes over a run of 1 task,
- * divided by `trips`: the cost of one more round trip, worker start-up cancelled out.
+ * A large Buffer as argument and result, concurrency 1, worker start-up excluded.
  *
- * @param sizes - payload size in MB, extra round trips per pair of runs
- * @returns ms per round trip, median of three pairs of runs
+ * Round trip (latency): tasks are fed through an Observable, each only after the previous result
+ * arrived, so nothing overlaps; the first (which waits for the worker to start) is dropped.
+ * Pipelined (throughput): a run may pipeline and batch queued tasks, so completions can arrive
+ * in a burst; measured as the extra time a run of 1 + `trips` tasks takes over a run of 1 task,
+ * divided by `trips`, which cancels start-up out.
+ *
+ * @param sizes - payload size in MB, round trips per sample
+ * @returns median ms per round trip, and ms per Buffer when pipelined (median of 3 pairs of runs)
  */
 export async function ipc({ megabytes, trips }: { megabytes: number; trips: number }): Promise<Measurement> {
   const payload = Buffer.alloc(megabytes * 2 ** 20, 7);
+  const echoTask = () => moduleTask(echoModule, 'echo', [payload]);
+  const checkEcho = (value: unknown): void => {
+    if ((value as Uint8Array | undefined)?.byteLength !== payload.byteLength) throw new Error('echo came back with a different length');
+  };
+
+  const latencies: number[] = [];
+  await new Promise<void>((resolve, reject) => {
+    // The first task is emitted when the run subscribes to the source (a Subject fed before
+    // that would lose it); each next one when the previous result has arrived.
+    let feed: Subscriber<ReturnType<typeof echoTask>> | undefined;
+    let sentAt = 0;
+    const sendNext = (): void => {
+      sentAt = performance.now();
+      feed?.next(echoTask());
+    };
+    const source = new Observable<ReturnType<typeof echoTask>>((subscriber) => {
+      feed = subscriber;
+      sendNext();
+    });
+    schedule$(source, { concurrency: 1 }).subscribe({
+      next: (completion) => {
+        latencies.push(performance.now() - sentAt);
+        try {
+          checkEcho((completion as { value?: unknown }).value);
+        } catch (error) {
+          reject(error);
+        }
+        if (latencies.length < trips + 1) sendNext();
+        else feed?.complete();
+      },
+      error: reject,
+      complete: resolve,
+    });
+  });
+
   const timeRun = async (count: number): Promise<number> => {
-    const work = Array.from({ length: count }, () => moduleTask(echoModule, 'echo', [payload]));
+    const work = Array.from({ length: count }, echoTask);
     const start = performance.now();
-    const values = (await schedule$(work, { concurrency: 1 }).toOrderedArray()) as Uint8Array[];
+    const values = await schedule$(work, { concurrency: 1 }).toOrderedArray();
     const elapsed = performance.now() - start;
-    if (values.length !== count || values.some((value) => value?.byteLength !== payload.byteLength)) {
-      throw new Error('echo came back with a different length');
-    }
+    if (values.length !== count) throw new Error(`expected ${count} results, got ${values.length}`);
+    values.forEach(checkEcho);
     return elapsed;
   };
-  const perTrip: number[] = [];
+  const perBuffer: number[] = [];
   for (let pair = 0; pair < 3; pair++) {
     const single = await timeRun(1);
     const many = await timeRun(1 + trips);
-    perTrip.push((many - single) / trips);
+    perBuffer.push((many - single) / trips);
   }
-  perTrip.sort((a, b) => a - b);
-  return { metrics: { 'round trip': perTrip[1]! } };
+  return { metrics: { 'round trip': median(latencies.slice(1)), pipelined: median(perBuffer) } };
 }
 
 /**

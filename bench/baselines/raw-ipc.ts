@@ -5,32 +5,58 @@ import { once } from 'node:events';
 
 const echoChildScript = new URL('../fixtures/echo-child.mjs', import.meta.url);
 
+/** Timings of one raw IPC session; see {@link rawIpcRoundTrips}. */
+export interface RawIpcTimes {
+  /** Each sequential round trip (send, await the echo, send the next), in ms. */
+  sequential: number[];
+  /** Time per Buffer when all `trips` are sent back to back and the echoes awaited, in ms. */
+  pipelined: number;
+}
+
 /**
- * Times sequential IPC round trips of one Buffer through an echoing child.
+ * Times IPC round trips of one Buffer through an echoing child: sequential ones (latency),
+ * then the same number sent back to back (throughput, parent and child working at once).
  *
  * @example
- * const times = await rawIpcRoundTrips(Buffer.alloc(1024), 3); // three durations in ms
- * @param payload - the Buffer to send; the echo must come back with the same length
- * @param trips - timed round trips, after one untimed warm-up trip
- * @returns the duration of each timed trip, in ms
+ * const { sequential, pipelined } = await rawIpcRoundTrips(Buffer.alloc(1024), 3);
+ * @param payload - the Buffer to send; every echo must come back with the same length
+ * @param trips - timed round trips of each kind, after two untimed warm-up trips
+ * @returns the durations, in ms
  */
-export async function rawIpcRoundTrips(payload: Buffer, trips: number): Promise<number[]> {
+export async function rawIpcRoundTrips(payload: Buffer, trips: number): Promise<RawIpcTimes> {
   const child = fork(echoChildScript, [], { execArgv: [], serialization: 'advanced' });
+  const echoes = (count: number): Promise<void> =>
+    new Promise((resolve, reject) => {
+      let left = count;
+      const onMessage = (echoed: Uint8Array): void => {
+        if (echoed.byteLength !== payload.byteLength) reject(new Error('echo came back with a different length'));
+        if (--left === 0) {
+          child.off('message', onMessage);
+          resolve();
+        }
+      };
+      child.on('message', onMessage);
+    });
   try {
     const roundTrip = async (): Promise<void> => {
-      const reply = once(child, 'message');
+      const reply = echoes(1);
       child.send(payload);
-      const [echoed] = (await reply) as [Uint8Array];
-      if (echoed.byteLength !== payload.byteLength) throw new Error('echo came back with a different length');
+      await reply;
     };
+    // The first trips of a fresh channel are the slowest; a user's steady state comes after.
     await roundTrip();
-    const times: number[] = [];
+    await roundTrip();
+    const sequential: number[] = [];
     for (let i = 0; i < trips; i++) {
       const start = performance.now();
       await roundTrip();
-      times.push(performance.now() - start);
+      sequential.push(performance.now() - start);
     }
-    return times;
+    const start = performance.now();
+    const replies = echoes(trips);
+    for (let i = 0; i < trips; i++) child.send(payload);
+    await replies;
+    return { sequential, pipelined: (performance.now() - start) / trips };
   } finally {
     const exited = once(child, 'exit');
     child.disconnect();
