@@ -5,7 +5,9 @@
  * @module
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import type { TaskErrorInit } from '../errors.js';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { formatValue, toRemoteErrorInfo, type TaskErrorInit } from '../errors.js';
 import type { CommandResult, CommandTask } from '../task.js';
 import type { OutputLine } from './output.js';
 
@@ -15,7 +17,8 @@ const TAIL_BYTES = 8 * 1024;
 const CLOSE_WAIT_MS = 200;
 
 export interface SpawnedJob {
-  child: ChildProcess;
+  /** Undefined when the command could not be started (already reported). */
+  child: ChildProcess | undefined;
 }
 
 export interface CommandHooks {
@@ -31,14 +34,25 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
   const o = task.options;
   const t0 = performance.now();
   const maxBuffer = o.maxBuffer ?? DEFAULT_MAX_BUFFER;
-  const child = spawn(task.file, [...task.args], {
-    cwd: o.cwd,
-    env: o.env,
-    shell: false,
-    detached: true,
-    stdio: [o.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
-    windowsHide: true,
-  });
+  if (o.input !== undefined && typeof o.input !== 'string' && !(o.input instanceof Uint8Array)) {
+    hooks.rejected({ kind: 'invalid', detail: `its input must be a string or a Uint8Array, got ${formatValue(o.input)}` });
+    return { child: undefined };
+  }
+  let child: ChildProcess;
+  try {
+    child = spawn(task.file, [...task.args], {
+      cwd: o.cwd,
+      env: o.env,
+      shell: false,
+      detached: true,
+      stdio: [o.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+      windowsHide: true,
+    });
+  } catch (error) {
+    // Arguments Node refuses before it tries (an empty file name, a NUL byte in an argument).
+    hooks.rejected({ kind: 'invalid', detail: `cannot run ${JSON.stringify(task.file)}: ${(error as Error).message}`, remote: toRemoteErrorInfo(error) });
+    return { child: undefined };
+  }
   const untrack = child.pid === undefined ? () => {} : track(child.pid);
   const out = collect(child, 'stdout', maxBuffer, index, hooks);
   const err = collect(child, 'stderr', maxBuffer, index, hooks);
@@ -77,9 +91,16 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
     settled = true;
     untrack();
     const notFound = error.code === 'ENOENT';
+    // A missing working directory is reported as ENOENT too.
+    const cwd = o.cwd instanceof URL ? fileURLToPath(o.cwd) : o.cwd;
+    const noCwd = notFound && cwd !== undefined && !existsSync(cwd);
     hooks.rejected({
       kind: notFound || error.code === 'EACCES' ? 'invalid' : 'spawn',
-      detail: notFound ? `command not found: ${task.file} (ENOENT)` : `cannot run ${task.file}: ${error.message}`,
+      detail: noCwd
+        ? `its working directory does not exist: ${cwd}`
+        : notFound
+          ? `command not found: ${task.file} (ENOENT)`
+          : `cannot run ${task.file}: ${error.message}`,
       remote: { name: error.name, message: error.message, code: error.code },
       durationMs: performance.now() - t0,
     });

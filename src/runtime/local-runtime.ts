@@ -11,7 +11,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { BehaviorSubject, Subject, type Observable } from 'rxjs';
-import { TaskError, type TaskErrorInit } from '../errors.js';
+import { TaskError, formatValue, type TaskErrorInit } from '../errors.js';
 import type { OutputMode } from '../options.js';
 import { taskLabel, type ModuleTask } from '../task.js';
 import { trackChild } from './cleanup.js';
@@ -107,6 +107,16 @@ export class LocalRuntime implements TaskRuntime {
     const job = new Job(this.#nextId++, spec, events, this);
     if (this.#closing) {
       job.state = 'done';
+      return job;
+    }
+    const task = spec.task;
+    if (task.kind === 'module' && !Array.isArray(task.args)) {
+      // Reported after start() returns, as every outcome is, unless cancelled first.
+      queueMicrotask(() => {
+        if (job.state !== 'queued') return;
+        job.state = 'done';
+        events.rejected(this.#error(job, { kind: 'invalid', detail: `its arguments must be an array, got ${formatValue(task.args)}` }));
+      });
       return job;
     }
     const lane = this.#pickLane();

@@ -1,0 +1,118 @@
+/**
+ * Bad input gets a clear, typed error naming the problem and the task, never a hang and never a
+ * lost result: the rows of the table in guides/reliability.md that other test files do not cover.
+ */
+import { spawn } from 'node:child_process';
+import test from 'ava';
+import { BehaviorSubject } from 'rxjs';
+import { TaskError, commandTask, moduleTask, processTask, schedule$, type TaskFailure } from '../src/index.js';
+import { leftovers } from './fixtures/chaos-procs.js';
+import { work } from './helpers.js';
+
+/** Runs one task in settle mode; returns its failure (or fails the test if it succeeded). */
+async function failureOf(task: unknown): Promise<TaskError> {
+  const run = schedule$([task as never], { settle: true, output: 'ignore' });
+  const pids = new Set<number>();
+  run.progress$.subscribe(() => run.pids().forEach((pid) => pids.add(pid)));
+  const [outcome] = await run.toOrderedArray();
+  if (outcome!.status !== 'rejected') throw new Error(`the task succeeded: ${String(outcome!.value)}`);
+  if (leftovers(pids).length) throw new Error(`processes left: ${leftovers(pids).map((p) => p.pid).join(', ')}`);
+  return (outcome as TaskFailure).reason;
+}
+
+test('a module with a syntax error: invalid, naming the module and the error', async (t) => {
+  const error = await failureOf(moduleTask('data:text/javascript,export const x = ;', 'x'));
+  t.true(error instanceof TaskError);
+  t.is(error.kind, 'invalid');
+  t.regex(error.message, /is invalid/);
+  t.is(error.remote?.name, 'SyntaxError');
+  t.regex(error.remote?.message ?? '', /^cannot load module data:text\/javascript,export const x = ;: Unexpected token/);
+});
+
+test('a module that throws while it loads: invalid, with its error', async (t) => {
+  const error = await failureOf(moduleTask('data:text/javascript,throw new RangeError("no config")', 'x'));
+  t.is(error.kind, 'invalid');
+  t.is(error.remote?.name, 'RangeError');
+  t.regex(error.remote?.message ?? '', /cannot load module .*: no config$/);
+});
+
+test('arguments that are not an array: invalid, saying what they are', async (t) => {
+  const error = await failureOf(moduleTask(work, 'square', 5 as never));
+  t.is(error.kind, 'invalid');
+  t.is(error.message, 'task #0 (work.ts#square) is invalid: its arguments must be an array, got 5');
+});
+
+test('a command whose working directory does not exist: invalid, saying so (not "command not found")', async (t) => {
+  const error = await failureOf(commandTask('echo', ['x'], { cwd: '/nonexistent-aps-dir' }));
+  t.is(error.kind, 'invalid');
+  t.is(error.message, 'task #0 (echo) is invalid: its working directory does not exist: /nonexistent-aps-dir');
+});
+
+test('a command that does not exist: invalid, ENOENT', async (t) => {
+  const error = await failureOf(commandTask('no-such-program-aps', []));
+  t.is(error.kind, 'invalid');
+  t.is(error.remote?.code, 'ENOENT');
+  t.regex(error.message, /command not found: no-such-program-aps \(ENOENT\)$/);
+});
+
+test('a command that is not executable, or a directory: invalid, EACCES', async (t) => {
+  for (const file of ['/etc/passwd', '/tmp']) {
+    const error = await failureOf(commandTask(file, []));
+    t.is(error.kind, 'invalid');
+    t.is(error.remote?.code, 'EACCES');
+    t.regex(error.message, new RegExp(`cannot run ${file}: spawn ${file} EACCES$`));
+  }
+});
+
+test('a command with an empty name: invalid, not an error of the whole run', async (t) => {
+  const error = await failureOf(commandTask('', []));
+  t.is(error.kind, 'invalid');
+  t.regex(error.message, /^task #0 is invalid: cannot run "": .*cannot be empty/);
+});
+
+test('a command whose input is neither a string nor bytes: invalid, and no process is started', async (t) => {
+  const error = await failureOf(commandTask('cat', [], { input: { not: 'bytes' } as never }));
+  t.is(error.kind, 'invalid');
+  t.is(error.message, 'task #0 (cat) is invalid: its input must be a string or a Uint8Array, got an object (Object)');
+});
+
+test("a process task whose factory throws: invalid, with the factory's error", async (t) => {
+  const error = await failureOf(
+    processTask(() => {
+      throw new TypeError('bad factory');
+    }),
+  );
+  t.is(error.kind, 'invalid');
+  t.regex(error.message, /its process factory threw/);
+  t.is(error.remote?.name, 'TypeError');
+  t.is(error.remote?.message, 'bad factory');
+});
+
+test('a process task whose factory returns something else: invalid, saying what it returned', async (t) => {
+  const error = await failureOf(processTask(() => 42 as never));
+  t.is(error.message, 'task #0 (process) is invalid: its factory must return a ChildProcess, returned 42');
+});
+
+test('a process task without an IPC channel: invalid, and its process is killed', async (t) => {
+  let pid = 0;
+  const error = await failureOf(
+    processTask(() => {
+      const child = spawn('sleep', ['300'], { detached: true, stdio: 'ignore' });
+      pid = child.pid!;
+      return child;
+    }),
+  );
+  t.is(error.kind, 'invalid');
+  t.regex(error.message, /has no IPC channel; create it with fork\(\), or spawn\(\) with 'ipc' in stdio/);
+  for (let i = 0; i < 100 && leftovers([pid]).length; i++) await new Promise((r) => setTimeout(r, 20));
+  t.deepEqual(leftovers([pid]), []);
+});
+
+test('a concurrency Observable that emits 0: the run errors with a RangeError naming the value', async (t) => {
+  const limit$ = new BehaviorSubject(2);
+  const run = schedule$([moduleTask(work, 'sleepThen', [200, 1])], { concurrency: limit$ });
+  const done = run.toOrderedArray();
+  limit$.next(0);
+  await t.throwsAsync(done, { instanceOf: RangeError, message: /positive integer or Infinity, got 0/ });
+  t.deepEqual(run.pids(), []);
+});
