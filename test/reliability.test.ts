@@ -42,6 +42,13 @@ test('arguments that are not an array: invalid, saying what they are', async (t)
   t.is(error.message, 'task #0 (work.ts#square) is invalid: its arguments must be an array, got 5');
 });
 
+test('invalid per-task weight or retries: invalid, naming the option', async (t) => {
+  const weight = await failureOf(moduleTask(work, 'square', [1], { weight: -1 }));
+  t.is(weight.message, 'task #0 (work.ts#square) is invalid: task option weight must be a finite number >= 0, got -1');
+  const retries = await failureOf(moduleTask(work, 'square', [1], { retries: -3 }));
+  t.is(retries.message, 'task #0 (work.ts#square) is invalid: task option retries must be an integer >= 0, got -3');
+});
+
 test('a command whose working directory does not exist: invalid, saying so (not "command not found")', async (t) => {
   const error = await failureOf(commandTask('echo', ['x'], { cwd: '/nonexistent-aps-dir' }));
   t.is(error.kind, 'invalid');
