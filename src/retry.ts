@@ -47,7 +47,8 @@ export function runWithRetries(runtime: TaskRuntime, task: Task, index: number, 
 export function retryDelay(policy: ResolvedRetry, failed: number, random: () => number = Math.random): number {
   const base = policy.backoff === 'exponential' ? policy.delay * 2 ** (failed - 1) : policy.delay;
   const capped = Math.min(policy.maxDelay, base);
-  // "Full jitter" spreads retries of tasks that failed together, so they do not fail together again.
+  // "Equal jitter" (half the delay, plus up to half at random) spreads the retries of tasks that
+  // failed together, so they do not fail together again, and still waits at least half the delay.
   return policy.jitter ? Math.round(capped / 2 + random() * (capped / 2)) : capped;
 }
 
