@@ -262,11 +262,8 @@ for (const mode of ['run', 'blocking'] as const) {
   });
 }
 
-// Known bug outside these files: src/child/worker-main.ts ends a worker with process.exit(0) as
-// soon as its channel closes (the run's end), which drops whatever a task wrote to stdout or
-// stderr that the pipe had not yet taken. A task that prints a megabyte and returns at once loses
-// part of it. Remove `.failing` once it is fixed.
-test.serial.failing('output a task wrote just before the run ended is not cut off', async (t) => {
+// A worker drains what a task wrote before it exits at the run's end.
+test.serial('output a task wrote just before the run ended is not cut off', async (t) => {
   t.timeout(180_000);
   const bytes = 8 * 1024 * 1024; // far more than the parent can read between the task's end and the run's
   const { result, xs } = await printProgram('run', `u${process.pid}`, bytes, 'unflushed');

@@ -348,10 +348,8 @@ test.serial('runBlocking() works in a program given with node -e', async (t) => 
   t.is(await runEval(evalProgram('runBlocking')), '["b.txt"]');
 });
 
-// Known bug outside this file: src/runtime/worker-process.ts workerExecArgv() passes the parent's
-// `-e <code>` / `--input-type` on to forked workers, which then run the parent's program instead of
-// the worker entry (without the guard in runEval, recursively). Remove `.failing` once it is fixed.
-test.serial.failing('run() works in a program given with node -e (worker processes must not inherit -e)', async (t) => {
+// Workers must not inherit the parent's `-e <code>` / `--input-type`: they would run the parent's program.
+test.serial('run() works in a program given with node -e (worker processes must not inherit -e)', async (t) => {
   t.timeout(180_000);
   t.is(await runEval(evalProgram('run')), '["b.txt"]');
 });

@@ -257,6 +257,12 @@ export function workerExecArgv(parent: readonly string[], compiledEntry = WORKER
   for (let i = 0; i < parent.length; i++) {
     const arg = parent[i]!;
     if (arg.startsWith('--inspect')) continue;
+    // The parent's own program (`node -e code`, `-p`) must not become every worker's program.
+    if (/^(-e|-p|-pe|--eval|--print|--input-type)$/.test(arg)) {
+      i++; // and its value
+      continue;
+    }
+    if (/^--(eval|print|input-type)=/.test(arg)) continue;
     if (compiledEntry) {
       const takesValue = /^--(import|require|loader|experimental-loader)$/.test(arg) || arg === '-r';
       const value = takesValue ? (parent[i + 1] ?? '') : arg;
