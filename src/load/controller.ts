@@ -56,9 +56,9 @@ export const DEFAULT_CPU_TARGET = 85;
 export const DEFAULT_HYSTERESIS = 10;
 /**
  * Milliseconds between readings. Short enough that a run of I/O-bound tasks reaches its useful
- * concurrency within about a second. A reading costs about 1 ms of CPU plus about 0.35 ms per
- * child process (one `os.cpus()`, /proc/meminfo, pidusage, one small /proc file per child thread):
- * about 6 ms, 2 % of one core, with 16 workers.
+ * concurrency within about a second. On Linux a reading costs about 0.5 ms of CPU per child process
+ * (one small /proc file per thread of each child, plus `os.cpus()` and /proc/meminfo): about 1 ms
+ * with 2 workers and 7 ms (3 % of one core) with 16 on a crowded 2-core host.
  */
 export const DEFAULT_SAMPLE_INTERVAL = 250;
 /** Bytes of available memory below which new starts are held: 256 MiB. */

@@ -1,5 +1,4 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import pidusage from 'pidusage';
 
@@ -15,9 +14,13 @@ export interface LoadReading {
   /**
    * CPU use of the scheduler's own child processes, summed, in percent of one core
    * (two children each keeping a core busy read 200). A pid reads 0 on its first sample.
+   * On Linux from the schedstat of their threads; elsewhere through pidusage.
    */
   childrenCpu?: number;
-  /** Resident set size of the scheduler's own child processes, summed, in bytes. */
+  /**
+   * Resident set size of the scheduler's own child processes, summed, in bytes. On Linux from
+   * `VmRSS` in /proc/<pid>/status; elsewhere through pidusage.
+   */
   childrenRss?: number;
   /**
    * CPU *demand* of the scheduler's own child processes, summed, in percent of one core: the time
@@ -65,8 +68,8 @@ export interface CpuTimesSnapshot {
 }
 
 /**
- * pidusage keeps one open file descriptor per sampled pid (on Linux) until the pid has not been
- * asked about for `maxage` ms. It must outlive the gap between two samples, or every sample would
+ * Where there is no /proc, children are measured through pidusage. pidusage keeps one open file
+ * descriptor per sampled pid (on Linux) until the pid has not been asked about for `maxage` ms. It must outlive the gap between two samples, or every sample would
  * start a fresh history and read 0% CPU; it should be short, so the descriptors of exited children
  * are closed soon.
  */
@@ -91,6 +94,8 @@ export const STARTUP_MAX_MS = 5000;
 interface ChildHistory {
   /** Run + wait nanoseconds at the last sample. */
   ns: number;
+  /** Run nanoseconds at the last sample. */
+  runNs: number;
   /** Wait nanoseconds at the last sample. */
   waitNs: number;
   /** `process.hrtime.bigint()` when the child was first seen. */
@@ -217,19 +222,20 @@ export function systemLoadSampler(options: SystemLoadSamplerOptions = {}): LoadS
   let previousCpu = cpuTimesSnapshot();
   // Stays true until /proc/meminfo proves absent or useless; then os.freemem() without retrying.
   let procMeminfo = process.platform !== 'win32';
-  let lastChildSampleAt: number | undefined;
-  let demandHistory = new Map<number, ChildHistory>();
-  let lastDemandAt: bigint | undefined;
-  // Stays true on Linux until /proc/<pid>/schedstat proves absent.
-  let schedstat = process.platform === 'linux';
+  // Linux: children are measured from /proc directly (see procChildren); elsewhere through pidusage.
+  const procfs = process.platform === 'linux' && existsSync(`/proc/self/task/${process.pid}/schedstat`);
+  let history = new Map<number, ChildHistory>();
+  let lastProcSampleAt: bigint | undefined;
+  let lastPidusageAt: number | undefined;
   // pidusage asks `getconf` (two shell commands) for the clock tick on its first call in a process;
-  // on a crowded host that takes long enough to delay the first readings by a whole interval.
-  if (childPids) pidusage(process.pid, { maxage: CHILD_HISTORY_MIN_MS }).catch(() => {});
+  // on a crowded host that takes long enough to delay the first reading by a whole interval.
+  if (childPids && !procfs) pidusage(process.pid, { maxage: CHILD_HISTORY_MIN_MS }).catch(() => {});
 
-  async function freeMemory(): Promise<number> {
+  function freeMemory(): number {
     if (procMeminfo) {
       try {
-        const available = parseMemAvailable(await readFile('/proc/meminfo', 'utf8'));
+        // Synchronous: generated from memory, and several times cheaper than through the thread pool.
+        const available = parseMemAvailable(readFileSync('/proc/meminfo', 'utf8'));
         if (available !== undefined) return available;
       } catch {
         // Not Linux, or /proc is not mounted: fall through.
@@ -240,32 +246,31 @@ export function systemLoadSampler(options: SystemLoadSamplerOptions = {}): LoadS
   }
 
   /**
-   * Sums the run + wait time the children gained since the previous sample, over the children that
-   * have finished starting up (see {@link STARTUP_DEMAND}). Children that are gone are forgotten,
-   * so the history stays as small as the pool.
+   * Measures the children from /proc: CPU use and demand from the schedstat of every thread, memory
+   * from `VmRSS`. Demand counts only children that have finished starting up (see
+   * {@link STARTUP_DEMAND}); CPU use and memory count every child. Children that are gone are
+   * forgotten, so the history stays as small as the pool.
    */
-  function childDemand(pids: readonly number[]): Pick<LoadReading, 'childrenDemand' | 'childrenWait' | 'childrenMeasured'> {
-    if (!schedstat) return {};
+  function procChildren(pids: readonly number[]): ChildFields {
     const now = process.hrtime.bigint();
-    const elapsedNs = lastDemandAt === undefined ? 0 : Number(now - lastDemandAt);
-    lastDemandAt = now;
-    const stats = pids.map((pid) => readSchedstat(pid));
-    if (pids.length > 0 && stats.every((stat) => stat === undefined) && !existsSync(`/proc/self/task/${process.pid}/schedstat`)) {
-      schedstat = false; // a kernel without it: report nothing from now on rather than zeros
-      return {};
-    }
+    const elapsedNs = lastProcSampleAt === undefined ? 0 : Number(now - lastProcSampleAt);
+    lastProcSampleAt = now;
     const next = new Map<number, ChildHistory>();
+    let runNs = 0;
+    let rss = 0;
     let demandNs = 0;
     let waitNs = 0;
     let measured = 0;
-    for (const [i, stat] of stats.entries()) {
-      if (!stat) continue;
-      const pid = pids[i]!;
+    for (const pid of pids) {
+      const stat = readSchedstat(pid);
+      if (!stat) continue; // exited
+      rss += readRss(pid) ?? 0;
       const ns = stat.runNs + stat.waitNs;
-      const before = demandHistory.get(pid);
+      const before = history.get(pid);
       const entry: ChildHistory = {
         ns,
         waitNs: stat.waitNs,
+        runNs: stat.runNs,
         firstSeen: before?.firstSeen ?? now,
         calm: before?.calm ?? 0,
         started: before?.started ?? false,
@@ -274,6 +279,7 @@ export function systemLoadSampler(options: SystemLoadSamplerOptions = {}): LoadS
       if (!before || !(elapsedNs > 0)) continue;
       // Threads that ended since the last sample take their time with them: never below 0.
       const gained = Math.max(0, ns - before.ns);
+      runNs += Math.max(0, stat.runNs - before.runNs);
       entry.calm = (100 * gained) / elapsedNs <= STARTUP_DEMAND ? entry.calm + 1 : 0;
       entry.started ||= entry.calm >= STARTUP_CALM_INTERVALS || Number(now - entry.firstSeen) / 1e6 >= STARTUP_MAX_MS;
       if (entry.started) {
@@ -282,12 +288,34 @@ export function systemLoadSampler(options: SystemLoadSamplerOptions = {}): LoadS
         measured += 1;
       }
     }
-    demandHistory = next;
+    history = next;
     const percent = (ns: number) => (elapsedNs > 0 ? (100 * ns) / elapsedNs : 0);
-    return { childrenDemand: percent(demandNs), childrenWait: percent(waitNs), childrenMeasured: measured };
+    return {
+      childrenCpu: percent(runNs),
+      childrenRss: rss,
+      childrenDemand: percent(demandNs),
+      childrenWait: percent(waitNs),
+      childrenMeasured: measured,
+    };
   }
 
-  async function childUsage(): Promise<Pick<LoadReading, 'childrenCpu' | 'childrenRss' | 'childrenDemand' | 'childrenWait' | 'childrenMeasured'>> {
+  /** Measures the children through pidusage, where there is no /proc: CPU use and memory only. */
+  async function pidusageChildren(pids: readonly number[]): Promise<ChildFields> {
+    const now = Date.now();
+    const gap = lastPidusageAt === undefined ? 0 : now - lastPidusageAt;
+    lastPidusageAt = now;
+    if (pids.length === 0) return { childrenCpu: 0, childrenRss: 0 };
+    const maxage = Math.max(CHILD_HISTORY_MIN_MS, CHILD_HISTORY_GAPS * gap);
+    let childrenCpu = 0;
+    let childrenRss = 0;
+    for (const stat of await processStats(pids, maxage)) {
+      if (Number.isFinite(stat.cpu)) childrenCpu += stat.cpu;
+      if (Number.isFinite(stat.memory)) childrenRss += stat.memory;
+    }
+    return { childrenCpu, childrenRss };
+  }
+
+  function childUsage(): ChildFields | Promise<ChildFields> {
     if (!childPids) return {};
     let pids: number[];
     try {
@@ -296,30 +324,17 @@ export function systemLoadSampler(options: SystemLoadSamplerOptions = {}): LoadS
       // A broken pid list must not cost the CPU and memory readings.
       return {};
     }
-    const now = Date.now();
-    const gap = lastChildSampleAt === undefined ? 0 : now - lastChildSampleAt;
-    lastChildSampleAt = now;
-    const demand = childDemand(pids);
-    if (pids.length === 0) return { childrenCpu: 0, childrenRss: 0, ...demand };
-
-    const maxage = Math.max(CHILD_HISTORY_MIN_MS, CHILD_HISTORY_GAPS * gap);
-    let childrenCpu = 0;
-    let childrenRss = 0;
-    for (const stat of await processStats(pids, maxage)) {
-      if (Number.isFinite(stat.cpu)) childrenCpu += stat.cpu;
-      if (Number.isFinite(stat.memory)) childrenRss += stat.memory;
-    }
-    return { childrenCpu, childrenRss, ...demand };
+    return procfs ? procChildren(pids) : pidusageChildren(pids);
   }
 
   return {
     async sample() {
-      // Snapshot first, synchronously: the interval measured ends when sample() is called.
+      // Everything that can be is read synchronously, at once: the interval measured ends here.
       const nextCpu = cpuTimesSnapshot();
       const cpu = cpuUtilisation(previousCpu, nextCpu);
       previousCpu = nextCpu;
-      const [available, children] = await Promise.all([freeMemory(), childUsage()]);
-      const reading: LoadReading = { freeMemory: available, ...children };
+      const children = await childUsage();
+      const reading: LoadReading = { freeMemory: freeMemory(), ...children };
       if (cpu !== undefined) reading.cpu = cpu;
       return reading;
     },
@@ -327,11 +342,24 @@ export function systemLoadSampler(options: SystemLoadSamplerOptions = {}): LoadS
       // Deliberately no pidusage.clear(): it is process-wide (it would reset the history of every
       // other live sampler) and on Linux it drops pidusage's open /proc/<pid>/stat descriptors
       // without closing them. Left alone, pidusage closes each one `maxage` ms after its last use.
-      lastChildSampleAt = undefined;
-      demandHistory = new Map();
-      lastDemandAt = undefined;
+      lastPidusageAt = undefined;
+      history = new Map();
+      lastProcSampleAt = undefined;
     },
   };
+}
+
+/** The children's part of a reading. */
+type ChildFields = Pick<LoadReading, 'childrenCpu' | 'childrenRss' | 'childrenDemand' | 'childrenWait' | 'childrenMeasured'>;
+
+/** A process's resident memory in bytes, from `VmRSS` in /proc/<pid>/status, or `undefined`. */
+function readRss(pid: number): number | undefined {
+  try {
+    const match = /^VmRSS:\s+(\d+)\s*kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return match ? Number(match[1]) * 1024 : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
