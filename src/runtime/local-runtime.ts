@@ -92,6 +92,7 @@ export class LocalRuntime implements TaskRuntime {
   #avgUs: number | undefined;
   #bootFailures = 0;
   #broken: string | undefined;
+  #brokenStderr: string | undefined;
   #closing = false;
   executing = 0;
 
@@ -419,9 +420,12 @@ export class LocalRuntime implements TaskRuntime {
     this.#stop(worker.kill(this.#options.killTimeout));
     if (worker.ready) this.#bootFailures = 0;
     else if (++this.#bootFailures >= MAX_BOOT_FAILURES) {
-      this.#broken =
-        `worker processes die while starting (${describeExit(code, signal)}, ${MAX_BOOT_FAILURES} times in a row)` +
-        (worker.output.stderrTail() ? `; stderr: ${worker.output.stderrTail().trim().slice(-500)}` : '');
+      // Node prints an uncaught error as source line, caret, then `Error: why`, then the stack:
+      // the line that says why is the one to show; the whole tail goes in stderrTail.
+      const stderr = worker.output.stderrTail().trim();
+      const why = /^(?:[A-Z]\w*)?(?:Error|Exception)\b.*$/m.exec(stderr)?.[0] ?? stderr.slice(-500);
+      this.#broken = `worker processes die while starting (${describeExit(code, signal)}, ${MAX_BOOT_FAILURES} times in a row)${why ? `: ${why}` : ''}`;
+      this.#brokenStderr = stderr;
     }
     if (!owner) return;
     // The lane's head is the task the worker was running, as far as this process knows; the
@@ -621,7 +625,7 @@ export class LocalRuntime implements TaskRuntime {
     const jobs = lane.jobs.splice(0);
     for (const job of jobs) {
       job.lane = undefined;
-      if (this.#finish(job)) job.events.rejected(this.#error(job, { kind: 'spawn', detail: this.#broken }));
+      if (this.#finish(job)) job.events.rejected(this.#error(job, { kind: 'spawn', detail: this.#broken, stderrTail: this.#brokenStderr }));
     }
   }
 

@@ -138,10 +138,23 @@ test('workers that die while booting are not respawned in a loop: tasks fail wit
     workerEnv: { ...process.env, APS_CHAOS_BOOT: 'fail', APS_CHAOS_BOOT_LOG: log },
   });
   t.true(errors.every((e) => e?.kind === 'spawn'), 'every task failed to start');
-  t.regex(errors[0]!.message, /^task #0 \(chaos-tasks\.ts#square\) could not start: worker processes die while starting \(exit code 1, 3 times in a row\); stderr: .*refuses to boot/s);
+  t.is(
+    errors[0]!.message,
+    'task #0 (chaos-tasks.ts#square) could not start: worker processes die while starting (exit code 1, 3 times in a row): Error: chaos: this worker refuses to boot',
+  );
+  t.regex(errors[0]!.stderrTail ?? '', /chaos-boot\.ts/, 'the whole tail, stack included, is in stderrTail');
   const boots = readFileSync(log, 'utf8').trim().split('\n');
   t.true(boots.length <= 3 + concurrency, `${boots.length} workers were started`);
   t.deepEqual(leftovers([...pids, ...boots.map(Number)]), []);
+});
+
+test("a preload that does not exist (--require /nonexistent.cjs): kind spawn, with Node's own message", async (t) => {
+  const { errors } = await settle([chaos.square(1), chaos.square(2)], { concurrency: 2, workerExecArgv: ['--require', '/nonexistent.cjs'] });
+  t.deepEqual(errors.map((e) => e?.kind), ['spawn', 'spawn']);
+  t.is(
+    errors[0]!.message,
+    "task #0 (chaos-tasks.ts#square) could not start: worker processes die while starting (exit code 1, 3 times in a row): Error: Cannot find module '/nonexistent.cjs'",
+  );
 });
 
 test('a worker that fails to boot once is replaced, and its tasks run', async (t) => {
