@@ -308,7 +308,9 @@ export class RunCore<T, M extends RunMode> {
     this.runtime = runtime;
     const subscription = new Subscription();
     this.#subscription = subscription;
-    subscription.add(runtime.output$.subscribe(this.output));
+    // Not part of \`subscription\`: lines still in a pipe when shutdown starts must arrive too.
+    // The runtime completes output$ once its processes are gone, before #finish ends our streams.
+    runtime.output$.subscribe({ next: (line) => this.output.next(line) });
 
     const limit$ = this.#limit$(runtime).pipe(
       map((limit) => {

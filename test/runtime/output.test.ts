@@ -64,10 +64,8 @@ test('capture: every line is attributed to the task that wrote it, even with tin
   t.deepEqual(wrong.slice(0, 5), [], `${wrong.length} of ${got.length} lines attributed to the wrong task`);
 });
 
-// Fails until RunCore (src/schedule.ts) keeps the runtime's output$ subscribed until the runtime
-// has shut down: today it unsubscribes when shutdown starts, and lines still in a pipe when the
-// last task's result arrives are dropped. The runtime itself delivers them (the LocalRuntime test below).
-test.failing('capture: no line is lost at the end of a run', async (t) => {
+// Lines still in a pipe when the last task's result arrives must reach run.output$ too.
+test('capture: no line is lost at the end of a run', async (t) => {
   for (let round = 0; round < 3; round++) {
     const run = schedule$([chaos.printLines('a', 40, 20_000, 700), chaos.printLines('b', 40, 20_000, 700)], { concurrency: 2, output: 'capture' });
     const lines = lastValueFrom(run.output$.pipe(toArray()));
