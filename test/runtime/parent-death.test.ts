@@ -60,7 +60,8 @@ for (const [what, mode, kill, expected] of endings) {
     const started = await startParent(mode);
     t.teardown(() => cleanUp(started));
     t.true(started.pids.length >= 9, `the run shows ${started.pids.length} processes`);
-    t.true(started.pids.every(isAlive));
+    // A parent that ends by itself may already be taking them down; only check those we end.
+    if (mode === 'wait') t.true(started.pids.every(isAlive));
     kill(started);
     const { code, signal, stderr } = await started.exit;
     t.like({ code, signal }, expected, stderr);
