@@ -86,7 +86,7 @@ const CHILD_HISTORY_GAPS = 3;
  */
 export const STARTUP_DEMAND = 50;
 /** See {@link STARTUP_DEMAND}: one calm interval can be a pause in the middle of start-up. */
-export const STARTUP_CALM_INTERVALS = 2;
+export const STARTUP_CALM_INTERVALS = 1;
 /** See {@link STARTUP_DEMAND}: a CPU-bound child never reads low, yet must count from some age on (ms since first seen). */
 export const STARTUP_MAX_MS = 5000;
 
