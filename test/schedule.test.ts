@@ -1,5 +1,5 @@
 import { fork } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
@@ -14,16 +14,24 @@ type Work = typeof import('./fixtures/work.js');
 const typed = taskModule<Work>(work);
 
 test('values come back in input order whatever the completion order', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aps-order-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const release = join(dir, 'release');
   const random = prng(7);
-  // The first task outlasts the others by far, so some must finish before it even on a slow machine.
-  const delays = Array.from({ length: 24 }, (_, i) => (i === 0 ? 1500 : Math.floor(random() * 40)));
-  const run = schedule$(delays.map((ms, i) => typed.sleepThen(ms, i)), { concurrency: 4 });
+  // Task 0 ends only once the test has seen another task end: the completion order is certain.
+  const tasks = Array.from({ length: 24 }, (_, i) =>
+    i === 0 ? moduleTask<number>(probe, 'waitForFile', [release, 0]) : typed.sleepThen(Math.floor(random() * 40), i),
+  );
+  const run = schedule$(tasks, { concurrency: 4 });
   const completionOrder: number[] = [];
-  run.subscribe((r) => completionOrder.push(r.index));
+  run.subscribe((r) => {
+    completionOrder.push(r.index);
+    if (completionOrder.length === 3) writeFileSync(release, '');
+  });
   const values = await run.toOrderedArray();
-  t.deepEqual(values, delays.map((_, i) => i));
+  t.deepEqual(values, tasks.map((_, i) => i));
   t.deepEqual([...completionOrder].sort((a, b) => a - b), values);
-  t.not(completionOrder[0], 0, 'the long first task should not finish first');
+  t.true(completionOrder.indexOf(0) >= 3, 'task 0 ended after others, yet comes first');
 });
 
 test('ordered$ emits each value as soon as every earlier task has ended', async (t) => {
