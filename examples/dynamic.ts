@@ -36,10 +36,11 @@ console.log(`${optimalConcurrency()} CPUs; ${WAITING_TASKS} tasks that wait 300 
 console.log('    s  limit   cpu  running  demand/task  done  tasks now');
 
 let done = 0;
-let lastIndex = -1;
+// The furthest task in the input that has finished: it tells which part of the work the run is in.
+let furthest = -1;
 run.subscribe((result) => {
   done += 1;
-  lastIndex = result.index;
+  furthest = Math.max(furthest, result.index);
 });
 
 // The limit, with the latest snapshot of progress for the load and the running count.
@@ -49,7 +50,7 @@ combineLatest([run.concurrency$, run.progress$])
     map(([limit, p]) => {
       const measured = p.load?.childrenMeasured;
       const demand = measured ? (p.load?.childrenDemand ?? 0) / Math.min(measured, Math.max(p.running, 1)) : undefined;
-      const phase = lastIndex < 0 ? '' : lastIndex < WAITING_TASKS ? 'waiting (I/O-bound)' : 'computing (CPU-bound)';
+      const phase = furthest < 0 ? '' : furthest < WAITING_TASKS ? 'waiting (I/O-bound)' : 'computing (CPU-bound)';
       return `${seconds()}  ${String(limit).padStart(5)}  ${percent(p.load?.cpu).padStart(4)}  ${String(p.running).padStart(7)}  ${percent(demand).padStart(11)}  ${String(done).padStart(4)}  ${phase}`;
     }),
   )
