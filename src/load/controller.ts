@@ -237,7 +237,7 @@ export function initialPolicyMemo(options: Pick<AutoConcurrencyOptions, 'initial
  *   called for it, at most `step`.
  * - Otherwise hold. The result stays within `[min, max]`. A missing, negative or non-finite reading
  *   is no information: it neither moves the limit nor breaks a run of readings. Zero is a valid
- *   reading (an idle host); nothing is ever divided by a reading.
+ *   reading (an idle host); a reading is divided by only after checking that it is positive.
  * - Memory below `minFreeMemory` holds new starts: the effective limit becomes the running count
  *   (at least 1) until memory recovers.
  *
