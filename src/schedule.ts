@@ -8,7 +8,7 @@ import {
   Observable, ReplaySubject, Subject, Subscription, combineLatest, distinctUntilChanged, isObservable, map, of,
   type Observer, type Subscriber,
 } from 'rxjs';
-import { RunTerminatedError, TaskError } from './errors.js';
+import { RunTerminatedError, TaskError, formatValue } from './errors.js';
 import { autoConcurrency$ } from './load/controller.js';
 import { systemLoadSampler } from './load/samplers.js';
 import { mergeWithLimit } from './operators/merge-map-with-limit.js';
@@ -22,7 +22,6 @@ import { LocalRuntime } from './runtime/local-runtime.js';
 import type { OutputLine } from './runtime/output.js';
 import type { TaskRuntime, TaskStats } from './runtime/runtime.js';
 import { isTask, taskLabel, type Task, type TaskValue } from './task.js';
-import { formatValue } from './errors.js';
 
 /** A task that ended well. The run emits these, in the order tasks finish. */
 export interface TaskResult<T> {
@@ -409,7 +408,8 @@ export class RunCore<T, M extends RunMode> {
   #taskObservable(runtime: TaskRuntime, task: Task, index: number): Observable<TaskOutcome<T>> {
     return new Observable<TaskOutcome<T>>((subscriber) => {
       const state = this.#state;
-      const weight = isTask(task) ? (task.options.weight ?? 1) : 1;
+      const valid = isTask(task);
+      const weight = valid ? (task.options.weight ?? 1) : 1;
       state.weightPulled += weight;
       const fail = (reason: TaskError) => {
         state.failed++;
@@ -422,11 +422,11 @@ export class RunCore<T, M extends RunMode> {
           subscriber.error(reason);
         }
       };
-      const invalid = !isTask(task)
+      const invalid = !valid
         ? `it is not a task: expected one made by moduleTask, taskModule, commandTask or processTask, got ${formatValue(task)}`
         : checkTaskOptions(task.options);
       if (invalid !== undefined) {
-        fail(new TaskError({ kind: 'invalid', index, label: isTask(task) ? taskLabel(task) : undefined, detail: invalid }));
+        fail(new TaskError({ kind: 'invalid', index, label: valid ? taskLabel(task) : undefined, detail: invalid }));
         return;
       }
       const handle = runWithRetries(runtime, task, index, this.#options, {

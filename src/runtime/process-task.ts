@@ -9,6 +9,7 @@ import type { OutputMode } from '../options.js';
 import type { ProcessTask } from '../task.js';
 import { killTree } from './kill.js';
 import { tapOutput, type OutputLine } from './output.js';
+import { afterChannelClosed } from './child-exit.js';
 import { isTagged, TAG } from './protocol.js';
 
 export interface ProcessHooks {
@@ -88,10 +89,4 @@ export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks:
     else hooks.rejected({ ...base, kind: 'exited', detail: code === 0 ? 'without sending a result' : undefined });
   }));
   return child;
-}
-
-/** Runs `then` once the child's IPC channel is closed (at once if it already is). */
-export function afterChannelClosed(child: ChildProcess, then: () => void): void {
-  if (child.connected) child.once('disconnect', then);
-  else then();
 }

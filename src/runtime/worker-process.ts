@@ -9,7 +9,7 @@ import { formatValue, type RemoteErrorInfo } from '../errors.js';
 import type { OutputMode } from '../options.js';
 import { trackChild } from './cleanup.js';
 import { killTree, type KillReport } from './kill.js';
-import { afterChannelClosed } from './process-task.js';
+import { afterChannelClosed, afterOutputClosed } from './child-exit.js';
 import { tapOutput, type OutputLine, type OutputTap } from './output.js';
 import { isTagged, TAG, type ParentMessage, type ResultTuple, type RunMessage, type WorkerMessage, type WorkerTaskTuple } from './protocol.js';
 
@@ -228,24 +228,7 @@ export class WorkerProcess {
   }
 }
 
-/** How long output pipes may stay open after a worker exited (a process it started holds them). */
-const OUTPUT_CLOSE_WAIT_MS = 200;
 
-/** Runs `then` once the child's stdout and stderr are read to the end, or after a short wait. */
-function afterOutputClosed(child: ChildProcess, then: () => void): void {
-  const open = [child.stdout, child.stderr].filter((s) => s && !s.closed);
-  if (open.length === 0) return then();
-  let left = open.length;
-  let done = false;
-  const finish = () => {
-    if (done) return;
-    done = true;
-    clearTimeout(timer);
-    then();
-  };
-  const timer = setTimeout(finish, OUTPUT_CLOSE_WAIT_MS);
-  for (const stream of open) stream!.once('close', () => --left === 0 && finish());
-}
 
 /**
  * The parent's Node flags a worker inherits. A debugger flag would make workers fight over the

@@ -1,0 +1,32 @@
+/**
+ * Waiting for a child that has exited to be really done: its IPC messages delivered and its
+ * output read, so nothing it sent before exiting is lost.
+ *
+ * @module
+ */
+import type { ChildProcess } from 'node:child_process';
+
+/** How long output pipes may stay open after a worker exited (a process it started holds them). */
+const OUTPUT_CLOSE_WAIT_MS = 200;
+
+/** Runs `then` once the child's IPC channel is closed (at once if it already is). */
+export function afterChannelClosed(child: ChildProcess, then: () => void): void {
+  if (child.connected) child.once('disconnect', then);
+  else then();
+}
+
+/** Runs `then` once the child's stdout and stderr are read to the end, or after a short wait. */
+export function afterOutputClosed(child: ChildProcess, then: () => void): void {
+  const open = [child.stdout, child.stderr].filter((s) => s && !s.closed);
+  if (open.length === 0) return then();
+  let left = open.length;
+  let done = false;
+  const finish = () => {
+    if (done) return;
+    done = true;
+    clearTimeout(timer);
+    then();
+  };
+  const timer = setTimeout(finish, OUTPUT_CLOSE_WAIT_MS);
+  for (const stream of open) stream!.once('close', () => --left === 0 && finish());
+}
