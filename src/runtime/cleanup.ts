@@ -10,6 +10,10 @@
  * @module
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, openSync, unlinkSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { signalTree } from './kill.js';
 
 const live = new Set<number>();
@@ -54,12 +58,15 @@ function killAll(): void {
 }
 
 /**
- * The guardian's program: it reads `+pid` and `-pid` lines, and when its stdin ends (this process
- * is gone, however it died) SIGKILLs the process group of every pid still listed, then exits. It
- * ignores the signals a terminal sends to a whole foreground group, and has a group of its own,
- * so that what kills this process does not kill it first.
+ * The guardian's program. Its stdin is a pipe from this process, and it reads nothing from it
+ * but its end (this process is gone, however it died, or has no more use for it). Then it reads
+ * the pid table on fd 3, SIGKILLs the process group of every pid listed there, and exits. Without
+ * a table, `+pid` and `-pid` lines on stdin list the pids. It ignores the signals a terminal sends
+ * to a whole foreground group, and has a group of its own, so that what kills this process does
+ * not kill it first.
  */
 const GUARDIAN_PROGRAM = `
+const fs = require('node:fs');
 for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT']) process.on(s, () => {});
 const pids = new Set();
 let text = '';
@@ -73,7 +80,15 @@ process.stdin.on('data', (chunk) => {
     else if (line[0] === '-') pids.delete(Number(line.slice(1)));
   }
 });
+const readTable = () => {
+  try {
+    const table = Buffer.alloc(fs.fstatSync(3).size);
+    for (let at = 0, n; at < table.length; at += n) if ((n = fs.readSync(3, table, at, table.length - at, at)) === 0) break;
+    for (const word of table.toString('latin1').split(/[^0-9]+/)) if (Number(word) > 0) pids.add(Number(word));
+  } catch {}
+};
 const end = () => {
+  readTable();
   for (const pid of pids) {
     try { process.kill(-pid, 'SIGKILL'); } catch { try { process.kill(pid, 'SIGKILL'); } catch {} }
   }
@@ -85,42 +100,87 @@ process.stdin.on('error', end);
 
 /** How long the guardian stays after the last guarded child is gone, so a run of commands reuses it. */
 const GUARDIAN_IDLE_MS = 1000;
+/** One slot of the pid table: a pid in decimal, space-padded, and a newline. */
+const SLOT_BYTES = 12;
+const EMPTY_SLOT = Buffer.from(`${' '.repeat(SLOT_BYTES - 1)}\n`);
 
 /**
  * One small Node process per parent, started on first need: it holds the read end of a pipe from
  * this process, and the kernel closes the write end when this process dies, SIGKILL included.
+ *
+ * The guarded pids go in a table: a deleted temporary file that this process and the guardian
+ * share, one fixed slot per pid, written in place (so it never grows beyond the most children
+ * guarded at once). A write there wakes no one: a line down the pipe per pid made the guardian
+ * wake up, and cost as much CPU as a few percent of a short command's run. If no such file can
+ * be made, the pids go down the pipe as lines.
  */
 const guardian = {
   child: undefined as ChildProcess | undefined,
-  pids: new Set<number>(),
+  /** The pid table's file descriptor; undefined when the pipe carries the pids. */
+  table: undefined as number | undefined,
+  /** Each guarded pid, and its slot in the table. */
+  slots: new Map<number, number>(),
+  freeSlots: [] as number[],
+  /** Set once a write to a table failed: from then on, pipes only. */
+  tableFailed: false,
   idle: undefined as NodeJS.Timeout | undefined,
   add(pid: number): void {
-    this.pids.add(pid);
+    if (this.slots.has(pid)) return;
+    const slot = this.freeSlots.pop() ?? this.slots.size;
+    this.slots.set(pid, slot);
     clearTimeout(this.idle);
     this.idle = undefined;
     if (!this.child) this.start();
-    else this.write(`+${pid}\n`);
+    else this.record(pid, slot, true);
   },
   remove(pid: number): void {
-    if (!this.pids.delete(pid)) return;
-    this.write(`-${pid}\n`);
-    if (this.pids.size === 0 && this.child) {
+    const slot = this.slots.get(pid);
+    if (slot === undefined) return;
+    this.slots.delete(pid);
+    this.freeSlots.push(slot);
+    this.record(pid, slot, false);
+    if (this.slots.size === 0 && this.child) {
       this.idle = setTimeout(() => this.stop(), GUARDIAN_IDLE_MS);
       this.idle.unref();
     }
   },
+  /** Tells the running guardian that `pid` is guarded (`on`) or no longer. */
+  record(pid: number, slot: number, on: boolean): void {
+    if (!this.child) return;
+    if (this.table !== undefined) {
+      try {
+        writeSync(this.table, on ? Buffer.from(`${String(pid).padStart(SLOT_BYTES - 1)}\n`) : EMPTY_SLOT, 0, SLOT_BYTES, slot * SLOT_BYTES);
+        return;
+      } catch {
+        // The file system refused (full?). The table can no longer be trusted: a new guardian
+        // takes over, told through its pipe; this one goes without killing anything.
+        this.tableFailed = true;
+        this.child.kill('SIGKILL');
+        this.child = undefined;
+        this.closeTable();
+        this.start();
+        return;
+      }
+    }
+    this.write(`${on ? '+' : '-'}${pid}\n`);
+  },
   start(): void {
     if (process.platform === 'win32') return;
+    this.table = this.tableFailed ? undefined : openTable();
     let child: ChildProcess;
     try {
       // No inherited Node options (a TypeScript loader would slow its start), no output.
-      child = spawn(process.execPath, ['-e', GUARDIAN_PROGRAM], { detached: true, stdio: ['pipe', 'ignore', 'ignore'], env: {} });
+      const table = this.table ?? 'ignore';
+      child = spawn(process.execPath, ['-e', GUARDIAN_PROGRAM], { detached: true, stdio: ['pipe', 'ignore', 'ignore', table], env: {} });
     } catch {
+      this.closeTable();
       return; // the 'exit' and signal handlers still cover every death but SIGKILL
     }
     this.child = child;
     const lost = () => {
-      if (this.child === child) this.child = undefined;
+      if (this.child !== child) return;
+      this.child = undefined;
+      this.closeTable();
     };
     child.on('error', lost);
     child.on('exit', lost);
@@ -128,16 +188,35 @@ const guardian = {
     // It must not keep this process alive.
     child.unref();
     (child.stdin as unknown as { unref(): void }).unref();
-    this.write([...this.pids].map((pid) => `+${pid}\n`).join(''));
+    for (const [pid, slot] of this.slots) this.record(pid, slot, true);
   },
   stop(): void {
     this.child?.stdin?.end();
     this.child = undefined;
+    this.closeTable();
   },
   write(text: string): void {
     if (text && this.child?.stdin?.writable) this.child.stdin.write(text);
   },
+  closeTable(): void {
+    if (this.table !== undefined) closeSync(this.table);
+    this.table = undefined;
+  },
 };
+
+/** A new, empty, already deleted file for the pid table (nothing to clean up after a crash); undefined if none can be made. */
+function openTable(): number | undefined {
+  const path = join(tmpdir(), `aps-guardian-${process.pid}-${randomBytes(6).toString('hex')}`);
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, 'wx+', 0o600);
+    unlinkSync(path);
+    return fd;
+  } catch {
+    if (fd !== undefined) closeSync(fd);
+    return undefined;
+  }
+}
 
 /** @internal The guardian's pid while it runs (tests exclude it from their process scans). */
 export function guardianPid(): number | undefined {
