@@ -34,6 +34,17 @@ export function treeAlive(pid: number): boolean {
   return signalTree(pid, 0 as unknown as NodeJS.Signals);
 }
 
+/** True while the process group led by `pid` has a process in it. */
+function groupAlive(pid: number): boolean {
+  try {
+    process.kill(-pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: there is someone, but not ours to signal; let the full path decide.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /**
  * Terminates `child` and every process in its process group: SIGTERM, then SIGKILL once
  * `graceMs` have passed without the group emptying. Resolves when the child has exited and no
@@ -43,6 +54,9 @@ export function killTree(child: ChildProcess, graceMs: number): Promise<KillRepo
   const pid = child.pid;
   if (pid === undefined) return Promise.resolve({ forced: false });
   const exited = child.exitCode !== null || child.signalCode !== null;
+  // The usual case after a task ended: the leader is reaped and left no one in its group. One
+  // probe says so, with no signal sent and no timer set (the pid alone, reaped, is no one's).
+  if (exited && !groupAlive(pid)) return Promise.resolve({ forced: false });
   return new Promise((resolve) => {
     let forced = false;
     let leaderGone = exited;
