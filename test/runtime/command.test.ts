@@ -1,0 +1,76 @@
+/**
+ * A command's output: its result keeps stdout and stderr, `output: 'capture'` gives its lines
+ * (with its index), and a failure carries the last 8 KiB of its stderr.
+ */
+import test from 'ava';
+import { lastValueFrom, toArray } from 'rxjs';
+import { commandTask, schedule$, type OutputLine } from '../../src/index.js';
+
+/** Runs commands in capture mode; returns their results and every line, as [index, stream, line]. */
+async function capture(scripts: string[]) {
+  const run = schedule$(scripts.map((script) => commandTask('sh', ['-c', script])), { output: 'capture', concurrency: 2 });
+  const lines = lastValueFrom(run.output$.pipe(toArray()));
+  const results = await run.toOrderedArray();
+  return { results, lines: (await lines).map((l: OutputLine) => [l.index, l.stream, l.line] as const), raw: await lines };
+}
+
+test('capture: CRLF ends a line like LF; a lone CR stays in the line; the unterminated last line comes too', async (t) => {
+  const { results, lines } = await capture([String.raw`printf 'one\r\ntwo\rstill two\nthree'`]);
+  t.deepEqual(lines, [
+    [0, 'stdout', 'one'],
+    [0, 'stdout', 'two\rstill two'],
+    [0, 'stdout', 'three'],
+  ]);
+  t.is(results[0]!.stdout, 'one\r\ntwo\rstill two\nthree', 'the result has the bytes as written');
+});
+
+test('capture: two commands at once, each line carries the index and pid of the command that wrote it', async (t) => {
+  const script = (name: string) => `for i in 1 2 3 4 5; do echo ${name}-$i; echo ${name}-err-$i >&2; sleep 0.01; done`;
+  const { lines, raw } = await capture([script('a'), script('b')]);
+  for (const [index, name] of [[0, 'a'], [1, 'b']] as const) {
+    const own = lines.filter((l) => l[0] === index);
+    t.deepEqual(own.filter((l) => l[1] === 'stdout').map((l) => l[2]), [1, 2, 3, 4, 5].map((i) => `${name}-${i}`));
+    t.deepEqual(own.filter((l) => l[1] === 'stderr').map((l) => l[2]), [1, 2, 3, 4, 5].map((i) => `${name}-err-${i}`));
+    const pids = new Set(raw.filter((l) => l.index === index).map((l) => l.pid));
+    t.is(pids.size, 1);
+    t.true([...pids][0]! > 0);
+  }
+});
+
+test("capture: a command's output that looks like the library's output mark is plain text", async (t) => {
+  const { results, lines } = await capture([String.raw`printf '\033]aps;7\007hello\n'`]);
+  t.deepEqual(lines, [[0, 'stdout', '\u001b]aps;7\u0007hello']]);
+  t.is(results[0]!.stdout, '\u001b]aps;7\u0007hello\n');
+});
+
+test('a failed command carries the last 8 KiB of its stderr, whatever it wrote before', async (t) => {
+  // 20,000 bytes, then a last line: more than the tail keeps.
+  const script = String.raw`head -c 20000 /dev/zero | tr '\0' x >&2; echo ' the end' >&2; exit 3`;
+  const [outcome] = await schedule$([commandTask('sh', ['-c', script])], { output: 'ignore', settle: true }).toOrderedArray();
+  t.is(outcome!.status, 'rejected');
+  const tail = (outcome as { reason: { stderrTail: string; exitCode: number } }).reason;
+  t.is(tail.exitCode, 3);
+  t.is(tail.stderrTail.length, 8 * 1024);
+  t.true(tail.stderrTail.endsWith('x the end\n'));
+  t.true(/^x+ the end\n$/.test(tail.stderrTail));
+});
+
+test('a command with reject: false resolves with its whole stderr, and its exit code', async (t) => {
+  const script = String.raw`head -c 20000 /dev/zero | tr '\0' y >&2; exit 4`;
+  const [result] = await schedule$([commandTask('sh', ['-c', script], { reject: false })], { output: 'ignore' }).toOrderedArray();
+  t.is(result!.exitCode, 4);
+  t.is(result!.stderr, 'y'.repeat(20000));
+  t.false(result!.truncated);
+});
+
+test("maxBuffer: each stream's result stops at maxBuffer bytes and is marked truncated; the tail still has stderr's end", async (t) => {
+  const script = String.raw`head -c 5000 /dev/zero | tr '\0' o; head -c 5000 /dev/zero | tr '\0' e >&2; echo last >&2; exit 1`;
+  const [outcome] = await schedule$([commandTask('sh', ['-c', script], { maxBuffer: 1000, encoding: 'buffer' })], { output: 'ignore', settle: true }).toOrderedArray();
+  const reason = (outcome as { reason: { stderrTail: string } }).reason;
+  t.true(reason.stderrTail.endsWith('eeelast\n'));
+  const [result] = await schedule$([commandTask('sh', ['-c', script], { maxBuffer: 1000, encoding: 'buffer', reject: false })], { output: 'ignore' }).toOrderedArray();
+  t.true(result!.truncated);
+  t.true(Buffer.isBuffer(result!.stdout));
+  t.deepEqual(result!.stdout, Buffer.alloc(1000, 'o'));
+  t.deepEqual(result!.stderr, Buffer.alloc(1000, 'e'));
+});
