@@ -6,13 +6,13 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { formatValue, toRemoteErrorInfo, type TaskErrorInit } from '../errors.js';
 import type { CommandResult, CommandTask } from '../task.js';
-import type { OutputLine } from './output.js';
+import { tapOutput, type OutputLine } from './output.js';
 
 const DEFAULT_MAX_BUFFER = 64 * 1024 * 1024;
-const TAIL_BYTES = 8 * 1024;
 /** How long to wait, after the program exited, for its pipes to close (a grandchild may hold them). */
 const CLOSE_WAIT_MS = 200;
 
@@ -54,8 +54,11 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
     return { child: undefined };
   }
   const untrack = child.pid === undefined ? () => {} : track(child.pid);
-  const out = collect(child, 'stdout', maxBuffer, index, hooks);
-  const err = collect(child, 'stderr', maxBuffer, index, hooks);
+  // Lines (in capture mode) and the tail of stderr; the output itself is the result's, so it is
+  // never passed through.
+  const tap = tapOutput(child.stdout, child.stderr, hooks.capture ? 'capture' : 'ignore', child.pid, () => index, hooks.line, { marks: false });
+  const out = keep(child.stdout, maxBuffer);
+  const err = keep(child.stderr, maxBuffer);
   if (o.input !== undefined && child.stdin) {
     child.stdin.on('error', () => {}); // the program may exit without reading its input
     child.stdin.end(o.input);
@@ -68,6 +71,7 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
     settled = true;
     clearTimeout(closeTimer);
     untrack();
+    tap.end();
     const durationMs = performance.now() - t0;
     const { code, signal } = exit;
     const result: CommandResult<string | Buffer> = {
@@ -79,9 +83,9 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
       truncated: out.truncated || err.truncated,
     };
     if (signal) {
-      hooks.rejected({ kind: 'signaled', signal, exitCode: code, stderrTail: err.tail(), pid: child.pid, durationMs });
+      hooks.rejected({ kind: 'signaled', signal, exitCode: code, stderrTail: tap.stderrTail(), pid: child.pid, durationMs });
     } else if (code !== 0 && o.reject !== false) {
-      hooks.rejected({ kind: 'exited', exitCode: code, stderrTail: err.tail(), pid: child.pid, durationMs });
+      hooks.rejected({ kind: 'exited', exitCode: code, stderrTail: tap.stderrTail(), pid: child.pid, durationMs });
     } else {
       hooks.fulfilled(result, durationMs, child.pid);
     }
@@ -117,33 +121,17 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
   return { child };
 }
 
-function collect(child: ChildProcess, name: 'stdout' | 'stderr', maxBuffer: number, index: number, hooks: CommandHooks) {
+/** Keeps what `stream` writes, up to `maxBuffer` bytes. */
+function keep(stream: Readable | null, maxBuffer: number) {
   const chunks: Buffer[] = [];
   let size = 0;
   let truncated = false;
-  let tail = Buffer.alloc(0);
-  let partial = '';
-  const stream = child[name];
-  stream?.on('error', () => {});
   stream?.on('data', (chunk: Buffer) => {
-    if (size < maxBuffer) {
-      const room = maxBuffer - size;
-      chunks.push(room >= chunk.length ? chunk : chunk.subarray(0, room));
-      size += Math.min(room, chunk.length);
-      if (room < chunk.length) truncated = true;
-    } else {
-      truncated = true;
-    }
-    if (name === 'stderr') tail = Buffer.concat([tail, chunk]).subarray(-TAIL_BYTES);
-    if (hooks.capture) {
-      const lines = (partial + chunk.toString('utf8')).split('\n');
-      partial = lines.pop()!;
-      for (const line of lines) hooks.line({ index, stream: name, line: line.endsWith('\r') ? line.slice(0, -1) : line, pid: child.pid });
-    }
-  });
-  stream?.on('end', () => {
-    if (hooks.capture && partial) hooks.line({ index, stream: name, line: partial, pid: child.pid });
-    partial = '';
+    const room = maxBuffer - size;
+    if (room < chunk.length) truncated = true;
+    if (room <= 0) return;
+    chunks.push(room >= chunk.length ? chunk : chunk.subarray(0, room));
+    size += Math.min(room, chunk.length);
   });
   return {
     get truncated() {
@@ -153,6 +141,5 @@ function collect(child: ChildProcess, name: 'stdout' | 'stderr', maxBuffer: numb
       const all = Buffer.concat(chunks, size);
       return encoding === 'buffer' ? all : all.toString('utf8');
     },
-    tail: () => tail.toString('utf8'),
   };
 }

@@ -35,9 +35,38 @@ export interface OutputTap {
 }
 
 /**
+ * The last 8 KiB (at least) of a stream, kept as the chunks they came in: a chunk
+ * costs no copy, the bytes are joined only when someone asks for them.
+ */
+class Tail {
+  #chunks: Buffer[] = [];
+  /** Index of the oldest chunk still kept (dropping from the front without shifting). */
+  #first = 0;
+  #kept = 0;
+
+  push(chunk: Buffer): void {
+    this.#chunks.push(chunk);
+    this.#kept += chunk.length;
+    while (this.#kept - this.#chunks[this.#first]!.length >= TAIL_BYTES) this.#kept -= this.#chunks[this.#first++]!.length;
+    if (this.#first > 64) {
+      this.#chunks = this.#chunks.slice(this.#first);
+      this.#first = 0;
+    }
+  }
+
+  /** Up to the last 8 KiB. */
+  bytes(): Buffer {
+    const kept = this.#first === 0 ? this.#chunks : this.#chunks.slice(this.#first);
+    return Buffer.concat(kept, this.#kept).subarray(-TAIL_BYTES);
+  }
+}
+
+/**
  * Reads `stdout` and `stderr` of a child according to `mode`; `emit` receives captured lines.
  * A line belongs to the task named by the last output mark before it in its stream (see
  * `outputMark`), or, until a stream has one, to the task `currentIndex` names when it is read.
+ * With `marks: false` (a program of the user's, which knows nothing of marks), text that looks
+ * like a mark is plain text, and every line belongs to `currentIndex`.
  */
 export function tapOutput(
   stdout: Readable | null,
@@ -46,8 +75,9 @@ export function tapOutput(
   pid: number | undefined,
   currentIndex: () => number | undefined,
   emit: (line: OutputLine) => void,
+  { marks = true }: { marks?: boolean } = {},
 ): OutputTap {
-  let tail = Buffer.alloc(0);
+  const tail = new Tail();
   let stderrBytes = 0;
   const splitters: Array<() => void> = [];
 
@@ -78,9 +108,10 @@ export function tapOutput(
     stream.on('data', (chunk: Buffer) => {
       if (name === 'stderr') {
         stderrBytes += chunk.length;
-        tail = tail.length + chunk.length <= TAIL_BYTES ? Buffer.concat([tail, chunk]) : Buffer.concat([tail, chunk]).subarray(-TAIL_BYTES);
+        tail.push(chunk);
       }
       if (mode === 'inherit') target.write(chunk);
+      else if (mode === 'capture' && !marks) split(decoder.write(chunk));
       else if (mode === 'capture') {
         let text = carry + decoder.write(chunk);
         carry = '';
@@ -135,9 +166,9 @@ export function tapOutput(
       return stderrBytes;
     },
     stderrTail(since = 0) {
-      const start = Math.max(0, tail.length - (stderrBytes - since));
-      const text = tail.subarray(start).toString('utf8');
-      return text.includes(OUTPUT_MARK) ? text.replace(/\u001b\]aps;\d*\u0007/g, '') : text;
+      const bytes = tail.bytes();
+      const text = bytes.subarray(Math.max(0, bytes.length - (stderrBytes - since))).toString('utf8');
+      return marks && text.includes(OUTPUT_MARK) ? text.replace(/\u001b\]aps;\d*\u0007/g, '') : text;
     },
     end() {
       for (const flush of splitters) flush();

@@ -74,3 +74,22 @@ test("maxBuffer: each stream's result stops at maxBuffer bytes and is marked tru
   t.deepEqual(result!.stdout, Buffer.alloc(1000, 'o'));
   t.deepEqual(result!.stderr, Buffer.alloc(1000, 'e'));
 });
+
+test('capture: a multi-byte character cut between two writes comes out whole', async (t) => {
+  const { lines } = await capture([String.raw`printf 'caf\303'; sleep 0.2; printf '\251\n'`]);
+  t.deepEqual(lines, [[0, 'stdout', 'café']]);
+});
+
+test('capture: the unterminated last line comes even when a background child keeps the pipes open', async (t) => {
+  const { results, lines } = await capture(['printf last-words; sleep 30 &']);
+  t.deepEqual(lines, [[0, 'stdout', 'last-words']]);
+  t.is(results[0]!.stdout, 'last-words');
+});
+
+test('the stderr tail of a command that wrote thousands of small pieces is its last 8 KiB', async (t) => {
+  const script = 'i=0; while [ $i -lt 3000 ]; do i=$((i+1)); echo line-$i >&2; done; exit 1';
+  const [outcome] = await schedule$([commandTask('sh', ['-c', script])], { output: 'ignore', settle: true }).toOrderedArray();
+  const { stderrTail } = (outcome as { reason: { stderrTail: string } }).reason;
+  t.is(stderrTail.length, 8 * 1024);
+  t.true(stderrTail.endsWith('\nline-2999\nline-3000\n'));
+});
