@@ -103,6 +103,8 @@ const GUARDIAN_IDLE_MS = 1000;
 /** One slot of the pid table: a pid in decimal, space-padded, and a newline. */
 const SLOT_BYTES = 12;
 const EMPTY_SLOT = Buffer.from(`${' '.repeat(SLOT_BYTES - 1)}\n`);
+/** Where a slot is prepared before it is written (one write at a time). */
+const SLOT = Buffer.alloc(SLOT_BYTES);
 
 /**
  * One small Node process per parent, started on first need: it holds the read end of a pipe from
@@ -149,7 +151,8 @@ const guardian = {
     if (!this.child) return;
     if (this.table !== undefined) {
       try {
-        writeSync(this.table, on ? Buffer.from(`${String(pid).padStart(SLOT_BYTES - 1)}\n`) : EMPTY_SLOT, 0, SLOT_BYTES, slot * SLOT_BYTES);
+        if (on) SLOT.write(`${String(pid).padStart(SLOT_BYTES - 1)}\n`, 'latin1');
+        writeSync(this.table, on ? SLOT : EMPTY_SLOT, 0, SLOT_BYTES, slot * SLOT_BYTES);
         return;
       } catch {
         // The file system refused (full?). The table can no longer be trusted: a new guardian
@@ -206,16 +209,20 @@ const guardian = {
 
 /** A new, empty, already deleted file for the pid table (nothing to clean up after a crash); undefined if none can be made. */
 function openTable(): number | undefined {
-  const path = join(tmpdir(), `aps-guardian-${process.pid}-${randomBytes(6).toString('hex')}`);
-  let fd: number | undefined;
-  try {
-    fd = openSync(path, 'wx+', 0o600);
-    unlinkSync(path);
-    return fd;
-  } catch {
-    if (fd !== undefined) closeSync(fd);
-    return undefined;
+  // In memory where there is such a file system: a write to a disk's file system may go through
+  // its journal.
+  for (const dir of ['/dev/shm', tmpdir()]) {
+    const path = join(dir, `aps-guardian-${process.pid}-${randomBytes(6).toString('hex')}`);
+    let fd: number | undefined;
+    try {
+      fd = openSync(path, 'wx+', 0o600);
+      unlinkSync(path);
+      return fd;
+    } catch {
+      if (fd !== undefined) closeSync(fd);
+    }
   }
+  return undefined;
 }
 
 /** @internal The guardian's pid while it runs (tests exclude it from their process scans). */

@@ -86,7 +86,7 @@ export function tapOutput(
     const target = name === 'stdout' ? process.stdout : process.stderr;
     let partial = '';
     // A multi-byte character or an output mark may be cut between two chunks.
-    const decoder = new StringDecoder('utf8');
+    const decoder = mode === 'capture' ? new StringDecoder('utf8') : undefined;
     let carry = '';
     let marked = false;
     let markedIndex: number | undefined;
@@ -111,9 +111,9 @@ export function tapOutput(
         tail.push(chunk);
       }
       if (mode === 'inherit') target.write(chunk);
-      else if (mode === 'capture' && !marks) split(decoder.write(chunk));
+      else if (mode === 'capture' && !marks) split(decoder!.write(chunk));
       else if (mode === 'capture') {
-        let text = carry + decoder.write(chunk);
+        let text = carry + decoder!.write(chunk);
         carry = '';
         let from = 0;
         for (let at = text.indexOf(OUTPUT_MARK); at !== -1; at = text.indexOf(OUTPUT_MARK, from)) {
@@ -152,7 +152,7 @@ export function tapOutput(
     // A read error on a child's pipe is not the task's failure; the exit status tells that.
     stream.on('error', () => {});
     splitters.push(() => {
-      if (mode === 'capture') split(carry + decoder.end());
+      if (decoder) split(carry + decoder.end());
       carry = '';
       if (partial) onLine(partial);
       partial = '';
