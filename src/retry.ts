@@ -12,6 +12,8 @@ import type { Task } from './task.js';
 export function runWithRetries(runtime: TaskRuntime, task: Task, index: number, options: ResolvedOptions, events: JobEvents): JobHandle {
   const policy = task.options.retries === undefined ? options.retries : resolveRetry('retries', task.options.retries);
   const timeout = task.options.timeout ?? options.timeout;
+  // Most tasks are never retried: they need no wrapper around their events.
+  if (policy.retries === 0) return runtime.start({ task, index, attempt: 1, timeout }, events);
   let current: JobHandle | undefined;
   let timer: NodeJS.Timeout | undefined;
   let cancelled = false;

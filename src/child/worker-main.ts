@@ -37,7 +37,7 @@ process.send = function sendFromTask(_message: unknown, ...rest: unknown[]): boo
 } as typeof process.send;
 
 /** Function definitions by id: a promise while the module loads, then the function or a load error. */
-const functions = new Map<number, { url: string; name: string; fn?: Fn; error?: RemoteErrorInfo; loading?: Promise<void> }>();
+const functions = new Map<number, { url: string; name: string; fn?: Fn; error?: RemoteErrorInfo; timeCpu: boolean }>();
 const modules = new Map<string, Promise<Record<string, unknown>>>();
 const queue: WorkerTaskTuple[] = [];
 let head = 0;
@@ -50,6 +50,8 @@ let outboxSince = 0;
 // Results wait at most this long for companions before they are sent.
 const FLUSH_AFTER_MS = 2;
 const FLUSH_AFTER_COUNT = 256;
+/** Tasks shorter than this (µs) are not worth a CPU-time reading (see pump). */
+const CPU_TIMING_MIN_US = 100;
 
 const hook: WorkerHook = {
   reportProgress(value: unknown) {
@@ -83,7 +85,7 @@ for (const stream of [process.stdout, process.stderr]) {
 process.on('message', (message: ParentMessage) => {
   if (typeof message !== 'object' || message === null) return;
   if (message[TAG] === 'run') {
-    if (message.defs) for (const [id, url, name] of message.defs) functions.set(id, { url, name });
+    if (message.defs) for (const [id, url, name] of message.defs) functions.set(id, { url, name, timeCpu: true });
     for (const task of message.tasks) queue.push(task);
     if (!pumping) void pump();
   } else if (message[TAG] === 'skip') {
@@ -142,13 +144,17 @@ async function pump(): Promise<void> {
       currentId = id;
       if (index !== undefined) marking = true;
       markIndex = index;
-      const cpu0 = process.cpuUsage();
+      // Reading CPU time is a system call that costs more than a tiny task: it is read only
+      // for functions whose last call took long enough for it not to matter.
+      const cpu0 = def.timeCpu ? process.cpuUsage() : undefined;
       const t0 = performance.now();
       let status: ResultStatus = FULFILLED;
       let value: unknown;
+      let async = false;
       try {
         value = def.fn!(...args);
         if (isThenable(value)) {
+          async = true;
           // Results waiting in the outbox should not wait for a slow task.
           flush();
           value = await value;
@@ -157,10 +163,17 @@ async function pump(): Promise<void> {
         status = THREW;
         value = toRemoteErrorInfo(error);
       }
-      const cpu = process.cpuUsage(cpu0);
+      const t1 = performance.now();
+      const durationUs = Math.round((t1 - t0) * 1000);
+      let cpuUs = -1;
+      if (cpu0) {
+        const cpu = process.cpuUsage(cpu0);
+        cpuUs = cpu.user + cpu.system;
+      }
+      def.timeCpu = async || durationUs >= CPU_TIMING_MIN_US;
       currentId = undefined;
       markIndex = undefined;
-      record(id, status, value, Math.round((performance.now() - t0) * 1000), cpu.user + cpu.system);
+      record(id, status, value, durationUs, cpuUs, t1);
     }
   } finally {
     pumping = false;
@@ -170,10 +183,11 @@ async function pump(): Promise<void> {
   }
 }
 
-function record(id: number, status: ResultStatus, value: unknown, durationUs: number, cpuUs: number): void {
-  if (outbox.length === 0) outboxSince = performance.now();
+/** Queues a result; `cpuUs` is -1 when CPU time was not measured. */
+function record(id: number, status: ResultStatus, value: unknown, durationUs: number, cpuUs: number, now = performance.now()): void {
+  if (outbox.length === 0) outboxSince = now;
   outbox.push([id, status, value, durationUs, cpuUs]);
-  if (outbox.length >= FLUSH_AFTER_COUNT || performance.now() - outboxSince >= FLUSH_AFTER_MS) flush();
+  if (outbox.length >= FLUSH_AFTER_COUNT || now - outboxSince >= FLUSH_AFTER_MS) flush();
 }
 
 function flush(): void {

@@ -1,7 +1,6 @@
 import {
   Observable,
   Subscription,
-  finalize,
   from,
   type ObservableInput,
   type OperatorFunction,
@@ -110,6 +109,12 @@ export function mergeWithLimit<T, R>(options: MergeWithLimitOptions<T, R>): Obse
       }
     };
 
+    // One observer for every inner: per inner, only its subscription is allocated.
+    const innerObserver = {
+      next: (result: R) => subscriber.next(result),
+      error: fail,
+    };
+
     const startInner = (value: T): void => {
       const index = pulled++;
       let inner: Observable<R>;
@@ -124,21 +129,15 @@ export function mergeWithLimit<T, R>(options: MergeWithLimitOptions<T, R>): Obse
       // subscribe (a synchronous error elsewhere, a downstream take(1)) still reaches it.
       const container = new Subscription();
       inners.add(container);
-      container.add(
-        inner
-          .pipe(
-            // finalize runs after the inner's own teardown: the slot frees only then.
-            finalize(() => {
-              inners.delete(container);
-              active--;
-              if (!isOver()) update();
-            }),
-          )
-          .subscribe({
-            next: (result) => subscriber.next(result),
-            error: fail,
-          }),
-      );
+      const subscription = inner.subscribe(innerObserver);
+      // Added after subscribe, so it runs after the inner's own teardown (at once, if the inner
+      // already ended inside subscribe): a slot frees only once its inner is torn down.
+      subscription.add(() => {
+        if (!inners.delete(container)) return;
+        active--;
+        if (!isOver()) update();
+      });
+      container.add(subscription);
     };
 
     let source: PullSource<T>;
@@ -196,7 +195,7 @@ export function mergeWithLimit<T, R>(options: MergeWithLimitOptions<T, R>): Obse
 
     return () => {
       finished = true;
-      // Deleting from a Set while iterating it is safe; finalize does exactly that.
+      // Deleting from a Set while iterating it is safe; each inner's finalizer does exactly that.
       for (const inner of inners) inner.unsubscribe();
       inners.clear();
       source.close();

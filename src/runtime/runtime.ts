@@ -14,7 +14,11 @@ import type { OutputLine } from './output.js';
 export interface TaskStats {
   /** Wall time of the task itself, in milliseconds (inside the worker for module tasks). */
   durationMs: number;
-  /** CPU time the task used (user + system), in milliseconds, where known (module tasks). */
+  /**
+   * CPU time the task used (user + system), in milliseconds, for module tasks. Undefined for
+   * commands and process tasks, and for a module task whose function's previous call took under
+   * 0.1 ms: reading CPU time costs more than such a task, so tiny tasks are not measured.
+   */
   cpuMs: number | undefined;
   /** The process that ran it. */
   pid: number | undefined;
