@@ -25,5 +25,7 @@ export { mergeMapWithLimit } from './operators/merge-map-with-limit.js';
 export type { TaskSourceInput } from './operators/pull-source.js';
 export { reorderByIndex } from './operators/reorder.js';
 export { liveChildPids } from './runtime/cleanup.js';
+export { WorkerPool } from './pool.js';
+export type { WorkerPoolOptions, WarmOptions } from './pool.js';
 export { Scheduler } from './scheduler.js';
 export type { SchedulerOptions, ProgressCallback, TaskFactory, ExportRef, RunControl } from './scheduler.js';

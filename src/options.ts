@@ -10,6 +10,7 @@ import {
 } from './load/controller.js';
 import { DEFAULT_RETRY_ON } from './retry.js';
 import { optimalConcurrency } from './optimal-concurrency.js';
+import { WorkerPool } from './pool.js';
 
 /** How many tasks may run at once. */
 export type ConcurrencyOption = number | Observable<number> | 'auto';
@@ -123,6 +124,13 @@ export interface ScheduleOptions {
   workerExecArgv?: readonly string[];
   /** Environment of worker processes. @default process.env */
   workerEnv?: NodeJS.ProcessEnv;
+  /**
+   * Take module-task workers from this {@link WorkerPool}, and give back those idle when the run
+   * ends, so the next run starts on warm processes. Without it, the run starts its own workers
+   * and stops them all before its streams end.
+   * @default none
+   */
+  pool?: WorkerPool;
 }
 
 /** Options after validation, with defaults filled in. */
@@ -147,12 +155,13 @@ export interface ResolvedOptions {
   progressInterval: number;
   workerExecArgv: readonly string[];
   workerEnv: NodeJS.ProcessEnv | undefined;
+  pool: WorkerPool | undefined;
 }
 
 const KNOWN = new Set<string>([
   'concurrency', 'cpuTarget', 'cpuHysteresis', 'sampleInterval', 'minConcurrency', 'maxConcurrency',
   'concurrencyStep', 'minFreeMemory', 'settle', 'signal', 'timeout', 'retries', 'killTimeout', 'maxTasksPerWorker',
-  'idleTimeout', 'maxWorkerRss', 'output', 'progressInterval', 'workerExecArgv', 'workerEnv',
+  'idleTimeout', 'maxWorkerRss', 'output', 'progressInterval', 'workerExecArgv', 'workerEnv', 'pool',
 ]);
 
 /**
@@ -192,6 +201,7 @@ export function resolveOptions(options: ScheduleOptions | undefined): ResolvedOp
   if (o.workerEnv !== undefined && (typeof o.workerEnv !== 'object' || o.workerEnv === null)) {
     throw new OptionError('workerEnv', 'an object', o.workerEnv);
   }
+  if (o.pool !== undefined && !(o.pool instanceof WorkerPool)) throw new OptionError('pool', 'a WorkerPool', o.pool);
   return {
     concurrency,
     cpuTarget,
@@ -213,6 +223,7 @@ export function resolveOptions(options: ScheduleOptions | undefined): ResolvedOp
     progressInterval: numberIn('progressInterval', o.progressInterval, 50, 0, 2 ** 31 - 1),
     workerExecArgv: o.workerExecArgv ?? [],
     workerEnv: o.workerEnv,
+    pool: o.pool,
   };
 }
 

@@ -18,6 +18,7 @@ import { checkTaskOptions, resolveOptions, type ResolvedOptions, type ScheduleOp
 import { optimalConcurrency } from './optimal-concurrency.js';
 import { ProgressState, type Progress, type TaskProgress } from './progress.js';
 import { runWithRetries } from './retry.js';
+import { lenderOf } from './pool.js';
 import { LocalRuntime } from './runtime/local-runtime.js';
 import type { OutputLine } from './runtime/output.js';
 import type { TaskRuntime, TaskStats } from './runtime/runtime.js';
@@ -303,6 +304,8 @@ export class RunCore<T, M extends RunMode> {
       output: options.output,
       workerExecArgv: options.workerExecArgv,
       workerEnv: options.workerEnv,
+      pool: options.pool && lenderOf(options.pool),
+      onExecuting: () => this.#progressChanged(),
     });
     this.runtime = runtime;
     const subscription = new Subscription();

@@ -22,7 +22,15 @@ import { runProcessTask } from './process-task.js';
 import { processRss } from './rss.js';
 import { FULFILLED, THREW, type ResultTuple } from './protocol.js';
 import type { JobEvents, JobHandle, JobSpec, TaskRuntime, TaskStats } from './runtime.js';
-import { WorkerProcess, type FatalReport, type UnsendableTask } from './worker-process.js';
+import { WorkerProcess, type FatalReport, type UnsendableTask, type WorkerConfig, type WorkerListener } from './worker-process.js';
+
+/** Keeps idle workers between runs (a WorkerPool, seen from a run). */
+export interface WorkerLender {
+  /** An idle worker started with `config`, handed over to the caller; or undefined. */
+  take(config: WorkerConfig): WorkerProcess | undefined;
+  /** Takes an idle worker back; false when it will not keep it (the caller then stops it). */
+  give(worker: WorkerProcess): boolean;
+}
 
 export interface LocalRuntimeOptions {
   concurrency: number;
@@ -33,11 +41,18 @@ export interface LocalRuntimeOptions {
   output: OutputMode;
   workerExecArgv: readonly string[];
   workerEnv: NodeJS.ProcessEnv | undefined;
+  /** Where idle workers come from and go back to, if anywhere. */
+  pool?: WorkerLender | undefined;
+  /**
+   * Called when a task starts executing. Tasks start a microtask after start() (the jobs a tick
+   * brings are dispatched together), so a progress report made at start() would not count them.
+   */
+  onExecuting?: (() => void) | undefined;
 }
 
 /** Pipelining aims to keep about this much work (µs) queued in each worker. */
 const PIPELINE_BUDGET_US = 1000;
-const MAX_DEPTH = 32;
+const MAX_DEPTH = 128;
 /** Consecutive workers dying before they are ready, after which the runtime stops forking. */
 const MAX_BOOT_FAILURES = 3;
 
@@ -67,6 +82,7 @@ class Lane {
   /** A worker started ahead of time, to take over when `worker` reaches maxTasksPerWorker. */
   next: WorkerProcess | undefined;
   idleTimer: NodeJS.Timeout | undefined;
+  advanceQueued = false;
   /**
    * Tasks that were in flight together when their worker died without saying which one it was
    * running: they run again one at a time, so that a second death names its task exactly.
@@ -98,10 +114,23 @@ export class LocalRuntime implements TaskRuntime {
 
   readonly depth$: Observable<number> = this.#depth.asObservable();
   readonly output$: Observable<OutputLine> = this.#output.asObservable();
+  readonly #workerConfig: WorkerConfig;
+  readonly #listener: WorkerListener = {
+    results: (w, results) => this.#onResults(w, results),
+    ready: (w) => this.#onWorkerReady(w),
+    progress: (_w, id, value) => {
+      const job = this.#jobsById.get(id);
+      if (job && job.state !== 'done') job.events.progress(value);
+    },
+    exited: (w, code, signal, fatal) => this.#onWorkerExit(w, code, signal, fatal),
+    output: (line) => this.#output.next(line),
+  };
+  readonly #onUnsendableTasks = (tasks: UnsendableTask[]): void => this.#onUnsendable(tasks);
 
   constructor(options: LocalRuntimeOptions) {
     this.#options = options;
     this.#target = options.concurrency;
+    this.#workerConfig = { output: options.output, execArgv: options.workerExecArgv, env: options.workerEnv };
   }
 
   start(spec: JobSpec, events: JobEvents): JobHandle {
@@ -123,7 +152,9 @@ export class LocalRuntime implements TaskRuntime {
     const lane = this.#pickLane();
     job.lane = lane;
     lane.jobs.push(job);
-    this.#advance(lane);
+    // Once per lane and tick, not once per job: #advance walks the lane's jobs in flight, and a
+    // tick may bring a hundred new ones.
+    this.#advanceSoon(lane);
     return job;
   }
 
@@ -187,6 +218,9 @@ export class LocalRuntime implements TaskRuntime {
     this.#jobsById.clear();
     this.executing = 0;
     for (const worker of workers) {
+      // An idle worker may go back to the pool even when the run failed or was terminated:
+      // only the processes busy with the run's tasks have to die with it.
+      if (worker.pending.size === 0 && this.#lend(worker)) continue;
       this.#abandoned.add(worker);
       this.#stop(graceful && worker.pending.size === 0 ? worker.retire() : worker.kill(this.#options.killTimeout));
     }
@@ -221,6 +255,15 @@ export class LocalRuntime implements TaskRuntime {
       return lane;
     }
     return best!;
+  }
+
+  #advanceSoon(lane: Lane): void {
+    if (lane.advanceQueued) return;
+    lane.advanceQueued = true;
+    queueMicrotask(() => {
+      lane.advanceQueued = false;
+      this.#advance(lane);
+    });
   }
 
   /** Starts the head of the lane if it can, and sends module tasks ahead to its worker. */
@@ -277,6 +320,7 @@ export class LocalRuntime implements TaskRuntime {
   #markRunning(job: Job): void {
     job.state = 'running';
     this.executing++;
+    this.#options.onExecuting?.();
     const worker = job.worker;
     if (worker) {
       worker.currentIndex = job.spec.index;
@@ -304,6 +348,7 @@ export class LocalRuntime implements TaskRuntime {
   #startProcessJob(job: Job): void {
     job.state = 'running';
     this.executing++;
+    this.#options.onExecuting?.();
     this.#armTimeout(job);
     const { task, index } = job.spec;
     // Commands and process tasks do not notice their parent's death: the guardian does.
@@ -353,7 +398,7 @@ export class LocalRuntime implements TaskRuntime {
       const at = lane.jobs.indexOf(job);
       if (at !== -1) lane.jobs.splice(at, 1);
       job.lane = undefined;
-      queueMicrotask(() => this.#advance(lane));
+      this.#advanceSoon(lane);
     }
     return true;
   }
@@ -377,7 +422,7 @@ export class LocalRuntime implements TaskRuntime {
       }
       this.#learnDuration(durationUs);
       if (status === FULFILLED) {
-        job.events.fulfilled(value, this.#stats(job, durationUs / 1000, cpuUs / 1000, worker.pid));
+        job.events.fulfilled(value, this.#stats(job, durationUs / 1000, cpuUs < 0 ? undefined : cpuUs / 1000, worker.pid));
       } else {
         job.events.rejected(
           this.#error(job, {
@@ -540,26 +585,21 @@ export class LocalRuntime implements TaskRuntime {
 
   // ---- workers -------------------------------------------------------------------------------
 
+  /** A worker for a lane: an idle one from the pool if it has one that fits, else a new one. */
   #spawnWorker(): WorkerProcess {
-    return new WorkerProcess(
-      {
-        output: this.#options.output,
-        execArgv: this.#options.workerExecArgv,
-        env: this.#options.workerEnv,
-        killTimeout: this.#options.killTimeout,
-      },
-      {
-        results: (w, results) => this.#onResults(w, results),
-        ready: (w) => this.#onWorkerReady(w),
-        progress: (_w, id, value) => {
-          const job = this.#jobsById.get(id);
-          if (job && job.state !== 'done') job.events.progress(value);
-        },
-        exited: (w, code, signal, fatal) => this.#onWorkerExit(w, code, signal, fatal),
-        output: (line) => this.#output.next(line),
-      },
-      (tasks) => this.#onUnsendable(tasks),
-    );
+    const lent = this.#options.pool?.take(this.#workerConfig);
+    if (lent) {
+      lent.adopt(this.#listener, this.#onUnsendableTasks, this.#options.killTimeout);
+      return lent;
+    }
+    return new WorkerProcess({ ...this.#workerConfig, killTimeout: this.#options.killTimeout }, this.#listener, this.#onUnsendableTasks);
+  }
+
+  /** Hands an idle worker back to the pool, if there is one and the worker may serve again. */
+  #lend(worker: WorkerProcess): boolean {
+    const pool = this.#options.pool;
+    if (!pool || !worker.alive || worker.pending.size > 0 || worker.sent >= this.#options.maxTasksPerWorker) return false;
+    return pool.give(worker);
   }
 
   #takeSpare(): WorkerProcess | undefined {
@@ -573,6 +613,7 @@ export class LocalRuntime implements TaskRuntime {
   }
 
   #retireWorker(worker: WorkerProcess): void {
+    if (this.#lend(worker)) return;
     this.#abandoned.add(worker);
     this.#stop(worker.retire());
   }

@@ -24,6 +24,9 @@ export interface WorkerOptions {
   killTimeout: number;
 }
 
+/** What a worker must have been started with to serve a run: see {@link WorkerProcess.fits}. */
+export type WorkerConfig = Pick<WorkerOptions, 'output' | 'execArgv' | 'env'>;
+
 /** What a worker tells its owner. */
 export interface WorkerListener {
   results(worker: WorkerProcess, results: ResultTuple[]): void;
@@ -74,8 +77,11 @@ export class WorkerProcess {
   alive = true;
   readonly output: OutputTap;
   readonly exited: Promise<void>;
+  /** Resolves true once the worker has booted, false if it exits first. */
+  readonly booted: Promise<boolean>;
 
-  #fnIds = new Map<string, number>();
+  #fnIds = new Map<string, Map<string, number>>();
+  #fnCount = 0;
   #defs: Array<[number, string, string]> = [];
   #tasks: WorkerTaskTuple[] = [];
   #capture: boolean;
@@ -83,10 +89,16 @@ export class WorkerProcess {
   #flushQueued = false;
   #fatal: FatalReport | undefined;
   #untrack: () => void;
+  #listener: WorkerListener;
   #onUnsendable: (tasks: UnsendableTask[]) => void;
+  readonly #config: WorkerConfig;
+  #booted!: (ready: boolean) => void;
 
-  constructor(options: WorkerOptions, private readonly listener: WorkerListener, onUnsendable: (tasks: UnsendableTask[]) => void) {
+  constructor(options: WorkerOptions, listener: WorkerListener, onUnsendable: (tasks: UnsendableTask[]) => void) {
+    this.#listener = listener;
     this.#onUnsendable = onUnsendable;
+    this.#config = { output: options.output, execArgv: [...options.execArgv], env: options.env };
+    this.booted = new Promise((resolve) => (this.#booted = resolve));
     this.#capture = options.output === 'capture';
     this.#killTimeout = options.killTimeout;
     this.child = fork(WORKER_ENTRY, [], {
@@ -100,7 +112,7 @@ export class WorkerProcess {
     this.pid = this.child.pid;
     this.#untrack = this.pid === undefined ? () => {} : trackChild(this.pid);
     this.output = tapOutput(this.child.stdout, this.child.stderr, options.output, this.pid, () => this.currentIndex, (line) =>
-      listener.output(line),
+      this.#listener.output(line),
     );
     this.child.on('message', (message: WorkerMessage) => this.#onMessage(message));
     // 'error' here means fork failed, or a send failed after the channel closed: 'exit' follows or has happened.
@@ -113,19 +125,52 @@ export class WorkerProcess {
         this.exitSignal = signal;
         this.#untrack();
         this.output.end();
-        listener.exited(this, code, signal, this.#fatal);
+        this.#booted(false);
+        this.#listener.exited(this, code, signal, this.#fatal);
         resolve();
       })));
     });
   }
 
+  /** True if this worker was started with `config`, so it can serve a run that asks for it. */
+  fits(config: WorkerConfig): boolean {
+    const own = this.#config;
+    return (
+      own.output === config.output &&
+      own.env === config.env &&
+      own.execArgv.length === config.execArgv.length &&
+      own.execArgv.every((arg, i) => arg === config.execArgv[i])
+    );
+  }
+
+  /** Hands the worker to a new owner (a run, or a pool between runs): its events go there from now on. */
+  adopt(listener: WorkerListener, onUnsendable: (tasks: UnsendableTask[]) => void, killTimeout: number): void {
+    this.#listener = listener;
+    this.#onUnsendable = onUnsendable;
+    this.#killTimeout = killTimeout;
+  }
+
+  /**
+   * Whether this worker keeps the parent's event loop alive. An idle worker in a pool does not:
+   * a program may end while its pool holds workers (they are killed on exit).
+   */
+  setRef(ref: boolean): void {
+    const handles = [this.child, this.child.channel, this.child.stdout, this.child.stderr] as Array<{ ref?(): void; unref?(): void } | null | undefined>;
+    for (const handle of handles) {
+      if (ref) handle?.ref?.();
+      else handle?.unref?.();
+    }
+  }
+
   /** Queues a task; tasks queued in the same tick go as one message. */
   send(task: WorkerTask): void {
-    const key = `${task.exportName}\0${task.module}`;
-    let fnId = this.#fnIds.get(key);
+    // By module, then export: no key string to build and hash for every task.
+    let byExport = this.#fnIds.get(task.module);
+    if (!byExport) this.#fnIds.set(task.module, (byExport = new Map()));
+    let fnId = byExport.get(task.exportName);
     if (fnId === undefined) {
-      fnId = this.#fnIds.size;
-      this.#fnIds.set(key, fnId);
+      fnId = this.#fnCount++;
+      byExport.set(task.exportName, fnId);
       this.#defs.push([fnId, task.module, task.exportName]);
     }
     this.#tasks.push(this.#capture ? [task.id, fnId, task.args, task.index] : [task.id, fnId, task.args]);
@@ -209,16 +254,17 @@ export class WorkerProcess {
         for (const result of message.results as unknown[]) {
           if (Array.isArray(result) && this.pending.delete(result[0])) results.push(result as ResultTuple);
         }
-        if (results.length) this.listener.results(this, results);
+        if (results.length) this.#listener.results(this, results);
         break;
       }
       case 'progress':
-        if (typeof message.id === 'number') this.listener.progress(this, message.id, message.value);
+        if (typeof message.id === 'number') this.#listener.progress(this, message.id, message.value);
         break;
       case 'ready':
         if (this.ready) break;
         this.ready = true;
-        this.listener.ready(this);
+        this.#booted(true);
+        this.#listener.ready(this);
         break;
       case 'fatal':
         if (typeof message.error !== 'object' || message.error === null) break;

@@ -1,0 +1,234 @@
+/**
+ * A pool of warm worker processes shared by several runs.
+ *
+ * @module
+ */
+import type { ScheduleOptions } from './options.js';
+import { OptionError, formatValue } from './errors.js';
+import type { WorkerLender } from './runtime/local-runtime.js';
+import type { KillReport } from './runtime/kill.js';
+import { WorkerProcess, type WorkerConfig, type WorkerListener } from './runtime/worker-process.js';
+
+/** Options of a {@link WorkerPool}. */
+export interface WorkerPoolOptions {
+  /** How long (ms) a worker may sit idle in the pool before it exits. @default 30000 */
+  idleTimeout?: number;
+  /** The most idle workers the pool keeps; a run's workers beyond that exit when the run ends. @default Infinity */
+  maxIdleWorkers?: number;
+  /** Milliseconds between SIGTERM and SIGKILL when the pool stops a worker that does not exit. @default 3000 */
+  killTimeout?: number;
+}
+
+/** The worker settings {@link WorkerPool.warm} starts workers with; a run uses them only if its own match. */
+export type WarmOptions = Pick<ScheduleOptions, 'output' | 'workerExecArgv' | 'workerEnv'>;
+
+const lenders = new WeakMap<WorkerPool, WorkerLender>();
+
+/**
+ * Keeps module-task workers alive between runs, so the next run starts on warm processes
+ * instead of forking new ones (tens of milliseconds each, plus the loading of task modules).
+ *
+ * Without a pool, every run starts its own workers and stops them before its streams end. With
+ * `schedule$(tasks, { pool })`, a run still starts and stops its own commands and process tasks,
+ * and kills every worker busy with one of its tasks when it is terminated or fails; but a worker
+ * that is idle when the run ends goes back to the pool, and the next run takes it from there.
+ * A run only takes a worker started with the same `output`, `workerExecArgv` and `workerEnv`
+ * (compared by identity) as its own.
+ *
+ * Idle workers in a pool do not keep the program alive: a program may end without closing its
+ * pool, and its workers are killed when it exits (or, if it is SIGKILLed, exit on their own when
+ * their IPC channel closes). {@link WorkerPool.close} stops them at once.
+ *
+ * @example
+ * ```ts
+ * import { WorkerPool, schedule$, moduleTask } from 'async-process-scheduler';
+ *
+ * const work = new URL('./work.js', import.meta.url); // export function square(x) { return x * x }
+ * const pool = new WorkerPool();
+ * await pool.warm(2); // optional: start two workers now, before the first run needs them
+ * for (const batch of [[1, 2], [3, 4]]) {
+ *   const tasks = batch.map((x) => moduleTask<number>(work, 'square', [x]));
+ *   console.log(await schedule$(tasks, { pool, concurrency: 2 }).toOrderedArray()); // [1, 4], then [9, 16]
+ * }
+ * await pool.close(); // its workers are gone when this resolves
+ * ```
+ */
+export class WorkerPool {
+  readonly #idle = new Map<WorkerProcess, NodeJS.Timeout | undefined>();
+  readonly #stopping = new Set<Promise<unknown>>();
+  readonly #idleTimeout: number;
+  readonly #maxIdle: number;
+  readonly #killTimeout: number;
+  #closed = false;
+  readonly #listener: WorkerListener = {
+    results: () => {},
+    progress: () => {},
+    ready: () => {},
+    output: () => {},
+    // An idle worker died (killed from outside, or its code crashed between tasks): forget it,
+    // and kill what it may have left in its process group.
+    exited: (worker) => {
+      if (!this.#idle.has(worker)) return;
+      clearTimeout(this.#idle.get(worker));
+      this.#idle.delete(worker);
+      this.#stop(worker.kill(this.#killTimeout));
+    },
+  };
+
+  /**
+   * @param options Idle timeout, the most idle workers kept, kill grace period.
+   * @throws {OptionError} when an option is invalid.
+   */
+  constructor(options: WorkerPoolOptions = {}) {
+    if (typeof options !== 'object' || options === null) throw new OptionError('(options)', 'an object', options);
+    for (const key of Object.keys(options)) {
+      if (!['idleTimeout', 'maxIdleWorkers', 'killTimeout'].includes(key)) {
+        throw new OptionError(key, '', undefined, `options.${key} is not a WorkerPool option; they are idleTimeout, maxIdleWorkers, killTimeout`);
+      }
+    }
+    this.#idleTimeout = msOption('idleTimeout', options.idleTimeout, 30_000);
+    this.#killTimeout = msOption('killTimeout', options.killTimeout, 3000);
+    const max = options.maxIdleWorkers ?? Infinity;
+    if (!(max === Infinity || (Number.isInteger(max) && max >= 0))) {
+      throw new OptionError('maxIdleWorkers', 'an integer >= 0 or Infinity', max);
+    }
+    this.#maxIdle = max;
+    lenders.set(this, {
+      take: (config) => this.#take(config),
+      give: (worker) => this.#give(worker),
+    });
+  }
+
+  /**
+   * Starts workers until `count` idle ones with these settings are in the pool, and waits until
+   * they have booted. A run that begins afterwards starts on them at once.
+   *
+   * @example
+   * ```ts
+   * const pool = new WorkerPool();
+   * await pool.warm(4);
+   * console.log(pool.pids().length); // 4
+   * await pool.close();
+   * ```
+   * @param count How many idle workers to have.
+   * @param options The worker settings of the runs that will use them (by default, a run's defaults).
+   * @returns Resolves once they have booted.
+   * @throws {OptionError} for a bad `count`; rejects with an Error naming the cause when a worker dies while starting.
+   */
+  async warm(count: number, options: WarmOptions = {}): Promise<void> {
+    if (!(Number.isInteger(count) && count >= 0)) {
+      throw new OptionError('count', '', count, `warm(count): count must be an integer >= 0, got ${formatValue(count)}`);
+    }
+    if (this.#closed) throw new Error('the WorkerPool is closed: warm() cannot start workers in it');
+    const config: WorkerConfig = { output: options.output ?? 'inherit', execArgv: options.workerExecArgv ?? [], env: options.workerEnv };
+    const started: WorkerProcess[] = [];
+    let have = [...this.#idle.keys()].filter((w) => w.fits(config)).length;
+    for (; have < count && have < this.#maxIdle; have++) {
+      const worker = new WorkerProcess({ ...config, killTimeout: this.#killTimeout }, this.#listener, () => {});
+      started.push(worker);
+      this.#park(worker, true);
+    }
+    // Booting workers keep the program alive, so that an awaited warm() is not cut short.
+    const booted = await Promise.all(started.map((w) => w.booted));
+    for (const worker of started) if (this.#idle.has(worker)) worker.setRef(false);
+    const failed = started.find((_, i) => !booted[i]);
+    if (failed) {
+      const why = failed.output.stderrTail().trim().split('\n').slice(-3).join('\n');
+      throw new Error(`a worker process exited while starting (${failed.exitSignal ?? `exit code ${failed.exitCode}`})${why ? `: ${why}` : ''}`);
+    }
+  }
+
+  /**
+   * Process ids of the idle workers in the pool now (workers lent to a run are the run's:
+   * see `ScheduledRun.pids()`).
+   *
+   * @example
+   * ```ts
+   * const pool = new WorkerPool();
+   * await pool.warm(1);
+   * console.log(pool.pids()); // [12345]
+   * await pool.close();
+   * ```
+   * @returns The pids.
+   */
+  pids(): number[] {
+    const pids: number[] = [];
+    for (const worker of this.#idle.keys()) if (worker.alive && worker.pid !== undefined) pids.push(worker.pid);
+    return pids;
+  }
+
+  /** Whether {@link WorkerPool.close} was called. A closed pool keeps no workers: runs using it start and stop their own. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Stops every idle worker (each exits when asked, or is killed after `killTimeout`) and keeps
+   * no workers from now on. Workers busy in a run stay that run's, and stop when it ends.
+   *
+   * @example
+   * ```ts
+   * const pool = new WorkerPool();
+   * await schedule$([moduleTask(work, 'square', [3])], { pool }).toOrderedArray();
+   * await pool.close();
+   * console.log(pool.pids()); // []
+   * ```
+   * @returns Resolves once the pool's workers are gone.
+   */
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const [worker, timer] of this.#idle) {
+      clearTimeout(timer);
+      worker.setRef(true); // an awaited close() must not be cut short
+      this.#stop(worker.retire());
+    }
+    this.#idle.clear();
+    while (this.#stopping.size) await Promise.all([...this.#stopping]);
+  }
+
+  #take(config: WorkerConfig): WorkerProcess | undefined {
+    for (const [worker, timer] of this.#idle) {
+      if (!worker.alive || !worker.fits(config)) continue;
+      clearTimeout(timer);
+      this.#idle.delete(worker);
+      worker.setRef(true);
+      return worker;
+    }
+    return undefined;
+  }
+
+  #give(worker: WorkerProcess): boolean {
+    if (this.#closed || !worker.alive || worker.pending.size > 0 || this.#idle.size >= this.#maxIdle) return false;
+    worker.adopt(this.#listener, () => {}, this.#killTimeout);
+    this.#park(worker);
+    return true;
+  }
+
+  #park(worker: WorkerProcess, ref = false): void {
+    worker.setRef(ref);
+    const timer = setTimeout(() => {
+      this.#idle.delete(worker);
+      this.#stop(worker.retire());
+    }, this.#idleTimeout);
+    timer.unref();
+    this.#idle.set(worker, timer);
+  }
+
+  #stop(promise: Promise<KillReport>): void {
+    this.#stopping.add(promise);
+    void promise.finally(() => this.#stopping.delete(promise));
+  }
+}
+
+/** @internal The pool's side of the runtime seam, for the runs that use it. */
+export function lenderOf(pool: WorkerPool): WorkerLender | undefined {
+  return lenders.get(pool);
+}
+
+function msOption(name: string, value: unknown, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || Number.isNaN(value) || value < 0 || value > 2 ** 31 - 1) {
+    throw new OptionError(name, `a number from 0 to ${2 ** 31 - 1}`, value);
+  }
+  return value;
+}

@@ -1,0 +1,174 @@
+/**
+ * WorkerPool: warm workers kept between runs. Every test checks by pid which processes served,
+ * which stayed in the pool, and that all of them are gone once the pool is closed.
+ */
+import { spawn } from 'node:child_process';
+import test from 'ava';
+import {
+  OptionError, WorkerPool, schedule$, taskModule, type ScheduleOptions, type TaskResult,
+} from '../src/index.js';
+import { fixture, isAlive, waitGone, work } from './helpers.js';
+
+const w = taskModule<typeof import('./fixtures/work.js')>(work);
+
+/** Runs `count` tasks that report their worker's pid; returns the pids that served. */
+async function pidsServing(pool: WorkerPool | undefined, count: number, options: ScheduleOptions = {}): Promise<number[]> {
+  const tasks = Array.from({ length: count }, () => w.pid());
+  const pids = (await schedule$(tasks, { pool, concurrency: 2, ...options }).toOrderedArray()) as number[];
+  return [...new Set(pids)].sort();
+}
+
+/** A pool closed (and its workers checked gone) when the test ends, pass or fail. */
+function newPool(t: { teardown(fn: () => Promise<void>): void }, options?: ConstructorParameters<typeof WorkerPool>[0]): WorkerPool {
+  const pool = new WorkerPool(options);
+  t.teardown(() => pool.close());
+  return pool;
+}
+
+test('a second run starts on the workers the first one left in the pool', async (t) => {
+  const pool = newPool(t);
+  const first = await pidsServing(pool, 20);
+  t.is(first.length, 2);
+  t.deepEqual(pool.pids().sort(), first, 'both workers wait in the pool');
+  t.true(first.every(isAlive));
+  const second = await pidsServing(pool, 20);
+  t.deepEqual(second, first, 'the same processes served again');
+  await pool.close();
+  t.deepEqual(pool.pids(), []);
+  t.deepEqual(first.filter(isAlive), [], 'close() resolves once its workers are gone');
+});
+
+test('warm(n) boots workers before the first run, which then uses them', async (t) => {
+  const pool = newPool(t);
+  await pool.warm(2);
+  const warmed = pool.pids().sort();
+  t.is(warmed.length, 2);
+  await pool.warm(2);
+  t.deepEqual(pool.pids().sort(), warmed, 'warming to a count already there starts nothing');
+  t.deepEqual(await pidsServing(pool, 10), warmed);
+  await pool.close();
+  t.deepEqual(warmed.filter(isAlive), []);
+});
+
+test('a worker idle longer than idleTimeout exits, and the pool forgets it', async (t) => {
+  const pool = newPool(t, { idleTimeout: 200 });
+  const served = await pidsServing(pool, 4);
+  t.deepEqual(pool.pids().sort(), served);
+  t.deepEqual(await waitGone(served), [], 'gone after the idle timeout, without close()');
+  t.deepEqual(pool.pids(), []);
+  // The pool still works: the next run starts new workers.
+  const next = await pidsServing(pool, 4);
+  t.is(next.length, 2);
+  t.false(next.some((pid) => served.includes(pid)));
+});
+
+test('maxIdleWorkers: workers beyond it exit when the run ends', async (t) => {
+  const pool = newPool(t, { maxIdleWorkers: 1 });
+  const served = await pidsServing(pool, 10);
+  t.is(served.length, 2);
+  const kept = pool.pids();
+  t.is(kept.length, 1);
+  t.deepEqual(await waitGone(served.filter((pid) => !kept.includes(pid))), []);
+});
+
+test('terminating a pooled run kills its busy workers; the pool keeps only idle ones', async (t) => {
+  const pool = newPool(t);
+  await pool.warm(3);
+  const warmed = pool.pids();
+  // Two tasks hang on two of the three warm workers.
+  const run = schedule$([w.hang(), w.hang()], { pool, concurrency: 2 });
+  run.subscribe({ error: () => {} });
+  await new Promise<void>((resolve) => run.progress$.subscribe((p) => p.running === 2 && resolve()));
+  const busy = run.pids();
+  t.is(busy.length, 2);
+  t.true(busy.every((pid) => warmed.includes(pid)), 'the run took warm workers');
+  await run.terminate();
+  t.deepEqual(busy.filter(isAlive), [], 'busy workers die with their run');
+  const idle = warmed.filter((pid) => !busy.includes(pid));
+  t.deepEqual(pool.pids(), idle, 'the worker the run never used is still there');
+  t.deepEqual(await pidsServing(pool, 1, { concurrency: 1 }), idle);
+});
+
+test('a run with other worker settings starts its own workers, and the pool keeps both kinds', async (t) => {
+  const pool = newPool(t);
+  await pool.warm(1);
+  const [plain] = pool.pids();
+  const captured = await pidsServing(pool, 1, { output: 'capture', concurrency: 1 });
+  t.false(captured.includes(plain!), 'a worker whose output is not captured cannot serve a capturing run');
+  t.deepEqual(pool.pids().sort(), [plain!, ...captured].sort());
+  t.deepEqual(await pidsServing(pool, 1, { concurrency: 1 }), [plain!], 'a default run takes the default worker');
+  t.deepEqual(await pidsServing(pool, 1, { output: 'capture', concurrency: 1 }), captured);
+  const env = { ...process.env, POOL_TEST: '1' };
+  const withEnv = await pidsServing(pool, 1, { workerEnv: env, concurrency: 1 });
+  t.false([plain!, ...captured].includes(withEnv[0]!), 'workerEnv is compared by identity');
+  t.deepEqual(await pidsServing(pool, 1, { workerEnv: env, concurrency: 1 }), withEnv);
+  const all = pool.pids();
+  await pool.close();
+  t.deepEqual(all.filter(isAlive), []);
+});
+
+test('a worker that reached maxTasksPerWorker does not go back to the pool', async (t) => {
+  const pool = newPool(t);
+  const served = await pidsServing(pool, 4, { maxTasksPerWorker: 1, concurrency: 1 });
+  t.is(served.length, 4, 'a fresh process per task');
+  t.deepEqual(await waitGone(served), [], 'every used worker exited');
+  t.false(pool.pids().some((pid) => served.includes(pid)));
+});
+
+test('an idle worker killed from outside is forgotten, and the next run does not wait for it', async (t) => {
+  const pool = newPool(t);
+  await pool.warm(1);
+  const [victim] = pool.pids();
+  process.kill(victim!, 'SIGKILL');
+  t.deepEqual(await waitGone([victim!]), []);
+  while (pool.pids().length) await new Promise((r) => setTimeout(r, 10));
+  const served = await pidsServing(pool, 2, { concurrency: 1 });
+  t.is(served.length, 1);
+  t.not(served[0], victim);
+});
+
+test('a closed pool keeps nothing: runs that use it stop their own workers', async (t) => {
+  const pool = new WorkerPool();
+  await pool.close();
+  t.true(pool.closed);
+  const run = schedule$([w.pid(), w.pid()], { pool, concurrency: 2 });
+  const served = (await run.toOrderedArray()).sort();
+  t.deepEqual(served.filter(isAlive), [], 'gone when the run ends');
+  t.deepEqual(pool.pids(), []);
+  await t.throwsAsync(pool.warm(1), { message: /closed/ });
+});
+
+test('a program that never closes its pool still ends by itself, and leaves no worker', async (t) => {
+  const child = spawn(process.execPath, ['--import', 'tsx', fixture('parent-run.ts').pathname, 'pool'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c: Buffer) => (stdout += c));
+  child.stderr.on('data', (c: Buffer) => (stderr += c));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('exit', (c, s) => resolve([c, s])));
+  clearTimeout(timer);
+  t.deepEqual([code, signal], [0, null], `it exited by itself: ${stderr}`);
+  const pids = JSON.parse(/^pool (.*)$/m.exec(stdout)?.[1] ?? 'null') as number[];
+  t.is(pids.length, 2, 'its two workers were idle in the pool when it ended');
+  t.deepEqual(await waitGone(pids), []);
+});
+
+test('bad pool options and a bad pool are OptionErrors that name the option', async (t) => {
+  t.throws(() => new WorkerPool({ idleTimeout: -1 }), { instanceOf: OptionError, message: /idleTimeout/ });
+  t.throws(() => new WorkerPool({ maxIdleWorkers: 1.5 }), { instanceOf: OptionError, message: /maxIdleWorkers/ });
+  t.throws(() => new WorkerPool({ idle: 5 } as never), { instanceOf: OptionError, message: /options\.idle is not a WorkerPool option/ });
+  t.throws(() => schedule$([w.square(2)], { pool: {} as never }), { instanceOf: OptionError, message: /pool/ });
+  const pool = newPool(t);
+  await t.throwsAsync(pool.warm(-1), { instanceOf: OptionError, message: /count must be an integer >= 0, got -1/ });
+  t.deepEqual(pool.pids(), []);
+});
+
+test('results and errors on pooled workers are those of any run', async (t) => {
+  const pool = newPool(t);
+  const outcomes = await schedule$([w.square(3), w.fail('no'), w.square(4)], { pool, settle: true, concurrency: 2 }).toOrderedArray();
+  t.like(outcomes[0], { status: 'fulfilled', value: 9 });
+  t.like(outcomes[1], { status: 'rejected' });
+  t.like(outcomes[2], { status: 'fulfilled', value: 16 });
+  const pids = (outcomes.filter((o) => o.status === 'fulfilled') as Array<TaskResult<number>>).map((o) => o.stats.pid);
+  t.true(pids.every((pid) => pool.pids().includes(pid!)), 'a task that threw does not cost its worker');
+});
