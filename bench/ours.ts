@@ -12,7 +12,8 @@ import { childPids, startRssSampler } from './proc.js';
 
 type Library = typeof import('../src/index.js');
 const librarySpecifier = process.env.BENCH_OURS_MODULE ?? new URL('../src/index.js', import.meta.url).href;
-const { commandTask, moduleTask, schedule$ } = (await import(librarySpecifier)) as Library;
+const { commandTask, moduleTask, schedule$, WorkerPool } = (await import(librarySpecifier)) as Library;
+type Pool = InstanceType<Library['WorkerPool']>;
 
 const fixture = (name: string): URL => new URL(`./fixtures/${name}`, import.meta.url);
 const incModule = fixture('inc.mjs');
@@ -25,48 +26,50 @@ function incTasks(count: number, offset: number) {
 }
 
 /**
- * Times a first run (cold: worker start-up included), an untimed warm-up run, then a timed
- * run again, and reports the last one as warm only if the same worker processes served it:
- * when the library does not keep workers between runs, every run is cold and "warm" would lie.
+ * Times a first run on a new {@link WorkerPool} (cold: worker start-up included), an untimed
+ * warm-up run, then a timed run again on the same pool, and reports the last one as warm only if
+ * the same worker processes served it (a check that the pool really kept them).
  */
 async function coldAndWarm(
-  run: (phase: 'cold' | 'warmup' | 'warm') => Promise<void>,
+  run: (phase: 'cold' | 'warmup' | 'warm', pool: Pool) => Promise<void>,
   unitsOfWork: number,
   scale: number,
 ): Promise<Measurement> {
   let start = performance.now();
-  await run('cold');
-  const cold = ((performance.now() - start) * scale) / unitsOfWork;
-  await run('warmup');
-  const workersAfterWarmup = new Set(childPids());
-  start = performance.now();
-  await run('warm');
-  const warm = ((performance.now() - start) * scale) / unitsOfWork;
-  const workersAfterTimedRun = childPids();
-  const sameWorkers =
-    workersAfterTimedRun.length > 0 && workersAfterTimedRun.every((pid) => workersAfterWarmup.has(pid));
-  if (sameWorkers) return { metrics: { cold, warm } };
-  return {
-    metrics: { cold },
-    notes: [
-      'warm not reported: the workers of one run did not serve the next run in the same process, ' +
-        'so this library does not keep warm workers between runs and every run is cold',
-    ],
-  };
+  const pool = new WorkerPool();
+  try {
+    await run('cold', pool);
+    const cold = ((performance.now() - start) * scale) / unitsOfWork;
+    await run('warmup', pool);
+    const workersAfterWarmup = new Set(childPids());
+    start = performance.now();
+    await run('warm', pool);
+    const warm = ((performance.now() - start) * scale) / unitsOfWork;
+    const workersAfterTimedRun = childPids();
+    const sameWorkers =
+      workersAfterTimedRun.length > 0 && workersAfterTimedRun.every((pid) => workersAfterWarmup.has(pid));
+    if (sameWorkers) return { metrics: { cold, warm } };
+    return {
+      metrics: { cold },
+      notes: ['warm not reported: the workers of one run did not serve the next run on the same pool'],
+    };
+  } finally {
+    await pool.close();
+  }
 }
 
 /**
- * Tiny tasks, all submitted at once, default options: µs per task, cold and warm.
+ * Tiny tasks, all submitted at once, default options and a WorkerPool: µs per task, cold and warm.
  *
  * @param sizes - tasks per timed run, tasks in the untimed warm-up run
- * @returns cold and (when the library keeps workers between runs) warm µs per task
+ * @returns cold and (when the pool kept its workers) warm µs per task
  */
 export async function tiny({ tasks, warmup }: { tasks: number; warmup: number }): Promise<Measurement> {
   return coldAndWarm(
-    async (phase) => {
+    async (phase, pool) => {
       const count = phase === 'warmup' ? warmup : tasks;
       const offset = phase === 'cold' ? 0 : phase === 'warmup' ? tasks : tasks + warmup;
-      const values = await schedule$(incTasks(count, offset), { concurrency: CONCURRENCY }).toOrderedArray();
+      const values = await schedule$(incTasks(count, offset), { concurrency: CONCURRENCY, pool }).toOrderedArray();
       checkIncSum(values, count, offset);
     },
     tasks,
@@ -82,10 +85,10 @@ export async function tiny({ tasks, warmup }: { tasks: number; warmup: number })
  */
 export async function cpu({ tasks, iterations }: { tasks: number; iterations: number }): Promise<Measurement> {
   return coldAndWarm(
-    async (phase) => {
+    async (phase, pool) => {
       const count = phase === 'warmup' ? 2 : tasks;
       const work = Array.from({ length: count }, () => moduleTask(spinModule, 'spin', [phase === 'warmup' ? 1000 : iterations]));
-      const values = await schedule$(work, { concurrency: CONCURRENCY }).toOrderedArray();
+      const values = await schedule$(work, { concurrency: CONCURRENCY, pool }).toOrderedArray();
       if (values.length !== count) throw new Error(`expected ${count} results, got ${values.length}`);
     },
     1,

@@ -62,7 +62,7 @@ export const tiny: Workload<TinySizes> = {
   contenders: [
     {
       name: 'ours',
-      description: 'this library, schedule$ of moduleTask, default options, concurrency 2',
+      description: 'this library, schedule$ of moduleTask on a WorkerPool, default options, concurrency 2',
       usesOurs: true,
       measure: async (sizes) => (await import('../ours.js')).tiny(sizes),
     },
