@@ -296,7 +296,9 @@ export class RunCore<T, M extends RunMode> {
     state.state = 'running';
     state.startedAt = performance.now();
     const runtime = new LocalRuntime({
-      concurrency: Math.max(1, this.#limit),
+      // Not Math.max: optimized, it returns a boxed double, and every comparison with the
+      // runtime's limit on the hot path would then leave V8's fast integer path (a deoptimization).
+      concurrency: this.#limit >= 1 ? this.#limit : 1,
       maxTasksPerWorker: options.maxTasksPerWorker,
       idleTimeout: options.idleTimeout,
       killTimeout: options.killTimeout,
