@@ -27,13 +27,14 @@ function incTasks(count: number, offset: number) {
 
 /**
  * Times a first run on a new {@link WorkerPool} (cold: worker start-up included), an untimed
- * warm-up run, then a timed run again on the same pool, and reports the last one as warm only if
- * the same worker processes served it (a check that the pool really kept them).
+ * warm-up run, then a timed run again on the same pool (and, with `steady`, one more), and reports
+ * the later ones only if the same worker processes served them (a check that the pool kept them).
  */
 async function coldAndWarm(
-  run: (phase: 'cold' | 'warmup' | 'warm', pool: Pool) => Promise<void>,
+  run: (phase: 'cold' | 'warmup' | 'warm' | 'steady', pool: Pool) => Promise<void>,
   unitsOfWork: number,
   scale: number,
+  options: { steady?: boolean } = {},
 ): Promise<Measurement> {
   let start = performance.now();
   const pool = new WorkerPool();
@@ -45,10 +46,16 @@ async function coldAndWarm(
     start = performance.now();
     await run('warm', pool);
     const warm = ((performance.now() - start) * scale) / unitsOfWork;
+    let steady: number | undefined;
+    if (options.steady) {
+      start = performance.now();
+      await run('steady', pool);
+      steady = ((performance.now() - start) * scale) / unitsOfWork;
+    }
     const workersAfterTimedRun = childPids();
     const sameWorkers =
       workersAfterTimedRun.length > 0 && workersAfterTimedRun.every((pid) => workersAfterWarmup.has(pid));
-    if (sameWorkers) return { metrics: { cold, warm } };
+    if (sameWorkers) return { metrics: steady === undefined ? { cold, warm } : { cold, warm, steady } };
     return {
       metrics: { cold },
       notes: ['warm not reported: the workers of one run did not serve the next run on the same pool'],
@@ -68,12 +75,13 @@ export async function tiny({ tasks, warmup }: { tasks: number; warmup: number })
   return coldAndWarm(
     async (phase, pool) => {
       const count = phase === 'warmup' ? warmup : tasks;
-      const offset = phase === 'cold' ? 0 : phase === 'warmup' ? tasks : tasks + warmup;
+      const offset = { cold: 0, warmup: tasks, warm: tasks + warmup, steady: 2 * tasks + warmup }[phase];
       const values = await schedule$(incTasks(count, offset), { concurrency: CONCURRENCY, pool }).toOrderedArray();
       checkIncSum(values, count, offset);
     },
     tasks,
     1000,
+    { steady: true },
   );
 }
 

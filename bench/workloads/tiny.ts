@@ -22,7 +22,7 @@ const descriptions: Record<string, string> = {
 
 /**
  * One measurement: start the pool and run `tasks` (cold, start-up included), run `warmup`
- * untimed, then run `tasks` again (warm); destroy the pool.
+ * untimed, then run `tasks` again (warm) and once more (steady); destroy the pool.
  */
 function peer(name: string): Contender<TinySizes> {
   return {
@@ -39,7 +39,10 @@ function peer(name: string): Contender<TinySizes> {
         start = performance.now();
         await submitAll(pool, tasks, tasks + warmup);
         const warm = ((performance.now() - start) * 1000) / tasks;
-        return { metrics: { cold, warm } };
+        start = performance.now();
+        await submitAll(pool, tasks, 2 * tasks + warmup);
+        const steady = ((performance.now() - start) * 1000) / tasks;
+        return { metrics: { cold, warm, steady } };
       } finally {
         await pool.destroy();
       }
@@ -51,12 +54,17 @@ export const tiny: Workload<TinySizes> = {
   name: 'tiny',
   describe: ({ tasks, warmup }) =>
     `${tasks.toLocaleString('en-US')} tiny tasks (x => x + 1) submitted at once, 2 workers. ` +
-    `cold = first run, pool start included; warm = a later run after ${warmup.toLocaleString('en-US')} untimed tasks`,
+    `cold = first run, pool start included; warm = a later run after ${warmup.toLocaleString('en-US')} untimed tasks; ` +
+    'steady = the run right after the warm one',
   sizes: { tasks: 20_000, warmup: 2_000 },
   quickSizes: { tasks: 5_000, warmup: 1_000 },
   metrics: {
     cold: { unit: 'µs/task', description: 'wall time of the first run, pool start-up included, per task' },
     warm: { unit: 'µs/task', description: 'wall time of a run on a started, warmed pool, per task' },
+    steady: {
+      unit: 'µs/task',
+      description: "the next run after the warm one, per task: by then the parent's code is fully optimized by V8",
+    },
   },
   reference: 'poolifier',
   contenders: [
