@@ -44,3 +44,8 @@ export async function sleepFor(ms: number): Promise<number> {
   await sleep(ms);
   return ms;
 }
+
+/** A tiny task: the square of `x`. */
+export function square(x: number): number {
+  return x * x;
+}

@@ -112,3 +112,23 @@ test.serial('for-await: every value in input order; leaving the loop early termi
   t.deepEqual(lines.slice(0, 8), Array.from({ length: 8 }, (_, i) => `${i}² = ${i * i}`));
   t.regex(lines[8]!, /^left the loop at 2: the run ended terminated after \d of 8 tasks; processes left: \[\]$/);
 });
+
+test.serial('pool: the pooled batches all run on the two warmed workers, which close() stops', async (t) => {
+  const { stdout } = await runExample(t, 'pool.ts');
+  const squares = [[1, 4, 9, 16], [25, 36, 49, 64], [81, 100, 121, 144]].map((s) => JSON.stringify(s));
+  const workersOf = (prefix: string) =>
+    squares.map((s, i) => {
+      const line = new RegExp(`^${prefix}, batch ${i + 1}: (\\S+) on workers ([\\d, ]+) in [\\d.]+ ms$`, 'm').exec(stdout);
+      t.truthy(line, `${prefix} batch ${i + 1} printed: ${stdout}`);
+      t.is(line![1], s);
+      return line![2]!;
+    });
+  const unpooled = workersOf('no pool');
+  t.is(new Set(unpooled).size, 3, 'without a pool, every batch starts new workers');
+  const warmed = /^pool warmed: workers (\d+, \d+)$/m.exec(stdout)?.[1];
+  t.deepEqual(workersOf('pool'), [warmed, warmed, warmed], 'with a pool, every batch runs on the warmed workers');
+  t.regex(stdout, /^pool closed: pool\.pids\(\) = \[\], workers still alive: \[\], liveChildPids\(\) = \[\]$/m);
+  const pids = [...stdout.matchAll(/on workers ([\d, ]+) in/g)].flatMap((m) => m[1]!.split(', ').map(Number));
+  t.is(pids.length, 12);
+  t.deepEqual(pids.filter(isAlive), []);
+});
