@@ -42,8 +42,8 @@ for await (const [x, y] of valuesOf(schedule$(tasks(), { concurrency: 4 }).order
   console.log(`${x}² = ${y}`);
 }
 
-// Leaving early terminates the run.
-const run = schedule$(tasks(), { concurrency: 4 });
+// Leaving early terminates the run. (Two at a time: value 2 comes while tasks 3 to 7 still wait.)
+const run = schedule$(tasks(), { concurrency: 2 });
 let last: Progress | undefined;
 run.progress$.subscribe((p) => (last = p));
 for await (const [x] of valuesOf(run.ordered$)) {
