@@ -113,6 +113,12 @@ process.on('disconnect', () => {
   setTimeout(leave, 5000);
 });
 
+// A message that cannot be sent because the parent let go meanwhile (EPIPE: a worker it stopped
+// while booting, a parent that died) is reported on \`process\` as 'error', and would otherwise
+// be an uncaught exception printed as one. Nothing is lost: no one is left to read it, and the
+// 'disconnect' handler above ends this process.
+process.on('error', () => {});
+
 // A task that calls process.exit() must not take the results of earlier tasks with it.
 process.on('exit', () => flush());
 process.on('uncaughtException', (error) => fatal(error));
