@@ -172,3 +172,17 @@ test('results and errors on pooled workers are those of any run', async (t) => {
   const pids = (outcomes.filter((o) => o.status === 'fulfilled') as Array<TaskResult<number>>).map((o) => o.stats.pid);
   t.true(pids.every((pid) => pool.pids().includes(pid!)), 'a task that threw does not cost its worker');
 });
+
+test('two runs at once share a pool: each holds its own workers, and all of them end with close()', async (t) => {
+  const pool = newPool(t);
+  await pool.warm(2);
+  const runs = [0, 1].map((r) => schedule$(Array.from({ length: 30 }, (_, i) => w.square(r * 100 + i)), { pool, concurrency: 2 }));
+  const seen = new Set<number>();
+  for (const run of runs) run.subscribe((result) => seen.add(result.stats.pid!));
+  const [a, b] = await Promise.all(runs.map((run) => run.toOrderedArray()));
+  t.deepEqual(a, Array.from({ length: 30 }, (_, i) => i * i));
+  t.deepEqual(b, Array.from({ length: 30 }, (_, i) => (100 + i) ** 2));
+  t.true(pool.pids().length >= 2 && pool.pids().length <= 4, `the pool keeps what the runs gave back: ${pool.pids().length}`);
+  await pool.close();
+  t.deepEqual([...seen].filter(isAlive), []);
+});
