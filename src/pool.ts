@@ -105,6 +105,8 @@ export class WorkerPool {
    *
    * @example
    * ```ts
+   * import { WorkerPool } from 'async-process-scheduler';
+   *
    * const pool = new WorkerPool();
    * await pool.warm(4);
    * console.log(pool.pids().length); // 4
@@ -144,6 +146,8 @@ export class WorkerPool {
    *
    * @example
    * ```ts
+   * import { WorkerPool } from 'async-process-scheduler';
+   *
    * const pool = new WorkerPool();
    * await pool.warm(1);
    * console.log(pool.pids()); // [12345]
@@ -168,6 +172,9 @@ export class WorkerPool {
    *
    * @example
    * ```ts
+   * import { WorkerPool, schedule$, moduleTask } from 'async-process-scheduler';
+   *
+   * const work = new URL('./work.js', import.meta.url); // export function square(x) { return x * x }
    * const pool = new WorkerPool();
    * await schedule$([moduleTask(work, 'square', [3])], { pool }).toOrderedArray();
    * await pool.close();
