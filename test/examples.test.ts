@@ -132,3 +132,16 @@ test.serial('pool: the pooled batches all run on the two warmed workers, which c
   t.is(pids.length, 12);
   t.deepEqual(pids.filter(isAlive), []);
 });
+
+test.serial('dynamic: every task of both phases ends, with a line per change of the limit', async (t) => {
+  const { stdout } = await runExample(t, 'dynamic.ts');
+  const lines = stdout.trim().split('\n');
+  t.regex(lines[0]!, /^\d+ CPUs; 64 tasks that wait 300 ms, then 64 that compute for ~300 ms$/);
+  const changes = lines.filter((l) => /^\s+\d+\.\d\s+\d+\s/.test(l));
+  t.true(changes.length >= 1, 'the first limit is printed');
+  const limits = changes.map((l) => Number(l.trim().split(/\s+/)[1]));
+  t.true(limits.every((l) => Number.isInteger(l) && l >= 1));
+  const last = /^128 tasks in [\d.]+ s; the limit ended at (\d+)$/m.exec(stdout);
+  t.truthy(last, stdout);
+  t.is(Number(last![1]), limits[limits.length - 1]!, 'the last limit printed is the one in force at the end');
+});
