@@ -17,7 +17,7 @@ export interface Progress {
   completed: number;
   /** Tasks that failed (in settle mode; in fail-fast mode at most 1). */
   failed: number;
-  /** Tasks executing now. */
+  /** Tasks executing now. A task whose worker process is still starting counts as queued. */
   running: number;
   /** Tasks waiting to start; `undefined` while the total is unknown. */
   queued: number | undefined;

@@ -65,6 +65,8 @@ class Job implements JobHandle {
   child: ChildProcess | undefined;
   timer: NodeJS.Timeout | undefined;
   stderrSince = 0;
+  /** Counted in `executing`: running, and its worker (if it has one) past its start-up. */
+  counted = false;
   constructor(
     readonly id: number,
     readonly spec: JobSpec,
@@ -319,21 +321,38 @@ export class LocalRuntime implements TaskRuntime {
 
   #markRunning(job: Job): void {
     job.state = 'running';
-    this.executing++;
-    this.#options.onExecuting?.();
     const worker = job.worker;
     if (worker) {
       worker.currentIndex = job.spec.index;
       job.stderrSince = worker.output.stderrBytes;
     }
-    // A booting worker has not started the task yet: its clock starts when the worker is ready.
-    if (!worker || worker.ready) this.#armTimeout(job);
+    // A booting worker has not started the task yet: its clock starts when the worker is ready,
+    // and only then does the task count as executing (for progress$, and for automatic
+    // concurrency, which would take a worker waiting on its start-up for an I/O-bound task).
+    if (!worker || worker.ready) {
+      this.#countExecuting(job);
+      this.#armTimeout(job);
+    }
+  }
+
+  #countExecuting(job: Job): void {
+    job.counted = true;
+    this.executing++;
+    this.#options.onExecuting?.();
+  }
+
+  /** A job stops running (ends, or goes back to the queue): it no longer counts as executing. */
+  #uncount(job: Job): void {
+    if (!job.counted) return;
+    job.counted = false;
+    this.executing--;
   }
 
   #onWorkerReady(worker: WorkerProcess): void {
     for (const lane of this.#lanes) {
       const head = lane.jobs[0];
       if (head?.worker === worker && head.state === 'running') {
+        if (!head.counted) this.#countExecuting(head);
         clearTimeout(head.timer);
         this.#armTimeout(head);
       }
@@ -347,8 +366,7 @@ export class LocalRuntime implements TaskRuntime {
 
   #startProcessJob(job: Job): void {
     job.state = 'running';
-    this.executing++;
-    this.#options.onExecuting?.();
+    this.#countExecuting(job);
     this.#armTimeout(job);
     const { task, index } = job.spec;
     // Commands and process tasks do not notice their parent's death: the guardian does.
@@ -390,7 +408,7 @@ export class LocalRuntime implements TaskRuntime {
   /** Removes a finished job from its lane; false if it had already ended (cancelled, timed out). */
   #finish(job: Job): boolean {
     if (job.state === 'done') return false;
-    if (job.state === 'running') this.executing--;
+    this.#uncount(job);
     job.state = 'done';
     clearTimeout(job.timer);
     const lane = job.lane;
@@ -410,7 +428,7 @@ export class LocalRuntime implements TaskRuntime {
       if (!job || job.worker !== worker) continue;
       this.#jobsById.delete(id);
       const lane = job.lane;
-      if (job.state === 'running') this.executing--;
+      this.#uncount(job);
       job.state = 'done';
       clearTimeout(job.timer);
       if (lane) {
@@ -572,7 +590,7 @@ export class LocalRuntime implements TaskRuntime {
 
   /** Puts a job that was sent to a worker back in the queued state, to be sent again. */
   #requeue(job: Job): void {
-    if (job.state === 'running') this.executing--;
+    this.#uncount(job);
     clearTimeout(job.timer);
     job.state = 'queued';
   }
