@@ -13,7 +13,7 @@ import { autoConcurrency$ } from './load/controller.js';
 import { systemLoadSampler } from './load/samplers.js';
 import { mergeWithLimit } from './operators/merge-map-with-limit.js';
 import { isTaskSourceInput, type TaskSourceInput } from './operators/pull-source.js';
-import { reorderByIndex } from './operators/reorder.js';
+import { IndexReorderer } from './operators/reorder.js';
 import { checkTaskOptions, resolveOptions, type ResolvedOptions, type ScheduleOptions } from './options.js';
 import { optimalConcurrency } from './optimal-concurrency.js';
 import { ProgressState, type Progress, type TaskProgress } from './progress.js';
@@ -330,16 +330,15 @@ export class RunCore<T, M extends RunMode> {
     );
     const admission$ = combineLatest([limit$, runtime.depth$]).pipe(map(([limit, depth]) => limit * depth));
 
-    const reorderInput = new Subject<TaskOutcome<T>>();
-    subscription.add(
-      reorderInput.pipe(reorderByIndex((o) => o.index)).subscribe({
-        next: (outcome) => {
-          this.#emittedOrdered = true;
-          this.ordered.next((options.settle ? outcome : (outcome as TaskResult<T>).value) as Ordered<T, M>);
-        },
-        // A gap means a task was lost: a bug, never silent.
-        error: (error) => this.#shutdownThen(false, 'failed', { kind: 'error', error }),
-      }),
+    // In input order: reorderByIndex's buffer, called directly rather than through a Subject and
+    // an operator (two Subscribers per task).
+    const reorder = new IndexReorderer<TaskOutcome<T>>(
+      0,
+      (outcome) => {
+        this.#emittedOrdered = true;
+        this.ordered.next((options.settle ? outcome : (outcome as TaskResult<T>).value) as Ordered<T, M>);
+      },
+      () => this.#terminal !== undefined,
     );
 
     const merged = mergeWithLimit<Task, TaskOutcome<T>>({
@@ -365,13 +364,17 @@ export class RunCore<T, M extends RunMode> {
     subscription.add(
       merged.subscribe({
         next: (outcome) => {
-          this.completions.next(outcome as Completion<T, M>);
-          reorderInput.next(outcome);
+          // A plain Subject replays nothing: with no subscriber, there is no one to tell.
+          if (this.completions.observed) this.completions.next(outcome as Completion<T, M>);
+          // An index out of order or repeated means a task was lost or doubled: a bug, never silent.
+          const error = reorder.push(outcome.index, outcome);
+          if (error) this.#shutdownThen(false, 'failed', { kind: 'error', error });
         },
         error: (error) => this.#shutdownThen(false, 'failed', { kind: 'error', error }),
         complete: () => {
-          reorderInput.complete();
-          this.#shutdownThen(true, 'completed', { kind: 'complete' });
+          const gap = reorder.end();
+          if (gap) this.#shutdownThen(false, 'failed', { kind: 'error', error: gap });
+          else this.#shutdownThen(true, 'completed', { kind: 'complete' });
         },
       }),
     );

@@ -32,9 +32,7 @@ export function reorderByIndex<T>(
   }
   return (source) =>
     new Observable<T>((subscriber) => {
-      let nextIndex = firstIndex;
-      const waiting = new Map<number, T>();
-
+      const reorderer = new IndexReorderer<T>(firstIndex, (item) => subscriber.next(item), () => subscriber.closed);
       return source.subscribe({
         next(item) {
           if (subscriber.closed) return; // a synchronous source may go on after an error
@@ -44,45 +42,69 @@ export function reorderByIndex<T>(
           } catch (err) {
             return subscriber.error(err);
           }
-          if (!Number.isSafeInteger(index)) {
-            return subscriber.error(
-              new RangeError(`reorderByIndex: index must be an integer, got ${String(index)}`),
-            );
-          }
-          if (index < firstIndex) {
-            return subscriber.error(
-              new RangeError(`reorderByIndex: index ${index} is below the first index ${firstIndex}`),
-            );
-          }
-          if (index < nextIndex || waiting.has(index)) {
-            return subscriber.error(new Error(`reorderByIndex: index ${index} arrived twice`));
-          }
-          if (index !== nextIndex) {
-            waiting.set(index, item);
-            return;
-          }
-          subscriber.next(item);
-          nextIndex++;
-          // Each buffered item is visited once, when its turn comes: O(1) amortized.
-          while (waiting.size > 0 && waiting.has(nextIndex) && !subscriber.closed) {
-            const buffered = waiting.get(nextIndex) as T;
-            waiting.delete(nextIndex);
-            nextIndex++;
-            subscriber.next(buffered);
-          }
+          const error = reorderer.push(index, item);
+          if (error) subscriber.error(error);
         },
         error: (err: unknown) => subscriber.error(err),
         complete() {
-          if (waiting.size === 0) return subscriber.complete();
-          let firstWaiting = Infinity;
-          for (const index of waiting.keys()) firstWaiting = Math.min(firstWaiting, index);
-          subscriber.error(
-            new Error(
-              `reorderByIndex: source completed without index ${nextIndex}; ` +
-                `${waiting.size} later item(s) wait for it, the first being index ${firstWaiting}`,
-            ),
-          );
+          const gap = reorderer.end();
+          if (gap) subscriber.error(gap);
+          else subscriber.complete();
         },
       });
     });
+}
+
+/**
+ * @internal The buffer behind {@link reorderByIndex}, also used by the scheduler directly (with no
+ * Subscriber per item): hands items to `emit` in index order, each as soon as it can.
+ */
+export class IndexReorderer<T> {
+  #next: number;
+  readonly #waiting = new Map<number, T>();
+
+  /**
+   * @param firstIndex the index to emit first
+   * @param emit receives the items in order
+   * @param stopped true once nothing more should be emitted (checked between buffered items)
+   */
+  constructor(
+    readonly firstIndex: number,
+    private readonly emit: (item: T) => void,
+    private readonly stopped: () => boolean,
+  ) {
+    this.#next = firstIndex;
+  }
+
+  /** Takes one item; returns the error to end with if its index is not an integer, too low, or repeated. */
+  push(index: number, item: T): Error | undefined {
+    if (!Number.isSafeInteger(index)) return new RangeError(`reorderByIndex: index must be an integer, got ${String(index)}`);
+    if (index < this.firstIndex) return new RangeError(`reorderByIndex: index ${index} is below the first index ${this.firstIndex}`);
+    if (index < this.#next || this.#waiting.has(index)) return new Error(`reorderByIndex: index ${index} arrived twice`);
+    if (index !== this.#next) {
+      this.#waiting.set(index, item);
+      return undefined;
+    }
+    this.emit(item);
+    this.#next++;
+    // Each buffered item is visited once, when its turn comes: O(1) amortized.
+    while (this.#waiting.size > 0 && this.#waiting.has(this.#next) && !this.stopped()) {
+      const buffered = this.#waiting.get(this.#next) as T;
+      this.#waiting.delete(this.#next);
+      this.#next++;
+      this.emit(buffered);
+    }
+    return undefined;
+  }
+
+  /** The error to end with if the source ended while items still wait for a missing index. */
+  end(): Error | undefined {
+    if (this.#waiting.size === 0) return undefined;
+    let firstWaiting = Infinity;
+    for (const index of this.#waiting.keys()) firstWaiting = Math.min(firstWaiting, index);
+    return new Error(
+      `reorderByIndex: source completed without index ${this.#next}; ` +
+        `${this.#waiting.size} later item(s) wait for it, the first being index ${firstWaiting}`,
+    );
+  }
 }
