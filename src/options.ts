@@ -237,7 +237,8 @@ function positiveInteger(name: string, value: unknown, fallback: number): number
   return value;
 }
 
-function numberIn(name: string, value: unknown, fallback: number, min: number, max: number): number {
+/** A number option from `min` to `max`, or `fallback` when it is undefined. @throws {OptionError} */
+export function numberIn(name: string, value: unknown, fallback: number, min: number, max: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || Number.isNaN(value) || value < min || value > max) {
     throw new OptionError(name, `a number from ${min} to ${max === Number.MAX_VALUE || max === Number.MAX_SAFE_INTEGER ? 'any' : max}`, value);

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { ScheduleOptions } from './options.js';
+import { numberIn, resolveOptions, type ScheduleOptions } from './options.js';
 import { OptionError, formatValue } from './errors.js';
 import type { WorkerLender } from './runtime/local-runtime.js';
 import type { KillReport } from './runtime/kill.js';
@@ -86,8 +86,8 @@ export class WorkerPool {
         throw new OptionError(key, '', undefined, `options.${key} is not a WorkerPool option; they are idleTimeout, maxIdleWorkers, killTimeout`);
       }
     }
-    this.#idleTimeout = msOption('idleTimeout', options.idleTimeout, 30_000);
-    this.#killTimeout = msOption('killTimeout', options.killTimeout, 3000);
+    this.#idleTimeout = numberIn('idleTimeout', options.idleTimeout, 30_000, 0, 2 ** 31 - 1);
+    this.#killTimeout = numberIn('killTimeout', options.killTimeout, 3000, 0, 2 ** 31 - 1);
     const max = options.maxIdleWorkers ?? Infinity;
     if (!(max === Infinity || (Number.isInteger(max) && max >= 0))) {
       throw new OptionError('maxIdleWorkers', 'an integer >= 0 or Infinity', max);
@@ -100,8 +100,9 @@ export class WorkerPool {
   }
 
   /**
-   * Starts workers until `count` idle ones with these settings are in the pool, and waits until
-   * they have booted. A run that begins afterwards starts on them at once.
+   * Starts workers until `count` idle ones with these settings are in the pool (never more than
+   * `maxIdleWorkers`), and waits until they have booted. A run that begins afterwards starts on
+   * them at once.
    *
    * @example
    * ```ts
@@ -115,14 +116,16 @@ export class WorkerPool {
    * @param count How many idle workers to have.
    * @param options The worker settings of the runs that will use them (by default, a run's defaults).
    * @returns Resolves once they have booted.
-   * @throws {OptionError} for a bad `count`; rejects with an Error naming the cause when a worker dies while starting.
+   * @throws {OptionError} for a bad `count` or setting (checked as `schedule$` checks them); rejects with an Error naming the cause when a worker dies while starting.
    */
   async warm(count: number, options: WarmOptions = {}): Promise<void> {
     if (!(Number.isInteger(count) && count >= 0)) {
       throw new OptionError('count', '', count, `warm(count): count must be an integer >= 0, got ${formatValue(count)}`);
     }
     if (this.#closed) throw new Error('the WorkerPool is closed: warm() cannot start workers in it');
-    const config: WorkerConfig = { output: options.output ?? 'inherit', execArgv: options.workerExecArgv ?? [], env: options.workerEnv };
+    // The same validation and defaults as a run's, so that the workers fit the runs meant to use them.
+    const { output, workerExecArgv, workerEnv } = resolveOptions({ output: options.output, workerExecArgv: options.workerExecArgv, workerEnv: options.workerEnv });
+    const config: WorkerConfig = { output, execArgv: workerExecArgv, env: workerEnv };
     const started: WorkerProcess[] = [];
     let have = [...this.#idle.keys()].filter((w) => w.fits(config)).length;
     for (; have < count && have < this.#maxIdle; have++) {
@@ -230,12 +233,4 @@ export class WorkerPool {
 /** @internal The pool's side of the runtime seam, for the runs that use it. */
 export function lenderOf(pool: WorkerPool): WorkerLender | undefined {
   return lenders.get(pool);
-}
-
-function msOption(name: string, value: unknown, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || Number.isNaN(value) || value < 0 || value > 2 ** 31 - 1) {
-    throw new OptionError(name, `a number from 0 to ${2 ** 31 - 1}`, value);
-  }
-  return value;
 }

@@ -160,7 +160,8 @@ test('bad pool options and a bad pool are OptionErrors that name the option', as
   t.throws(() => schedule$([w.square(2)], { pool: {} as never }), { instanceOf: OptionError, message: /pool/ });
   const pool = newPool(t);
   await t.throwsAsync(pool.warm(-1), { instanceOf: OptionError, message: /count must be an integer >= 0, got -1/ });
-  t.deepEqual(pool.pids(), []);
+  await t.throwsAsync(pool.warm(1, { output: 'loud' as never }), { instanceOf: OptionError, message: /options\.output must be/ });
+  t.deepEqual(pool.pids(), [], 'nothing was started for a bad warm()');
 });
 
 test('results and errors on pooled workers are those of any run', async (t) => {

@@ -55,6 +55,12 @@ const PIPELINE_BUDGET_US = 1000;
 const MAX_DEPTH = 128;
 /** Consecutive workers dying before they are ready, after which the runtime stops forking. */
 const MAX_BOOT_FAILURES = 3;
+/**
+ * Job ids, unique in the process rather than per runtime: a pooled worker serves one run after
+ * another, and an id it was told to skip, or any late message it sends, must never match a task
+ * of the next run.
+ */
+let nextJobId = 1;
 
 type JobState = 'queued' | 'sent' | 'running' | 'done';
 
@@ -106,7 +112,6 @@ export class LocalRuntime implements TaskRuntime {
   readonly #depth = new BehaviorSubject(1);
   readonly #output = new Subject<OutputLine>();
   #target: number;
-  #nextId = 1;
   #avgUs: number | undefined;
   #bootFailures = 0;
   #broken: string | undefined;
@@ -136,7 +141,7 @@ export class LocalRuntime implements TaskRuntime {
   }
 
   start(spec: JobSpec, events: JobEvents): JobHandle {
-    const job = new Job(this.#nextId++, spec, events, this);
+    const job = new Job(nextJobId++, spec, events, this);
     if (this.#closing) {
       job.state = 'done';
       return job;
@@ -222,7 +227,7 @@ export class LocalRuntime implements TaskRuntime {
     for (const worker of workers) {
       // An idle worker may go back to the pool even when the run failed or was terminated:
       // only the processes busy with the run's tasks have to die with it.
-      if (worker.pending.size === 0 && this.#lend(worker)) continue;
+      if (this.#lend(worker)) continue;
       this.#abandoned.add(worker);
       this.#stop(graceful && worker.pending.size === 0 ? worker.retire() : worker.kill(this.#options.killTimeout));
     }
@@ -613,11 +618,13 @@ export class LocalRuntime implements TaskRuntime {
     return new WorkerProcess({ ...this.#workerConfig, killTimeout: this.#options.killTimeout }, this.#listener, this.#onUnsendableTasks);
   }
 
-  /** Hands an idle worker back to the pool, if there is one and the worker may serve again. */
+  /**
+   * Hands a worker back to the pool, if there is one and the worker may serve again (the pool
+   * takes only live, idle workers); false when the caller has to stop it.
+   */
   #lend(worker: WorkerProcess): boolean {
     const pool = this.#options.pool;
-    if (!pool || !worker.alive || worker.pending.size > 0 || worker.sent >= this.#options.maxTasksPerWorker) return false;
-    return pool.give(worker);
+    return pool !== undefined && worker.sent < this.#options.maxTasksPerWorker && pool.give(worker);
   }
 
   #takeSpare(): WorkerProcess | undefined {
