@@ -21,8 +21,8 @@ export function runWithRetries(runtime: TaskRuntime, task: Task, index: number, 
     current = runtime.start(
       { task, index, attempt: n, timeout },
       {
-        fulfilled: events.fulfilled,
-        progress: events.progress,
+        fulfilled: (value, stats) => events.fulfilled(value, stats),
+        progress: (value) => events.progress(value),
         rejected: (error: TaskError) => {
           if (cancelled) return;
           if (n > policy.retries || !policy.on.includes(error.kind)) {

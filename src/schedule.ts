@@ -6,7 +6,7 @@
  */
 import {
   Observable, ReplaySubject, Subject, Subscription, combineLatest, distinctUntilChanged, isObservable, map, of,
-  type Observer, type Subscriber,
+  type Observer, type Subscriber, type Unsubscribable,
 } from 'rxjs';
 import { RunTerminatedError, TaskError, formatValue } from './errors.js';
 import { autoConcurrency$ } from './load/controller.js';
@@ -21,7 +21,7 @@ import { runWithRetries } from './retry.js';
 import { lenderOf } from './pool.js';
 import { LocalRuntime } from './runtime/local-runtime.js';
 import type { OutputLine } from './runtime/output.js';
-import type { TaskRuntime, TaskStats } from './runtime/runtime.js';
+import type { JobEvents, JobHandle, TaskRuntime, TaskStats } from './runtime/runtime.js';
 import { isTask, taskLabel, type Task, type TaskValue } from './task.js';
 
 /** A task that ended well. The run emits these, in the order tasks finish. */
@@ -195,8 +195,8 @@ type Terminal = { kind: 'complete' } | { kind: 'error'; error: unknown };
 
 /** @internal The shared execution behind a ScheduledRun. */
 export class RunCore<T, M extends RunMode> {
-  readonly completions = new Subject<Completion<T, M>>();
-  readonly ordered = new Subject<Ordered<T, M>>();
+  readonly completions = new Fanout<Completion<T, M>>();
+  readonly ordered = new Fanout<Ordered<T, M>>();
   readonly taskProgress = new Subject<TaskProgress>();
   readonly output = new Subject<OutputLine>();
   readonly concurrency = new ReplaySubject<number>(1);
@@ -218,6 +218,8 @@ export class RunCore<T, M extends RunMode> {
   #progressQueued = false;
   #lastProgressAt = 0;
   #abortListener: (() => void) | undefined;
+  /** What every task's inner needs of the run: one object per run, not closures per task. */
+  readonly #innerContext: InnerContext;
 
   constructor(source: TaskSourceInput<Task>, options: ResolvedOptions) {
     this.#source = source;
@@ -229,16 +231,22 @@ export class RunCore<T, M extends RunMode> {
     this.#limit = initial;
     if (initial > 0) this.concurrency.next(initial);
     this.progress.next(this.#state.snapshot(0));
+    this.#innerContext = {
+      state: this.#state,
+      settle: options.settle,
+      changed: () => this.#progressChanged(),
+      taskProgress: this.taskProgress,
+    };
   }
 
-  /** Subscribes `subscriber` to one of the result subjects, counting it; starts the run. */
-  attach<V>(subject: Subject<V>, subscriber: Subscriber<V>): () => void {
+  /** Subscribes `subscriber` to one of the result streams, counting it; starts the run. */
+  attach<V>(stream: Fanout<V>, subscriber: Subscriber<V>): () => void {
     if (this.#terminal) {
       this.#deliverTerminal(subscriber);
       return () => {};
     }
     this.#refs++;
-    const inner = subject.subscribe(subscriber);
+    const detach = stream.add(subscriber);
     if (this.#state.state === 'idle' && !this.#startQueued) {
       this.#startQueued = true;
       queueMicrotask(() => {
@@ -247,7 +255,7 @@ export class RunCore<T, M extends RunMode> {
       });
     }
     return () => {
-      inner.unsubscribe();
+      detach();
       if (--this.#refs === 0 && !this.#terminal && this.#state.state === 'running') {
         void this.terminate();
       }
@@ -415,41 +423,19 @@ export class RunCore<T, M extends RunMode> {
   /** The inner Observable of one task: emits its outcome and completes, or errors in fail-fast mode. */
   #taskObservable(runtime: TaskRuntime, task: Task, index: number): Observable<TaskOutcome<T>> {
     return new Observable<TaskOutcome<T>>((subscriber) => {
-      const state = this.#state;
       const valid = isTask(task);
-      const weight = valid ? (task.options.weight ?? 1) : 1;
-      state.weightPulled += weight;
-      const fail = (reason: TaskError) => {
-        state.failed++;
-        state.weightDone += weight;
-        this.#progressChanged();
-        if (this.#options.settle) {
-          subscriber.next({ status: 'rejected', index, reason });
-          subscriber.complete();
-        } else {
-          subscriber.error(reason);
-        }
-      };
+      const inner = new TaskInner<T>(this.#innerContext, subscriber, index, valid ? (task.options.weight ?? 1) : 1);
+      this.#state.weightPulled += inner.weight;
       const invalid = !valid
         ? `it is not a task: expected one made by moduleTask, taskModule, commandTask or processTask, got ${formatValue(task)}`
         : checkTaskOptions(task.options);
       if (invalid !== undefined) {
-        fail(new TaskError({ kind: 'invalid', index, label: valid ? taskLabel(task) : undefined, detail: invalid }));
+        inner.rejected(new TaskError({ kind: 'invalid', index, label: valid ? taskLabel(task) : undefined, detail: invalid }));
         return;
       }
-      const handle = runWithRetries(runtime, task, index, this.#options, {
-        fulfilled: (value, stats) => {
-          state.completed++;
-          state.weightDone += weight;
-          this.#progressChanged();
-          subscriber.next({ status: 'fulfilled', index, value: value as T, stats });
-          subscriber.complete();
-        },
-        rejected: fail,
-        progress: (value) => this.taskProgress.next({ index, value }),
-      });
+      inner.handle = runWithRetries(runtime, task, index, this.#options, inner);
       this.#progressChanged();
-      return () => handle.cancel();
+      return inner;
     });
   }
 
@@ -479,14 +465,15 @@ export class RunCore<T, M extends RunMode> {
     this.#state.state = state;
     this.#state.endedAt = performance.now();
     this.progress.next(this.#state.snapshot(0));
-    for (const subject of [this.completions, this.ordered] as Subject<unknown>[]) this.#deliverTerminal(subject);
+    this.#deliverTerminal(this.completions);
+    this.#deliverTerminal(this.ordered);
     this.progress.complete();
     this.taskProgress.complete();
     this.output.complete();
     this.concurrency.complete();
   }
 
-  #deliverTerminal(target: Observer<never> | Subject<unknown>): void {
+  #deliverTerminal(target: Pick<Observer<never>, 'error' | 'complete'>): void {
     const terminal = this.#terminal!;
     if (terminal.kind === 'complete') target.complete();
     else target.error(terminal.error);
@@ -505,6 +492,102 @@ export class RunCore<T, M extends RunMode> {
     };
     if (wait <= 0) queueMicrotask(emit);
     else this.#progressTimer = setTimeout(emit, wait);
+  }
+}
+
+/**
+ * A result stream of the run: a Subject cut down to what it needs. rxjs's Subject.next allocates
+ * a closure and an iterator on every call, and these streams emit once per task.
+ */
+class Fanout<V> {
+  #subscribers: Subscriber<V>[] = [];
+
+  /** True while someone subscribes: with no one, a value need not be built. */
+  get observed(): boolean {
+    return this.#subscribers.length > 0;
+  }
+
+  /** Adds a subscriber; returns what removes it. */
+  add(subscriber: Subscriber<V>): () => void {
+    // Copied on write, so a next() in progress goes on with the list it started with.
+    this.#subscribers = [...this.#subscribers, subscriber];
+    return () => {
+      this.#subscribers = this.#subscribers.filter((s) => s !== subscriber);
+    };
+  }
+
+  next(value: V): void {
+    const subscribers = this.#subscribers;
+    for (let i = 0; i < subscribers.length; i++) subscribers[i]!.next(value);
+  }
+
+  error(error: unknown): void {
+    for (const subscriber of this.#end()) subscriber.error(error);
+  }
+
+  complete(): void {
+    for (const subscriber of this.#end()) subscriber.complete();
+  }
+
+  #end(): Subscriber<V>[] {
+    const subscribers = this.#subscribers;
+    this.#subscribers = [];
+    return subscribers;
+  }
+}
+
+/** The run's side of every task's inner (see TaskInner). */
+interface InnerContext {
+  readonly state: ProgressState;
+  readonly settle: boolean;
+  /** Schedules a progress snapshot. */
+  readonly changed: () => void;
+  readonly taskProgress: Subject<TaskProgress>;
+}
+
+/**
+ * One subscription to a task's inner Observable: the runtime's events for the task, and, as an
+ * Unsubscribable, its teardown (which cancels the task). One object per task where closures
+ * would take five.
+ */
+class TaskInner<T> implements JobEvents, Unsubscribable {
+  handle: JobHandle | undefined = undefined;
+
+  constructor(
+    private readonly run: InnerContext,
+    private readonly subscriber: Subscriber<TaskOutcome<T>>,
+    readonly index: number,
+    readonly weight: number,
+  ) {}
+
+  fulfilled(value: unknown, stats: TaskStats): void {
+    const { state } = this.run;
+    state.completed++;
+    state.weightDone += this.weight;
+    this.run.changed();
+    this.subscriber.next({ status: 'fulfilled', index: this.index, value: value as T, stats });
+    this.subscriber.complete();
+  }
+
+  rejected(reason: TaskError): void {
+    const { state } = this.run;
+    state.failed++;
+    state.weightDone += this.weight;
+    this.run.changed();
+    if (this.run.settle) {
+      this.subscriber.next({ status: 'rejected', index: this.index, reason });
+      this.subscriber.complete();
+    } else {
+      this.subscriber.error(reason);
+    }
+  }
+
+  progress(value: unknown): void {
+    this.run.taskProgress.next({ index: this.index, value });
+  }
+
+  unsubscribe(): void {
+    this.handle?.cancel();
   }
 }
 

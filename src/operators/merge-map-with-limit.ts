@@ -82,20 +82,15 @@ export function mergeWithLimit<T, R>(options: MergeWithLimitOptions<T, R>): Obse
     };
 
     /**
-     * Applies a state change, then starts as many inners as the limit allows.
-     * A change made while the loop is already running (an inner that completes inside
-     * subscribe, a source that answers inside request) is only recorded; the running loop
-     * re-reads the state after every step. That keeps the stack flat however many inners
-     * complete synchronously.
+     * Starts as many inners as the limit allows, then completes if all is done. A state change
+     * made while this loop runs (an inner that completes inside subscribe, a source that answers
+     * inside request) is only recorded by its handler: the running loop re-reads the state after
+     * every step. That keeps the stack flat however many inners complete synchronously.
+     * Handlers call it as `if (!draining) drain()`, with no closure to allocate per item.
      */
-    const update = (change?: () => void): void => {
-      if (draining) {
-        change?.();
-        return;
-      }
+    const drain = (): void => {
       draining = true;
       try {
-        change?.();
         while (!isOver() && !requesting && !sourceDone && active < limit) {
           requesting = true;
           source.request();
@@ -125,40 +120,39 @@ export function mergeWithLimit<T, R>(options: MergeWithLimitOptions<T, R>): Obse
         return fail(err);
       }
       active++;
-      // The container is in `inners` before subscribe, so a teardown that happens during
-      // subscribe (a synchronous error elsewhere, a downstream take(1)) still reaches it.
-      const container = new Subscription();
-      inners.add(container);
       const subscription = inner.subscribe(innerObserver);
+      // The output may have ended during subscribe (a downstream take(1), an error elsewhere),
+      // and its teardown did not see this inner, which was not in `inners` yet.
+      if (isOver()) subscription.unsubscribe();
       // Added after subscribe, so it runs after the inner's own teardown (at once, if the inner
       // already ended inside subscribe): a slot frees only once its inner is torn down.
+      inners.add(subscription);
       subscription.add(() => {
-        if (!inners.delete(container)) return;
+        if (!inners.delete(subscription)) return;
         active--;
-        if (!isOver()) update();
+        if (!isOver() && !draining) drain();
       });
-      container.add(subscription);
     };
 
     let source: PullSource<T>;
     try {
       source = toPullSource(options.source, {
-        item: (value) =>
-          update(() => {
-            requesting = false;
-            if (!isOver()) startInner(value);
-          }),
-        done: () =>
-          update(() => {
-            requesting = false;
-            if (isOver() || sourceDone) return;
-            sourceDone = true;
-            try {
-              onSourceDone?.(pulled);
-            } catch (err) {
-              fail(err);
-            }
-          }),
+        item: (value) => {
+          requesting = false;
+          if (!isOver()) startInner(value);
+          if (!draining) drain();
+        },
+        done: () => {
+          requesting = false;
+          if (isOver() || sourceDone) return;
+          sourceDone = true;
+          try {
+            onSourceDone?.(pulled);
+          } catch (err) {
+            fail(err);
+          }
+          if (!draining) drain();
+        },
         error: (err) => {
           requesting = false;
           fail(err);
@@ -172,9 +166,8 @@ export function mergeWithLimit<T, R>(options: MergeWithLimitOptions<T, R>): Obse
     const setLimit = (value: unknown): void => {
       if (!isValidLimit(value)) return fail(invalidLimit(value));
       limitKnown = true;
-      update(() => {
-        limit = value;
-      });
+      limit = value;
+      if (!draining) drain();
     };
 
     if (typeof limit$ === 'number') {

@@ -35,7 +35,10 @@ export interface JobSpec {
   timeout: number | undefined;
 }
 
-/** How a runtime reports on a job: exactly one of `fulfilled` or `rejected`, unless cancelled first. */
+/**
+ * How a runtime reports on a job: exactly one of `fulfilled` or `rejected`, unless cancelled
+ * first. They are called as methods (`events.fulfilled(value, stats)`), so they may use `this`.
+ */
 export interface JobEvents {
   fulfilled(value: unknown, stats: TaskStats): void;
   rejected(error: TaskError): void;

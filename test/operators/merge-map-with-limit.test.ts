@@ -543,6 +543,29 @@ test('a string source is rejected with a TypeError', (t) => {
   t.regex((failure as Error).message, /task source must be .*got a string/);
 });
 
+test('an inner that ends the output inside its own subscribe (a downstream take) is still torn down', (t) => {
+  const started: number[] = [];
+  const tornDown: number[] = [];
+  const values: number[] = [];
+  // Each inner emits at once and never completes: take(1) ends the output while the first inner
+  // is still inside subscribe, before the merge has recorded it as running.
+  const project = (x: number) =>
+    new Observable<number>((subscriber) => {
+      started.push(x);
+      subscriber.next(x);
+      return () => tornDown.push(x);
+    });
+  // The limit comes after subscribe() has returned, so the merge's teardown exists by then.
+  const limit$ = new Subject<number>();
+  mergeWithLimit({ source: [1, 2, 3], project, limit$ })
+    .pipe(take(1))
+    .subscribe((x) => values.push(x));
+  limit$.next(3);
+  t.deepEqual(values, [1]);
+  t.deepEqual(started, [1], 'nothing starts after the output ended');
+  t.deepEqual(tornDown, [1]);
+});
+
 test('a downstream take() during a synchronous burst stops the pulling', (t) => {
   const { stats, items } = countingSource(1_000);
   const values: number[] = [];
