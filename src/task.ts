@@ -9,6 +9,12 @@ import { pathToFileURL } from 'node:url';
 import type { RetryOptions } from './options.js';
 
 const TASK_BRAND = Symbol.for('async-process-scheduler.Task');
+const BRANDED: PropertyDescriptor = Object.freeze({ value: true, writable: false, enumerable: false, configurable: false });
+/**
+ * The options of every task made without any: one frozen object, not one per task (a million
+ * tasks are a million objects fewer). Tasks are descriptions and never change.
+ */
+const NO_OPTIONS: TaskOptions & CommandTaskOptions = Object.freeze({});
 
 /** Options every kind of task accepts. */
 export interface TaskOptions {
@@ -74,7 +80,8 @@ export interface ModuleTask<T = unknown> {
   readonly module: string;
   readonly exportName: string;
   readonly args: readonly unknown[];
-  readonly options: TaskOptions;
+  /** Its options, as given; read-only (a task made without options shares one frozen empty object). */
+  readonly options: Readonly<TaskOptions>;
   /** Type-only: the result type. */
   readonly __result?: T;
 }
@@ -84,7 +91,8 @@ export interface CommandTask<T = CommandResult> {
   readonly kind: 'command';
   readonly file: string;
   readonly args: readonly string[];
-  readonly options: CommandTaskOptions;
+  /** Its options, as given; read-only (a task made without options shares one frozen empty object). */
+  readonly options: Readonly<CommandTaskOptions>;
   readonly __result?: T;
 }
 
@@ -92,7 +100,8 @@ export interface CommandTask<T = CommandResult> {
 export interface ProcessTask<T = unknown> {
   readonly kind: 'process';
   readonly factory: () => ChildProcess;
-  readonly options: TaskOptions;
+  /** Its options, as given; read-only (a task made without options shares one frozen empty object). */
+  readonly options: Readonly<TaskOptions>;
   readonly __result?: T;
 }
 
@@ -135,9 +144,9 @@ export function moduleTask<T = unknown>(
   moduleUrl: string | URL,
   exportName: string,
   args: readonly unknown[] = [],
-  options: TaskOptions = {},
+  options: TaskOptions = NO_OPTIONS,
 ): ModuleTask<T> {
-  return brand({ kind: 'module', module: normalizeModuleUrl(moduleUrl), exportName, args, options });
+  return brand({ kind: 'module', module: normalizeModuleUrl(moduleUrl), exportName, args, options, [TASK_BRAND]: true });
 }
 
 /** The names of a module's exports that are functions. */
@@ -174,8 +183,8 @@ export type TaskModule<M> = {
  */
 export function taskModule<M>(moduleUrl: string | URL): TaskModule<M> {
   const module = normalizeModuleUrl(moduleUrl);
-  const make = (exportName: string, args: readonly unknown[], options: TaskOptions = {}) =>
-    brand<ModuleTask>({ kind: 'module', module, exportName, args, options });
+  const make = (exportName: string, args: readonly unknown[], options: TaskOptions = NO_OPTIONS): ModuleTask =>
+    brand({ kind: 'module', module, exportName, args, options, [TASK_BRAND]: true });
   return new Proxy({} as TaskModule<M>, {
     get(_target, key) {
       if (key === 'task') return make;
@@ -207,8 +216,8 @@ export function taskModule<M>(moduleUrl: string | URL): TaskModule<M> {
  */
 export function commandTask(file: string, args?: readonly string[], options?: CommandTaskOptions & { encoding?: 'utf8' }): CommandTask<CommandResult<string>>;
 export function commandTask(file: string, args: readonly string[], options: CommandTaskOptions & { encoding: 'buffer' }): CommandTask<CommandResult<Buffer>>;
-export function commandTask(file: string, args: readonly string[] = [], options: CommandTaskOptions = {}): CommandTask<CommandResult<string | Buffer>> {
-  return brand({ kind: 'command', file, args, options });
+export function commandTask(file: string, args: readonly string[] = [], options: CommandTaskOptions = NO_OPTIONS): CommandTask<CommandResult<string | Buffer>> {
+  return brand({ kind: 'command', file, args, options, [TASK_BRAND]: true });
 }
 
 /**
@@ -233,8 +242,8 @@ export function commandTask(file: string, args: readonly string[] = [], options:
  * @param options Per-task options.
  * @returns A task to pass to {@link schedule$}.
  */
-export function processTask<T = unknown>(factory: () => ChildProcess, options: TaskOptions = {}): ProcessTask<T> {
-  return brand({ kind: 'process', factory, options });
+export function processTask<T = unknown>(factory: () => ChildProcess, options: TaskOptions = NO_OPTIONS): ProcessTask<T> {
+  return brand({ kind: 'process', factory, options, [TASK_BRAND]: true });
 }
 
 /**
@@ -267,8 +276,12 @@ export function taskLabel(task: Task): string {
   }
 }
 
-function brand<K extends object>(task: K): K {
-  Object.defineProperty(task, TASK_BRAND, { value: true });
+/**
+ * Makes the brand, which the literal names so that it lives in the object itself (a property
+ * added later would take a second allocation per task), non-enumerable and read-only.
+ */
+function brand<K extends object>(task: K & { [TASK_BRAND]: true }): K {
+  Object.defineProperty(task, TASK_BRAND, BRANDED);
   return task;
 }
 

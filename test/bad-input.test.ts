@@ -52,6 +52,22 @@ test('something that is not a task is an invalid task naming what it got', async
   t.regex(error!.message, /task #0 is invalid: it is not a task: expected one made by moduleTask/);
 });
 
+test('a copy of a task is not a task: the brand is neither enumerable nor writable, and options are read-only', async (t) => {
+  const task = moduleTask(work, 'square', [2]);
+  t.deepEqual(Object.keys(task), ['kind', 'module', 'exportName', 'args', 'options']);
+  t.throws(() => {
+    (task as unknown as Record<symbol, unknown>)[Symbol.for('async-process-scheduler.Task')] = false;
+  }, { instanceOf: TypeError });
+  // Tasks made without options share one frozen object.
+  t.is(task.options, moduleTask(work, 'square', [3]).options);
+  t.throws(() => {
+    (task.options as { timeout?: number }).timeout = 5;
+  }, { instanceOf: TypeError });
+  const [error] = await failures([{ ...task }]);
+  t.is(error!.kind, 'invalid');
+  t.regex(error!.message, /it is not a task/);
+});
+
 test('invalid per-task options are that task\'s error', async (t) => {
   const [error] = await failures([moduleTask(work, 'square', [2], { timeout: -5 })]);
   t.is(error!.kind, 'invalid');
