@@ -9,7 +9,6 @@ import { pathToFileURL } from 'node:url';
 import type { RetryOptions } from './options.js';
 
 const TASK_BRAND = Symbol.for('async-process-scheduler.Task');
-const BRANDED: PropertyDescriptor = Object.freeze({ value: true, writable: false, enumerable: false, configurable: false });
 /**
  * The options of every task made without any: one frozen object, not one per task (a million
  * tasks are a million objects fewer). Tasks are descriptions and never change.
@@ -146,7 +145,7 @@ export function moduleTask<T = unknown>(
   args: readonly unknown[] = [],
   options: TaskOptions = NO_OPTIONS,
 ): ModuleTask<T> {
-  return brand({ kind: 'module', module: normalizeModuleUrl(moduleUrl), exportName, args, options, [TASK_BRAND]: true });
+  return new ModuleTaskData(normalizeModuleUrl(moduleUrl), exportName, args, options);
 }
 
 /** The names of a module's exports that are functions. */
@@ -184,7 +183,7 @@ export type TaskModule<M> = {
 export function taskModule<M>(moduleUrl: string | URL): TaskModule<M> {
   const module = normalizeModuleUrl(moduleUrl);
   const make = (exportName: string, args: readonly unknown[], options: TaskOptions = NO_OPTIONS): ModuleTask =>
-    brand({ kind: 'module', module, exportName, args, options, [TASK_BRAND]: true });
+    new ModuleTaskData(module, exportName, args, options);
   return new Proxy({} as TaskModule<M>, {
     get(_target, key) {
       if (key === 'task') return make;
@@ -217,7 +216,7 @@ export function taskModule<M>(moduleUrl: string | URL): TaskModule<M> {
 export function commandTask(file: string, args?: readonly string[], options?: CommandTaskOptions & { encoding?: 'utf8' }): CommandTask<CommandResult<string>>;
 export function commandTask(file: string, args: readonly string[], options: CommandTaskOptions & { encoding: 'buffer' }): CommandTask<CommandResult<Buffer>>;
 export function commandTask(file: string, args: readonly string[] = [], options: CommandTaskOptions = NO_OPTIONS): CommandTask<CommandResult<string | Buffer>> {
-  return brand({ kind: 'command', file, args, options, [TASK_BRAND]: true });
+  return new CommandTaskData(file, args, options);
 }
 
 /**
@@ -243,7 +242,7 @@ export function commandTask(file: string, args: readonly string[] = [], options:
  * @returns A task to pass to {@link schedule$}.
  */
 export function processTask<T = unknown>(factory: () => ChildProcess, options: TaskOptions = NO_OPTIONS): ProcessTask<T> {
-  return brand({ kind: 'process', factory, options, [TASK_BRAND]: true });
+  return new ProcessTaskData(factory, options);
 }
 
 /**
@@ -277,12 +276,53 @@ export function taskLabel(task: Task): string {
 }
 
 /**
- * Makes the brand, which the literal names so that it lives in the object itself (a property
- * added later would take a second allocation per task), non-enumerable and read-only.
+ * Tasks are instances of these classes, whose shared prototype carries the brand: a task is one
+ * object of five or four fields, and costs no property definition to make (defining a
+ * non-enumerable brand on each task took about 0.4 µs and 88 bytes more per task). Their own
+ * enumerable properties are the task's fields, as on a plain object: a copy (`{ ...task }`,
+ * structured clone) has them but not the brand, so it is not a task.
  */
-function brand<K extends object>(task: K & { [TASK_BRAND]: true }): K {
-  Object.defineProperty(task, TASK_BRAND, BRANDED);
-  return task;
+class TaskData {}
+Object.defineProperty(TaskData.prototype, TASK_BRAND, { value: true });
+
+// Fields are declared in the order of a task's keys, kind first (as tasks were plain objects).
+class ModuleTaskData extends TaskData implements ModuleTask<never> {
+  readonly kind = 'module';
+  readonly module: string;
+  readonly exportName: string;
+  readonly args: readonly unknown[];
+  readonly options: Readonly<TaskOptions>;
+  constructor(module: string, exportName: string, args: readonly unknown[], options: Readonly<TaskOptions>) {
+    super();
+    this.module = module;
+    this.exportName = exportName;
+    this.args = args;
+    this.options = options;
+  }
+}
+
+class CommandTaskData extends TaskData implements CommandTask<never> {
+  readonly kind = 'command';
+  readonly file: string;
+  readonly args: readonly string[];
+  readonly options: Readonly<CommandTaskOptions>;
+  constructor(file: string, args: readonly string[], options: Readonly<CommandTaskOptions>) {
+    super();
+    this.file = file;
+    this.args = args;
+    this.options = options;
+  }
+}
+
+class ProcessTaskData extends TaskData implements ProcessTask<never> {
+  readonly kind = 'process';
+  readonly factory: () => ChildProcess;
+  readonly options: Readonly<TaskOptions>;
+  constructor(factory: () => ChildProcess, options: Readonly<TaskOptions>) {
+    super();
+    this.factory = factory;
+    this.options = options;
+  }
 }
 
 /**

@@ -52,9 +52,9 @@ test('something that is not a task is an invalid task naming what it got', async
   t.regex(error!.message, /task #0 is invalid: it is not a task: expected one made by moduleTask/);
 });
 
-test('a copy of a task is not a task: the brand is neither enumerable nor writable, and options are read-only', async (t) => {
+test('a copy of a task is not a task: the brand is neither an own property nor writable, and options are read-only', async (t) => {
   const task = moduleTask(work, 'square', [2]);
-  t.deepEqual(Object.keys(task), ['kind', 'module', 'exportName', 'args', 'options']);
+  t.deepEqual(Reflect.ownKeys(task), ['kind', 'module', 'exportName', 'args', 'options']);
   t.throws(() => {
     (task as unknown as Record<symbol, unknown>)[Symbol.for('async-process-scheduler.Task')] = false;
   }, { instanceOf: TypeError });
