@@ -116,7 +116,8 @@ export class WorkerPool {
    * @param count How many idle workers to have.
    * @param options The worker settings of the runs that will use them (by default, a run's defaults).
    * @returns Resolves once they have booted.
-   * @throws {OptionError} for a bad `count` or setting (checked as `schedule$` checks them); rejects with an Error naming the cause when a worker dies while starting.
+   * @throws {OptionError} for a bad `count` or setting (checked as `schedule$` checks them); rejects with an Error naming the cause when a worker dies while starting,
+   *   or saying so when the pool is closed meanwhile.
    */
   async warm(count: number, options: WarmOptions = {}): Promise<void> {
     if (!(Number.isInteger(count) && count >= 0)) {
@@ -137,6 +138,7 @@ export class WorkerPool {
     const booted = await Promise.all(started.map((w) => w.booted));
     for (const worker of started) if (this.#idle.has(worker)) worker.setRef(false);
     const failed = started.find((_, i) => !booted[i]);
+    if (failed && this.#closed) throw new Error('the WorkerPool was closed while warm() was starting its workers');
     if (failed) {
       const why = failed.output.stderrTail().trim().split('\n').slice(-3).join('\n');
       throw new Error(`a worker process exited while starting (${failed.exitSignal ?? `exit code ${failed.exitCode}`})${why ? `: ${why}` : ''}`);

@@ -138,6 +138,17 @@ test('a closed pool keeps nothing: runs that use it stop their own workers', asy
   await t.throwsAsync(pool.warm(1), { message: /closed/ });
 });
 
+test('close() while warm() is starting workers: warm() rejects saying so, and the workers are gone', async (t) => {
+  const pool = new WorkerPool();
+  const warming = pool.warm(2);
+  const booting = pool.pids();
+  t.is(booting.length, 2, 'the workers exist as soon as warm() is called');
+  await pool.close();
+  await t.throwsAsync(warming, { message: 'the WorkerPool was closed while warm() was starting its workers' });
+  t.deepEqual(booting.filter(isAlive), []);
+  t.deepEqual(pool.pids(), []);
+});
+
 test('a program that never closes its pool still ends by itself, and leaves no worker', async (t) => {
   const child = spawn(process.execPath, ['--import', 'tsx', fixture('parent-run.ts').pathname, 'pool'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
