@@ -104,7 +104,11 @@ export interface ScheduleOptions {
   maxTasksPerWorker?: number;
   /** A worker idle this long (ms) exits; the pool grows again on demand. @default 5000 */
   idleTimeout?: number;
-  /** A worker whose resident memory exceeds this many bytes after a task is replaced. @default none */
+  /**
+   * A worker whose resident memory exceeds this many bytes after a task is replaced, once the
+   * tasks already sent to it are done (memory is read when results come, at most every 50 ms).
+   * @default none
+   */
   maxWorkerRss?: number;
   /**
    * Where children's stdout and stderr go: `'inherit'` passes them through to this process's

@@ -39,9 +39,9 @@ process.send = function sendFromTask(_message: unknown, ...rest: unknown[]): boo
 /** Function definitions by id: a promise while the module loads, then the function or a load error. */
 const functions = new Map<number, { url: string; name: string; fn?: Fn; error?: RemoteErrorInfo; timeCpu: boolean }>();
 const modules = new Map<string, Promise<Record<string, unknown>>>();
-const queue: WorkerTaskTuple[] = [];
+/** Tasks to run, from `head` on; a cancelled one is blanked where it waits. */
+const queue: (WorkerTaskTuple | undefined)[] = [];
 let head = 0;
-const skipped = new Set<number>();
 let pumping = false;
 let currentId: number | undefined;
 let outbox: ResultTuple[] = [];
@@ -89,7 +89,14 @@ process.on('message', (message: ParentMessage) => {
     for (const task of message.tasks) queue.push(task);
     if (!pumping) void pump();
   } else if (message[TAG] === 'skip') {
-    skipped.add(message.id);
+    // The parent sends a skip only after the task itself (see WorkerProcess.skip). Not found in
+    // the queue, it has started or run already: its result is on its way, and will be ignored.
+    for (let i = head; i < queue.length; i++) {
+      if (queue[i]?.[0] === message.id) {
+        queue[i] = undefined;
+        break;
+      }
+    }
   }
 });
 
@@ -130,13 +137,14 @@ async function pump(): Promise<void> {
   pumping = true;
   try {
     while (head < queue.length) {
-      const [id, fnId, args, index] = queue[head]!;
-      queue[head++] = undefined as never;
+      const task = queue[head];
+      queue[head++] = undefined;
       if (head >= 1024 && head * 2 >= queue.length) {
         queue.splice(0, head);
         head = 0;
       }
-      if (skipped.delete(id)) continue;
+      if (task === undefined) continue; // skipped
+      const [id, fnId, args, index] = task;
       const def = functions.get(fnId);
       if (!def) {
         record(id, INVALID, { name: 'ProtocolError', message: `unknown function id ${fnId}` }, 0, 0);

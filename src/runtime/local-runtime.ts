@@ -19,7 +19,7 @@ import { runCommand } from './command.js';
 import { killTree } from './kill.js';
 import type { OutputLine } from './output.js';
 import { runProcessTask } from './process-task.js';
-import { processRss } from './rss.js';
+import { checkRss } from './rss.js';
 import { FULFILLED, THREW, type ResultTuple } from './protocol.js';
 import type { JobEvents, JobHandle, JobSpec, TaskRuntime, TaskStats } from './runtime.js';
 import { WorkerProcess, type FatalReport, type UnsendableTask, type WorkerConfig, type WorkerListener } from './worker-process.js';
@@ -53,6 +53,8 @@ export interface LocalRuntimeOptions {
 /** Pipelining aims to keep about this much work (µs) queued in each worker. */
 const PIPELINE_BUDGET_US = 1000;
 const MAX_DEPTH = 128;
+/** A worker's resident memory is read at most this often (ms), with `maxWorkerRss`. */
+const RSS_CHECK_INTERVAL_MS = 50;
 /** Consecutive workers dying before they are ready, after which the runtime stops forking. */
 const MAX_BOOT_FAILURES = 3;
 /**
@@ -458,8 +460,9 @@ export class LocalRuntime implements TaskRuntime {
         );
       }
     }
-    for (const lane of lanes) this.#advance(lane);
+    // Before the lanes send more: a worker found above maxWorkerRss gets no further task.
     this.#checkRss(worker);
+    for (const lane of lanes) this.#advance(lane);
   }
 
   #onUnsendable(tasks: UnsendableTask[]): void {
@@ -681,10 +684,12 @@ export class LocalRuntime implements TaskRuntime {
   #checkRss(worker: WorkerProcess): void {
     const limit = this.#options.maxWorkerRss;
     if (limit === undefined || worker.pid === undefined || !worker.alive) return;
-    // Reading /proc is cheap, but not free: check at most once per 100 tasks.
-    if (worker.sent % 100 !== 0 && worker.pending.size !== 0) return;
-    const rss = processRss(worker.pid);
-    if (rss !== undefined && rss > limit) worker.sent = Infinity; // recycled when its queue drains
+    // Reading /proc is cheap, but not free: results of tiny tasks come a thousand times a second.
+    const now = performance.now();
+    if (now - worker.rssCheckedAt < RSS_CHECK_INTERVAL_MS) return;
+    worker.rssCheckedAt = now;
+    // Recycled once the tasks it was sent are done.
+    checkRss(worker.pid, limit, () => (worker.sent = Infinity));
   }
 
   #failBroken(lane: Lane): void {

@@ -1,7 +1,28 @@
 import { readFileSync } from 'node:fs';
+import pidusage from 'pidusage';
 
-/** Resident set size of a process in bytes, from /proc (Linux); undefined elsewhere or if it is gone. */
-export function processRss(pid: number): number | undefined {
+const PROC = process.platform === 'linux';
+
+/**
+ * Calls `over` if the resident set of process `pid` is above `limit` bytes: read from /proc at
+ * once on Linux, through pidusage (a moment later) elsewhere. Nothing happens if the process is gone.
+ */
+export function checkRss(pid: number, limit: number, over: () => void): void {
+  if (PROC) {
+    const rss = procRss(pid);
+    if (rss !== undefined && rss > limit) over();
+    return;
+  }
+  pidusage(pid).then(
+    (stats) => {
+      if (stats.memory > limit) over();
+    },
+    () => {},
+  );
+}
+
+/** Resident set size of a process in bytes, from /proc; undefined if it is gone. */
+function procRss(pid: number): number | undefined {
   try {
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
     const match = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);

@@ -70,6 +70,8 @@ export class WorkerProcess {
   readonly pending = new Set<number>();
   /** Tasks sent over this worker's life. */
   sent = 0;
+  /** When its resident memory was last read (performance.now()), with `maxWorkerRss`. */
+  rssCheckedAt = -Infinity;
   /** The task index to attribute captured output to; set by the owner. */
   currentIndex: number | undefined;
   exitCode: number | null = null;
@@ -184,7 +186,12 @@ export class WorkerProcess {
 
   /** Tells the worker not to start a queued task. */
   skip(id: number): void {
-    if (this.pending.delete(id)) this.#post({ [TAG]: 'skip', id });
+    if (!this.pending.delete(id)) return;
+    // Not sent yet (tasks go at the end of the tick): it never will be. A skip must never
+    // overtake its task, since the worker forgets a skip whose task it does not have.
+    const unsent = this.#tasks.findIndex((task) => task[0] === id);
+    if (unsent !== -1) this.#tasks.splice(unsent, 1);
+    else this.#post({ [TAG]: 'skip', id });
   }
 
   /** Asks the worker to exit once it is idle; it exits when its IPC channel closes. */
