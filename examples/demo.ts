@@ -5,8 +5,9 @@
  * Progress goes to stderr: a cli-progress bar when stderr is a terminal, plain lines otherwise
  * (CI logs, pipes). The results go to stdout as one JSON line.
  *
- * Concurrency is automatic: it starts at optimalConcurrency() and, since these tasks mostly wait,
- * may rise while the CPU has room; on a busy machine it stays where it started.
+ * Concurrency is automatic: it starts at optimalConcurrency() and rises while the tasks wait. These
+ * tasks mostly sleep, so they use little CPU each: more of them fit even when other programs keep
+ * the CPU busy (the `cpu` column), as long as what they use stays within `cpuTarget`.
  */
 import { SingleBar } from 'cli-progress';
 import { schedule$, taskModule, type Progress } from '../src/index.js';
