@@ -1,3 +1,4 @@
+import { distinctUntilKeyChanged } from 'rxjs';
 import { schedule$, moduleTask } from '../src/index.js';
 
 // work.js runs in worker processes; the parent only names the function and its arguments.
@@ -7,7 +8,10 @@ const work = new URL('./work.js', import.meta.url);
 const tasks = Array.from({ length: 16 }, (_, i) => moduleTask(work, 'longCalculation', [i, i + 1]));
 
 const run = schedule$(tasks, { concurrency: 4 });
-run.progress$.subscribe((p) => console.log(`${p.completed} of ${p.total} tasks are complete.`));
+// A snapshot comes when tasks start too: print only when the count of completed ones changes.
+run.progress$
+  .pipe(distinctUntilKeyChanged('completed'))
+  .subscribe((p) => console.log(`${p.completed} of ${p.total} tasks are complete.`));
 
 // All results, in input order (not completion order).
 const results = await run.toOrderedArray();
