@@ -5,6 +5,7 @@
  * @module
  */
 import type { ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 
 /** How a termination ended. */
 export interface KillReport {
@@ -13,6 +14,8 @@ export interface KillReport {
 }
 
 const GROUP_POLL_MS = 10;
+/** The least time to wait for dead processes of a group (zombies) to be reaped by their parent. */
+const ZOMBIE_WAIT_MIN_MS = 3000;
 
 /** Sends `signal` to the process group led by `pid`, else to `pid` alone. False when nothing was there. */
 export function signalTree(pid: number, signal: NodeJS.Signals): boolean {
@@ -29,9 +32,61 @@ export function signalTree(pid: number, signal: NodeJS.Signals): boolean {
   }
 }
 
-/** True while any process of the group led by `pid` (or `pid` itself) is alive. */
+/**
+ * True while any process of the group led by `pid` (or `pid` itself) is alive. A zombie does not
+ * count: signal 0 still reaches one until its parent reaps it, and an orphan's new parent (init,
+ * or a container's PID 1 that never reaps) may take seconds or forever; on Linux, /proc tells.
+ */
 export function treeAlive(pid: number): boolean {
-  return signalTree(pid, 0 as unknown as NodeJS.Signals);
+  try {
+    process.kill(-pid, 0);
+    return livingInGroup(pid) !== false;
+  } catch {
+    // No such group (or not ours to signal): the process alone.
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return false;
+    }
+    return procStat(pid)?.state !== 'Z';
+  }
+}
+
+/**
+ * State and process group of a process, from /proc/<pid>/stat; undefined where there is
+ * no /proc or no such process. The command name may hold spaces and parentheses: read after the last ')'.
+ */
+function procStat(pid: number | string): { state: string; pgrp: number } | undefined {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  } catch {
+    return undefined;
+  }
+  const [state = '', , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ', 3);
+  return { state, pgrp: Number(pgrp) };
+}
+
+/**
+ * Whether the process group `pgid` has a member that is not a zombie, from /proc; undefined where
+ * there is no /proc. Only asked once signal 0 says the group is there, so it costs a scan only
+ * while a group is dying.
+ */
+function livingInGroup(pgid: number): boolean | undefined {
+  if (process.platform !== 'linux') return undefined;
+  let names: string[];
+  try {
+    names = readdirSync('/proc');
+  } catch {
+    return undefined;
+  }
+  for (const name of names) {
+    const first = name.charCodeAt(0);
+    if (first < 48 || first > 57) continue; // not a pid
+    const stat = procStat(name); // undefined: gone meanwhile
+    if (stat?.pgrp === pgid && stat.state !== 'Z' && stat.state !== 'X') return true;
+  }
+  return false;
 }
 
 /** True while the process group led by `pid` has a process in it. */
@@ -48,7 +103,9 @@ function groupAlive(pid: number): boolean {
 /**
  * Terminates `child` and every process in its process group: SIGTERM, then SIGKILL once
  * `graceMs` have passed without the group emptying. Resolves when the child has exited and no
- * process of its group is left (a grandchild that moved to a group of its own is out of reach).
+ * process of its group is left (a grandchild that moved to a group of its own is out of reach),
+ * or when only zombies are left and they have not been reaped for `graceMs` (at least 3 s: an
+ * init that reaps by polling, as on some VMs, takes up to 2 s; a container's PID 1 may never do it).
  */
 export function killTree(child: ChildProcess, graceMs: number): Promise<KillReport> {
   const pid = child.pid;
@@ -71,15 +128,24 @@ export function killTree(child: ChildProcess, graceMs: number): Promise<KillRepo
       child.off('exit', onExit);
       resolve({ forced });
     };
+    let zombiesSince: number | undefined;
     const check = () => {
       clearTimeout(poll);
       if (!leaderGone) return;
-      if (!treeAlive(pid)) return finish();
+      if (!signalTree(pid, 0 as unknown as NodeJS.Signals)) return finish();
+      if (!treeAlive(pid)) {
+        // Only zombies are left. Their new parent (init) normally reaps them at once; a container's
+        // PID 1 may never do it. Wait a while for the pids to be free, not forever.
+        zombiesSince ??= performance.now();
+        if (performance.now() - zombiesSince >= Math.max(graceMs, ZOMBIE_WAIT_MIN_MS)) return finish();
+      }
       poll = setTimeout(check, GROUP_POLL_MS);
     };
     const force = setTimeout(() => {
-      forced = true;
-      signalTree(pid, 'SIGKILL');
+      if (treeAlive(pid)) {
+        forced = true;
+        signalTree(pid, 'SIGKILL');
+      }
       check();
     }, graceMs);
     if (!exited) child.once('exit', onExit);

@@ -1,0 +1,57 @@
+/**
+ * Waiting for a process group to be gone: a zombie is gone. Its parent may never reap it (an
+ * orphan's new parent can be a container's PID 1 that does not reap), and termination must not
+ * wait for that forever.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import type { Readable } from 'node:stream';
+import test from 'ava';
+import { killTree, treeAlive } from '../../src/runtime/kill.js';
+
+function state(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return stat[stat.lastIndexOf(')') + 2];
+  } catch {
+    return undefined;
+  }
+}
+
+function firstLine(stream: Readable): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    stream.on('data', (chunk: Buffer) => {
+      text += chunk;
+      if (text.includes('\n')) resolve(text.split('\n')[0]!);
+    });
+    stream.on('end', () => reject(new Error(`no line: ${JSON.stringify(text)}`)));
+  });
+}
+
+test('a group whose only member is a zombie nobody reaps: treeAlive says it is gone, and killTree stops waiting for it', async (t) => {
+  // In the background, setsid gives `sh -c 'exit 0'` a group of its own, and it exits at once. The
+  // outer sh then becomes `sleep`, which never reaps it: a zombie, alone in its group, for 30 s.
+  const parent = spawn('/bin/sh', ['-c', 'setsid /bin/sh -c "exit 0" & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.teardown(() => parent.kill('SIGKILL'));
+  const zombie = Number(await firstLine(parent.stdout!));
+  t.true(zombie > 0);
+  for (let i = 0; i < 200 && state(zombie) !== 'Z'; i++) await new Promise((r) => setTimeout(r, 25));
+  t.is(state(zombie), 'Z', 'the process is a zombie');
+  t.notThrows(() => process.kill(-zombie, 0), 'signal 0 still reaches its group');
+
+  t.false(treeAlive(zombie));
+  // As after a task whose process exited: only the group is left to wait for.
+  const exited = { pid: zombie, exitCode: 0, signalCode: null, once: () => {}, off: () => {} } as unknown as ChildProcess;
+  t.deepEqual(await killTree(exited, 1000), { forced: false });
+  t.is(state(zombie), 'Z', 'still unreaped: killTree did not wait for that');
+});
+
+test('a living process in the group still counts', async (t) => {
+  const child = spawn('sleep', ['30'], { detached: true, stdio: 'ignore' });
+  t.teardown(() => child.kill('SIGKILL'));
+  t.true(treeAlive(child.pid!));
+  const report = await killTree(child, 1000);
+  t.false(report.forced, 'sleep ends on SIGTERM');
+  t.false(treeAlive(child.pid!));
+});
