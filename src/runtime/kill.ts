@@ -16,6 +16,8 @@ export interface KillReport {
 const GROUP_POLL_MS = 10;
 /** The least time to wait for dead processes of a group (zombies) to be reaped by their parent. */
 const ZOMBIE_WAIT_MIN_MS = 3000;
+/** How often a dying group is scanned for zombies (ms). */
+const ZOMBIE_SCAN_MS = 100;
 
 /** Sends `signal` to the process group led by `pid`, else to `pid` alone. False when nothing was there. */
 export function signalTree(pid: number, signal: NodeJS.Signals): boolean {
@@ -129,16 +131,21 @@ export function killTree(child: ChildProcess, graceMs: number): Promise<KillRepo
       resolve({ forced });
     };
     let zombiesSince: number | undefined;
+    let scannedAt = -Infinity;
     const check = () => {
       clearTimeout(poll);
       if (!leaderGone) return;
       if (!signalTree(pid, 0 as unknown as NodeJS.Signals)) return finish();
-      if (!treeAlive(pid)) {
-        // Only zombies are left. Their new parent (init) normally reaps them at once; a container's
-        // PID 1 may never do it. Wait a while for the pids to be free, not forever.
-        zombiesSince ??= performance.now();
-        if (performance.now() - zombiesSince >= Math.max(graceMs, ZOMBIE_WAIT_MIN_MS)) return finish();
+      // Only zombies left? Their new parent (init) normally reaps them at once; a container's PID 1
+      // may never do it. Wait a while for the pids to be free, not forever. (Once only zombies are
+      // left, none can come back or start another: the /proc scan is not needed again.)
+      // A scan of /proc costs a millisecond or two: not every poll while a process takes its time.
+      const now = performance.now();
+      if (zombiesSince === undefined && now - scannedAt >= ZOMBIE_SCAN_MS) {
+        scannedAt = now;
+        if (!treeAlive(pid)) zombiesSince = now;
       }
+      if (zombiesSince !== undefined && now - zombiesSince >= Math.max(graceMs, ZOMBIE_WAIT_MIN_MS)) return finish();
       poll = setTimeout(check, GROUP_POLL_MS);
     };
     const force = setTimeout(() => {
