@@ -49,6 +49,10 @@ let outboxSince = 0;
 
 // Results wait at most this long for companions before they are sent.
 const FLUSH_AFTER_MS = 2;
+/** After the parent let go: how long output may stay undrained before this process leaves anyway. */
+const DRAIN_STALL_MS = 5000;
+/** After the parent let go: the longest this process drains its output. */
+const DRAIN_MAX_MS = 60_000;
 const FLUSH_AFTER_COUNT = 256;
 /** Tasks shorter than this (µs) are not worth a CPU-time reading (see pump). */
 const CPU_TIMING_MIN_US = 100;
@@ -117,7 +121,19 @@ process.on('disconnect', () => {
   let left = buffered.length;
   if (left === 0) return leave();
   for (const stream of buffered) stream.write('', () => --left === 0 && leave());
-  setTimeout(leave, 5000);
+  // A busy parent reads slowly: wait while the output drains, and leave once it has not moved
+  // for DRAIN_STALL_MS (or after DRAIN_MAX_MS in all: output that keeps coming cannot hold us).
+  const unsent = () => process.stdout.writableLength + process.stderr.writableLength;
+  const since = Date.now();
+  let last = unsent();
+  let stalledSince = since;
+  setInterval(() => {
+    const now = Date.now();
+    const current = unsent();
+    if (current < last) stalledSince = now;
+    last = current;
+    if (now - stalledSince >= DRAIN_STALL_MS || now - since >= DRAIN_MAX_MS) leave();
+  }, 250);
 });
 
 // A message that cannot be sent because the parent let go meanwhile (EPIPE: a worker it stopped

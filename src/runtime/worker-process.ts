@@ -53,6 +53,9 @@ export interface WorkerTask {
   index?: number;
 }
 
+/** The longest a retiring worker may take to drain its output (it leaves by itself after 60 s). */
+const RETIRE_MAX_MS = 65_000;
+
 /** A task that could not be sent (an argument that cannot be cloned). */
 export interface UnsendableTask {
   id: number;
@@ -200,9 +203,34 @@ export class WorkerProcess {
     if (this.child.connected) this.child.disconnect();
     return Promise.race([
       this.exited.then(() => killTree(this.child, 0)).then(() => ({ forced: false })),
-      // It drains its output before it exits: give it a moment, as long as a kill would.
-      new Promise<void>((r) => setTimeout(r, Math.max(1000, this.#killTimeout)).unref()).then(() => killTree(this.child, 0)),
+      // It drains its output before it exits: wait while the output flows, and stop it once it has
+      // been quiet as long as a kill would wait.
+      this.#quiet(Math.max(1000, this.#killTimeout)).then(() => killTree(this.child, 0)),
     ]);
+  }
+
+  /**
+   * Resolves once no output has come from the worker for `quietMs` (or RETIRE_MAX_MS have passed,
+   * whatever comes); never, if the worker exits first.
+   */
+  #quiet(quietMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const streams = [this.child.stdout, this.child.stderr].filter((s) => s !== null);
+      const since = performance.now();
+      const stop = () => {
+        clearTimeout(timer);
+        for (const stream of streams) stream.off('data', active);
+      };
+      const timer = setTimeout(() => {
+        stop();
+        resolve();
+      }, quietMs).unref();
+      const active = () => {
+        if (performance.now() - since < RETIRE_MAX_MS - quietMs) timer.refresh();
+      };
+      for (const stream of streams) stream.on('data', active);
+      void this.exited.then(stop);
+    });
   }
 
   /** Terminates the worker and its process group (SIGTERM, then SIGKILL after `graceMs`). */
