@@ -19,6 +19,8 @@ const CLOSE_WAIT_MS = 200;
 export interface SpawnedJob {
   /** Undefined when the command could not be started (already reported). */
   child: ChildProcess | undefined;
+  /** Resolves once the command is settled and its pid no longer tracked; undefined if it never started. */
+  settled?: Promise<void>;
 }
 
 export interface CommandHooks {
@@ -64,6 +66,8 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
     child.stdin.end(o.input);
   }
   let settled = false;
+  let markSettled!: () => void;
+  const whenSettled = new Promise<void>((resolve) => (markSettled = resolve));
   let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   let closeTimer: NodeJS.Timeout | undefined;
   const settle = () => {
@@ -71,6 +75,7 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
     settled = true;
     clearTimeout(closeTimer);
     untrack();
+    markSettled();
     tap.end();
     const durationMs = performance.now() - t0;
     const { code, signal } = exit;
@@ -94,6 +99,7 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
     if (settled || exit) return;
     settled = true;
     untrack();
+    markSettled();
     const notFound = error.code === 'ENOENT';
     // A missing working directory is reported as ENOENT too.
     const cwd = o.cwd instanceof URL ? fileURLToPath(o.cwd) : o.cwd;
@@ -118,7 +124,7 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
     }, CLOSE_WAIT_MS);
   });
   child.once('close', () => settle());
-  return { child };
+  return { child, settled: whenSettled };
 }
 
 /** Keeps what `stream` writes, up to `maxBuffer` bytes. */

@@ -383,12 +383,15 @@ export class LocalRuntime implements TaskRuntime {
     const line = (l: OutputLine) => this.#output.next(l);
     let child: ChildProcess | undefined;
     if (task.kind === 'command') {
-      child = runCommand(task, index, {
+      const spawned = runCommand(task, index, {
         capture,
         line,
         fulfilled: (value, durationMs, pid) => settle() && job.events.fulfilled(value, this.#stats(job, durationMs, undefined, pid)),
         rejected: (init) => settle() && job.events.rejected(this.#error(job, init)),
-      }, track).child;
+      }, track);
+      child = spawned.child;
+      // A run ends only once its commands are settled: until then their pids are tracked.
+      if (spawned.settled) this.#stop(spawned.settled);
     } else if (task.kind === 'process') {
       child = runProcessTask(task, index, {
         output: this.#options.output,

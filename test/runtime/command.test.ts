@@ -3,8 +3,8 @@
  * (with its index), and a failure carries the last 8 KiB of its stderr.
  */
 import test from 'ava';
-import { lastValueFrom, toArray } from 'rxjs';
-import { commandTask, schedule$, type OutputLine } from '../../src/index.js';
+import { firstValueFrom, lastValueFrom, toArray } from 'rxjs';
+import { commandTask, liveChildPids, schedule$, type OutputLine } from '../../src/index.js';
 
 /** Runs commands in capture mode; returns their results and every line, as [index, stream, line]. */
 async function capture(scripts: string[]) {
@@ -92,4 +92,25 @@ test('the stderr tail of a command that wrote thousands of small pieces is its l
   const { stderrTail } = (outcome as { reason: { stderrTail: string } }).reason;
   t.is(stderrTail.length, 8 * 1024);
   t.true(stderrTail.endsWith('\nline-2999\nline-3000\n'));
+});
+
+test('terminate() resolves only once a terminated command is settled: its pid is no longer tracked', async (t) => {
+  // The shell's grandchild leaves its process group (setsid) but keeps the shell's stdout open, so
+  // the command settles only when the library stops waiting for its pipes, after the shell died.
+  const run = schedule$([commandTask('sh', ['-c', 'setsid sleep 5 & echo $!; exec sleep 60'])], { output: 'capture', killTimeout: 1000 });
+  const grandchild = firstValueFrom(run.output$);
+  run.subscribe({ error: () => {} });
+  const escaped = Number((await grandchild).line);
+  t.teardown(() => {
+    try {
+      process.kill(escaped, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  });
+  const [shell] = run.pids();
+  t.true(liveChildPids().includes(shell!));
+  await run.terminate();
+  t.false(liveChildPids().includes(shell!), 'no longer tracked once terminate() has resolved');
+  t.deepEqual(run.pids(), []);
 });
