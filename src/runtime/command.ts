@@ -15,6 +15,8 @@ import { tapOutput, type OutputLine } from './output.js';
 const DEFAULT_MAX_BUFFER = 64 * 1024 * 1024;
 /** How long to wait, after the program exited, for its pipes to close (a grandchild may hold them). */
 const CLOSE_WAIT_MS = 200;
+/** The longest the pipes are read after the program exited, while output keeps coming. */
+const CLOSE_WAIT_MAX_MS = 5000;
 
 export interface SpawnedJob {
   /** Undefined when the command could not be started (already reported). */
@@ -115,12 +117,30 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
       durationMs: performance.now() - t0,
     });
   });
+  // Output still arriving after the exit is read to the end: the pipes are given up only once
+  // they have been quiet for CLOSE_WAIT_MS (a grandchild that keeps them open), at most
+  // CLOSE_WAIT_MAX_MS. A loaded event loop may run an expired timer before it reads what is
+  // waiting in a pipe, so a quiet spell is confirmed after the next poll phase (setImmediate).
+  let chunks = 0;
+  const count = () => void chunks++;
+  child.stdout?.on('data', count);
+  child.stderr?.on('data', count);
   child.once('exit', (code, signal) => {
     exit = { code, signal };
-    closeTimer = setTimeout(() => {
+    const exitedAt = performance.now();
+    let seen = chunks;
+    const giveUp = () => {
       child.stdout?.destroy();
       child.stderr?.destroy();
       settle();
+    };
+    closeTimer = setTimeout(function waitQuiet() {
+      setImmediate(() => {
+        if (settled) return;
+        if (chunks === seen || performance.now() - exitedAt >= CLOSE_WAIT_MAX_MS) return giveUp();
+        seen = chunks;
+        closeTimer = setTimeout(waitQuiet, CLOSE_WAIT_MS);
+      });
     }, CLOSE_WAIT_MS);
   });
   child.once('close', () => settle());
