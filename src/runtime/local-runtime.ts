@@ -124,16 +124,32 @@ export class LocalRuntime implements TaskRuntime {
   readonly depth$: Observable<number> = this.#depth.asObservable();
   readonly output$: Observable<OutputLine> = this.#output.asObservable();
   readonly #workerConfig: WorkerConfig;
-  readonly #listener: WorkerListener = {
-    results: (w, results) => this.#onResults(w, results),
-    ready: (w) => this.#onWorkerReady(w),
-    progress: (_w, id, value) => {
-      const job = this.#jobsById.get(id);
+  /**
+   * The runtime's side of its workers' events. A class rather than an object of closures: its
+   * methods are the same functions in every run, so a pooled worker's calls into them stay
+   * optimized from one run to the next (a new closure per run was a new call target, and V8
+   * threw the optimized code away at the start of each run).
+   */
+  static readonly #Listener = class implements WorkerListener {
+    constructor(private readonly runtime: LocalRuntime) {}
+    results(worker: WorkerProcess, results: ResultTuple[]): void {
+      this.runtime.#onResults(worker, results);
+    }
+    ready(worker: WorkerProcess): void {
+      this.runtime.#onWorkerReady(worker);
+    }
+    progress(_worker: WorkerProcess, id: number, value: unknown): void {
+      const job = this.runtime.#jobsById.get(id);
       if (job && job.state !== 'done') job.events.progress(value);
-    },
-    exited: (w, code, signal, fatal) => this.#onWorkerExit(w, code, signal, fatal),
-    output: (line) => this.#output.next(line),
+    }
+    exited(worker: WorkerProcess, code: number | null, signal: NodeJS.Signals | null, fatal: FatalReport | undefined): void {
+      this.runtime.#onWorkerExit(worker, code, signal, fatal);
+    }
+    output(line: OutputLine): void {
+      this.runtime.#output.next(line);
+    }
   };
+  readonly #listener: WorkerListener = new LocalRuntime.#Listener(this);
   readonly #onUnsendableTasks = (tasks: UnsendableTask[]): void => this.#onUnsendable(tasks);
 
   constructor(options: LocalRuntimeOptions) {
