@@ -65,6 +65,7 @@ export class WorkerPool {
     progress: () => {},
     ready: () => {},
     output: () => {},
+    unsendable: () => {}, // an idle worker is sent nothing
     // An idle worker died (killed from outside, or its code crashed between tasks): forget it,
     // and kill what it may have left in its process group.
     exited: (worker) => {
@@ -130,7 +131,7 @@ export class WorkerPool {
     const started: WorkerProcess[] = [];
     let have = [...this.#idle.keys()].filter((w) => w.fits(config)).length;
     for (; have < count && have < this.#maxIdle; have++) {
-      const worker = new WorkerProcess({ ...config, killTimeout: this.#killTimeout }, this.#listener, () => {});
+      const worker = new WorkerProcess({ ...config, killTimeout: this.#killTimeout }, this.#listener);
       started.push(worker);
       this.#park(worker, true);
     }
@@ -211,7 +212,7 @@ export class WorkerPool {
 
   #give(worker: WorkerProcess): boolean {
     if (this.#closed || !worker.alive || worker.pending.size > 0 || this.#idle.size >= this.#maxIdle) return false;
-    worker.adopt(this.#listener, () => {}, this.#killTimeout);
+    worker.adopt(this.#listener, this.#killTimeout);
     this.#park(worker);
     return true;
   }

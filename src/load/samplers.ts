@@ -1,6 +1,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import pidusage from 'pidusage';
+import { processRss } from '../runtime/rss.js';
 
 /** One measurement of how busy the host is. Every field is optional: a sampler reports what it knows. */
 export interface LoadReading {
@@ -264,7 +265,7 @@ export function systemLoadSampler(options: SystemLoadSamplerOptions = {}): LoadS
     for (const pid of pids) {
       const stat = readSchedstat(pid);
       if (!stat) continue; // exited
-      rss += readRss(pid) ?? 0;
+      rss += processRss(pid) ?? 0;
       const ns = stat.runNs + stat.waitNs;
       const before = history.get(pid);
       const entry: ChildHistory = {
@@ -351,16 +352,6 @@ export function systemLoadSampler(options: SystemLoadSamplerOptions = {}): LoadS
 
 /** The children's part of a reading. */
 type ChildFields = Pick<LoadReading, 'childrenCpu' | 'childrenRss' | 'childrenDemand' | 'childrenWait' | 'childrenMeasured'>;
-
-/** A process's resident memory in bytes, from `VmRSS` in /proc/<pid>/status, or `undefined`. */
-function readRss(pid: number): number | undefined {
-  try {
-    const match = /^VmRSS:\s+(\d+)\s*kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return match ? Number(match[1]) * 1024 : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 /**
  * The schedstat of all of one process's threads, summed, or `undefined` when it has exited or cannot

@@ -148,9 +148,11 @@ export class LocalRuntime implements TaskRuntime {
     output(line: OutputLine): void {
       this.runtime.#output.next(line);
     }
+    unsendable(tasks: UnsendableTask[]): void {
+      this.runtime.#onUnsendable(tasks);
+    }
   };
   readonly #listener: WorkerListener = new LocalRuntime.#Listener(this);
-  readonly #onUnsendableTasks = (tasks: UnsendableTask[]): void => this.#onUnsendable(tasks);
 
   constructor(options: LocalRuntimeOptions) {
     this.#options = options;
@@ -634,10 +636,10 @@ export class LocalRuntime implements TaskRuntime {
   #spawnWorker(): WorkerProcess {
     const lent = this.#options.pool?.take(this.#workerConfig);
     if (lent) {
-      lent.adopt(this.#listener, this.#onUnsendableTasks, this.#options.killTimeout);
+      lent.adopt(this.#listener, this.#options.killTimeout);
       return lent;
     }
-    return new WorkerProcess({ ...this.#workerConfig, killTimeout: this.#options.killTimeout }, this.#listener, this.#onUnsendableTasks);
+    return new WorkerProcess({ ...this.#workerConfig, killTimeout: this.#options.killTimeout }, this.#listener);
   }
 
   /**

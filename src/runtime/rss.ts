@@ -9,7 +9,7 @@ const PROC = process.platform === 'linux';
  */
 export function checkRss(pid: number, limit: number, over: () => void): void {
   if (PROC) {
-    const rss = procRss(pid);
+    const rss = processRss(pid);
     if (rss !== undefined && rss > limit) over();
     return;
   }
@@ -21,11 +21,11 @@ export function checkRss(pid: number, limit: number, over: () => void): void {
   );
 }
 
-/** Resident set size of a process in bytes, from /proc; undefined if it is gone. */
-function procRss(pid: number): number | undefined {
+/** Resident set size of a process in bytes, from `VmRSS` in /proc/<pid>/status; undefined if it is gone. */
+export function processRss(pid: number): number | undefined {
   try {
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const match = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
+    const match = /^VmRSS:\s+(\d+)\s*kB/m.exec(status);
     return match ? Number(match[1]) * 1024 : undefined;
   } catch {
     return undefined;

@@ -36,6 +36,8 @@ export interface WorkerListener {
   /** The process is gone. `fatal` is an uncaught error it reported first, if any. */
   exited(worker: WorkerProcess, code: number | null, signal: NodeJS.Signals | null, fatal: FatalReport | undefined): void;
   output(line: OutputLine): void;
+  /** Tasks that could not be sent (an argument that cannot be cloned); the rest of their batch went. */
+  unsendable(tasks: UnsendableTask[]): void;
 }
 
 export interface FatalReport {
@@ -95,13 +97,11 @@ export class WorkerProcess {
   #fatal: FatalReport | undefined;
   #untrack: () => void;
   #listener: WorkerListener;
-  #onUnsendable: (tasks: UnsendableTask[]) => void;
   readonly #config: WorkerConfig;
   #booted!: (ready: boolean) => void;
 
-  constructor(options: WorkerOptions, listener: WorkerListener, onUnsendable: (tasks: UnsendableTask[]) => void) {
+  constructor(options: WorkerOptions, listener: WorkerListener) {
     this.#listener = listener;
-    this.#onUnsendable = onUnsendable;
     this.#config = { output: options.output, execArgv: [...options.execArgv], env: options.env };
     this.booted = new Promise((resolve) => (this.#booted = resolve));
     this.#capture = options.output === 'capture';
@@ -149,9 +149,8 @@ export class WorkerProcess {
   }
 
   /** Hands the worker to a new owner (a run, or a pool between runs): its events go there from now on. */
-  adopt(listener: WorkerListener, onUnsendable: (tasks: UnsendableTask[]) => void, killTimeout: number): void {
+  adopt(listener: WorkerListener, killTimeout: number): void {
     this.#listener = listener;
-    this.#onUnsendable = onUnsendable;
     this.#killTimeout = killTimeout;
   }
 
@@ -270,7 +269,7 @@ export class WorkerProcess {
       defs = undefined;
     }
     if (defs) this.#post({ [TAG]: 'run', tasks: [], defs });
-    if (bad.length) this.#onUnsendable(bad);
+    if (bad.length) this.#listener.unsendable(bad);
   }
 
   #post(message: ParentMessage): void {

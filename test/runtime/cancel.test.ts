@@ -21,6 +21,8 @@ for (const when of ['before its batch is sent', 'while it waits in the worker'] 
       concurrency: 1, maxTasksPerWorker: Infinity, idleTimeout: 5000, killTimeout: 1000, maxWorkerRss: undefined,
       output: 'inherit', workerExecArgv: [], workerEnv: undefined,
     });
+    // Whatever fails below, the worker goes (shutdown is idempotent).
+    t.teardown(() => runtime.shutdown(false));
     const start = (task: Task, index: number) => {
       let handle!: JobHandle;
       const settle = new Promise((resolve, reject) => {

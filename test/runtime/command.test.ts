@@ -98,6 +98,7 @@ test('terminate() resolves only once a terminated command is settled: its pid is
   // The shell's grandchild leaves its process group (setsid) but keeps the shell's stdout open, so
   // the command settles only when the library stops waiting for its pipes, after the shell died.
   const run = schedule$([commandTask('sh', ['-c', 'setsid sleep 5 & echo $!; exec sleep 60'])], { output: 'capture', killTimeout: 1000 });
+  t.teardown(() => run.terminate()); // whatever fails below, the shell goes
   const grandchild = firstValueFrom(run.output$);
   run.subscribe({ error: () => {} });
   const escaped = Number((await grandchild).line);
