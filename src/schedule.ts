@@ -6,12 +6,12 @@
  */
 import {
   Observable, ReplaySubject, Subject, Subscription, combineLatest, distinctUntilChanged, isObservable, map, of,
-  type Observer, type Subscriber, type Unsubscribable,
+  type Observer, type Subscriber,
 } from 'rxjs';
 import { RunTerminatedError, TaskError, formatValue } from './errors.js';
 import { autoConcurrency$ } from './load/controller.js';
 import { systemLoadSampler } from './load/samplers.js';
-import { mergeWithLimit } from './operators/merge-map-with-limit.js';
+import { mergeWithLimit, START_DIRECT, type DirectInner, type DirectSubscription, type InnerSink } from './operators/merge-map-with-limit.js';
 import { isTaskSourceInput, type TaskSourceInput } from './operators/pull-source.js';
 import { IndexReorderer } from './operators/reorder.js';
 import { checkTaskOptions, resolveOptions, type ResolvedOptions, type ScheduleOptions } from './options.js';
@@ -352,7 +352,7 @@ export class RunCore<T, M extends RunMode> {
     const merged = mergeWithLimit<Task, TaskOutcome<T>>({
       source: this.#source,
       limit$: admission$,
-      project: (task, index) => this.#taskObservable(runtime, task, index),
+      project: (task, index) => new TaskObservable(this, runtime, task, index),
       onStart: () => {
         state.pulled++;
       },
@@ -420,23 +420,21 @@ export class RunCore<T, M extends RunMode> {
     );
   }
 
-  /** The inner Observable of one task: emits its outcome and completes, or errors in fail-fast mode. */
-  #taskObservable(runtime: TaskRuntime, task: Task, index: number): Observable<TaskOutcome<T>> {
-    return new Observable<TaskOutcome<T>>((subscriber) => {
-      const valid = isTask(task);
-      const inner = new TaskInner<T>(this.#innerContext, subscriber, index, valid ? (task.options.weight ?? 1) : 1);
-      this.#state.weightPulled += inner.weight;
-      const invalid = !valid
-        ? `it is not a task: expected one made by moduleTask, taskModule, commandTask or processTask, got ${formatValue(task)}`
-        : checkTaskOptions(task.options);
-      if (invalid !== undefined) {
-        inner.rejected(new TaskError({ kind: 'invalid', index, label: valid ? taskLabel(task) : undefined, detail: invalid }));
-        return;
-      }
-      inner.handle = runWithRetries(runtime, task, index, this.#options, inner);
-      this.#progressChanged();
+  /** Starts one task's inner (see TaskObservable): its outcome goes to `sink`. */
+  startTask(runtime: TaskRuntime, task: Task, index: number, sink: InnerSink<TaskOutcome<T>>): TaskInner<T> {
+    const valid = isTask(task);
+    const inner = new TaskInner<T>(this.#innerContext, sink, index, valid ? (task.options.weight ?? 1) : 1);
+    this.#state.weightPulled += inner.weight;
+    const invalid = !valid
+      ? `it is not a task: expected one made by moduleTask, taskModule, commandTask or processTask, got ${formatValue(task)}`
+      : checkTaskOptions(task.options);
+    if (invalid !== undefined) {
+      inner.rejected(new TaskError({ kind: 'invalid', index, label: valid ? taskLabel(task) : undefined, detail: invalid }));
       return inner;
-    });
+    }
+    inner.handle = runWithRetries(runtime, task, index, this.#options, inner);
+    this.#progressChanged();
+    return inner;
   }
 
   /** Stops the runtime, then ends every stream. */
@@ -546,16 +544,42 @@ interface InnerContext {
 }
 
 /**
- * One subscription to a task's inner Observable: the runtime's events for the task, and, as an
- * Unsubscribable, its teardown (which cancels the task). One object per task where closures
- * would take five.
+ * The inner Observable of one task: it emits the task's outcome and completes, or errors in
+ * fail-fast mode. Subscribed to like any Observable, it runs the task once per subscription;
+ * the run's merge engine starts it through {@link START_DIRECT} instead, which does the same
+ * without a Subscriber, a finalizer list and their teardown for every task.
  */
-class TaskInner<T> implements JobEvents, Unsubscribable {
+class TaskObservable<T> extends Observable<TaskOutcome<T>> implements DirectInner<TaskOutcome<T>> {
+  constructor(
+    private readonly core: RunCore<T, RunMode>,
+    private readonly runtime: TaskRuntime,
+    private readonly task: Task,
+    private readonly index: number,
+  ) {
+    // One subscribe function for every task: rxjs calls it with the Observable as `this`.
+    super(subscribeTask as (this: Observable<TaskOutcome<T>>, subscriber: Subscriber<TaskOutcome<T>>) => TaskInner<T>);
+  }
+
+  [START_DIRECT](sink: InnerSink<TaskOutcome<T>>): TaskInner<T> {
+    return this.core.startTask(this.runtime, this.task, this.index, sink);
+  }
+}
+
+function subscribeTask(this: TaskObservable<unknown>, subscriber: Subscriber<TaskOutcome<unknown>>): TaskInner<unknown> {
+  return this[START_DIRECT](subscriber);
+}
+
+/**
+ * One start of a task's inner: the runtime's events for the task, and, as an Unsubscribable, its
+ * teardown (which cancels the task). One object per task where closures would take five.
+ */
+class TaskInner<T> implements JobEvents, DirectSubscription {
   handle: JobHandle | undefined = undefined;
+  closed = false;
 
   constructor(
     private readonly run: InnerContext,
-    private readonly subscriber: Subscriber<TaskOutcome<T>>,
+    private readonly sink: InnerSink<TaskOutcome<T>>,
     readonly index: number,
     readonly weight: number,
   ) {}
@@ -565,8 +589,9 @@ class TaskInner<T> implements JobEvents, Unsubscribable {
     state.completed++;
     state.weightDone += this.weight;
     this.run.changed();
-    this.subscriber.next({ status: 'fulfilled', index: this.index, value: value as T, stats });
-    this.subscriber.complete();
+    this.closed = true;
+    this.sink.next({ status: 'fulfilled', index: this.index, value: value as T, stats });
+    this.sink.complete(this);
   }
 
   rejected(reason: TaskError): void {
@@ -574,11 +599,12 @@ class TaskInner<T> implements JobEvents, Unsubscribable {
     state.failed++;
     state.weightDone += this.weight;
     this.run.changed();
+    this.closed = true;
     if (this.run.settle) {
-      this.subscriber.next({ status: 'rejected', index: this.index, reason });
-      this.subscriber.complete();
+      this.sink.next({ status: 'rejected', index: this.index, reason });
+      this.sink.complete(this);
     } else {
-      this.subscriber.error(reason);
+      this.sink.error(reason);
     }
   }
 

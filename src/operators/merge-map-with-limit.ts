@@ -1,11 +1,44 @@
 import {
   Observable,
-  Subscription,
   from,
   type ObservableInput,
   type OperatorFunction,
+  type Unsubscribable,
 } from 'rxjs';
 import { toPullSource, type PullSource, type TaskSourceInput } from './pull-source.js';
+
+/**
+ * @internal The key of {@link DirectInner}'s start method. An inner Observable that has it can
+ * be started by the merge engine without rxjs's subscribe machinery (a Subscriber, a finalizer
+ * list and a closure per inner, and their teardown): the scheduler's per-task inners do.
+ */
+export const START_DIRECT = Symbol('startDirect');
+
+/** @internal What a started {@link DirectInner} is: its teardown, and whether it has ended. */
+export interface DirectSubscription extends Unsubscribable {
+  /** True once the inner has completed or errored (it then calls no sink method again). */
+  readonly closed: boolean;
+}
+
+/**
+ * @internal Where a {@link DirectInner} sends its events. `complete` names the inner that ended,
+ * since one sink serves every inner. A Subscriber is a sink too (its complete ignores the
+ * argument), which is how a direct inner also serves a plain rxjs subscription.
+ */
+export interface InnerSink<R> {
+  next(value: R): void;
+  error(error: unknown): void;
+  complete(inner: DirectSubscription): void;
+}
+
+/**
+ * @internal An Observable the merge engine may start directly. Starting it must behave as
+ * subscribing would: values, then `complete(itself)` or `error`, nothing after; the returned
+ * subscription cancels it; it may end before returning (then `closed` is already true).
+ */
+export interface DirectInner<R> {
+  [START_DIRECT](sink: InnerSink<R>): DirectSubscription;
+}
 
 /** Options of {@link mergeWithLimit}. */
 export interface MergeWithLimitOptions<T, R> {
@@ -69,7 +102,7 @@ export function mergeWithLimit<T, R>(options: MergeWithLimitOptions<T, R>): Obse
     let sourceDone = false;
     let finished = false; // errored, completed or unsubscribed: no more work of any kind
     let draining = false;
-    const inners = new Set<Subscription>();
+    const inners = new Set<Unsubscribable>();
 
     // The subscriber closes before our teardown exists when a downstream take() unsubscribes
     // during the synchronous part of subscribe(); the loop must see that too.
@@ -104,34 +137,54 @@ export function mergeWithLimit<T, R>(options: MergeWithLimitOptions<T, R>): Obse
       }
     };
 
-    // One observer for every inner: per inner, only its subscription is allocated.
+    // Frees the slot of an inner that ended (its teardown has run, if it had one).
+    const ended = (inner: Unsubscribable): void => {
+      if (!inners.delete(inner)) return;
+      active--;
+      if (!isOver() && !draining) drain();
+    };
+
+    // One observer for every rxjs inner: per inner, only its subscription is allocated.
     const innerObserver = {
       next: (result: R) => subscriber.next(result),
       error: fail,
     };
+    // One sink for every direct inner: per inner, nothing but the inner itself.
+    const sink: InnerSink<R> = {
+      next: innerObserver.next,
+      error: fail,
+      complete: ended,
+    };
 
     const startInner = (value: T): void => {
       const index = pulled++;
-      let inner: Observable<R>;
+      let input: ObservableInput<R>;
       try {
-        inner = from(project(value, index));
+        input = project(value, index);
+        if (typeof (input as Partial<DirectInner<R>>)[START_DIRECT] !== 'function') input = from(input);
         onStart?.(index);
       } catch (err) {
         return fail(err);
       }
       active++;
-      const subscription = inner.subscribe(innerObserver);
+      const direct = (input as Partial<DirectInner<R>>)[START_DIRECT];
+      if (direct) {
+        const started = direct.call(input, sink);
+        // Ended inside its start: its complete() found nothing to free, so its slot is freed here
+        // (and the caller's drain() fills it). Else the same checks as for an rxjs inner below.
+        if (started.closed) active--;
+        else if (isOver()) started.unsubscribe();
+        else inners.add(started);
+        return;
+      }
+      const subscription = (input as Observable<R>).subscribe(innerObserver);
       // The output may have ended during subscribe (a downstream take(1), an error elsewhere),
       // and its teardown did not see this inner, which was not in `inners` yet.
       if (isOver()) subscription.unsubscribe();
       // Added after subscribe, so it runs after the inner's own teardown (at once, if the inner
       // already ended inside subscribe): a slot frees only once its inner is torn down.
       inners.add(subscription);
-      subscription.add(() => {
-        if (!inners.delete(subscription)) return;
-        active--;
-        if (!isOver() && !draining) drain();
-      });
+      subscription.add(() => ended(subscription));
     };
 
     let source: PullSource<T>;

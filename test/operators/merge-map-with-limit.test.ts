@@ -12,7 +12,14 @@ import {
   type ObservableInput,
 } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
-import { mergeMapWithLimit, mergeWithLimit } from '../../src/operators/merge-map-with-limit.js';
+import {
+  START_DIRECT,
+  mergeMapWithLimit,
+  mergeWithLimit,
+  type DirectInner,
+  type DirectSubscription,
+  type InnerSink,
+} from '../../src/operators/merge-map-with-limit.js';
 import { reorderByIndex } from '../../src/operators/reorder.js';
 
 const virtualTime = (t: ExecutionContext): TestScheduler =>
@@ -575,4 +582,120 @@ test('a downstream take() during a synchronous burst stops the pulling', (t) => 
   t.deepEqual(values, [0, 1, 2]);
   t.is(stats.pulled, 3);
   t.true(stats.released);
+});
+
+// ---- direct inners: what the scheduler's task inners use instead of rxjs's subscribe -------
+
+/** A controllable direct inner; subscribing to it through rxjs fails the test. */
+class Direct extends Observable<number> implements DirectInner<number> {
+  sink: InnerSink<number> | undefined;
+  readonly started: DirectSubscription & { closed: boolean; tornDown: boolean } = {
+    closed: false,
+    tornDown: false,
+    unsubscribe: () => void (this.started.tornDown = true),
+  };
+
+  constructor(
+    readonly value: number,
+    private readonly onStart: (inner: Direct) => void = () => {},
+  ) {
+    super(() => {
+      throw new Error('a direct inner was subscribed through rxjs');
+    });
+  }
+
+  [START_DIRECT](sink: InnerSink<number>): DirectSubscription {
+    this.sink = sink;
+    this.onStart(this);
+    return this.started;
+  }
+
+  succeed(): void {
+    this.started.closed = true;
+    this.sink!.next(this.value);
+    this.sink!.complete(this.started);
+  }
+
+  fail(error: Error): void {
+    this.started.closed = true;
+    this.sink!.error(error);
+  }
+}
+
+test('direct inners: the limit holds, a completion frees its slot, the output completes after the last', (t) => {
+  const inners: Direct[] = [];
+  const values: number[] = [];
+  let completed = false;
+  mergeWithLimit({ source: [1, 2, 3, 4, 5], project: (x) => new Direct(x, (inner) => inners.push(inner)), limit$: 2 }).subscribe({
+    next: (x) => values.push(x),
+    complete: () => (completed = true),
+  });
+  t.deepEqual(inners.map((i) => i.value), [1, 2]);
+  inners[1]!.succeed();
+  t.deepEqual(inners.map((i) => i.value), [1, 2, 3], 'the freed slot is filled at once');
+  for (const inner of [inners[0]!, inners[2]!]) inner.succeed();
+  t.deepEqual(inners.map((i) => i.value), [1, 2, 3, 4, 5]);
+  t.false(completed);
+  inners[4]!.succeed();
+  inners[3]!.succeed();
+  t.deepEqual(values, [2, 1, 3, 5, 4]);
+  t.true(completed);
+  t.false(inners.some((i) => i.started.tornDown), 'an inner that ended is not torn down again');
+});
+
+test('direct inners that end inside their start: 100,000 at limit 1, no stack overflow, every value', (t) => {
+  let sum = 0;
+  let completed = false;
+  mergeWithLimit({
+    source: Array.from({ length: 100_000 }, (_, i) => i),
+    project: (x) => new Direct(x, (inner) => inner.succeed()),
+    limit$: 1,
+  }).subscribe({ next: (x) => (sum += x), complete: () => (completed = true) });
+  t.is(sum, (99_999 * 100_000) / 2);
+  t.true(completed);
+});
+
+test('unsubscribing tears down the running direct inners only', (t) => {
+  const inners: Direct[] = [];
+  const subscription = mergeWithLimit({ source: [1, 2, 3, 4], project: (x) => new Direct(x, (inner) => inners.push(inner)), limit$: 3 }).subscribe();
+  inners[0]!.succeed();
+  t.is(inners.length, 4);
+  subscription.unsubscribe();
+  t.deepEqual(inners.map((i) => i.started.tornDown), [false, true, true, true]);
+});
+
+test('a direct inner error errors the output and tears down the other running inners', (t) => {
+  const inners: Direct[] = [];
+  let failure: unknown;
+  mergeWithLimit({ source: [1, 2, 3], project: (x) => new Direct(x, (inner) => inners.push(inner)), limit$: 3 }).subscribe({
+    error: (err) => (failure = err),
+  });
+  const boom = new Error('boom');
+  inners[1]!.fail(boom);
+  t.is(failure, boom);
+  t.true(inners[0]!.started.tornDown);
+  t.true(inners[2]!.started.tornDown);
+});
+
+test('a direct inner that ends the output inside its own start (a downstream take) is torn down', (t) => {
+  const inners: Direct[] = [];
+  const values: number[] = [];
+  // It emits inside its start and does not complete: take(1) ends the output before the merge
+  // has recorded the inner as running.
+  const limit$ = new Subject<number>();
+  mergeWithLimit({
+    source: [1, 2, 3],
+    project: (x) =>
+      new Direct(x, (inner) => {
+        inners.push(inner);
+        inner.sink!.next(x);
+      }),
+    limit$,
+  })
+    .pipe(take(1))
+    .subscribe((x) => values.push(x));
+  limit$.next(3);
+  t.deepEqual(values, [1]);
+  t.is(inners.length, 1, 'nothing starts after the output ended');
+  t.true(inners[0]!.started.tornDown);
 });
