@@ -14,6 +14,21 @@ export function runWithRetries(runtime: TaskRuntime, task: Task, index: number, 
   const timeout = task.options.timeout ?? options.timeout;
   // Most tasks are never retried: they need no wrapper around their events.
   if (policy.retries === 0) return runtime.start({ task, index, attempt: 1, timeout }, events);
+  return runRetrying(runtime, task, index, timeout, policy, events);
+}
+
+/**
+ * The retrying half of runWithRetries, a function of its own: its closures capture its
+ * parameters, and V8 would otherwise allocate a context for them on every call, retried or not.
+ */
+function runRetrying(
+  runtime: TaskRuntime,
+  task: Task,
+  index: number,
+  timeout: number | undefined,
+  policy: ResolvedRetry,
+  events: JobEvents,
+): JobHandle {
   let current: JobHandle | undefined;
   let timer: NodeJS.Timeout | undefined;
   let cancelled = false;

@@ -477,20 +477,22 @@ export class RunCore<T, M extends RunMode> {
     else target.error(terminal.error);
   }
 
-  /** Coalesces progress snapshots (see `progressInterval`). */
+  /** Coalesces progress snapshots (see `progressInterval`). Called about twice per task. */
   #progressChanged(): void {
     if (this.#progressQueued || this.#terminal) return;
     this.#progressQueued = true;
     const wait = this.#lastProgressAt + this.#options.progressInterval - performance.now();
-    const emit = () => {
-      this.#progressQueued = false;
-      if (this.#terminal) return;
-      this.#lastProgressAt = performance.now();
-      this.progress.next(this.#state.snapshot(this.runtime?.executing ?? 0));
-    };
-    if (wait <= 0) queueMicrotask(emit);
-    else this.#progressTimer = setTimeout(emit, wait);
+    if (wait <= 0) queueMicrotask(this.#emitProgress);
+    else this.#progressTimer = setTimeout(this.#emitProgress, wait);
   }
+
+  /** Made once: a closure made in #progressChanged would cost a context on every call. */
+  readonly #emitProgress = (): void => {
+    this.#progressQueued = false;
+    if (this.#terminal) return;
+    this.#lastProgressAt = performance.now();
+    this.progress.next(this.#state.snapshot(this.runtime?.executing ?? 0));
+  };
 }
 
 /**

@@ -285,7 +285,9 @@ export class WorkerProcess {
         // Only results of tasks this worker was sent and has not answered: anything else (a
         // malformed entry, a forged or repeated id) must not settle someone's task.
         const results: ResultTuple[] = [];
-        for (const result of message.results as unknown[]) {
+        const received = message.results as unknown[];
+        for (let i = 0; i < received.length; i++) {
+          const result = received[i];
           if (Array.isArray(result) && this.pending.delete(result[0])) results.push(result as ResultTuple);
         }
         if (results.length) this.#listener.results(this, results);

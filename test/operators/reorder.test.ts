@@ -1,7 +1,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { Subject, from, lastValueFrom, of, take, toArray } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
-import { reorderByIndex } from '../../src/operators/reorder.js';
+import { IndexReorderer, reorderByIndex } from '../../src/operators/reorder.js';
 
 const virtualTime = (t: ExecutionContext): TestScheduler =>
   new TestScheduler((actual, expected) => t.deepEqual(actual, expected));
@@ -162,4 +162,44 @@ test('unsubscribing releases the source and drops what was buffered', (t) => {
   t.false(input.observed);
   input.next(0);
   t.deepEqual(seen, []);
+});
+
+test('the buffer gives every item in order whatever the arrival order, near or far ahead', (t) => {
+  const random = mulberry32(5);
+  for (const [count, spread] of [
+    [5_000, 3],
+    [5_000, 300],
+    [200_000, 150_000], // items far past the ring's span wait in its Map
+  ] as const) {
+    // Each index arrives up to `spread` positions away from its place.
+    const order = Array.from({ length: count }, (_, i) => ({ i, key: i + random() * spread }))
+      .sort((a, b) => a.key - b.key)
+      .map((x) => x.i);
+    const out: number[] = [];
+    const reorderer = new IndexReorderer<number>(0, (x) => out.push(x), () => false);
+    for (const index of order) t.is(reorderer.push(index, index * 10), undefined);
+    t.is(reorderer.end(), undefined);
+    t.is(out.length, count);
+    t.true(out.every((x, i) => x === i * 10), `spread ${spread}: out of order`);
+  }
+});
+
+test('the buffer finds a repeated waiting index, near or far, and names the first waiting one at a gap', (t) => {
+  const reorderer = new IndexReorderer<string>(0, () => {}, () => false);
+  t.is(reorderer.push(3, 'near'), undefined);
+  t.is(reorderer.push(100_000, 'far'), undefined);
+  t.regex(reorderer.push(3, 'again')!.message, /index 3 arrived twice/);
+  t.regex(reorderer.push(100_000, 'again')!.message, /index 100000 arrived twice/);
+  t.is(reorderer.end()!.message, 'reorderByIndex: source completed without index 0; 2 later item(s) wait for it, the first being index 3');
+  const farOnly = new IndexReorderer<string>(0, () => {}, () => false);
+  farOnly.push(70_000, 'far');
+  t.regex(farOnly.end()!.message, /the first being index 70000/);
+});
+
+test('undefined is an item like any other while it waits', (t) => {
+  const out: unknown[] = [];
+  const reorderer = new IndexReorderer<undefined | number>(0, (x) => out.push(x), () => false);
+  reorderer.push(1, undefined);
+  reorderer.push(0, 0);
+  t.deepEqual(out, [0, undefined]);
 });
