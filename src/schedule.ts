@@ -11,9 +11,11 @@ import {
 import { RunTerminatedError, TaskError, formatValue } from './errors.js';
 import { autoConcurrency$ } from './load/controller.js';
 import { systemLoadSampler } from './load/samplers.js';
-import { mergeWithLimit, START_DIRECT, type DirectInner, type DirectSubscription, type InnerSink } from './operators/merge-map-with-limit.js';
+import {
+  mergeWithLimit, START_DIRECT, type DirectInner, type DirectSubscription, type InnerSink, type MergeWithLimitOptions,
+} from './operators/merge-map-with-limit.js';
 import { isTaskSourceInput, type TaskSourceInput } from './operators/pull-source.js';
-import { IndexReorderer } from './operators/reorder.js';
+import { IndexReorderer, type ReorderTarget } from './operators/reorder.js';
 import { checkTaskOptions, resolveOptions, type ResolvedOptions, type ScheduleOptions } from './options.js';
 import { optimalConcurrency } from './optimal-concurrency.js';
 import { ProgressState, type Progress, type TaskProgress } from './progress.js';
@@ -231,16 +233,11 @@ export class RunCore<T, M extends RunMode> {
     this.#limit = initial;
     if (initial > 0) this.concurrency.next(initial);
     this.progress.next(this.#state.snapshot(0));
-    this.#innerContext = {
-      state: this.#state,
-      settle: options.settle,
-      changed: () => this.#progressChanged(),
-      taskProgress: this.taskProgress,
-    };
+    this.#innerContext = new InnerContext(this.#state, options.settle, this, this.taskProgress);
   }
 
   /** Subscribes `subscriber` to one of the result streams, counting it; starts the run. */
-  attach<V>(stream: Fanout<V>, subscriber: Subscriber<V>): () => void {
+  attach<V>(stream: Fanout<V>, subscriber: Observer<V>): () => void {
     if (this.#terminal) {
       this.#deliverTerminal(subscriber);
       return () => {};
@@ -269,13 +266,8 @@ export class RunCore<T, M extends RunMode> {
           new Error('toOrderedArray() was first called after the run had emitted ordered values, which are gone; call it before the run starts'),
         );
       } else {
-        const values: Ordered<T, M>[] = [];
         this.#orderedArray = new Promise((resolve, reject) => {
-          new Observable<Ordered<T, M>>((s) => this.attach(this.ordered, s)).subscribe({
-            next: (v) => values.push(v),
-            error: reject,
-            complete: () => resolve(values),
-          });
+          this.attach(this.ordered, new OrderedCollector(resolve, reject));
         });
       }
     }
@@ -315,7 +307,7 @@ export class RunCore<T, M extends RunMode> {
       workerExecArgv: options.workerExecArgv,
       workerEnv: options.workerEnv,
       pool: options.pool && lenderOf(options.pool),
-      onExecuting: () => this.#progressChanged(),
+      progress: this.#innerContext,
     });
     this.runtime = runtime;
     const subscription = new Subscription();
@@ -340,27 +332,8 @@ export class RunCore<T, M extends RunMode> {
 
     // In input order: reorderByIndex's buffer, called directly rather than through a Subject and
     // an operator (two Subscribers per task).
-    const reorder = new IndexReorderer<TaskOutcome<T>>(
-      0,
-      (outcome) => {
-        this.#emittedOrdered = true;
-        this.ordered.next((options.settle ? outcome : (outcome as TaskResult<T>).value) as Ordered<T, M>);
-      },
-      () => this.#terminal !== undefined,
-    );
-
-    const merged = mergeWithLimit<Task, TaskOutcome<T>>({
-      source: this.#source,
-      limit$: admission$,
-      project: (task, index) => new TaskObservable(this, runtime, task, index),
-      onStart: () => {
-        state.pulled++;
-      },
-      onSourceDone: (total) => {
-        state.total = total;
-        this.#progressChanged();
-      },
-    });
+    const output = new RunOutput<T, M>(this, options.settle);
+    const merged = mergeWithLimit<Task, TaskOutcome<T>>(new TaskFeed<T>(this, runtime, this.#source, admission$, state));
 
     if (options.signal) {
       const signal = options.signal;
@@ -369,23 +342,7 @@ export class RunCore<T, M extends RunMode> {
       this.#abortListener = () => signal.removeEventListener('abort', onAbort);
     }
 
-    subscription.add(
-      merged.subscribe({
-        next: (outcome) => {
-          // A plain Subject replays nothing: with no subscriber, there is no one to tell.
-          if (this.completions.observed) this.completions.next(outcome as Completion<T, M>);
-          // An index out of order or repeated means a task was lost or doubled: a bug, never silent.
-          const error = reorder.push(outcome.index, outcome);
-          if (error) this.#shutdownThen(false, 'failed', { kind: 'error', error });
-        },
-        error: (error) => this.#shutdownThen(false, 'failed', { kind: 'error', error }),
-        complete: () => {
-          const gap = reorder.end();
-          if (gap) this.#shutdownThen(false, 'failed', { kind: 'error', error: gap });
-          else this.#shutdownThen(true, 'completed', { kind: 'complete' });
-        },
-      }),
-    );
+    subscription.add(merged.subscribe(output));
     this.#progressChanged();
   }
 
@@ -418,6 +375,28 @@ export class RunCore<T, M extends RunMode> {
         return s.limit;
       }),
     );
+  }
+
+  /** @internal Whether the run has ended (its streams get nothing more). */
+  get ended(): boolean {
+    return this.#terminal !== undefined;
+  }
+
+  /** @internal An ordered value goes out (see RunOutput). */
+  emitOrdered(value: Ordered<T, M>): void {
+    this.#emittedOrdered = true;
+    this.ordered.next(value);
+  }
+
+  /** @internal The merged task outcomes ended, well (`error` undefined) or not. */
+  outcomesEnded(error: unknown, graceful: boolean): void {
+    if (graceful) this.#shutdownThen(true, 'completed', { kind: 'complete' });
+    else this.#shutdownThen(false, 'failed', { kind: 'error', error });
+  }
+
+  /** @internal Something progress$ shows has changed. */
+  progressChanged(): void {
+    this.#progressChanged();
   }
 
   /** Starts one task's inner (see TaskObservable): its outcome goes to `sink`. */
@@ -500,7 +479,7 @@ export class RunCore<T, M extends RunMode> {
  * a closure and an iterator on every call, and these streams emit once per task.
  */
 class Fanout<V> {
-  #subscribers: Subscriber<V>[] = [];
+  #subscribers: Observer<V>[] = [];
 
   /** True while someone subscribes: with no one, a value need not be built. */
   get observed(): boolean {
@@ -508,7 +487,7 @@ class Fanout<V> {
   }
 
   /** Adds a subscriber; returns what removes it. */
-  add(subscriber: Subscriber<V>): () => void {
+  add(subscriber: Observer<V>): () => void {
     // Copied on write, so a next() in progress goes on with the list it started with.
     this.#subscribers = [...this.#subscribers, subscriber];
     return () => {
@@ -529,20 +508,115 @@ class Fanout<V> {
     for (const subscriber of this.#end()) subscriber.complete();
   }
 
-  #end(): Subscriber<V>[] {
+  #end(): Observer<V>[] {
     const subscribers = this.#subscribers;
     this.#subscribers = [];
     return subscribers;
   }
 }
 
-/** The run's side of every task's inner (see TaskInner). */
-interface InnerContext {
-  readonly state: ProgressState;
-  readonly settle: boolean;
+/*
+ * The run's hot paths go through the classes below rather than closures made per run: a method
+ * on a prototype is the same function in every run, so code V8 optimized in one run, with these
+ * calls inlined, still holds in the next. A closure made per run is a new call target each time,
+ * and the optimized code that inlined the last one is thrown away at the start of the next run.
+ */
+
+/** What toOrderedArray() attaches to ordered$: a class, for the reason above. */
+class OrderedCollector<V> implements Observer<V> {
+  readonly #values: V[] = [];
+
+  constructor(
+    private readonly resolve: (values: V[]) => void,
+    private readonly reject: (error: unknown) => void,
+  ) {}
+
+  next(value: V): void {
+    this.#values.push(value);
+  }
+
+  error(error: unknown): void {
+    this.reject(error);
+  }
+
+  complete(): void {
+    this.resolve(this.#values);
+  }
+}
+
+/** The run's side of every task's inner (see TaskInner), and the runtime's progress hook. */
+class InnerContext {
+  constructor(
+    readonly state: ProgressState,
+    readonly settle: boolean,
+    private readonly core: { progressChanged(): void },
+    readonly taskProgress: Subject<TaskProgress>,
+  ) {}
+
   /** Schedules a progress snapshot. */
-  readonly changed: () => void;
-  readonly taskProgress: Subject<TaskProgress>;
+  changed(): void {
+    this.core.progressChanged();
+  }
+}
+
+/** What the merge engine pulls and runs: the run's tasks, each as a TaskObservable. */
+class TaskFeed<T> implements MergeWithLimitOptions<Task, TaskOutcome<T>> {
+  constructor(
+    private readonly core: RunCore<T, RunMode>,
+    private readonly runtime: TaskRuntime,
+    readonly source: TaskSourceInput<Task>,
+    readonly limit$: Observable<number>,
+    private readonly state: ProgressState,
+  ) {}
+
+  project(task: Task, index: number): TaskObservable<T> {
+    return new TaskObservable(this.core, this.runtime, task, index);
+  }
+
+  onStart(): void {
+    this.state.pulled++;
+  }
+
+  onSourceDone(total: number): void {
+    this.state.total = total;
+    this.core.progressChanged();
+  }
+}
+
+/** Where the merged outcomes go: completions$ as they come, ordered$ in input order. */
+class RunOutput<T, M extends RunMode> implements Observer<TaskOutcome<T>>, ReorderTarget<TaskOutcome<T>> {
+  readonly #reorder = new IndexReorderer<TaskOutcome<T>>(0, this);
+
+  constructor(
+    private readonly core: RunCore<T, M>,
+    private readonly settle: boolean,
+  ) {}
+
+  next(outcome: TaskOutcome<T>): void {
+    // A plain Subject replays nothing: with no subscriber, there is no one to tell.
+    if (this.core.completions.observed) this.core.completions.next(outcome as Completion<T, M>);
+    // An index out of order or repeated means a task was lost or doubled: a bug, never silent.
+    const error = this.#reorder.push(outcome.index, outcome);
+    if (error) this.core.outcomesEnded(error, false);
+  }
+
+  error(error: unknown): void {
+    this.core.outcomesEnded(error, false);
+  }
+
+  complete(): void {
+    const gap = this.#reorder.end();
+    this.core.outcomesEnded(gap, gap === undefined);
+  }
+
+  /** In input order (the reorder buffer calls it). */
+  emit(outcome: TaskOutcome<T>): void {
+    this.core.emitOrdered((this.settle ? outcome : (outcome as TaskResult<T>).value) as Ordered<T, M>);
+  }
+
+  stopped(): boolean {
+    return this.core.ended;
+  }
 }
 
 /**

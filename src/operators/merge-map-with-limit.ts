@@ -3,9 +3,10 @@ import {
   from,
   type ObservableInput,
   type OperatorFunction,
+  type Subscriber,
   type Unsubscribable,
 } from 'rxjs';
-import { toPullSource, type PullSource, type TaskSourceInput } from './pull-source.js';
+import { toPullSource, type PullSink, type PullSource, type TaskSourceInput } from './pull-source.js';
 
 /**
  * @internal The key of {@link DirectInner}'s start method. An inner Observable that has it can
@@ -92,161 +93,193 @@ function isValidLimit(value: unknown): value is number {
  * @returns the merged values of all inners, in the order they are emitted
  */
 export function mergeWithLimit<T, R>(options: MergeWithLimitOptions<T, R>): Observable<R> {
-  const { project, limit$, onStart, onSourceDone } = options;
   return new Observable<R>((subscriber) => {
-    let limit = 0; // nothing starts until a limit is known
-    let limitKnown = false;
-    let active = 0;
-    let pulled = 0;
-    let requesting = false;
-    let sourceDone = false;
-    let finished = false; // errored, completed or unsubscribed: no more work of any kind
-    let draining = false;
-    const inners = new Set<Unsubscribable>();
+    const merge = new MergeRun(options, subscriber);
+    merge.start();
+    return () => merge.teardown();
+  });
+}
 
-    // The subscriber closes before our teardown exists when a downstream take() unsubscribes
-    // during the synchronous part of subscribe(); the loop must see that too.
-    const isOver = (): boolean => finished || subscriber.closed;
+/**
+ * One subscription to {@link mergeWithLimit}. A class rather than closures made per
+ * subscription: its methods are called for every item and every inner, and a method on a
+ * prototype is the same function in every run, so the code V8 optimized for one run (with
+ * these calls inlined) still holds in the next; a closure made per run is a new call target,
+ * and the optimized code is thrown away at the start of each run.
+ *
+ * It is the source's sink (`item`, `done`, `error`), and the sink of every inner: direct ones
+ * (`next`, `error`, `complete(inner)`) and rxjs ones (`next`, `error`; their slot is freed by
+ * a finalizer, and the `complete` rxjs calls, with no inner, is a no-op). `error` serves both:
+ * either way the output errors.
+ */
+class MergeRun<T, R> implements PullSink<T>, InnerSink<R> {
+  #limit = 0; // nothing starts until a limit is known
+  #limitKnown = false;
+  #active = 0;
+  #pulled = 0;
+  #requesting = false;
+  #sourceDone = false;
+  #finished = false; // errored, completed or unsubscribed: no more work of any kind
+  #draining = false;
+  readonly #inners = new Set<Unsubscribable>();
+  #source: PullSource<T> | undefined;
 
-    const fail = (err: unknown): void => {
-      if (finished) return;
-      finished = true;
-      subscriber.error(err); // runs the teardown below
-    };
+  constructor(
+    private readonly options: MergeWithLimitOptions<T, R>,
+    private readonly subscriber: Subscriber<R>,
+  ) {}
 
-    /**
-     * Starts as many inners as the limit allows, then completes if all is done. A state change
-     * made while this loop runs (an inner that completes inside subscribe, a source that answers
-     * inside request) is only recorded by its handler: the running loop re-reads the state after
-     * every step. That keeps the stack flat however many inners complete synchronously.
-     * Handlers call it as `if (!draining) drain()`, with no closure to allocate per item.
-     */
-    const drain = (): void => {
-      draining = true;
-      try {
-        while (!isOver() && !requesting && !sourceDone && active < limit) {
-          requesting = true;
-          source.request();
-        }
-        if (!isOver() && sourceDone && active === 0) {
-          finished = true;
-          subscriber.complete();
-        }
-      } finally {
-        draining = false;
-      }
-    };
-
-    // Frees the slot of an inner that ended (its teardown has run, if it had one).
-    const ended = (inner: Unsubscribable): void => {
-      if (!inners.delete(inner)) return;
-      active--;
-      if (!isOver() && !draining) drain();
-    };
-
-    // One observer for every rxjs inner: per inner, only its subscription is allocated.
-    const innerObserver = {
-      next: (result: R) => subscriber.next(result),
-      error: fail,
-    };
-    // One sink for every direct inner: per inner, nothing but the inner itself.
-    const sink: InnerSink<R> = {
-      next: innerObserver.next,
-      error: fail,
-      complete: ended,
-    };
-
-    const startInner = (value: T): void => {
-      const index = pulled++;
-      let input: ObservableInput<R>;
-      try {
-        input = project(value, index);
-        if (typeof (input as Partial<DirectInner<R>>)[START_DIRECT] !== 'function') input = from(input);
-        onStart?.(index);
-      } catch (err) {
-        return fail(err);
-      }
-      active++;
-      const direct = (input as Partial<DirectInner<R>>)[START_DIRECT];
-      if (direct) {
-        const started = direct.call(input, sink);
-        // Ended inside its start: its complete() found nothing to free, so its slot is freed here
-        // (and the caller's drain() fills it). Else the same checks as for an rxjs inner below.
-        if (started.closed) active--;
-        else if (isOver()) started.unsubscribe();
-        else inners.add(started);
-        return;
-      }
-      const subscription = (input as Observable<R>).subscribe(innerObserver);
-      // The output may have ended during subscribe (a downstream take(1), an error elsewhere),
-      // and its teardown did not see this inner, which was not in `inners` yet.
-      if (isOver()) subscription.unsubscribe();
-      // Added after subscribe, so it runs after the inner's own teardown (at once, if the inner
-      // already ended inside subscribe): a slot frees only once its inner is torn down.
-      inners.add(subscription);
-      subscription.add(() => ended(subscription));
-    };
-
-    let source: PullSource<T>;
+  start(): void {
     try {
-      source = toPullSource(options.source, {
-        item: (value) => {
-          requesting = false;
-          if (!isOver()) startInner(value);
-          if (!draining) drain();
-        },
-        done: () => {
-          requesting = false;
-          if (isOver() || sourceDone) return;
-          sourceDone = true;
-          try {
-            onSourceDone?.(pulled);
-          } catch (err) {
-            fail(err);
-          }
-          if (!draining) drain();
-        },
-        error: (err) => {
-          requesting = false;
-          fail(err);
-        },
-      });
+      this.#source = toPullSource(this.options.source, this);
     } catch (err) {
-      subscriber.error(err);
+      this.subscriber.error(err);
       return;
     }
-
-    const setLimit = (value: unknown): void => {
-      if (!isValidLimit(value)) return fail(invalidLimit(value));
-      limitKnown = true;
-      limit = value;
-      if (!draining) drain();
-    };
-
+    const limit$ = this.options.limit$;
     if (typeof limit$ === 'number') {
-      setLimit(limit$);
+      this.#setLimit(limit$);
     } else {
       // Added to the subscriber, so it is unsubscribed even if the output already ended
       // while limit$ was emitting synchronously inside subscribe().
-      subscriber.add(
+      this.subscriber.add(
         limit$.subscribe({
-          next: setLimit,
-          error: fail,
+          next: (value) => this.#setLimit(value),
+          error: (err) => this.#fail(err),
           complete: () => {
-            if (!limitKnown) fail(new RangeError('concurrency limit Observable completed without emitting a limit'));
+            if (!this.#limitKnown) this.#fail(new RangeError('concurrency limit Observable completed without emitting a limit'));
           },
         }),
       );
     }
+  }
 
-    return () => {
-      finished = true;
-      // Deleting from a Set while iterating it is safe; each inner's finalizer does exactly that.
-      for (const inner of inners) inner.unsubscribe();
-      inners.clear();
-      source.close();
-    };
-  });
+  teardown(): void {
+    this.#finished = true;
+    // Deleting from a Set while iterating it is safe; each inner's finalizer does exactly that.
+    for (const inner of this.#inners) inner.unsubscribe();
+    this.#inners.clear();
+    this.#source?.close();
+  }
+
+  // ---- the source's answers (PullSink) ------------------------------------------------------
+
+  item(value: T): void {
+    this.#requesting = false;
+    if (!this.#isOver()) this.#startInner(value);
+    if (!this.#draining) this.#drain();
+  }
+
+  done(): void {
+    this.#requesting = false;
+    if (this.#isOver() || this.#sourceDone) return;
+    this.#sourceDone = true;
+    try {
+      this.options.onSourceDone?.(this.#pulled);
+    } catch (err) {
+      this.#fail(err);
+    }
+    if (!this.#draining) this.#drain();
+  }
+
+  /** The source failed, or an inner did. */
+  error(err: unknown): void {
+    this.#requesting = false;
+    this.#fail(err);
+  }
+
+  // ---- the inners' events (InnerSink) -------------------------------------------------------
+
+  next(value: R): void {
+    this.subscriber.next(value);
+  }
+
+  /** A direct inner ended: its slot is free. (rxjs inners call it with nothing: a no-op.) */
+  complete(inner?: Unsubscribable): void {
+    if (inner) this.#ended(inner);
+  }
+
+  // ---- the engine ---------------------------------------------------------------------------
+
+  // The subscriber closes before our teardown exists when a downstream take() unsubscribes
+  // during the synchronous part of subscribe(); the loop must see that too.
+  #isOver(): boolean {
+    return this.#finished || this.subscriber.closed;
+  }
+
+  #fail(err: unknown): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.subscriber.error(err); // runs the teardown
+  }
+
+  #setLimit(value: unknown): void {
+    if (!isValidLimit(value)) return this.#fail(invalidLimit(value));
+    this.#limitKnown = true;
+    this.#limit = value;
+    if (!this.#draining) this.#drain();
+  }
+
+  /**
+   * Starts as many inners as the limit allows, then completes if all is done. A state change
+   * made while this loop runs (an inner that completes inside subscribe, a source that answers
+   * inside request) is only recorded by its handler: the running loop re-reads the state after
+   * every step. That keeps the stack flat however many inners complete synchronously.
+   * Handlers call it as `if (!draining) drain()`.
+   */
+  #drain(): void {
+    this.#draining = true;
+    try {
+      while (!this.#isOver() && !this.#requesting && !this.#sourceDone && this.#active < this.#limit) {
+        this.#requesting = true;
+        this.#source!.request();
+      }
+      if (!this.#isOver() && this.#sourceDone && this.#active === 0) {
+        this.#finished = true;
+        this.subscriber.complete();
+      }
+    } finally {
+      this.#draining = false;
+    }
+  }
+
+  /** Frees the slot of an inner that ended (its teardown has run, if it had one). */
+  #ended(inner: Unsubscribable): void {
+    if (!this.#inners.delete(inner)) return;
+    this.#active--;
+    if (!this.#isOver() && !this.#draining) this.#drain();
+  }
+
+  #startInner(value: T): void {
+    const index = this.#pulled++;
+    let input: ObservableInput<R>;
+    try {
+      input = this.options.project(value, index);
+      if (typeof (input as Partial<DirectInner<R>>)[START_DIRECT] !== 'function') input = from(input);
+      this.options.onStart?.(index);
+    } catch (err) {
+      return this.#fail(err);
+    }
+    this.#active++;
+    const direct = (input as Partial<DirectInner<R>>)[START_DIRECT];
+    if (direct) {
+      const started = direct.call(input, this);
+      // Ended inside its start: its complete() found nothing to free, so its slot is freed here
+      // (and the caller's drain() fills it). Else the same checks as for an rxjs inner below.
+      if (started.closed) this.#active--;
+      else if (this.#isOver()) started.unsubscribe();
+      else this.#inners.add(started);
+      return;
+    }
+    const subscription = (input as Observable<R>).subscribe(this);
+    // The output may have ended during subscribe (a downstream take(1), an error elsewhere),
+    // and its teardown did not see this inner, which was not in `inners` yet.
+    if (this.#isOver()) subscription.unsubscribe();
+    // Added after subscribe, so it runs after the inner's own teardown (at once, if the inner
+    // already ended inside subscribe): a slot frees only once its inner is torn down.
+    this.#inners.add(subscription);
+    subscription.add(() => this.#ended(subscription));
+  }
 }
 
 /**
@@ -280,5 +313,6 @@ export function mergeMapWithLimit<T, R>(
   project: (value: T, index: number) => ObservableInput<R>,
   limit$: Observable<number> | number,
 ): OperatorFunction<T, R> {
-  return (source) => mergeWithLimit({ source, project, limit$ });
+  // Called as a plain function, not as a method of the options object.
+  return (source) => mergeWithLimit({ source, project: (value, index) => project(value, index), limit$ });
 }

@@ -84,11 +84,11 @@ function describeInput(x: unknown): string {
 export function toPullSource<T>(input: TaskSourceInput<T>, sink: PullSink<T>): PullSource<T> {
   switch (sourceKind(input)) {
     case 'array':
-      return arraySource(input as ArrayLike<T>, sink);
+      return new ArraySource(input as ArrayLike<T>, sink);
     case 'observable':
       return observableSource(input as Observable<T>, sink);
     case 'iterable':
-      return iterableSource(input as Iterable<T>, sink);
+      return new IterableSource(input as Iterable<T>, sink);
     case 'async-iterable':
       return asyncIterableSource(input as AsyncIterable<T>, sink);
     default:
@@ -107,65 +107,82 @@ function reportUnhandledError(err: unknown): void {
   });
 }
 
-function arraySource<T>(input: ArrayLike<T>, sink: PullSink<T>): PullSource<T> {
-  let index = 0;
-  let open = true;
-  const finish = (): void => {
-    open = false;
-    sink.done();
-  };
-  return {
-    request() {
-      if (!open) return;
-      if (index >= input.length) return finish();
-      sink.item(input[index++] as T);
-      // Telling the caller at once that this was the last item lets it know the total
-      // without a further request (which might never come while every slot is busy).
-      if (open && index >= input.length) finish();
-    },
-    close() {
-      open = false;
-    },
-  };
+/**
+ * Classes rather than objects of closures: the merge engine calls `request()` for every task, and
+ * a method on a prototype is the same function in every run, so code V8 optimized in one run,
+ * with the call inlined, still holds in the next (a closure made per run is a new call target,
+ * and the optimized code would be thrown away at the start of each run).
+ */
+class ArraySource<T> implements PullSource<T> {
+  #index = 0;
+  #open = true;
+
+  constructor(
+    private readonly input: ArrayLike<T>,
+    private readonly sink: PullSink<T>,
+  ) {}
+
+  request(): void {
+    if (!this.#open) return;
+    if (this.#index >= this.input.length) return this.#finish();
+    this.sink.item(this.input[this.#index++] as T);
+    // Telling the caller at once that this was the last item lets it know the total
+    // without a further request (which might never come while every slot is busy).
+    if (this.#open && this.#index >= this.input.length) this.#finish();
+  }
+
+  close(): void {
+    this.#open = false;
+  }
+
+  #finish(): void {
+    this.#open = false;
+    this.sink.done();
+  }
 }
 
 function invalidResult(result: unknown): TypeError {
   return new TypeError(`iterator result ${String(result)} is not an object`);
 }
 
-function iterableSource<T>(input: Iterable<T>, sink: PullSink<T>): PullSource<T> {
-  let iterator: Iterator<T> | undefined;
+class IterableSource<T> implements PullSource<T> {
+  #iterator: Iterator<T> | undefined;
   /** open: may call sink; ended: iterator finished or threw, so it needs no `return()`. */
-  let state: 'open' | 'ended' | 'closed' = 'open';
-  return {
-    request() {
-      if (state !== 'open') return;
-      let result: IteratorResult<T>;
-      try {
-        iterator ??= input[Symbol.iterator]();
-        result = iterator.next();
-        if (result === null || typeof result !== 'object') throw invalidResult(result);
-      } catch (err) {
-        state = 'ended';
-        return sink.error(err);
-      }
-      if (result.done) {
-        state = 'ended';
-        return sink.done();
-      }
-      sink.item(result.value);
-    },
-    close() {
-      const mustRelease = state === 'open' && iterator !== undefined;
-      state = 'closed';
-      if (!mustRelease) return;
-      try {
-        iterator!.return?.();
-      } catch (err) {
-        reportUnhandledError(err);
-      }
-    },
-  };
+  #state: 'open' | 'ended' | 'closed' = 'open';
+
+  constructor(
+    private readonly input: Iterable<T>,
+    private readonly sink: PullSink<T>,
+  ) {}
+
+  request(): void {
+    if (this.#state !== 'open') return;
+    let result: IteratorResult<T>;
+    try {
+      this.#iterator ??= this.input[Symbol.iterator]();
+      result = this.#iterator.next();
+      if (result === null || typeof result !== 'object') throw invalidResult(result);
+    } catch (err) {
+      this.#state = 'ended';
+      return this.sink.error(err);
+    }
+    if (result.done) {
+      this.#state = 'ended';
+      return this.sink.done();
+    }
+    this.sink.item(result.value);
+  }
+
+  close(): void {
+    const mustRelease = this.#state === 'open' && this.#iterator !== undefined;
+    this.#state = 'closed';
+    if (!mustRelease) return;
+    try {
+      this.#iterator!.return?.();
+    } catch (err) {
+      reportUnhandledError(err);
+    }
+  }
 }
 
 function asyncIterableSource<T>(input: AsyncIterable<T>, sink: PullSink<T>): PullSource<T> {

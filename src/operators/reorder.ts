@@ -32,7 +32,10 @@ export function reorderByIndex<T>(
   }
   return (source) =>
     new Observable<T>((subscriber) => {
-      const reorderer = new IndexReorderer<T>(firstIndex, (item) => subscriber.next(item), () => subscriber.closed);
+      const reorderer = new IndexReorderer<T>(firstIndex, {
+        emit: (item) => subscriber.next(item),
+        stopped: () => subscriber.closed,
+      });
       return source.subscribe({
         next(item) {
           if (subscriber.closed) return; // a synchronous source may go on after an error
@@ -53,6 +56,14 @@ export function reorderByIndex<T>(
         },
       });
     });
+}
+
+/** @internal Where an {@link IndexReorderer} hands its items. */
+export interface ReorderTarget<T> {
+  /** Receives the items in order. */
+  emit(item: T): void;
+  /** True once nothing more should be emitted (checked between buffered items). */
+  stopped(): boolean;
 }
 
 /** Marks an empty slot of the reorder ring (items themselves may be anything, undefined included). */
@@ -79,13 +90,12 @@ export class IndexReorderer<T> {
 
   /**
    * @param firstIndex the index to emit first
-   * @param emit receives the items in order
-   * @param stopped true once nothing more should be emitted (checked between buffered items)
+   * @param target receives the items in order; an object with methods, not two closures, so a
+   *   class instance gives the same call targets in every run
    */
   constructor(
     readonly firstIndex: number,
-    private readonly emit: (item: T) => void,
-    private readonly stopped: () => boolean,
+    private readonly target: ReorderTarget<T>,
   ) {
     this.#next = firstIndex;
   }
@@ -99,10 +109,10 @@ export class IndexReorderer<T> {
       this.#store(index, item);
       return undefined;
     }
-    this.emit(item);
+    this.target.emit(item);
     this.#next++;
     // Each buffered item is visited once, when its turn comes: O(1) amortized.
-    while ((this.#inRing > 0 || this.#far.size > 0) && !this.stopped()) {
+    while ((this.#inRing > 0 || this.#far.size > 0) && !this.target.stopped()) {
       const slot = this.#next & this.#mask;
       const buffered = this.#ring[slot]!;
       let ready: T;
@@ -117,7 +127,7 @@ export class IndexReorderer<T> {
         break;
       }
       this.#next++;
-      this.emit(ready);
+      this.target.emit(ready);
     }
     return undefined;
   }

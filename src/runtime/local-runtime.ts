@@ -44,10 +44,12 @@ export interface LocalRuntimeOptions {
   /** Where idle workers come from and go back to, if anywhere. */
   pool?: WorkerLender | undefined;
   /**
-   * Called when a task starts executing. Tasks start a microtask after start() (the jobs a tick
+   * Told when a task starts executing. Tasks start a microtask after start() (the jobs a tick
    * brings are dispatched together), so a progress report made at start() would not count them.
+   * An object with a method rather than a callback: the run's class instance gives the same
+   * call target in every run (see schedule.ts).
    */
-  onExecuting?: (() => void) | undefined;
+  progress?: { changed(): void } | undefined;
 }
 
 /** Pipelining aims to keep about this much work (µs) queued in each worker. */
@@ -93,6 +95,8 @@ class Lane {
   next: WorkerProcess | undefined;
   idleTimer: NodeJS.Timeout | undefined;
   advanceQueued = false;
+  /** Runs the queued advance; made once per lane (see LocalRuntime.#advanceSoon). */
+  advanceTask: () => void = () => {};
   /**
    * Tasks that were in flight together when their worker died without saying which one it was
    * running: they run again one at a time, so that a second death names its task exactly.
@@ -286,19 +290,21 @@ export class LocalRuntime implements TaskRuntime {
     }
     if (this.#lanes.length < this.#target) {
       const lane = new Lane();
+      lane.advanceTask = () => {
+        lane.advanceQueued = false;
+        this.#advance(lane);
+      };
       this.#lanes.push(lane);
       return lane;
     }
     return best!;
   }
 
+  /** Called for every task: a closure made here would cost a context on every call, used or not. */
   #advanceSoon(lane: Lane): void {
     if (lane.advanceQueued) return;
     lane.advanceQueued = true;
-    queueMicrotask(() => {
-      lane.advanceQueued = false;
-      this.#advance(lane);
-    });
+    queueMicrotask(lane.advanceTask);
   }
 
   /** Starts the head of the lane if it can, and sends module tasks ahead to its worker. */
@@ -371,7 +377,7 @@ export class LocalRuntime implements TaskRuntime {
   #countExecuting(job: Job): void {
     job.counted = true;
     this.executing++;
-    this.#options.onExecuting?.();
+    this.#options.progress?.changed();
   }
 
   /** A job stops running (ends, or goes back to the queue): it no longer counts as executing. */
@@ -394,7 +400,12 @@ export class LocalRuntime implements TaskRuntime {
 
   #armTimeout(job: Job): void {
     const timeout = job.spec.timeout;
-    if (timeout !== undefined) job.timer = setTimeout(() => this.#timedOut(job), timeout);
+    if (timeout !== undefined) this.#setTimer(job, timeout);
+  }
+
+  /** Apart from #armTimeout, which runs for every task: its closure would cost a context on each call. */
+  #setTimer(job: Job, timeout: number): void {
+    job.timer = setTimeout(() => this.#timedOut(job), timeout);
   }
 
   #startProcessJob(job: Job): void {

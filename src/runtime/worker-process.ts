@@ -94,6 +94,8 @@ export class WorkerProcess {
   #capture: boolean;
   #killTimeout: number;
   #flushQueued = false;
+  /** Made once: a closure made in send(), which runs for every task, would cost a context on every call. */
+  readonly #flushTask = (): void => this.#flush();
   #fatal: FatalReport | undefined;
   #untrack: () => void;
   #listener: WorkerListener;
@@ -182,7 +184,7 @@ export class WorkerProcess {
     this.sent++;
     if (!this.#flushQueued) {
       this.#flushQueued = true;
-      queueMicrotask(() => this.#flush());
+      queueMicrotask(this.#flushTask);
     }
   }
 

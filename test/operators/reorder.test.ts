@@ -176,7 +176,7 @@ test('the buffer gives every item in order whatever the arrival order, near or f
       .sort((a, b) => a.key - b.key)
       .map((x) => x.i);
     const out: number[] = [];
-    const reorderer = new IndexReorderer<number>(0, (x) => out.push(x), () => false);
+    const reorderer = new IndexReorderer<number>(0, { emit: (x) => out.push(x), stopped: () => false });
     for (const index of order) t.is(reorderer.push(index, index * 10), undefined);
     t.is(reorderer.end(), undefined);
     t.is(out.length, count);
@@ -185,20 +185,20 @@ test('the buffer gives every item in order whatever the arrival order, near or f
 });
 
 test('the buffer finds a repeated waiting index, near or far, and names the first waiting one at a gap', (t) => {
-  const reorderer = new IndexReorderer<string>(0, () => {}, () => false);
+  const reorderer = new IndexReorderer<string>(0, { emit: () => {}, stopped: () => false });
   t.is(reorderer.push(3, 'near'), undefined);
   t.is(reorderer.push(100_000, 'far'), undefined);
   t.regex(reorderer.push(3, 'again')!.message, /index 3 arrived twice/);
   t.regex(reorderer.push(100_000, 'again')!.message, /index 100000 arrived twice/);
   t.is(reorderer.end()!.message, 'reorderByIndex: source completed without index 0; 2 later item(s) wait for it, the first being index 3');
-  const farOnly = new IndexReorderer<string>(0, () => {}, () => false);
+  const farOnly = new IndexReorderer<string>(0, { emit: () => {}, stopped: () => false });
   farOnly.push(70_000, 'far');
   t.regex(farOnly.end()!.message, /the first being index 70000/);
 });
 
 test('undefined is an item like any other while it waits', (t) => {
   const out: unknown[] = [];
-  const reorderer = new IndexReorderer<undefined | number>(0, (x) => out.push(x), () => false);
+  const reorderer = new IndexReorderer<undefined | number>(0, { emit: (x) => out.push(x), stopped: () => false });
   reorderer.push(1, undefined);
   reorderer.push(0, 0);
   t.deepEqual(out, [0, undefined]);
