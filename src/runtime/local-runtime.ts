@@ -68,6 +68,18 @@ let nextJobId = 1;
 
 type JobState = 'queued' | 'sent' | 'running' | 'done';
 
+/**
+ * An empty array that V8 already stores as an array of objects. `[]` starts as an array of
+ * small integers and changes kind at its first push: a new run's lanes would then meet code
+ * optimized for the other kind in the last run, and throw it away (a 'wrong map' deoptimization
+ * at the start of every run).
+ */
+function objectArray<T extends object>(): T[] {
+  const array = [undefined] as unknown as T[];
+  array.pop();
+  return array;
+}
+
 class Job implements JobHandle {
   state: JobState = 'queued';
   lane: Lane | undefined;
@@ -89,7 +101,7 @@ class Job implements JobHandle {
 }
 
 class Lane {
-  readonly jobs: Job[] = [];
+  readonly jobs: Job[] = objectArray();
   worker: WorkerProcess | undefined;
   /** A worker started ahead of time, to take over when `worker` reaches maxTasksPerWorker. */
   next: WorkerProcess | undefined;
@@ -106,7 +118,7 @@ class Lane {
 
 export class LocalRuntime implements TaskRuntime {
   readonly #options: LocalRuntimeOptions;
-  readonly #lanes: Lane[] = [];
+  readonly #lanes: Lane[] = objectArray();
   /** Idle workers not attached to a lane. */
   readonly #spares = new Set<WorkerProcess>();
   readonly #spareTimers = new Map<WorkerProcess, NodeJS.Timeout>();
