@@ -66,27 +66,17 @@ export interface ReorderTarget<T> {
   stopped(): boolean;
 }
 
-/** Marks an empty slot of the reorder ring (items themselves may be anything, undefined included). */
-const EMPTY: unique symbol = Symbol('empty');
-/** Items at most this far ahead of the next index wait in the ring; farther ones in a Map. */
-const RING_MAX = 1 << 16;
-
 /**
  * @internal The buffer behind {@link reorderByIndex}, also used by the scheduler directly (with no
- * Subscriber per item): hands items to `emit` in index order, each as soon as it can.
+ * Subscriber per item): hands its target the items in index order, each as soon as it can.
  *
- * Early items wait in a ring indexed by their index, which grows to cover the span of indices
- * waiting (up to RING_MAX); a Map of the same items would allocate and rehash as items come and
- * go, and with two workers about every other result of a run waits here.
+ * Early items wait in a Map. (A ring indexed by the items' index allocated less per item, but a
+ * run of a million lazily generated tasks then ended with a parent RSS 7 MB higher, median of 4
+ * runs: see bench/README.md.)
  */
 export class IndexReorderer<T> {
   #next: number;
-  /** Items for indices `#next` to `#next + capacity - 1`, at `index & #mask`. */
-  #ring: Array<T | typeof EMPTY> = new Array<T | typeof EMPTY>(64).fill(EMPTY);
-  #mask = 63;
-  #inRing = 0;
-  /** Items that came more than RING_MAX ahead of `#next`. */
-  readonly #far = new Map<number, T>();
+  readonly #waiting = new Map<number, T>();
 
   /**
    * @param firstIndex the index to emit first
@@ -104,79 +94,31 @@ export class IndexReorderer<T> {
   push(index: number, item: T): Error | undefined {
     if (!Number.isSafeInteger(index)) return new RangeError(`reorderByIndex: index must be an integer, got ${String(index)}`);
     if (index < this.firstIndex) return new RangeError(`reorderByIndex: index ${index} is below the first index ${this.firstIndex}`);
-    if (index < this.#next || this.#isWaiting(index)) return new Error(`reorderByIndex: index ${index} arrived twice`);
+    if (index < this.#next || this.#waiting.has(index)) return new Error(`reorderByIndex: index ${index} arrived twice`);
     if (index !== this.#next) {
-      this.#store(index, item);
+      this.#waiting.set(index, item);
       return undefined;
     }
     this.target.emit(item);
     this.#next++;
     // Each buffered item is visited once, when its turn comes: O(1) amortized.
-    while ((this.#inRing > 0 || this.#far.size > 0) && !this.target.stopped()) {
-      const slot = this.#next & this.#mask;
-      const buffered = this.#ring[slot]!;
-      let ready: T;
-      if (buffered !== EMPTY) {
-        this.#ring[slot] = EMPTY;
-        this.#inRing--;
-        ready = buffered;
-      } else if (this.#far.size > 0 && this.#far.has(this.#next)) {
-        ready = this.#far.get(this.#next) as T;
-        this.#far.delete(this.#next);
-      } else {
-        break;
-      }
+    while (this.#waiting.size > 0 && this.#waiting.has(this.#next) && !this.target.stopped()) {
+      const buffered = this.#waiting.get(this.#next) as T;
+      this.#waiting.delete(this.#next);
       this.#next++;
-      this.target.emit(ready);
+      this.target.emit(buffered);
     }
     return undefined;
   }
 
   /** The error to end with if the source ended while items still wait for a missing index. */
   end(): Error | undefined {
-    const waiting = this.#inRing + this.#far.size;
-    if (waiting === 0) return undefined;
+    if (this.#waiting.size === 0) return undefined;
     let firstWaiting = Infinity;
-    for (const index of this.#far.keys()) firstWaiting = Math.min(firstWaiting, index);
-    for (let index = this.#next; index <= this.#next + this.#mask; index++) {
-      if (this.#ring[index & this.#mask] !== EMPTY) {
-        firstWaiting = Math.min(firstWaiting, index);
-        break;
-      }
-    }
+    for (const index of this.#waiting.keys()) firstWaiting = Math.min(firstWaiting, index);
     return new Error(
       `reorderByIndex: source completed without index ${this.#next}; ` +
-        `${waiting} later item(s) wait for it, the first being index ${firstWaiting}`,
+        `${this.#waiting.size} later item(s) wait for it, the first being index ${firstWaiting}`,
     );
-  }
-
-  #isWaiting(index: number): boolean {
-    if (index - this.#next <= this.#mask && this.#ring[index & this.#mask] !== EMPTY) return true;
-    return this.#far.size > 0 && this.#far.has(index);
-  }
-
-  #store(index: number, item: T): void {
-    const ahead = index - this.#next;
-    if (ahead >= RING_MAX) {
-      this.#far.set(index, item);
-      return;
-    }
-    if (ahead > this.#mask) this.#grow(ahead);
-    this.#ring[index & this.#mask] = item;
-    this.#inRing++;
-  }
-
-  /** Doubles the ring until it covers `ahead` indices past the next one. */
-  #grow(ahead: number): void {
-    let size = this.#ring.length;
-    while (size <= ahead) size *= 2;
-    const ring = new Array<T | typeof EMPTY>(size).fill(EMPTY);
-    const mask = size - 1;
-    for (let index = this.#next; index <= this.#next + this.#mask; index++) {
-      const item = this.#ring[index & this.#mask]!;
-      if (item !== EMPTY) ring[index & mask] = item;
-    }
-    this.#ring = ring;
-    this.#mask = mask;
   }
 }

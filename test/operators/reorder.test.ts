@@ -169,7 +169,7 @@ test('the buffer gives every item in order whatever the arrival order, near or f
   for (const [count, spread] of [
     [5_000, 3],
     [5_000, 300],
-    [200_000, 150_000], // items far past the ring's span wait in its Map
+    [200_000, 150_000],
   ] as const) {
     // Each index arrives up to `spread` positions away from its place.
     const order = Array.from({ length: count }, (_, i) => ({ i, key: i + random() * spread }))
