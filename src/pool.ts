@@ -211,7 +211,7 @@ export class WorkerPool {
   }
 
   #give(worker: WorkerProcess): boolean {
-    if (this.#closed || !worker.alive || worker.pending.size > 0 || this.#idle.size >= this.#maxIdle) return false;
+    if (this.#closed || !worker.alive || worker.inFlight > 0 || this.#idle.size >= this.#maxIdle) return false;
     worker.adopt(this.#listener, this.#killTimeout);
     this.#park(worker);
     return true;

@@ -154,9 +154,9 @@ export class LocalRuntime implements TaskRuntime {
     ready(worker: WorkerProcess): void {
       this.runtime.#onWorkerReady(worker);
     }
-    progress(_worker: WorkerProcess, id: number, value: unknown): void {
+    progress(worker: WorkerProcess, id: number, value: unknown): void {
       const job = this.runtime.#jobsById.get(id);
-      if (job && job.state !== 'done') job.events.progress(value);
+      if (job && job.worker === worker && job.state !== 'done') job.events.progress(value);
     }
     exited(worker: WorkerProcess, code: number | null, signal: NodeJS.Signals | null, fatal: FatalReport | undefined): void {
       this.runtime.#onWorkerExit(worker, code, signal, fatal);
@@ -273,7 +273,7 @@ export class LocalRuntime implements TaskRuntime {
       // only the processes busy with the run's tasks have to die with it.
       if (this.#lend(worker)) continue;
       this.#abandoned.add(worker);
-      this.#stop(graceful && worker.pending.size === 0 ? worker.retire() : worker.kill(this.#options.killTimeout));
+      this.#stop(graceful && worker.inFlight === 0 ? worker.retire() : worker.kill(this.#options.killTimeout));
     }
     for (const child of this.#children) this.#stop(killTree(child, this.#options.killTimeout));
     while (this.#stopping.size) await Promise.all([...this.#stopping]);
@@ -352,7 +352,7 @@ export class LocalRuntime implements TaskRuntime {
     const max = this.#options.maxTasksPerWorker;
     let worker = lane.worker;
     if (worker && (!worker.alive || worker.sent >= max)) {
-      if (worker.alive && worker.pending.size > 0) return false;
+      if (worker.alive && worker.inFlight > 0) return false;
       this.#retireWorker(worker);
       worker = lane.worker = undefined;
     }
@@ -491,9 +491,11 @@ export class LocalRuntime implements TaskRuntime {
       const value = result[2];
       const durationUs = result[3];
       const cpuUs = result[4];
+      // Only a task sent to this worker and not answered yet: a forged or repeated id is ignored.
       const job = this.#jobsById.get(id);
       if (!job || job.worker !== worker) continue;
       this.#jobsById.delete(id);
+      worker.answered();
       const lane = job.lane;
       this.#uncount(job);
       job.state = 'done';

@@ -71,8 +71,12 @@ export class WorkerProcess {
   readonly child: ChildProcess;
   readonly pid: number | undefined;
   ready = false;
-  /** Tasks sent and not yet answered, in the order the worker runs them. */
-  readonly pending = new Set<number>();
+  /**
+   * Tasks sent and neither answered nor skipped. The owner knows their ids (it checks every result
+   * against the tasks it sent to this worker) and calls answered() for each result it accepts:
+   * one count here, rather than a second set of ids updated twice per task.
+   */
+  inFlight = 0;
   /** Tasks sent over this worker's life. */
   sent = 0;
   /** When its resident memory was last read (performance.now()), with `maxWorkerRss`. */
@@ -180,7 +184,7 @@ export class WorkerProcess {
       this.#defs.push([fnId, task.module, task.exportName]);
     }
     this.#tasks.push(this.#capture ? [task.id, fnId, task.args, task.index] : [task.id, fnId, task.args]);
-    this.pending.add(task.id);
+    this.inFlight++;
     this.sent++;
     if (!this.#flushQueued) {
       this.#flushQueued = true;
@@ -188,9 +192,14 @@ export class WorkerProcess {
     }
   }
 
-  /** Tells the worker not to start a queued task. */
+  /** The owner accepted the result of one of the tasks it sent. */
+  answered(): void {
+    this.inFlight--;
+  }
+
+  /** Tells the worker not to start a queued task: one it was sent, that has not been answered. */
   skip(id: number): void {
-    if (!this.pending.delete(id)) return;
+    this.inFlight--;
     // Not sent yet (tasks go at the end of the tick): it never will be. A skip must never
     // overtake its task, since the worker forgets a skip whose task it does not have.
     const unsent = this.#tasks.findIndex((task) => task[0] === id);
@@ -263,7 +272,7 @@ export class WorkerProcess {
       const [id, , args] = task;
       const culprit = findUncloneable(args);
       if (culprit) {
-        this.pending.delete(id);
+        this.inFlight--;
         bad.push({ id, message: culprit });
         continue;
       }
@@ -284,13 +293,13 @@ export class WorkerProcess {
     switch (message[TAG]) {
       case 'done': {
         if (!Array.isArray(message.results)) break;
-        // Only results of tasks this worker was sent and has not answered: anything else (a
-        // malformed entry, a forged or repeated id) must not settle someone's task.
+        // Well-formed entries only. The owner accepts only results of tasks it sent to this worker
+        // and has not seen answered: a forged or repeated id must not settle someone's task.
         const results: ResultTuple[] = [];
         const received = message.results as unknown[];
         for (let i = 0; i < received.length; i++) {
           const result = received[i];
-          if (Array.isArray(result) && this.pending.delete(result[0])) results.push(result as ResultTuple);
+          if (Array.isArray(result) && typeof result[0] === 'number') results.push(result as ResultTuple);
         }
         if (results.length) this.#listener.results(this, results);
         break;
