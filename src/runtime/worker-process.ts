@@ -227,15 +227,30 @@ export class WorkerProcess {
     return new Promise((resolve) => {
       const streams = [this.child.stdout, this.child.stderr].filter((s) => s !== null);
       const since = performance.now();
+      let chunks = 0;
+      let stopped = false;
       const stop = () => {
+        stopped = true;
         clearTimeout(timer);
         for (const stream of streams) stream.off('data', active);
       };
       const timer = setTimeout(() => {
-        stop();
-        resolve();
+        // A busy event loop (a parent blocked writing what it relays to a slow stdout) runs an
+        // overdue timer before it reads the pipes: quiet counts only if nothing came in the poll
+        // phase that follows.
+        const seen = chunks;
+        setImmediate(() => {
+          if (stopped) return;
+          if (chunks !== seen && performance.now() - since < RETIRE_MAX_MS - quietMs) {
+            timer.refresh();
+            return;
+          }
+          stop();
+          resolve();
+        });
       }, quietMs).unref();
       const active = () => {
+        chunks++;
         if (performance.now() - since < RETIRE_MAX_MS - quietMs) timer.refresh();
       };
       for (const stream of streams) stream.on('data', active);
