@@ -330,8 +330,8 @@ export class RunCore<T, M extends RunMode> {
     );
     const admission$ = combineLatest([limit$, runtime.depth$]).pipe(map(([limit, depth]) => limit * depth));
 
-    // In input order: reorderByIndex's buffer, called directly rather than through a Subject and
-    // an operator (two Subscribers per task).
+    // The merged outcomes go to completions$ as they come, and to ordered$ through reorderByIndex's
+    // buffer, called directly rather than through a Subject and an operator (two Subscribers per task).
     const output = new RunOutput<T, M>(this, options.settle);
     const merged = mergeWithLimit<Task, TaskOutcome<T>>(new TaskFeed<T>(this, runtime, this.#source, admission$, state));
 

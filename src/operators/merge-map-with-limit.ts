@@ -41,7 +41,10 @@ export interface DirectInner<R> {
   [START_DIRECT](sink: InnerSink<R>): DirectSubscription;
 }
 
-/** Options of {@link mergeWithLimit}. */
+/**
+ * Options of {@link mergeWithLimit}. The callbacks are called as methods of this object, so it
+ * may be a class instance (the scheduler's is: the same functions in every run).
+ */
 export interface MergeWithLimitOptions<T, R> {
   /** The items, pulled one at a time only while a slot is free. */
   source: TaskSourceInput<T>;

@@ -10,7 +10,7 @@ import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { formatValue, toRemoteErrorInfo, type TaskErrorInit } from '../errors.js';
 import type { CommandResult, CommandTask } from '../task.js';
-import { tapOutput, type OutputLine } from './output.js';
+import { afterQuiet, tapOutput, type OutputLine } from './output.js';
 
 const DEFAULT_MAX_BUFFER = 64 * 1024 * 1024;
 /** How long to wait, after the program exited, for its pipes to close (a grandchild may hold them). */
@@ -71,11 +71,11 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
   let markSettled!: () => void;
   const whenSettled = new Promise<void>((resolve) => (markSettled = resolve));
   let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-  let closeTimer: NodeJS.Timeout | undefined;
+  let stopWaiting = (): void => {};
   const settle = () => {
     if (settled || !exit) return;
     settled = true;
-    clearTimeout(closeTimer);
+    stopWaiting();
     untrack();
     markSettled();
     tap.end();
@@ -119,29 +119,14 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
   });
   // Output still arriving after the exit is read to the end: the pipes are given up only once
   // they have been quiet for CLOSE_WAIT_MS (a grandchild that keeps them open), at most
-  // CLOSE_WAIT_MAX_MS. A loaded event loop may run an expired timer before it reads what is
-  // waiting in a pipe, so a quiet spell is confirmed after the next poll phase (setImmediate).
-  let chunks = 0;
-  const count = () => void chunks++;
-  child.stdout?.on('data', count);
-  child.stderr?.on('data', count);
+  // CLOSE_WAIT_MAX_MS after the exit.
   child.once('exit', (code, signal) => {
     exit = { code, signal };
-    const exitedAt = performance.now();
-    let seen = chunks;
-    const giveUp = () => {
+    stopWaiting = afterQuiet([child.stdout, child.stderr], CLOSE_WAIT_MS, CLOSE_WAIT_MAX_MS, () => {
       child.stdout?.destroy();
       child.stderr?.destroy();
       settle();
-    };
-    closeTimer = setTimeout(function waitQuiet() {
-      setImmediate(() => {
-        if (settled) return;
-        if (chunks === seen || performance.now() - exitedAt >= CLOSE_WAIT_MAX_MS) return giveUp();
-        seen = chunks;
-        closeTimer = setTimeout(waitQuiet, CLOSE_WAIT_MS);
-      });
-    }, CLOSE_WAIT_MS);
+    });
   });
   child.once('close', () => settle());
   return { child, settled: whenSettled };

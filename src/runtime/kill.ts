@@ -40,18 +40,18 @@ export function signalTree(pid: number, signal: NodeJS.Signals): boolean {
  * or a container's PID 1 that never reaps) may take seconds or forever; on Linux, /proc tells.
  */
 export function treeAlive(pid: number): boolean {
-  try {
-    process.kill(-pid, 0);
-    return livingInGroup(pid) !== false;
-  } catch {
-    // No such group (or not ours to signal): the process alone.
-    try {
-      process.kill(pid, 0);
-    } catch {
-      return false;
-    }
-    return procStat(pid)?.state !== 'Z';
-  }
+  return signalTree(pid, 0 as unknown as NodeJS.Signals) && anyLiving(pid) !== false;
+}
+
+/**
+ * Whether `pid`, or a member of the group it leads, is a process that is not a zombie, from
+ * /proc; undefined where there is no /proc. Asked only once signal 0 says someone is there.
+ */
+function anyLiving(pid: number): boolean | undefined {
+  if (process.platform !== 'linux') return undefined;
+  const own = procStat(pid);
+  if (own && own.state !== 'Z' && own.state !== 'X') return true;
+  return livingInGroup(pid);
 }
 
 /**
@@ -71,11 +71,9 @@ function procStat(pid: number | string): { state: string; pgrp: number } | undef
 
 /**
  * Whether the process group `pgid` has a member that is not a zombie, from /proc; undefined where
- * there is no /proc. Only asked once signal 0 says the group is there, so it costs a scan only
- * while a group is dying.
+ * it cannot be read. A scan of /proc: only while a group is dying.
  */
 function livingInGroup(pgid: number): boolean | undefined {
-  if (process.platform !== 'linux') return undefined;
   let names: string[];
   try {
     names = readdirSync('/proc');
@@ -143,7 +141,7 @@ export function killTree(child: ChildProcess, graceMs: number): Promise<KillRepo
       const now = performance.now();
       if (zombiesSince === undefined && now - scannedAt >= ZOMBIE_SCAN_MS) {
         scannedAt = now;
-        if (!treeAlive(pid)) zombiesSince = now;
+        if (anyLiving(pid) === false) zombiesSince = now;
       }
       if (zombiesSince !== undefined && now - zombiesSince >= Math.max(graceMs, ZOMBIE_WAIT_MIN_MS)) return finish();
       poll = setTimeout(check, GROUP_POLL_MS);

@@ -108,12 +108,19 @@ class Lane {
   idleTimer: NodeJS.Timeout | undefined;
   advanceQueued = false;
   /** Runs the queued advance; made once per lane (see LocalRuntime.#advanceSoon). */
-  advanceTask: () => void = () => {};
+  readonly advanceTask: () => void;
   /**
    * Tasks that were in flight together when their worker died without saying which one it was
    * running: they run again one at a time, so that a second death names its task exactly.
    */
   readonly suspects = new Set<Job>();
+
+  constructor(advance: (lane: Lane) => void) {
+    this.advanceTask = () => {
+      this.advanceQueued = false;
+      advance(this);
+    };
+  }
 }
 
 export class LocalRuntime implements TaskRuntime {
@@ -301,11 +308,7 @@ export class LocalRuntime implements TaskRuntime {
       if (!best || lane.jobs.length < best.jobs.length) best = lane;
     }
     if (this.#lanes.length < this.#target) {
-      const lane = new Lane();
-      lane.advanceTask = () => {
-        lane.advanceQueued = false;
-        this.#advance(lane);
-      };
+      const lane = new Lane((it) => this.#advance(it));
       this.#lanes.push(lane);
       return lane;
     }

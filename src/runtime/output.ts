@@ -175,3 +175,40 @@ export function tapOutput(
     },
   };
 }
+
+/**
+ * Calls `onQuiet` once `streams` have given no data for `quietMs`, or once `maxMs` have passed
+ * (at the next check), whichever comes first; returns what cancels the wait. A loaded event loop
+ * may run an overdue timer before it reads what waits in a pipe, so a quiet spell counts only if
+ * no data came in the poll phase after it either (checked with setImmediate).
+ *
+ * @param ref - whether the wait keeps the event loop alive
+ */
+export function afterQuiet(streams: ReadonlyArray<Readable | null>, quietMs: number, maxMs: number, onQuiet: () => void, ref = true): () => void {
+  const watched = streams.filter((stream): stream is Readable => stream !== null);
+  const since = performance.now();
+  let chunks = 0;
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  const count = (): void => void chunks++;
+  const stop = (): void => {
+    stopped = true;
+    clearTimeout(timer);
+    for (const stream of watched) stream.off('data', count);
+  };
+  const arm = (): void => {
+    const seen = chunks;
+    timer = setTimeout(() => {
+      setImmediate(() => {
+        if (stopped) return;
+        if (chunks !== seen && performance.now() - since < maxMs) return arm();
+        stop();
+        onQuiet();
+      });
+    }, quietMs);
+    if (!ref) timer.unref();
+  };
+  for (const stream of watched) stream.on('data', count);
+  arm();
+  return stop;
+}

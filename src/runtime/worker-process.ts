@@ -10,7 +10,7 @@ import type { OutputMode } from '../options.js';
 import { trackChild } from './cleanup.js';
 import { killTree, type KillReport } from './kill.js';
 import { afterChannelClosed, afterOutputClosed } from './child-exit.js';
-import { tapOutput, type OutputLine, type OutputTap } from './output.js';
+import { afterQuiet, tapOutput, type OutputLine, type OutputTap } from './output.js';
 import { isTagged, TAG, type ParentMessage, type ResultTuple, type RunMessage, type WorkerMessage, type WorkerTaskTuple } from './protocol.js';
 
 const here = import.meta.url;
@@ -225,35 +225,7 @@ export class WorkerProcess {
    */
   #quiet(quietMs: number): Promise<void> {
     return new Promise((resolve) => {
-      const streams = [this.child.stdout, this.child.stderr].filter((s) => s !== null);
-      const since = performance.now();
-      let chunks = 0;
-      let stopped = false;
-      const stop = () => {
-        stopped = true;
-        clearTimeout(timer);
-        for (const stream of streams) stream.off('data', active);
-      };
-      const timer = setTimeout(() => {
-        // A busy event loop (a parent blocked writing what it relays to a slow stdout) runs an
-        // overdue timer before it reads the pipes: quiet counts only if nothing came in the poll
-        // phase that follows.
-        const seen = chunks;
-        setImmediate(() => {
-          if (stopped) return;
-          if (chunks !== seen && performance.now() - since < RETIRE_MAX_MS - quietMs) {
-            timer.refresh();
-            return;
-          }
-          stop();
-          resolve();
-        });
-      }, quietMs).unref();
-      const active = () => {
-        chunks++;
-        if (performance.now() - since < RETIRE_MAX_MS - quietMs) timer.refresh();
-      };
-      for (const stream of streams) stream.on('data', active);
+      const stop = afterQuiet([this.child.stdout, this.child.stderr], quietMs, RETIRE_MAX_MS, resolve, false);
       void this.exited.then(stop);
     });
   }
