@@ -652,6 +652,7 @@ function subscribeTask(this: TaskObservable<unknown>, subscriber: Subscriber<Tas
 class TaskInner<T> implements JobEvents, DirectSubscription {
   handle: JobHandle | undefined = undefined;
   closed = false;
+  innerSlot = -1;
 
   constructor(
     private readonly run: InnerContext,

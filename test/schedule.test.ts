@@ -2,6 +2,7 @@ import { fork } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { inspect } from 'node:util';
 import test from 'ava';
 import { BehaviorSubject, Observable, lastValueFrom, take, toArray } from 'rxjs';
 import {
@@ -196,6 +197,16 @@ test('arguments and results cross the boundary with structured-clone semantics',
   t.true(back!.map instanceof Map);
   t.true(back!.bytes instanceof Float64Array);
   t.is(back!.big, 2n ** 70n);
+});
+
+test('primitives JSON would change arrive exact, among plain ones in the same batches', async (t) => {
+  // A batch of plain values travels as JSON text; any value JSON cannot carry exactly must not.
+  // (undefined comes back too: a task that returns nothing fulfills with undefined.)
+  const odd = [-0, NaN, Infinity, -Infinity, undefined, 2n, '\ud800 lone', 'quote " and \n', 5e-324, Number.MAX_VALUE, null, true, ''];
+  const values = odd.flatMap((value, i) => [i, value, i + 0.5]);
+  const back = await schedule$(values.map((value) => moduleTask(work, 'echo', [value])), { concurrency: 2 }).toOrderedArray();
+  t.is(back.length, values.length);
+  values.forEach((value, i) => t.true(Object.is(back[i], value), `#${i}: sent ${inspect(value)}, got ${inspect(back[i])}`));
 });
 
 test('a lazy generator is pulled only as slots free up', async (t) => {

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { serialize } from 'node:v8';
 import { toRemoteErrorInfo, type RemoteErrorInfo } from '../errors.js';
 import {
-  FULFILLED, INVALID, TAG, THREW, WORKER_HOOK, outputMark,
+  FULFILLED, FULFILLED_UNDEFINED, INVALID, TAG, THREW, WORKER_HOOK, jsonExact, outputMark, pack, unpack,
   type ParentMessage, type ResultStatus, type ResultTuple, type WorkerHook, type WorkerMessage, type WorkerTaskTuple,
 } from '../runtime/protocol.js';
 
@@ -46,6 +46,8 @@ let pumping = false;
 let currentId: number | undefined;
 let outbox: ResultTuple[] = [];
 let outboxSince = 0;
+/** Every value in the outbox is jsonExact: the batch can go as JSON text (see protocol.ts). */
+let outboxPackable = true;
 
 // Results wait at most this long for companions before they are sent.
 const FLUSH_AFTER_MS = 2;
@@ -86,12 +88,13 @@ for (const stream of [process.stdout, process.stderr]) {
   } as typeof write;
 }
 
-process.on('message', (message: ParentMessage) => {
+process.on('message', (received: unknown) => {
+  const message = unpack(received) as ParentMessage;
   if (typeof message !== 'object' || message === null) return;
   if (message[TAG] === 'run') {
     if (message.defs) for (const [id, url, name] of message.defs) functions.set(id, { url, name, timeCpu: true });
-    // Indexed: until V8 optimizes it, a for-of allocates an iterator result per task.
     const tasks = message.tasks;
+    // Indexed: until V8 optimizes it, a for-of allocates an iterator result per task.
     for (let i = 0; i < tasks.length; i++) queue.push(tasks[i]);
     if (!pumping) void pump();
   } else if (message[TAG] === 'skip') {
@@ -222,6 +225,11 @@ async function pump(): Promise<void> {
 /** Queues a result; `cpuUs` is -1 when CPU time was not measured. */
 function record(id: number, status: ResultStatus, value: unknown, durationUs: number, cpuUs: number, now = performance.now()): void {
   if (outbox.length === 0) outboxSince = now;
+  if (status === FULFILLED && value === undefined) {
+    status = FULFILLED_UNDEFINED;
+    value = null;
+  }
+  if (outboxPackable) outboxPackable = status === FULFILLED_UNDEFINED || (status === FULFILLED && jsonExact(value));
   outbox.push([id, status, value, durationUs, cpuUs]);
   if (outbox.length >= FLUSH_AFTER_COUNT || now - outboxSince >= FLUSH_AFTER_MS) flush();
 }
@@ -229,9 +237,12 @@ function record(id: number, status: ResultStatus, value: unknown, durationUs: nu
 function flush(): void {
   if (outbox.length === 0) return;
   const results = outbox;
+  const packable = outboxPackable;
   outbox = [];
+  outboxPackable = true;
   try {
-    post({ [TAG]: 'done', results });
+    // Text when it can be (see protocol.ts): V8's serializer would hold on to every tuple.
+    post(packable ? pack({ [TAG]: 'done', results }) : { [TAG]: 'done', results });
   } catch {
     // Some value could not be cloned: find which, and send those as errors.
     for (const result of results) {
@@ -313,7 +324,7 @@ async function registerTsx(url: string): Promise<void> {
   register();
 }
 
-function post(message: WorkerMessage): void {
+function post(message: WorkerMessage | string): void {
   if (process.connected) send!(message);
 }
 

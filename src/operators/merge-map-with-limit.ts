@@ -4,8 +4,10 @@ import {
   type ObservableInput,
   type OperatorFunction,
   type Subscriber,
+  type Subscription,
   type Unsubscribable,
 } from 'rxjs';
+import { objectArray } from '../collections.js';
 import { toPullSource, type PullSink, type PullSource, type TaskSourceInput } from './pull-source.js';
 
 /**
@@ -16,9 +18,26 @@ import { toPullSource, type PullSink, type PullSource, type TaskSourceInput } fr
 export const START_DIRECT = Symbol('startDirect');
 
 /** @internal What a started {@link DirectInner} is: its teardown, and whether it has ended. */
-export interface DirectSubscription extends Unsubscribable {
+export interface DirectSubscription extends RunningInner {
   /** True once the inner has completed or errored (it then calls no sink method again). */
   readonly closed: boolean;
+}
+
+/**
+ * @internal An inner the merge engine keeps among its running ones, at position `innerSlot`
+ * (-1 while not kept): written by the engine only. A start of a direct inner begins with -1.
+ */
+export interface RunningInner extends Unsubscribable {
+  innerSlot: number;
+}
+
+/** An rxjs inner's subscription, with the slot the engine needs. */
+class RxjsInner implements RunningInner {
+  innerSlot = -1;
+  subscription: Subscription | undefined;
+  unsubscribe(): void {
+    this.subscription?.unsubscribe();
+  }
 }
 
 /**
@@ -124,7 +143,12 @@ class MergeRun<T, R> implements PullSink<T>, InnerSink<R> {
   #sourceDone = false;
   #finished = false; // errored, completed or unsubscribed: no more work of any kind
   #draining = false;
-  readonly #inners = new Set<Unsubscribable>();
+  /**
+   * The running inners, each knowing its position: removal swaps the last one in. (A Set with an
+   * entry per task, long-lived, rehashes into tables in V8's old generation whose obsolete
+   * copies keep tasks' objects alive: see collections.ts.)
+   */
+  readonly #inners: RunningInner[] = objectArray();
   #source: PullSource<T> | undefined;
 
   constructor(
@@ -159,9 +183,12 @@ class MergeRun<T, R> implements PullSink<T>, InnerSink<R> {
 
   teardown(): void {
     this.#finished = true;
-    // Deleting from a Set while iterating it is safe; each inner's finalizer does exactly that.
-    for (const inner of this.#inners) inner.unsubscribe();
-    this.#inners.clear();
+    // Taken out first: each inner's finalizer would remove it from the list while we iterate.
+    const running = this.#inners.splice(0);
+    for (let i = 0; i < running.length; i++) {
+      running[i]!.innerSlot = -1;
+      running[i]!.unsubscribe();
+    }
     this.#source?.close();
   }
 
@@ -198,7 +225,7 @@ class MergeRun<T, R> implements PullSink<T>, InnerSink<R> {
   }
 
   /** A direct inner ended: its slot is free. (rxjs inners call it with nothing: a no-op.) */
-  complete(inner?: Unsubscribable): void {
+  complete(inner?: RunningInner): void {
     if (inner) this.#ended(inner);
   }
 
@@ -247,8 +274,16 @@ class MergeRun<T, R> implements PullSink<T>, InnerSink<R> {
   }
 
   /** Frees the slot of an inner that ended (its teardown has run, if it had one). */
-  #ended(inner: Unsubscribable): void {
-    if (!this.#inners.delete(inner)) return;
+  #ended(inner: RunningInner): void {
+    const slot = inner.innerSlot;
+    const inners = this.#inners;
+    if (slot < 0 || inners[slot] !== inner) return;
+    const last = inners.pop()!;
+    if (last !== inner) {
+      inners[slot] = last;
+      last.innerSlot = slot;
+    }
+    inner.innerSlot = -1;
     this.#active--;
     if (!this.#isOver() && !this.#draining) this.#drain();
   }
@@ -271,17 +306,23 @@ class MergeRun<T, R> implements PullSink<T>, InnerSink<R> {
       // (and the caller's drain() fills it). Else the same checks as for an rxjs inner below.
       if (started.closed) this.#active--;
       else if (this.#isOver()) started.unsubscribe();
-      else this.#inners.add(started);
+      else this.#keep(started);
       return;
     }
-    const subscription = (input as Observable<R>).subscribe(this);
+    const inner = new RxjsInner();
+    const subscription = (inner.subscription = (input as Observable<R>).subscribe(this));
     // The output may have ended during subscribe (a downstream take(1), an error elsewhere),
     // and its teardown did not see this inner, which was not in `inners` yet.
     if (this.#isOver()) subscription.unsubscribe();
     // Added after subscribe, so it runs after the inner's own teardown (at once, if the inner
     // already ended inside subscribe): a slot frees only once its inner is torn down.
-    this.#inners.add(subscription);
-    subscription.add(() => this.#ended(subscription));
+    this.#keep(inner);
+    subscription.add(() => this.#ended(inner));
+  }
+
+  #keep(inner: RunningInner): void {
+    inner.innerSlot = this.#inners.length;
+    this.#inners.push(inner);
   }
 }
 

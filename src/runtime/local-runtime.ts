@@ -12,6 +12,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { BehaviorSubject, Subject, type Observable } from 'rxjs';
 import { TaskError, formatValue, type TaskErrorInit } from '../errors.js';
+import { IdTable, RingQueue, objectArray } from '../collections.js';
 import type { OutputMode } from '../options.js';
 import { taskLabel, type ModuleTask } from '../task.js';
 import { trackChild } from './cleanup.js';
@@ -20,7 +21,7 @@ import { killTree } from './kill.js';
 import type { OutputLine } from './output.js';
 import { runProcessTask } from './process-task.js';
 import { checkRss } from './rss.js';
-import { FULFILLED, THREW, type ResultTuple } from './protocol.js';
+import { FULFILLED, FULFILLED_UNDEFINED, THREW, type ResultTuple } from './protocol.js';
 import type { JobEvents, JobHandle, JobSpec, TaskRuntime, TaskStats } from './runtime.js';
 import { WorkerProcess, type FatalReport, type UnsendableTask, type WorkerConfig, type WorkerListener } from './worker-process.js';
 
@@ -68,18 +69,6 @@ let nextJobId = 1;
 
 type JobState = 'queued' | 'sent' | 'running' | 'done';
 
-/**
- * An empty array that V8 already stores as an array of objects. `[]` starts as an array of
- * small integers and changes kind at its first push: a new run's lanes would then meet code
- * optimized for the other kind in the last run, and throw it away (a 'wrong map' deoptimization
- * at the start of every run).
- */
-function objectArray<T extends object>(): T[] {
-  const array = [undefined] as unknown as T[];
-  array.pop();
-  return array;
-}
-
 class Job implements JobHandle {
   state: JobState = 'queued';
   lane: Lane | undefined;
@@ -101,7 +90,7 @@ class Job implements JobHandle {
 }
 
 class Lane {
-  readonly jobs: Job[] = objectArray();
+  readonly jobs = new RingQueue<Job>();
   worker: WorkerProcess | undefined;
   /** A worker started ahead of time, to take over when `worker` reaches maxTasksPerWorker. */
   next: WorkerProcess | undefined;
@@ -131,7 +120,8 @@ export class LocalRuntime implements TaskRuntime {
   readonly #spareTimers = new Map<WorkerProcess, NodeJS.Timeout>();
   /** Workers being killed on purpose: their exit is not a crash. */
   readonly #abandoned = new WeakSet<WorkerProcess>();
-  readonly #jobsById = new Map<number, Job>();
+  /** The jobs sent to a worker and not answered yet (see collections.ts for why not a Map). */
+  readonly #jobsById = new IdTable<Job>();
   readonly #children = new Set<ChildProcess>();
   readonly #stopping = new Set<Promise<unknown>>();
   readonly #depth = new BehaviorSubject(1);
@@ -225,9 +215,9 @@ export class LocalRuntime implements TaskRuntime {
     for (let i = limit; i < this.#lanes.length; i++) {
       const lane = this.#lanes[i]!;
       for (let j = lane.jobs.length - 1; j >= 1; j--) {
-        const job = lane.jobs[j]!;
+        const job = lane.jobs.at(j)!;
         if (job.state === 'queued') {
-          lane.jobs.splice(j, 1);
+          lane.jobs.removeAt(j);
           moved.unshift(job);
         }
       }
@@ -263,11 +253,10 @@ export class LocalRuntime implements TaskRuntime {
     this.#spares.clear();
     for (const lane of this.#lanes) {
       clearTimeout(lane.idleTimer);
-      for (const job of lane.jobs) {
+      for (const job of lane.jobs.takeAll()) {
         clearTimeout(job.timer);
         job.state = 'done';
       }
-      lane.jobs.length = 0;
       if (lane.worker) workers.add(lane.worker);
       if (lane.next) workers.add(lane.next);
       lane.worker = lane.next = undefined;
@@ -325,7 +314,7 @@ export class LocalRuntime implements TaskRuntime {
   /** Starts the head of the lane if it can, and sends module tasks ahead to its worker. */
   #advance(lane: Lane): void {
     if (this.#closing) return;
-    const head = lane.jobs[0];
+    const head = lane.jobs.at(0);
     if (!head) {
       this.#laneIdle(lane);
       return;
@@ -338,7 +327,7 @@ export class LocalRuntime implements TaskRuntime {
     }
     const oneAtATime = lane.suspects.size > 0 && hasSuspects(lane);
     for (let i = 0; i < lane.jobs.length; i++) {
-      const job = lane.jobs[i]!;
+      const job = lane.jobs.at(i)!;
       if (job.spec.task.kind === 'module') {
         if (oneAtATime && i > 0) break;
         if (job.state === 'queued' && !this.#send(lane, job)) break;
@@ -366,7 +355,7 @@ export class LocalRuntime implements TaskRuntime {
     const task = job.spec.task as ModuleTask;
     job.state = 'sent';
     job.worker = worker;
-    this.#jobsById.set(job.id, job);
+    this.#jobsById.set(job);
     worker.send({ id: job.id, module: task.module, exportName: task.exportName, args: task.args, index: job.spec.index });
     // Fresh process per task: start the next one while this task runs, so start-up overlaps.
     if (worker.sent >= max && !lane.next) lane.next = this.#spawnWorker();
@@ -404,7 +393,7 @@ export class LocalRuntime implements TaskRuntime {
 
   #onWorkerReady(worker: WorkerProcess): void {
     for (const lane of this.#lanes) {
-      const head = lane.jobs[0];
+      const head = lane.jobs.at(0);
       if (head?.worker === worker && head.state === 'running') {
         if (!head.counted) this.#countExecuting(head);
         clearTimeout(head.timer);
@@ -475,8 +464,7 @@ export class LocalRuntime implements TaskRuntime {
     clearTimeout(job.timer);
     const lane = job.lane;
     if (lane) {
-      const at = lane.jobs.indexOf(job);
-      if (at !== -1) lane.jobs.splice(at, 1);
+      lane.jobs.remove(job);
       job.lane = undefined;
       this.#advanceSoon(lane);
     }
@@ -505,14 +493,14 @@ export class LocalRuntime implements TaskRuntime {
       clearTimeout(job.timer);
       if (lane) {
         // Results come in lane order, so this is nearly always the head.
-        if (lane.jobs[0] === job) lane.jobs.shift();
-        else lane.jobs.splice(lane.jobs.indexOf(job), 1);
+        if (lane.jobs.at(0) === job) lane.jobs.shift();
+        else lane.jobs.remove(job);
         job.lane = undefined;
         lanes.add(lane);
       }
       this.#learnDuration(durationUs);
-      if (status === FULFILLED) {
-        job.events.fulfilled(value, this.#stats(job, durationUs / 1000, cpuUs < 0 ? undefined : cpuUs / 1000, worker.pid));
+      if (status === FULFILLED || status === FULFILLED_UNDEFINED) {
+        job.events.fulfilled(status === FULFILLED ? value : undefined, this.#stats(job, durationUs / 1000, cpuUs < 0 ? undefined : cpuUs / 1000, worker.pid));
       } else {
         job.events.rejected(
           this.#error(job, {
@@ -570,7 +558,7 @@ export class LocalRuntime implements TaskRuntime {
     // the head may have finished long ago and any task behind it may be the one that died.
     // Blame none of them then: they run again one at a time, and a second death names its task.
     // (An exit with a code flushes the results first; an uncaught error names its task.)
-    const inFlight = owner.jobs.filter((j) => j.worker === worker);
+    const inFlight = owner.jobs.toArray().filter((j) => j.worker === worker);
     const unsure = signal !== null && !fatal && inFlight.length > 1;
     let culprit: Job | undefined;
     // Settle the lane's state before reporting, since a report can start new tasks here.
@@ -604,12 +592,12 @@ export class LocalRuntime implements TaskRuntime {
     if (job.state !== 'running') return;
     const worker = job.worker;
     const lane = job.lane;
-    if (worker && lane && lane.jobs.some((j) => j !== job && j.worker === worker)) {
+    if (worker && lane && lane.jobs.toArray().some((j) => j !== job && j.worker === worker)) {
       // Tasks were sent behind this one: the worker may be stuck in one of them, with this
       // one's result unsent in its outbox. Kill it and run them again one at a time (see
       // #onWorkerExit): then the timeout, if it comes again, names its task.
       if (lane.worker === worker) lane.worker = undefined;
-      for (const other of lane.jobs) {
+      for (const other of lane.jobs.toArray()) {
         if (other.worker !== worker) continue;
         this.#jobsById.delete(other.id);
         other.worker = undefined;
@@ -644,7 +632,7 @@ export class LocalRuntime implements TaskRuntime {
       if (wasRunning) {
         // The worker is busy with this very task: it has to go. Tasks queued behind it never started.
         if (lane?.worker === worker) lane.worker = undefined;
-        for (const other of lane?.jobs ?? []) {
+        for (const other of lane?.jobs.toArray() ?? []) {
           if (other.worker === worker) {
             this.#jobsById.delete(other.id);
             other.worker = undefined;
@@ -758,7 +746,7 @@ export class LocalRuntime implements TaskRuntime {
   }
 
   #failBroken(lane: Lane): void {
-    const jobs = lane.jobs.splice(0);
+    const jobs = lane.jobs.takeAll();
     for (const job of jobs) {
       job.lane = undefined;
       if (this.#finish(job)) job.events.rejected(this.#error(job, { kind: 'spawn', detail: this.#broken, stderrTail: this.#brokenStderr }));

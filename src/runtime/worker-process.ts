@@ -11,7 +11,7 @@ import { trackChild } from './cleanup.js';
 import { killTree, type KillReport } from './kill.js';
 import { afterChannelClosed, afterOutputClosed } from './child-exit.js';
 import { afterQuiet, tapOutput, type OutputLine, type OutputTap } from './output.js';
-import { isTagged, TAG, type ParentMessage, type ResultTuple, type RunMessage, type WorkerMessage, type WorkerTaskTuple } from './protocol.js';
+import { isTagged, jsonExact, pack, TAG, unpack, type ParentMessage, type ResultTuple, type RunMessage, type WorkerMessage, type WorkerTaskTuple } from './protocol.js';
 
 const here = import.meta.url;
 /** The worker entry beside this file: `.ts` when the library itself runs from source under tsx. */
@@ -95,6 +95,8 @@ export class WorkerProcess {
   #fnCount = 0;
   #defs: Array<[number, string, string]> = [];
   #tasks: WorkerTaskTuple[] = [];
+  /** Every argument of the tasks in `#tasks` is jsonExact: the batch can go as JSON text. */
+  #packable = true;
   #capture: boolean;
   #killTimeout: number;
   #flushQueued = false;
@@ -125,7 +127,7 @@ export class WorkerProcess {
     this.output = tapOutput(this.child.stdout, this.child.stderr, options.output, this.pid, () => this.currentIndex, (line) =>
       this.#listener.output(line),
     );
-    this.child.on('message', (message: WorkerMessage) => this.#onMessage(message));
+    this.child.on('message', (message: unknown) => this.#onMessage(unpack(message) as WorkerMessage));
     // 'error' here means fork failed, or a send failed after the channel closed: 'exit' follows or has happened.
     this.child.on('error', () => {});
     this.exited = new Promise((resolve) => {
@@ -184,6 +186,7 @@ export class WorkerProcess {
       this.#defs.push([fnId, task.module, task.exportName]);
     }
     this.#tasks.push(this.#capture ? [task.id, fnId, task.args, task.index] : [task.id, fnId, task.args]);
+    if (this.#packable) this.#packable = allJsonExact(task.args);
     this.inFlight++;
     this.sent++;
     if (!this.#flushQueued) {
@@ -242,10 +245,13 @@ export class WorkerProcess {
     if (this.#tasks.length === 0) return;
     const message: RunMessage = { [TAG]: 'run', tasks: this.#tasks };
     if (this.#defs.length) message.defs = this.#defs;
+    const packable = this.#packable;
     this.#tasks = [];
     this.#defs = [];
+    this.#packable = true;
     try {
-      this.#post(message);
+      // Text when it can be (see protocol.ts): V8's serializer would hold on to every tuple.
+      this.#post(packable ? pack(message) : message);
     } catch {
       this.#sendOneByOne(message);
     }
@@ -270,7 +276,7 @@ export class WorkerProcess {
     if (bad.length) this.#listener.unsendable(bad);
   }
 
-  #post(message: ParentMessage): void {
+  #post(message: ParentMessage | string): void {
     if (this.child.connected) this.child.send(message);
   }
 
@@ -309,6 +315,10 @@ export class WorkerProcess {
 }
 
 
+function allJsonExact(values: readonly unknown[]): boolean {
+  for (let i = 0; i < values.length; i++) if (!jsonExact(values[i])) return false;
+  return true;
+}
 
 /**
  * The parent's Node flags a worker inherits. A debugger flag would make workers fight over the

@@ -592,6 +592,7 @@ class Direct extends Observable<number> implements DirectInner<number> {
   readonly started: DirectSubscription & { closed: boolean; tornDown: boolean } = {
     closed: false,
     tornDown: false,
+    innerSlot: -1,
     unsubscribe: () => void (this.started.tornDown = true),
   };
 

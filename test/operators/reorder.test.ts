@@ -194,6 +194,10 @@ test('the buffer finds a repeated waiting index, near or far, and names the firs
   const farOnly = new IndexReorderer<string>(0, { emit: () => {}, stopped: () => false });
   farOnly.push(70_000, 'far');
   t.regex(farOnly.end()!.message, /the first being index 70000/);
+  // Once the order has come within reach of the far item, its repeat is still found.
+  for (let i = 0; i < 10_000; i++) t.is(farOnly.push(i, 'near'), undefined);
+  t.regex(farOnly.push(70_000, 'again')!.message, /index 70000 arrived twice/);
+  t.regex(farOnly.end()!.message, /without index 10000; 1 later item\(s\) wait for it, the first being index 70000/);
 });
 
 test('undefined is an item like any other while it waits', (t) => {

@@ -14,6 +14,7 @@ const kinds: Garbage[] = [
   'string', 'number', 'null', 'array', 'object', 'huge-string', 'nested',
   'forged-done', 'forged-done-null', 'forged-done-real', 'forged-progress', 'forged-fatal', 'forged-ready',
   'forged-unknown', 'forged-tag-number', 'forged-skip', 'raw-forged-done-null', 'raw-forged-fatal',
+  'raw-forged-packed',
 ];
 
 for (const kind of kinds) {

@@ -1,0 +1,78 @@
+/** The run's bookkeeping collections, against a Map and an array doing the same operations. */
+import test from 'ava';
+import { IdTable, RingQueue } from '../src/collections.js';
+import { prng } from './helpers.js';
+
+interface Entry {
+  readonly id: number;
+  readonly value: number;
+}
+
+for (const seed of [1, 7, 99]) {
+  test(`IdTable finds, replaces and deletes like a Map, through growth and wrap-around (seed ${seed})`, (t) => {
+    const random = prng(seed);
+    const table = new IdTable<Entry>(4);
+    const model = new Map<number, Entry>();
+    let nextId = 1;
+    const problems: string[] = [];
+    for (let step = 0; step < 20_000; step++) {
+      const roll = random();
+      // Ids mostly ascending, like jobs, with some far apart and some colliding in the low bits.
+      const id = roll < 0.05 ? Math.floor(random() * 1e9) : roll < 0.1 ? nextId + 1024 * Math.floor(random() * 8) : nextId++;
+      if (random() < 0.55) {
+        const entry = { id, value: step };
+        table.set(entry);
+        model.set(id, entry);
+      } else {
+        const known = [...model.keys()];
+        const victim = known.length && random() < 0.8 ? known[Math.floor(random() * known.length)]! : id;
+        if (table.delete(victim) !== model.delete(victim)) problems.push(`step ${step}: delete(${victim}) disagreed`);
+      }
+      if (table.size !== model.size) problems.push(`step ${step}: size ${table.size}, not ${model.size}`);
+      if (step % 97 === 0) {
+        for (const [key, entry] of model) if (table.get(key) !== entry) problems.push(`step ${step}: get(${key}) lost its entry`);
+        if (table.get(-5) !== undefined || table.get(NaN) !== undefined) problems.push(`step ${step}: found an id never added`);
+      }
+      if (problems.length > 5) break;
+    }
+    t.deepEqual(problems, []);
+    table.clear();
+    t.is(table.size, 0);
+    t.is(table.get(nextId - 1), undefined);
+  });
+
+  test(`RingQueue pushes, shifts, removes and indexes like an array (seed ${seed})`, (t) => {
+    const random = prng(seed);
+    const queue = new RingQueue<{ n: number }>();
+    const model: Array<{ n: number }> = [];
+    const problems: string[] = [];
+    for (let step = 0; step < 20_000 && problems.length < 5; step++) {
+      const roll = random();
+      if (roll < 0.5 || model.length === 0) {
+        const item = { n: step };
+        queue.push(item);
+        model.push(item);
+      } else if (roll < 0.8) {
+        if (queue.shift() !== model.shift()) problems.push(`step ${step}: shift disagreed`);
+      } else if (roll < 0.95) {
+        const at = Math.floor(random() * model.length);
+        const item = model[at]!;
+        t.is(queue.indexOf(item), at);
+        queue.removeAt(at);
+        model.splice(at, 1);
+      } else {
+        const item = model[Math.floor(random() * model.length)]!;
+        t.true(queue.remove(item));
+        model.splice(model.indexOf(item), 1);
+        t.false(queue.remove(item));
+      }
+      if (queue.length !== model.length) problems.push(`step ${step}: length ${queue.length}, not ${model.length}`);
+      if (step % 89 === 0 && queue.toArray().some((item, i) => item !== model[i])) problems.push(`step ${step}: contents differ`);
+      if (queue.at(model.length) !== undefined) problems.push(`step ${step}: an item past the end`);
+    }
+    t.deepEqual(problems, []);
+    t.deepEqual(queue.takeAll(), model);
+    t.is(queue.length, 0);
+    t.is(queue.shift(), undefined);
+  });
+}
