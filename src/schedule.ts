@@ -584,8 +584,12 @@ class TaskFeed<T> implements MergeWithLimitOptions<Task, TaskOutcome<T>> {
 }
 
 /** Where the merged outcomes go: completions$ as they come, ordered$ in input order. */
-class RunOutput<T, M extends RunMode> implements Observer<TaskOutcome<T>>, ReorderTarget<TaskOutcome<T>> {
-  readonly #reorder = new IndexReorderer<TaskOutcome<T>>(0, this);
+class RunOutput<T, M extends RunMode> implements Observer<TaskOutcome<T>>, ReorderTarget<Ordered<T, M>> {
+  /**
+   * What ordered$ will emit, waiting for its turn: the value alone in fail-fast mode, so that a
+   * result that waits does not keep its outcome and stats objects alive meanwhile.
+   */
+  readonly #reorder = new IndexReorderer<Ordered<T, M>>(0, this);
 
   constructor(
     private readonly core: RunCore<T, M>,
@@ -596,7 +600,8 @@ class RunOutput<T, M extends RunMode> implements Observer<TaskOutcome<T>>, Reord
     // A plain Subject replays nothing: with no subscriber, there is no one to tell.
     if (this.core.completions.observed) this.core.completions.next(outcome as Completion<T, M>);
     // An index out of order or repeated means a task was lost or doubled: a bug, never silent.
-    const error = this.#reorder.push(outcome.index, outcome);
+    const ordered = (this.settle ? outcome : (outcome as TaskResult<T>).value) as Ordered<T, M>;
+    const error = this.#reorder.push(outcome.index, ordered);
     if (error) this.core.outcomesEnded(error, false);
   }
 
@@ -610,8 +615,8 @@ class RunOutput<T, M extends RunMode> implements Observer<TaskOutcome<T>>, Reord
   }
 
   /** In input order (the reorder buffer calls it). */
-  emit(outcome: TaskOutcome<T>): void {
-    this.core.emitOrdered((this.settle ? outcome : (outcome as TaskResult<T>).value) as Ordered<T, M>);
+  emit(ordered: Ordered<T, M>): void {
+    this.core.emitOrdered(ordered);
   }
 
   stopped(): boolean {

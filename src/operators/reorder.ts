@@ -102,13 +102,7 @@ export class IndexReorderer<T> {
 
   /** Takes one item; returns the error to end with if its index is not an integer, too low, or repeated. */
   push(index: number, item: T): Error | undefined {
-    if (!Number.isSafeInteger(index)) return new RangeError(`reorderByIndex: index must be an integer, got ${String(index)}`);
-    if (index < this.firstIndex) return new RangeError(`reorderByIndex: index ${index} is below the first index ${this.firstIndex}`);
-    if (index < this.#next || this.#waits(index)) return new Error(`reorderByIndex: index ${index} arrived twice`);
-    if (index !== this.#next) {
-      this.#keep(index, item);
-      return undefined;
-    }
+    if (index !== this.#next) return this.#early(index, item);
     this.target.emit(item);
     this.#next++;
     // Each buffered item is visited once, when its turn comes: O(1) amortized.
@@ -144,6 +138,15 @@ export class IndexReorderer<T> {
       `reorderByIndex: source completed without index ${this.#next}; ` +
         `${waiting} later item(s) wait for it, the first being index ${firstWaiting}`,
     );
+  }
+
+  /** An item that is not the next one: it waits, or it is an error. */
+  #early(index: number, item: T): Error | undefined {
+    if (!Number.isSafeInteger(index)) return new RangeError(`reorderByIndex: index must be an integer, got ${String(index)}`);
+    if (index < this.firstIndex) return new RangeError(`reorderByIndex: index ${index} is below the first index ${this.firstIndex}`);
+    if (index < this.#next || this.#waits(index)) return new Error(`reorderByIndex: index ${index} arrived twice`);
+    this.#keep(index, item);
+    return undefined;
   }
 
   /** Whether an item with this index (past the next) already waits. */
