@@ -27,6 +27,22 @@ test('maxWorkerRss: workers below the limit serve on', async (t) => {
   t.false(isAlive(pids[0]!), 'gone when the run ends');
 });
 
+test('maxTasksPerWorker: 1 starts the next worker while the task runs, once the current worker is ready', async (t) => {
+  // Workers that take at least 600 ms to start: a successor started at once would start within
+  // the same moment as its predecessor; one started once the predecessor is ready comes later.
+  const slowStart = ['--import', 'data:text/javascript,Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 600)'];
+  const tasks = Array.from({ length: 3 }, () => w.lifeTimes(1500));
+  const lives = await schedule$(tasks, { concurrency: 1, maxTasksPerWorker: 1, workerExecArgv: slowStart }).toOrderedArray();
+  t.is(new Set(lives.map((l) => l.pid)).size, 3);
+  for (let i = 1; i < lives.length; i++) {
+    const [before, after] = [lives[i - 1]!, lives[i]!];
+    // Clock ticks and /proc/uptime have a 10 ms grain.
+    t.true(after.processStart < before.taskEnd, `worker ${i + 1} started while task ${i} ran: ${JSON.stringify([before, after])}`);
+    t.true(after.processStart >= before.processStart + 0.5, `worker ${i + 1} waited for worker ${i} to be ready: ${JSON.stringify([before, after])}`);
+  }
+  t.deepEqual(await waitGone(lives.map((l) => l.pid)), []);
+});
+
 test('maxTasksPerWorker: 2 gives every two tasks a worker', async (t) => {
   const pids = await servingPids({ maxTasksPerWorker: 2 });
   t.is(pids[0], pids[1]);
