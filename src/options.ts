@@ -98,7 +98,8 @@ export interface ScheduleOptions {
   killTimeout?: number;
   /**
    * A module-task worker is replaced after this many tasks. `1` gives every task a fresh
-   * process (the Python library's behaviour), started while the previous task still runs.
+   * process (the Python library's behaviour): each worker's successor starts once the worker is
+   * ready, so it starts while the worker's task runs.
    * @default Infinity
    */
   maxTasksPerWorker?: number;
