@@ -6,8 +6,8 @@
  * V8's old generation, the new backing stores it grows or rehashes into are often allocated
  * there too, and each obsolete store still points at the entries it held. Those entries then
  * survive every scavenge until the next full collection: with a Map of jobs by id, a Set of
- * running inners and a lane's job array shifted at the front, about 470 bytes per task were
- * promoted, and the parent's memory rose in waves over a run of a million tasks. The collections
+ * running inners and a lane's job array shifted at the front, finished tasks' objects were
+ * promoted by the hundreds of bytes per task (bench/README.md, "Memory in the lazy run"). The collections
  * here clear a slot in place when its entry leaves, and replace their store only to grow it,
  * emptying the old one.
  */
@@ -192,11 +192,11 @@ export class RingQueue<T> {
 
   #grow(): void {
     const old = this.#items;
-    const array = this.toArray();
-    this.#items = emptySlots(old.length * 2);
-    for (let i = 0; i < array.length; i++) this.#items[i] = array[i];
-    this.#head = 0;
+    const items = emptySlots<T>(old.length * 2);
+    for (let i = 0; i < this.#length; i++) items[i] = old[(this.#head + i) & (old.length - 1)];
     old.fill(undefined);
+    this.#items = items;
+    this.#head = 0;
   }
 }
 

@@ -32,15 +32,20 @@ test('maxTasksPerWorker: 1 starts the next worker while the task runs, once the 
   // the same moment as its predecessor; one started once the predecessor is ready comes later.
   const slowStart = ['--import', 'data:text/javascript,Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 600)'];
   const tasks = Array.from({ length: 3 }, () => w.lifeTimes(1500));
-  const lives = await schedule$(tasks, { concurrency: 1, maxTasksPerWorker: 1, workerExecArgv: slowStart }).toOrderedArray();
+  const run = schedule$(tasks, { concurrency: 1, maxTasksPerWorker: 1, workerExecArgv: slowStart });
+  // Every process the run has, at each completion: the successor started after the last task too.
+  const started = new Set<number>();
+  run.subscribe(() => run.pids().forEach((pid) => started.add(pid)));
+  const lives = await run.toOrderedArray();
   t.is(new Set(lives.map((l) => l.pid)).size, 3);
+  t.true([...started].some((pid) => !lives.some((l) => l.pid === pid)), `a successor beyond the last task was started: ${[...started].join(', ')}`);
   for (let i = 1; i < lives.length; i++) {
     const [before, after] = [lives[i - 1]!, lives[i]!];
     // Clock ticks and /proc/uptime have a 10 ms grain.
     t.true(after.processStart < before.taskEnd, `worker ${i + 1} started while task ${i} ran: ${JSON.stringify([before, after])}`);
     t.true(after.processStart >= before.processStart + 0.5, `worker ${i + 1} waited for worker ${i} to be ready: ${JSON.stringify([before, after])}`);
   }
-  t.deepEqual(await waitGone(lives.map((l) => l.pid)), []);
+  t.deepEqual(await waitGone([...started, ...lives.map((l) => l.pid)]), [], 'every worker, the unused successor too, is gone');
 });
 
 test('maxTasksPerWorker: 2 gives every two tasks a worker', async (t) => {

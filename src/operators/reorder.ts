@@ -130,7 +130,7 @@ export class IndexReorderer<T> {
     const waiting = this.#inRing + (this.#far?.size ?? 0);
     if (waiting === 0) return undefined;
     let firstWaiting = Infinity;
-    for (let i = 1; i < this.#ring.length && firstWaiting === Infinity; i++) {
+    for (let i = 0; i < this.#ring.length && firstWaiting === Infinity; i++) {
       if (this.#ring[(this.#next + i) & (this.#ring.length - 1)] !== HOLE) firstWaiting = this.#next + i;
     }
     for (const index of this.#far?.keys() ?? []) firstWaiting = Math.min(firstWaiting, index);

@@ -109,7 +109,10 @@ export function jsonExact(value: unknown): boolean {
 /** The start of a packed message: JSON text of an object whose first key is the tag. */
 const PACKED_START = `{${JSON.stringify(TAG)}:`;
 
-/** A message as JSON text; only for one whose values are all {@link jsonExact}. */
+/**
+ * A message as JSON text; only for one whose values are all {@link jsonExact}, and built with
+ * the tag as its first key (`{ [TAG]: ..., ... }`), which is how {@link unpack} knows it.
+ */
 export function pack(message: RunMessage | DoneMessage): string {
   return JSON.stringify(message);
 }
