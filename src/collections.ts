@@ -25,15 +25,25 @@ export function objectArray<T extends object>(): T[] {
 }
 
 /**
- * @internal Entries by numeric id (the runtime's jobs in flight): an open-addressed table, linear
- * probing and deletion by backward shift, over an array replaced only when it grows.
+ * @internal Entries by numeric id (the runtime's jobs in flight): an array indexed by the id's
+ * low bits, over a store replaced only when it grows.
+ *
+ * Every entry sits in its home slot (no probing): an id whose slot is taken makes the table grow
+ * instead, until the ids in flight fit. Job ids are consecutive, so this settles within a few
+ * growths, and the paths that handle a collision then stop running. That matters: a path first
+ * taken after V8 has optimized the code around it (the probing of an open-addressed table, say)
+ * throws that code away, mid-run, and costs a second compilation. The table grows only while it
+ * stays at most {@link SPREAD} times larger than its entries need; past that (one task that runs
+ * for hours while millions pass), the ids that do not fit wait in a Map.
  */
 export class IdTable<T extends { readonly id: number }> {
   #slots: Array<T | undefined>;
   #mask: number;
   #size = 0;
+  /** Entries whose home slot was taken once the table could not grow any more. */
+  #overflow: Map<number, T> | undefined;
 
-  /** @param capacity initial number of slots, a power of two; the table holds up to half of it before growing */
+  /** @param capacity initial number of slots, a power of two */
   constructor(capacity = 64) {
     this.#slots = emptySlots(capacity);
     this.#mask = capacity - 1;
@@ -44,76 +54,84 @@ export class IdTable<T extends { readonly id: number }> {
     return this.#size;
   }
 
+  /** How many slots its store has. */
+  get capacity(): number {
+    return this.#slots.length;
+  }
+
   get(id: number): T | undefined {
-    const slots = this.#slots;
-    const mask = this.#mask;
-    for (let i = id & mask; ; i = (i + 1) & mask) {
-      const entry = slots[i];
-      if (entry === undefined || entry.id === id) return entry;
-    }
+    const entry = this.#slots[id & this.#mask];
+    if (entry !== undefined && entry.id === id) return entry;
+    return this.#overflow?.get(id);
   }
 
   /** Adds an entry, or replaces the one with the same id. */
   set(entry: T): void {
-    if ((this.#size + 1) * 2 > this.#slots.length) this.#grow();
-    if (this.#place(entry)) this.#size++;
+    const id = entry.id;
+    for (;;) {
+      const slot = id & this.#mask;
+      const current = this.#slots[slot];
+      if (current === undefined || current.id === id) {
+        if (current === undefined && this.#overflow?.delete(id) !== true) this.#size++;
+        this.#slots[slot] = entry;
+        return;
+      }
+      if (!this.#grow()) break;
+    }
+    const overflow = (this.#overflow ??= new Map());
+    if (!overflow.has(id)) this.#size++;
+    overflow.set(id, entry);
   }
 
   /** Removes the entry with this id; false if there was none. */
   delete(id: number): boolean {
-    const slots = this.#slots;
-    const mask = this.#mask;
-    let hole = id & mask;
-    for (; ; hole = (hole + 1) & mask) {
-      const entry = slots[hole];
-      if (entry === undefined) return false;
-      if (entry.id === id) break;
+    const slot = id & this.#mask;
+    const entry = this.#slots[slot];
+    if (entry !== undefined && entry.id === id) {
+      this.#slots[slot] = undefined;
+    } else if (this.#overflow?.delete(id) !== true) {
+      return false;
     }
-    // Backward shift: an entry further along the same run moves into the hole unless its home
-    // slot lies cyclically after the hole (then a lookup from its home would still reach it).
-    for (let i = (hole + 1) & mask; ; i = (i + 1) & mask) {
-      const entry = slots[i];
-      if (entry === undefined) break;
-      const home = entry.id & mask;
-      const stays = hole <= i ? hole < home && home <= i : hole < home || home <= i;
-      if (stays) continue;
-      slots[hole] = entry;
-      hole = i;
-    }
-    slots[hole] = undefined;
     this.#size--;
     return true;
   }
 
   clear(): void {
     this.#slots.fill(undefined);
+    this.#overflow = undefined;
     this.#size = 0;
   }
 
-  /** Puts an entry in its slot; true if it was not there yet. */
-  #place(entry: T): boolean {
-    const slots = this.#slots;
-    const mask = this.#mask;
-    for (let i = entry.id & mask; ; i = (i + 1) & mask) {
-      const current = slots[i];
-      if (current === undefined || current.id === entry.id) {
-        slots[i] = entry;
-        return current === undefined;
-      }
-    }
-  }
-
-  #grow(): void {
+  /** Doubles the store and moves every entry home (overflowed ones too, where they now fit); false if the table is as large as it may get. */
+  #grow(): boolean {
     const old = this.#slots;
-    this.#slots = emptySlots(old.length * 2);
-    this.#mask = old.length * 2 - 1;
+    if (old.length >= MIN_BOUNDED_CAPACITY && old.length >= SPREAD * this.#size) return false;
+    const slots = emptySlots<T>(old.length * 2);
+    const mask = slots.length - 1;
+    // Two entries from different old slots never share a new one: their ids differ in the low bits.
     for (let i = 0; i < old.length; i++) {
       const entry = old[i];
-      if (entry !== undefined) this.#place(entry);
+      if (entry !== undefined) slots[entry.id & mask] = entry;
     }
     old.fill(undefined);
+    this.#slots = slots;
+    this.#mask = mask;
+    const overflow = this.#overflow;
+    if (overflow) {
+      for (const [id, entry] of overflow) {
+        if (slots[id & mask] !== undefined) continue;
+        slots[id & mask] = entry;
+        overflow.delete(id);
+      }
+      if (overflow.size === 0) this.#overflow = undefined;
+    }
+    return true;
   }
 }
+
+/** How many slots per entry an {@link IdTable} may grow to (it always may up to MIN_BOUNDED_CAPACITY). */
+const SPREAD = 8;
+const MIN_BOUNDED_CAPACITY = 1024;
 
 /**
  * @internal A first-in, first-out queue over a ring: O(1) at both ends, indexed from the head,

@@ -8,6 +8,50 @@ interface Entry {
   readonly value: number;
 }
 
+test('IdTable keeps a long-lived id while a million others pass, and its store stays small', (t) => {
+  const table = new IdTable<Entry>(4);
+  const stuck = { id: 3, value: -1 };
+  table.set(stuck);
+  const problems: string[] = [];
+  // Eight in flight at a time, consecutive ids, the way jobs come and go past one that never ends.
+  for (let id = 10; id < 1_000_010; id++) {
+    table.set({ id, value: id });
+    if (id >= 18 && !table.delete(id - 8)) problems.push(`delete(${id - 8}) found nothing`);
+    if (id % 99_991 === 0 && table.get(3) !== stuck) problems.push(`at ${id}: the long-lived entry is lost`);
+    if (problems.length > 5) break;
+  }
+  t.deepEqual(problems, []);
+  t.is(table.size, 9);
+  t.is(table.get(3), stuck);
+  t.is(table.get(1_000_009)?.value, 1_000_009);
+  // Grown only as far as its bound allows (see IdTable), not to span the ids in between.
+  t.true(table.capacity <= 1024, `capacity ${table.capacity}`);
+  t.true(table.delete(3));
+  t.is(table.get(3), undefined);
+  t.is(table.size, 8);
+});
+
+test('IdTable moves an id home once its slot is free, and when it grows', (t) => {
+  const table = new IdTable<Entry>(4);
+  // Filled up to its bound with ids that share their low bits, the rest overflow.
+  const entries = Array.from({ length: 300 }, (_, i) => ({ id: i * 4096, value: i }));
+  for (const entry of entries) table.set(entry);
+  t.is(table.size, 300);
+  for (const entry of entries) t.is(table.get(entry.id), entry);
+  // Replacing an overflowed id keeps the count.
+  const replacement = { id: 299 * 4096, value: 1 };
+  table.set(replacement);
+  t.is(table.size, 300);
+  t.is(table.get(299 * 4096), replacement);
+  for (const entry of entries.slice(0, 299)) t.true(table.delete(entry.id));
+  t.false(table.delete(0));
+  t.is(table.size, 1);
+  t.is(table.get(299 * 4096), replacement);
+  table.clear();
+  t.is(table.size, 0);
+  t.is(table.get(299 * 4096), undefined);
+});
+
 for (const seed of [1, 7, 99]) {
   test(`IdTable finds, replaces and deletes like a Map, through growth and wrap-around (seed ${seed})`, (t) => {
     const random = prng(seed);

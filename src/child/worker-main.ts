@@ -7,6 +7,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { serialize } from 'node:v8';
+import { objectArray } from '../collections.js';
 import { toRemoteErrorInfo, type RemoteErrorInfo } from '../errors.js';
 import {
   FULFILLED, FULFILLED_UNDEFINED, INVALID, TAG, THREW, WORKER_HOOK, jsonExact, outputMark, pack, unpack,
@@ -44,7 +45,9 @@ const queue: (WorkerTaskTuple | undefined)[] = [];
 let head = 0;
 let pumping = false;
 let currentId: number | undefined;
-let outbox: ResultTuple[] = [];
+// Arrays of objects from the start (see objectArray): a `[]` would change kind at its first push,
+// under code V8 optimized for the last outbox, and throw that code away.
+let outbox: ResultTuple[] = objectArray();
 let outboxSince = 0;
 /** Every value in the outbox is jsonExact: the batch can go as JSON text (see protocol.ts). */
 let outboxPackable = true;
@@ -207,7 +210,9 @@ async function pump(): Promise<void> {
       let cpuUs = -1;
       if (cpu0) {
         const cpu = process.cpuUsage(cpu0);
-        cpuUs = cpu.user + cpu.system;
+        // Rounded: process.cpuUsage() gives doubles, and a double in the result tuple would change
+        // the kind of its array mid-run and make V8 throw the optimized loop away.
+        cpuUs = Math.round(cpu.user + cpu.system);
       }
       def.timeCpu = async || durationUs >= CPU_TIMING_MIN_US;
       currentId = undefined;
@@ -238,7 +243,7 @@ function flush(): void {
   if (outbox.length === 0) return;
   const results = outbox;
   const packable = outboxPackable;
-  outbox = [];
+  outbox = objectArray();
   outboxPackable = true;
   try {
     // Text when it can be (see protocol.ts): V8's serializer would hold on to every tuple.

@@ -511,8 +511,11 @@ export class LocalRuntime implements TaskRuntime {
         lanes.add(lane);
       }
       this.#learnDuration(durationUs);
+      // Divided whether or not it was measured: a division first reached mid-run (a worker
+      // measures CPU time only now and then) would make V8 throw this optimized loop away.
+      const cpuMs = cpuUs / 1000;
       if (status === FULFILLED || status === FULFILLED_UNDEFINED) {
-        job.events.fulfilled(status === FULFILLED ? value : undefined, this.#stats(job, durationUs / 1000, cpuUs < 0 ? undefined : cpuUs / 1000, worker.pid));
+        job.events.fulfilled(status === FULFILLED ? value : undefined, this.#stats(job, durationUs / 1000, cpuUs < 0 ? undefined : cpuMs, worker.pid));
       } else {
         job.events.rejected(
           this.#error(job, {

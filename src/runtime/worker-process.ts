@@ -7,6 +7,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { serialize } from 'node:v8';
 import { formatValue, type RemoteErrorInfo } from '../errors.js';
 import type { OutputMode } from '../options.js';
+import { objectArray } from '../collections.js';
 import { trackChild } from './cleanup.js';
 import { killTree, type KillReport } from './kill.js';
 import { afterChannelClosed, afterOutputClosed } from './child-exit.js';
@@ -93,8 +94,9 @@ export class WorkerProcess {
 
   #fnIds = new Map<string, Map<string, number>>();
   #fnCount = 0;
-  #defs: Array<[number, string, string]> = [];
-  #tasks: WorkerTaskTuple[] = [];
+  // Arrays of objects from the start (see objectArray), as every batch's are.
+  #defs: Array<[number, string, string]> = objectArray();
+  #tasks: WorkerTaskTuple[] = objectArray();
   /** Every argument of the tasks in `#tasks` is jsonExact: the batch can go as JSON text. */
   #packable = true;
   #capture: boolean;
@@ -246,8 +248,8 @@ export class WorkerProcess {
     const message: RunMessage = { [TAG]: 'run', tasks: this.#tasks };
     if (this.#defs.length) message.defs = this.#defs;
     const packable = this.#packable;
-    this.#tasks = [];
-    this.#defs = [];
+    this.#tasks = objectArray();
+    this.#defs = objectArray();
     this.#packable = true;
     try {
       // Text when it can be (see protocol.ts): V8's serializer would hold on to every tuple.
