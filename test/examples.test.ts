@@ -10,6 +10,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { inspect } from 'node:util';
+import { isRunning } from './fixtures/chaos-procs.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const examples = join(root, 'examples');
@@ -35,19 +36,6 @@ function runExample(t: ExecutionContext, name: string, args: string[] = []): Pro
   });
 }
 
-/** True while `pid` is a live process; a zombie counts as gone. */
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0] !== 'Z';
-  } catch {
-    return true;
-  }
-}
 
 const pairs = Array.from({ length: 16 }, (_, i) => [i, i + 1]);
 
@@ -108,7 +96,7 @@ test.serial('cancel: unsubscribe and abort leave no process, checked here too', 
   // The pids the example saw running (workers, shells, their sleep grandchildren) are gone.
   const seen = [...stdout.matchAll(/(?:in processes|grandchildren:) ([\d, ]+)$/gm)].flatMap((m) => m[1]!.split(', ').map(Number));
   t.is(seen.length, 8);
-  t.deepEqual(seen.filter(isAlive), []);
+  t.deepEqual(seen.filter(isRunning), []);
 });
 
 test.serial('for-await: every value in input order; leaving the loop early terminates the run', async (t) => {
@@ -135,7 +123,7 @@ test.serial('pool: the pooled batches all run on the two warmed workers, which c
   t.regex(stdout, /^pool closed: pool\.pids\(\) = \[\], workers still alive: \[\], liveChildPids\(\) = \[\]$/m);
   const pids = [...stdout.matchAll(/on workers ([\d, ]+) in/g)].flatMap((m) => m[1]!.split(', ').map(Number));
   t.is(pids.length, 12);
-  t.deepEqual(pids.filter(isAlive), []);
+  t.deepEqual(pids.filter(isRunning), []);
 });
 
 test.serial('dynamic: every task of both phases ends, with a line per change of the limit', async (t) => {

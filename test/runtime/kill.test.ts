@@ -4,18 +4,13 @@
  * wait for that forever.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import test from 'ava';
 import { killTree, treeAlive } from '../../src/runtime/kill.js';
+import { readStat } from '../fixtures/chaos-procs.js';
 
 function state(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    return stat[stat.lastIndexOf(')') + 2];
-  } catch {
-    return undefined;
-  }
+  return readStat(pid)?.state;
 }
 
 function firstLine(stream: Readable): Promise<string> {

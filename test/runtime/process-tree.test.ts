@@ -2,13 +2,33 @@
  * Whole process trees: every task's processes live in a process group of their own, and
  * termination (unsubscribe, timeout) kills the group: SIGTERM, then SIGKILL after killTimeout.
  */
-import { fork } from 'node:child_process';
+import { fork, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import test from 'ava';
 import { commandTask, processTask, schedule$, taskModule } from '../../src/index.js';
-import { leftovers, readProcs } from '../fixtures/chaos-procs.js';
+import { isRunning, leftovers, readProcs, readStat } from '../fixtures/chaos-procs.js';
 import { first, fixture, isAlive } from '../helpers.js';
 
 const chaos = taskModule<typeof import('../fixtures/chaos-tasks.js')>(fixture('chaos-tasks.ts'));
+
+test("the tests' /proc reader: a child's parent, name, group and start, running until it exits", async (t) => {
+  const child = spawn('sleep', ['30'], { stdio: 'ignore', detached: true });
+  try {
+    const stat = readStat(child.pid!);
+    t.is(stat?.pid, child.pid);
+    t.is(stat?.ppid, process.pid);
+    t.is(stat?.comm, 'sleep');
+    t.is(stat?.pgrp, child.pid); // detached: a group of its own
+    t.true(stat!.startTicks >= readStat('self')!.startTicks);
+    t.true(isRunning(child.pid!));
+    t.true(readProcs().has(child.pid!));
+  } finally {
+    child.kill('SIGKILL');
+    await once(child, 'exit');
+  }
+  t.false(isRunning(child.pid!));
+  t.is(readStat(child.pid!), undefined);
+});
 
 /** Pids of the live processes in the process group `pgrp`. */
 function group(pgrp: number): number[] {
