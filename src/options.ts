@@ -99,7 +99,8 @@ export interface ScheduleOptions {
   /**
    * A module-task worker is replaced after this many tasks. `1` gives every task a fresh
    * process (the Python library's behaviour): each worker's successor starts once the worker is
-   * ready, so it starts while the worker's task runs.
+   * ready, so it starts while the worker's task runs. Once every task of the run has been taken
+   * in, a worker gets a successor only if its lane still has a task waiting.
    * @default Infinity
    */
   maxTasksPerWorker?: number;

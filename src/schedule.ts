@@ -579,6 +579,7 @@ class TaskFeed<T> implements MergeWithLimitOptions<Task, TaskOutcome<T>> {
 
   onSourceDone(total: number): void {
     this.state.total = total;
+    this.runtime.endOfInput();
     this.core.progressChanged();
   }
 }

@@ -33,19 +33,35 @@ test('maxTasksPerWorker: 1 starts the next worker while the task runs, once the 
   const slowStart = ['--import', 'data:text/javascript,Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 600)'];
   const tasks = Array.from({ length: 3 }, () => w.lifeTimes(1500));
   const run = schedule$(tasks, { concurrency: 1, maxTasksPerWorker: 1, workerExecArgv: slowStart });
-  // Every process the run has, at each completion: the successor started after the last task too.
+  // Every process the run has, at each completion: a successor started after the last task would be among them.
   const started = new Set<number>();
   run.subscribe(() => run.pids().forEach((pid) => started.add(pid)));
   const lives = await run.toOrderedArray();
   t.is(new Set(lives.map((l) => l.pid)).size, 3);
-  t.true([...started].some((pid) => !lives.some((l) => l.pid === pid)), `a successor beyond the last task was started: ${[...started].join(', ')}`);
+  t.deepEqual([...started].filter((pid) => !lives.some((l) => l.pid === pid)), [], 'no successor is started after the last task');
   for (let i = 1; i < lives.length; i++) {
     const [before, after] = [lives[i - 1]!, lives[i]!];
     // Clock ticks and /proc/uptime have a 10 ms grain.
     t.true(after.processStart < before.taskEnd, `worker ${i + 1} started while task ${i} ran: ${JSON.stringify([before, after])}`);
     t.true(after.processStart >= before.processStart + 0.5, `worker ${i + 1} waited for worker ${i} to be ready: ${JSON.stringify([before, after])}`);
   }
-  t.deepEqual(await waitGone([...started, ...lives.map((l) => l.pid)]), [], 'every worker, the unused successor too, is gone');
+  t.deepEqual(await waitGone([...started, ...lives.map((l) => l.pid)]), [], 'every worker is gone');
+});
+
+test('maxTasksPerWorker: 1 starts no successor for a lane that has no task left', async (t) => {
+  // As many lanes as tasks: the run has taken in every task before any worker is ready, so it
+  // knows that no lane has another one to come. Before, each lane started a successor as soon
+  // as its worker was ready, only to stop it at the end: eight processes for four tasks.
+  const run = schedule$(Array.from({ length: 4 }, () => w.pidAfter(300)), { concurrency: 4, maxTasksPerWorker: 1 });
+  const seen = new Set<number>();
+  const look = () => run.pids().forEach((pid) => seen.add(pid));
+  const timer = setInterval(look, 2);
+  run.subscribe(look);
+  const served = (await run.toOrderedArray()) as number[];
+  clearInterval(timer);
+  t.is(new Set(served).size, 4, `a process per task: ${served.join(', ')}`);
+  t.deepEqual([...seen].filter((pid) => !served.includes(pid)), [], `processes seen: ${[...seen].join(', ')}`);
+  t.deepEqual(await waitGone([...seen, ...served]), []);
 });
 
 test('maxTasksPerWorker: 2 gives every two tasks a worker', async (t) => {

@@ -57,6 +57,11 @@ export interface TaskRuntime {
   /** How many tasks may execute at once. Lowering it never stops a running task. */
   setConcurrency(limit: number): void;
   /**
+   * The caller will start no new tasks (a retry of one already started still may): the runtime
+   * need not prepare for more than it holds, such as a process started ahead for the next task.
+   */
+  endOfInput(): void;
+  /**
    * How many tasks per execution slot the caller should hand over ahead of time: more than 1
    * when tasks are so short that waiting for each result before sending the next would idle
    * the processes.

@@ -59,6 +59,7 @@ class FakeRuntime implements TaskRuntime {
     return { cancel: () => {} };
   }
   setConcurrency(): void {}
+  endOfInput(): void {}
   pids(): number[] {
     return [];
   }
