@@ -514,9 +514,8 @@ export class LocalRuntime implements TaskRuntime {
       job.state = 'done';
       clearTimeout(job.timer);
       if (lane) {
-        // Results come in lane order, so this is nearly always the head.
-        if (lane.jobs.at(0) === job) lane.jobs.shift();
-        else lane.jobs.remove(job);
+        // Results come in lane order, so this is nearly always the head (remove finds it first).
+        lane.jobs.remove(job);
         job.lane = undefined;
         lanes.add(lane);
       }
@@ -617,13 +616,13 @@ export class LocalRuntime implements TaskRuntime {
     if (job.state !== 'running') return;
     const worker = job.worker;
     const lane = job.lane;
-    if (worker && lane && lane.jobs.toArray().some((j) => j !== job && j.worker === worker)) {
+    const sameWorker = worker && lane ? lane.jobs.toArray().filter((j) => j.worker === worker) : [];
+    if (worker && lane && sameWorker.some((j) => j !== job)) {
       // Tasks were sent behind this one: the worker may be stuck in one of them, with this
       // one's result unsent in its outbox. Kill it and run them again one at a time (see
       // #onWorkerExit): then the timeout, if it comes again, names its task.
       if (lane.worker === worker) lane.worker = undefined;
-      for (const other of lane.jobs.toArray()) {
-        if (other.worker !== worker) continue;
+      for (const other of sameWorker) {
         this.#jobsById.delete(other.id);
         other.worker = undefined;
         this.#requeue(other);
