@@ -13,12 +13,12 @@
  */
 
 /**
- * An empty array that V8 already stores as an array of objects. `[]` starts as an
- * array of small integers and changes kind at its first push: a new run's arrays would then
- * meet code optimized for the other kind in the last run, and throw it away (a 'wrong map'
- * deoptimization at the start of every run).
+ * An empty array that V8 already stores as an array of any values (objects, or a flat mix of
+ * numbers and objects). `[]` starts as an array of small integers and changes kind at its first
+ * push of anything else: a new run's arrays would then meet code optimized for the other kind in
+ * the last run, and throw it away (a 'wrong map' deoptimization at the start of every run).
  */
-export function objectArray<T extends object>(): T[] {
+export function objectArray<T>(): T[] {
   const array = [undefined] as unknown as T[];
   array.pop();
   return array;

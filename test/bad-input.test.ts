@@ -1,5 +1,5 @@
 import test from 'ava';
-import { TaskError, moduleTask, schedule$, type TaskFailure } from '../src/index.js';
+import { TaskError, moduleTask, schedule$, type TaskFailure, type TaskResult } from '../src/index.js';
 import { fixture, work } from './helpers.js';
 
 /** Runs tasks in settle mode and returns each failure (undefined for successes), in input order. */
@@ -29,15 +29,19 @@ test('an export that is not a function says what it is', async (t) => {
   t.regex(error!.remote!.message, /export 'notAFunction' .* is not a function \(it is number\)/);
 });
 
-test('an argument that cannot be cloned fails that task only, naming the argument', async (t) => {
-  const tasks = [moduleTask(work, 'square', [2]), moduleTask(work, 'echo', [() => 1]), moduleTask(work, 'square', [3])];
-  const outcomes = await schedule$(tasks, { settle: true, concurrency: 1 }).toOrderedArray();
-  t.deepEqual(outcomes.map((o) => o.status), ['fulfilled', 'rejected', 'fulfilled']);
-  const error = (outcomes[1] as TaskFailure).reason;
-  t.is(error.kind, 'invalid');
-  t.is(error.index, 1);
-  t.regex(error.message, /argument 0 \(a function \(anonymous\)\) cannot be sent to a child process/);
-});
+// In 'capture' mode a task travels with its index (four values per task in a batch, not three).
+for (const output of ['inherit', 'capture'] as const) {
+  test(`an argument that cannot be cloned fails that task only, naming the argument (output: ${output})`, async (t) => {
+    const tasks = [moduleTask(work, 'square', [2]), moduleTask(work, 'echo', [() => 1]), moduleTask(work, 'square', [3])];
+    const outcomes = await schedule$(tasks, { settle: true, concurrency: 1, output }).toOrderedArray();
+    t.deepEqual(outcomes.map((o) => o.status), ['fulfilled', 'rejected', 'fulfilled']);
+    t.deepEqual([outcomes[0], outcomes[2]].map((o) => (o as TaskResult<number>).value), [4, 9]);
+    const error = (outcomes[1] as TaskFailure).reason;
+    t.is(error.kind, 'invalid');
+    t.is(error.index, 1);
+    t.regex(error.message, /argument 0 \(a function \(anonymous\)\) cannot be sent to a child process/);
+  });
+}
 
 test('a result that cannot be cloned is an invalid task, and the worker lives on', async (t) => {
   const [bad, good] = await failures([moduleTask(work, 'returnsFunction', []), moduleTask(work, 'square', [2])]);

@@ -10,8 +10,9 @@ import { serialize } from 'node:v8';
 import { objectArray } from '../collections.js';
 import { toRemoteErrorInfo, type RemoteErrorInfo } from '../errors.js';
 import {
-  FULFILLED, FULFILLED_UNDEFINED, INVALID, TAG, THREW, WORKER_HOOK, jsonExact, outputMark, pack, unpack,
-  type ParentMessage, type ResultStatus, type ResultTuple, type WorkerHook, type WorkerMessage, type WorkerTaskTuple,
+  FULFILLED, FULFILLED_UNDEFINED, INDEXED_TASK_WIDTH, INVALID, RESULT_WIDTH, TAG, TASK_WIDTH, THREW, WORKER_HOOK, jsonExact, outputMark, pack,
+  unpack,
+  type ParentMessage, type ResultStatus, type WorkerHook, type WorkerMessage,
 } from '../runtime/protocol.js';
 
 type Fn = (...args: unknown[]) => unknown;
@@ -40,14 +41,20 @@ process.send = function sendFromTask(_message: unknown, ...rest: unknown[]): boo
 /** Function definitions by id: a promise while the module loads, then the function or a load error. */
 const functions = new Map<number, { url: string; name: string; fn?: Fn; error?: RemoteErrorInfo; timeCpu: boolean }>();
 const modules = new Map<string, Promise<Record<string, unknown>>>();
-/** Tasks to run, from `head` on; a cancelled one is blanked where it waits. */
-const queue: (WorkerTaskTuple | undefined)[] = [];
+/**
+ * Tasks to run, from `head` on, flat: QUEUED_WIDTH values per task (id, fnId, args, index). A
+ * cancelled one keeps its place with its id set to SKIPPED.
+ */
+const queue: unknown[] = objectArray();
+const QUEUED_WIDTH = 4;
+const SKIPPED = -1;
 let head = 0;
 let pumping = false;
 let currentId: number | undefined;
-// Arrays of objects from the start (see objectArray): a `[]` would change kind at its first push,
-// under code V8 optimized for the last outbox, and throw that code away.
-let outbox: ResultTuple[] = objectArray();
+// Arrays of any values from the start (see objectArray): a `[]` would change kind at its first
+// push, under code V8 optimized for the last outbox, and throw that code away. Flat:
+// RESULT_WIDTH values per result (see protocol.ts).
+let outbox: unknown[] = objectArray();
 let outboxSince = 0;
 /** Every value in the outbox is jsonExact: the batch can go as JSON text (see protocol.ts). */
 let outboxPackable = true;
@@ -97,15 +104,19 @@ process.on('message', (received: unknown) => {
   if (message[TAG] === 'run') {
     if (message.defs) for (const [id, url, name] of message.defs) functions.set(id, { url, name, timeCpu: true });
     const tasks = message.tasks;
-    // Indexed: until V8 optimizes it, a for-of allocates an iterator result per task.
-    for (let i = 0; i < tasks.length; i++) queue.push(tasks[i]);
+    if (message.indexed) {
+      for (let i = 0; i + INDEXED_TASK_WIDTH <= tasks.length; i += INDEXED_TASK_WIDTH) queue.push(tasks[i], tasks[i + 1], tasks[i + 2], tasks[i + 3]);
+    } else {
+      for (let i = 0; i + TASK_WIDTH <= tasks.length; i += TASK_WIDTH) queue.push(tasks[i], tasks[i + 1], tasks[i + 2], undefined);
+    }
     if (!pumping) void pump();
   } else if (message[TAG] === 'skip') {
     // The parent sends a skip only after the task itself (see WorkerProcess.skip). Not found in
     // the queue, it has started or run already: its result is on its way, and will be ignored.
-    for (let i = head; i < queue.length; i++) {
-      if (queue[i]?.[0] === message.id) {
-        queue[i] = undefined;
+    for (let i = head; i < queue.length; i += QUEUED_WIDTH) {
+      if (queue[i] === message.id) {
+        queue[i] = SKIPPED;
+        queue[i + 2] = undefined;
         break;
       }
     }
@@ -161,18 +172,17 @@ async function pump(): Promise<void> {
   pumping = true;
   try {
     while (head < queue.length) {
-      const task = queue[head];
-      queue[head++] = undefined;
-      if (head >= 1024 && head * 2 >= queue.length) {
+      const id = queue[head] as number;
+      const fnId = queue[head + 1] as number;
+      const args = queue[head + 2] as unknown[];
+      const index = queue[head + 3] as number | undefined;
+      queue[head + 2] = undefined; // the arguments are the task's from now on
+      head += QUEUED_WIDTH;
+      if (head >= 4096 && head * 2 >= queue.length) {
         queue.splice(0, head);
         head = 0;
       }
-      if (task === undefined) continue; // skipped
-      // Not destructured, for the same reason.
-      const id = task[0];
-      const fnId = task[1];
-      const args = task[2];
-      const index = task[3];
+      if (id === SKIPPED) continue;
       const def = functions.get(fnId);
       if (!def) {
         record(id, INVALID, { name: 'ProtocolError', message: `unknown function id ${fnId}` }, 0, 0);
@@ -235,8 +245,8 @@ function record(id: number, status: ResultStatus, value: unknown, durationUs: nu
     value = null;
   }
   if (outboxPackable) outboxPackable = status === FULFILLED_UNDEFINED || (status === FULFILLED && jsonExact(value));
-  outbox.push([id, status, value, durationUs, cpuUs]);
-  if (outbox.length >= FLUSH_AFTER_COUNT || now - outboxSince >= FLUSH_AFTER_MS) flush();
+  outbox.push(id, status, value, durationUs, cpuUs);
+  if (outbox.length >= FLUSH_AFTER_COUNT * RESULT_WIDTH || now - outboxSince >= FLUSH_AFTER_MS) flush();
 }
 
 function flush(): void {
@@ -250,12 +260,12 @@ function flush(): void {
     post(packable ? pack({ [TAG]: 'done', results }) : { [TAG]: 'done', results });
   } catch {
     // Some value could not be cloned: find which, and send those as errors.
-    for (const result of results) {
+    for (let i = 0; i < results.length; i += RESULT_WIDTH) {
       try {
-        serialize(result[2]);
+        serialize(results[i + 2]);
       } catch (error) {
-        result[1] = INVALID;
-        result[2] = {
+        results[i + 1] = INVALID;
+        results[i + 2] = {
           name: 'DataCloneError',
           message: `the task's result cannot be sent to the parent process: ${(error as Error).message}`,
         } satisfies RemoteErrorInfo;

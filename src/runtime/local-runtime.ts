@@ -14,14 +14,14 @@ import { BehaviorSubject, Subject, type Observable } from 'rxjs';
 import { TaskError, formatValue, type TaskErrorInit } from '../errors.js';
 import { IdTable, RingQueue, objectArray } from '../collections.js';
 import type { OutputMode } from '../options.js';
-import { taskLabel, type ModuleTask } from '../task.js';
+import { taskLabel, type ModuleTask, type Task } from '../task.js';
 import { trackChild } from './cleanup.js';
 import { runCommand } from './command.js';
 import { killTree } from './kill.js';
 import type { OutputLine } from './output.js';
 import { runProcessTask } from './process-task.js';
 import { checkRss } from './rss.js';
-import { FULFILLED, FULFILLED_UNDEFINED, THREW, type ResultTuple } from './protocol.js';
+import { FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW } from './protocol.js';
 import type { JobEvents, JobHandle, JobSpec, TaskRuntime, TaskStats } from './runtime.js';
 import { WorkerProcess, type FatalReport, type UnsendableTask, type WorkerConfig, type WorkerListener } from './worker-process.js';
 
@@ -69,8 +69,16 @@ let nextJobId = 1;
 
 type JobState = 'queued' | 'sent' | 'running' | 'done';
 
+/**
+ * One job. The spec's fields are copied in rather than the spec kept: the caller's spec object
+ * then does not outlive start(), and V8 can leave it unallocated once start() is inlined.
+ */
 class Job implements JobHandle {
   state: JobState = 'queued';
+  readonly task: Task;
+  readonly index: number;
+  readonly attempt: number;
+  readonly timeout: number | undefined;
   lane: Lane | undefined;
   worker: WorkerProcess | undefined;
   child: ChildProcess | undefined;
@@ -80,10 +88,15 @@ class Job implements JobHandle {
   counted = false;
   constructor(
     readonly id: number,
-    readonly spec: JobSpec,
+    spec: JobSpec,
     readonly events: JobEvents,
     private readonly runtime: LocalRuntime,
-  ) {}
+  ) {
+    this.task = spec.task;
+    this.index = spec.index;
+    this.attempt = spec.attempt;
+    this.timeout = spec.timeout;
+  }
   cancel(): void {
     this.runtime.cancel(this);
   }
@@ -147,7 +160,7 @@ export class LocalRuntime implements TaskRuntime {
    */
   static readonly #Listener = class implements WorkerListener {
     constructor(private readonly runtime: LocalRuntime) {}
-    results(worker: WorkerProcess, results: ResultTuple[]): void {
+    results(worker: WorkerProcess, results: readonly unknown[]): void {
       this.runtime.#onResults(worker, results);
     }
     ready(worker: WorkerProcess): void {
@@ -181,7 +194,7 @@ export class LocalRuntime implements TaskRuntime {
       job.state = 'done';
       return job;
     }
-    const task = spec.task;
+    const task = job.task;
     if (task.kind === 'module' && !Array.isArray(task.args)) {
       this.#rejectArgsLater(job, task.args);
       return job;
@@ -334,7 +347,7 @@ export class LocalRuntime implements TaskRuntime {
     const oneAtATime = lane.suspects.size > 0 && hasSuspects(lane);
     for (let i = 0; i < lane.jobs.length; i++) {
       const job = lane.jobs.at(i)!;
-      if (job.spec.task.kind === 'module') {
+      if (job.task.kind === 'module') {
         if (oneAtATime && i > 0) break;
         if (job.state === 'queued' && !this.#send(lane, job)) break;
         if (i === 0 && job.state === 'sent') this.#markRunning(job);
@@ -358,11 +371,11 @@ export class LocalRuntime implements TaskRuntime {
       worker = lane.worker = lane.next ?? this.#takeSpare() ?? this.#spawnWorker();
       lane.next = undefined;
     }
-    const task = job.spec.task as ModuleTask;
+    const task = job.task as ModuleTask;
     job.state = 'sent';
     job.worker = worker;
     this.#jobsById.set(job);
-    worker.send({ id: job.id, module: task.module, exportName: task.exportName, args: task.args, index: job.spec.index });
+    worker.send(job.id, task.module, task.exportName, task.args, job.index);
     this.#spawnAhead(lane, worker);
     return true;
   }
@@ -387,7 +400,7 @@ export class LocalRuntime implements TaskRuntime {
     job.state = 'running';
     const worker = job.worker;
     if (worker) {
-      worker.currentIndex = job.spec.index;
+      worker.currentIndex = job.index;
       job.stderrSince = worker.output.stderrBytes;
     }
     // A booting worker has not started the task yet: its clock starts when the worker is ready,
@@ -425,7 +438,7 @@ export class LocalRuntime implements TaskRuntime {
   }
 
   #armTimeout(job: Job): void {
-    const timeout = job.spec.timeout;
+    const timeout = job.timeout;
     if (timeout !== undefined) this.#setTimer(job, timeout);
   }
 
@@ -438,7 +451,7 @@ export class LocalRuntime implements TaskRuntime {
     job.state = 'running';
     this.#countExecuting(job);
     this.#armTimeout(job);
-    const { task, index } = job.spec;
+    const { task, index } = job;
     // Commands and process tasks do not notice their parent's death: the guardian does.
     const track = (pid: number) => trackChild(pid, { guard: true });
     const settle = () => this.#finish(job);
@@ -493,17 +506,17 @@ export class LocalRuntime implements TaskRuntime {
     return true;
   }
 
-  #onResults(worker: WorkerProcess, results: ResultTuple[]): void {
+  /** `results` is flat, RESULT_WIDTH values per result (see protocol.ts). */
+  #onResults(worker: WorkerProcess, results: readonly unknown[]): void {
     const lanes = new Set<Lane>();
-    // Indexed, not destructured: until V8 optimizes this code (the first thousands of tasks of a
-    // process), iterating a tuple allocates an iterator and a result object per element.
-    for (let i = 0; i < results.length; i++) {
-      const result = results[i]!;
-      const id = result[0];
-      const status = result[1];
-      const value = result[2];
-      const durationUs = result[3];
-      const cpuUs = result[4];
+    for (let i = 0; i + RESULT_WIDTH <= results.length; i += RESULT_WIDTH) {
+      const id = results[i];
+      // Not a number: not a result, and not worth a lookup that would teach IdTable other types.
+      if (typeof id !== 'number') continue;
+      const status = results[i + 1];
+      const value = results[i + 2];
+      const durationUs = results[i + 3] as number;
+      const cpuUs = results[i + 4] as number;
       // Only a task sent to this worker and not answered yet: a forged or repeated id is ignored.
       const job = this.#jobsById.get(id);
       if (!job || job.worker !== worker) continue;
@@ -636,7 +649,7 @@ export class LocalRuntime implements TaskRuntime {
     const stderrTail = job.worker?.output.stderrTail(job.stderrSince);
     const pid = job.worker?.pid ?? job.child?.pid;
     const kill = this.#abort(job);
-    const limit = job.spec.timeout;
+    const limit = job.timeout;
     void kill.then(({ forced }) =>
       job.events.rejected(
         this.#error(job, { kind: 'timeout', detail: `it ran longer than ${limit} ms and was killed${forced ? ' (SIGKILL was needed)' : ''}`, stderrTail, pid }),
@@ -788,11 +801,11 @@ export class LocalRuntime implements TaskRuntime {
   }
 
   #stats(job: Job, durationMs: number, cpuMs: number | undefined, pid: number | undefined): TaskStats {
-    return { durationMs, cpuMs, pid, attempt: job.spec.attempt };
+    return { durationMs, cpuMs, pid, attempt: job.attempt };
   }
 
   #error(job: Job, init: Omit<TaskErrorInit, 'index' | 'label' | 'attempt'>): TaskError {
-    return new TaskError({ ...init, index: job.spec.index, label: taskLabel(job.spec.task), attempt: job.spec.attempt });
+    return new TaskError({ ...init, index: job.index, label: taskLabel(job.task), attempt: job.attempt });
   }
 }
 
@@ -800,7 +813,7 @@ export class LocalRuntime implements TaskRuntime {
 function hasQueuedModuleJob(lane: Lane): boolean {
   for (let i = 0; i < lane.jobs.length; i++) {
     const job = lane.jobs.at(i)!;
-    if (job.state === 'queued' && job.spec.task.kind === 'module') return true;
+    if (job.state === 'queued' && job.task.kind === 'module') return true;
   }
   return false;
 }

@@ -12,7 +12,9 @@ import { trackChild } from './cleanup.js';
 import { killTree, type KillReport } from './kill.js';
 import { afterChannelClosed, afterOutputClosed } from './child-exit.js';
 import { afterQuiet, tapOutput, type OutputLine, type OutputTap } from './output.js';
-import { isTagged, jsonExact, pack, TAG, unpack, type ParentMessage, type ResultTuple, type RunMessage, type WorkerMessage, type WorkerTaskTuple } from './protocol.js';
+import {
+  INDEXED_TASK_WIDTH, isTagged, jsonExact, pack, RESULT_WIDTH, TAG, TASK_WIDTH, unpack, type ParentMessage, type RunMessage, type WorkerMessage,
+} from './protocol.js';
 
 const here = import.meta.url;
 /** The worker entry beside this file: `.ts` when the library itself runs from source under tsx. */
@@ -30,7 +32,11 @@ export type WorkerConfig = Pick<WorkerOptions, 'output' | 'execArgv' | 'env'>;
 
 /** What a worker tells its owner. */
 export interface WorkerListener {
-  results(worker: WorkerProcess, results: ResultTuple[]): void;
+  /**
+   * Results, flat: {@link RESULT_WIDTH} values each (see protocol.ts), as the worker sent them. A
+   * result whose task id is not a number is not one; the owner skips it.
+   */
+  results(worker: WorkerProcess, results: readonly unknown[]): void;
   progress(worker: WorkerProcess, id: number, value: unknown): void;
   /** The worker has booted: what it was sent starts now. */
   ready(worker: WorkerProcess): void;
@@ -44,16 +50,6 @@ export interface WorkerListener {
 export interface FatalReport {
   id: number | undefined;
   error: RemoteErrorInfo;
-}
-
-/** A task as the worker sees it. */
-export interface WorkerTask {
-  id: number;
-  module: string;
-  exportName: string;
-  args: readonly unknown[];
-  /** The task's index in the run: for output marks in `output: 'capture'` mode. */
-  index?: number;
 }
 
 /** The longest a retiring worker may take to drain its output (it leaves by itself after 60 s). */
@@ -96,7 +92,10 @@ export class WorkerProcess {
   #fnCount = 0;
   // Arrays of objects from the start (see objectArray), as every batch's are.
   #defs: Array<[number, string, string]> = objectArray();
-  #tasks: WorkerTaskTuple[] = objectArray();
+  /** Flat: #width values per task (see RunMessage). */
+  #tasks: unknown[] = objectArray();
+  /** Values per task in #tasks: with the task's index in capture mode. */
+  readonly #width: number;
   /** Every argument of the tasks in `#tasks` is jsonExact: the batch can go as JSON text. */
   #packable = true;
   #capture: boolean;
@@ -115,6 +114,7 @@ export class WorkerProcess {
     this.#config = { output: options.output, execArgv: [...options.execArgv], env: options.env };
     this.booted = new Promise((resolve) => (this.#booted = resolve));
     this.#capture = options.output === 'capture';
+    this.#width = this.#capture ? INDEXED_TASK_WIDTH : TASK_WIDTH;
     this.#killTimeout = options.killTimeout;
     this.child = fork(WORKER_ENTRY, [], {
       serialization: 'advanced',
@@ -176,19 +176,25 @@ export class WorkerProcess {
     }
   }
 
-  /** Queues a task; tasks queued in the same tick go as one message. */
-  send(task: WorkerTask): void {
+  /**
+   * Queues a task; tasks queued in the same tick go as one message. `index` is the task's index
+   * in the run, for output marks in `output: 'capture'` mode. Its fields are parameters, not an
+   * object: they go straight into the flat batch, with nothing built per task on the way.
+   */
+  send(id: number, module: string, exportName: string, args: readonly unknown[], index: number): void {
     // By module, then export: no key string to build and hash for every task.
-    let byExport = this.#fnIds.get(task.module);
-    if (!byExport) this.#fnIds.set(task.module, (byExport = new Map()));
-    let fnId = byExport.get(task.exportName);
+    let byExport = this.#fnIds.get(module);
+    if (!byExport) this.#fnIds.set(module, (byExport = new Map()));
+    let fnId = byExport.get(exportName);
     if (fnId === undefined) {
       fnId = this.#fnCount++;
-      byExport.set(task.exportName, fnId);
-      this.#defs.push([fnId, task.module, task.exportName]);
+      byExport.set(exportName, fnId);
+      this.#defs.push([fnId, module, exportName]);
     }
-    this.#tasks.push(this.#capture ? [task.id, fnId, task.args, task.index] : [task.id, fnId, task.args]);
-    if (this.#packable) this.#packable = allJsonExact(task.args);
+    const tasks = this.#tasks;
+    tasks.push(id, fnId, args);
+    if (this.#capture) tasks.push(index);
+    if (this.#packable) this.#packable = allJsonExact(args);
     this.inFlight++;
     this.sent++;
     if (!this.#flushQueued) {
@@ -207,9 +213,15 @@ export class WorkerProcess {
     this.inFlight--;
     // Not sent yet (tasks go at the end of the tick): it never will be. A skip must never
     // overtake its task, since the worker forgets a skip whose task it does not have.
-    const unsent = this.#tasks.findIndex((task) => task[0] === id);
-    if (unsent !== -1) this.#tasks.splice(unsent, 1);
-    else this.#post({ [TAG]: 'skip', id });
+    const tasks = this.#tasks;
+    const width = this.#width;
+    for (let i = 0; i < tasks.length; i += width) {
+      if (tasks[i] === id) {
+        tasks.splice(i, width);
+        return;
+      }
+    }
+    this.#post({ [TAG]: 'skip', id });
   }
 
   /** Asks the worker to exit once it is idle; it exits when its IPC channel closes. */
@@ -246,6 +258,7 @@ export class WorkerProcess {
     this.#flushQueued = false;
     if (this.#tasks.length === 0) return;
     const message: RunMessage = { [TAG]: 'run', tasks: this.#tasks };
+    if (this.#capture) message.indexed = true;
     if (this.#defs.length) message.defs = this.#defs;
     const packable = this.#packable;
     this.#tasks = objectArray();
@@ -263,15 +276,16 @@ export class WorkerProcess {
   #sendOneByOne(message: RunMessage): void {
     const bad: UnsendableTask[] = [];
     let defs = message.defs;
-    for (const task of message.tasks) {
-      const [id, , args] = task;
-      const culprit = findUncloneable(args);
+    const { tasks, indexed } = message;
+    const width = this.#width;
+    for (let i = 0; i < tasks.length; i += width) {
+      const culprit = findUncloneable(tasks[i + 2] as readonly unknown[]);
       if (culprit) {
         this.inFlight--;
-        bad.push({ id, message: culprit });
+        bad.push({ id: tasks[i] as number, message: culprit });
         continue;
       }
-      this.#post({ [TAG]: 'run', tasks: [task], ...(defs ? { defs } : {}) });
+      this.#post({ [TAG]: 'run', tasks: tasks.slice(i, i + width), ...(indexed ? { indexed } : {}), ...(defs ? { defs } : {}) });
       defs = undefined;
     }
     if (defs) this.#post({ [TAG]: 'run', tasks: [], defs });
@@ -287,16 +301,11 @@ export class WorkerProcess {
     if (!isTagged(message)) return;
     switch (message[TAG]) {
       case 'done': {
-        if (!Array.isArray(message.results)) break;
-        // Well-formed entries only. The owner accepts only results of tasks it sent to this worker
-        // and has not seen answered: a forged or repeated id must not settle someone's task.
-        const results: ResultTuple[] = [];
-        const received = message.results as unknown[];
-        for (let i = 0; i < received.length; i++) {
-          const result = received[i];
-          if (Array.isArray(result) && typeof result[0] === 'number') results.push(result as ResultTuple);
-        }
-        if (results.length) this.#listener.results(this, results);
+        // Well-formed batches only: flat, whole results. The owner then accepts only results of
+        // tasks it sent to this worker and has not seen answered: a forged or repeated id must not
+        // settle someone's task.
+        const results = message.results as unknown;
+        if (Array.isArray(results) && results.length > 0 && results.length % RESULT_WIDTH === 0) this.#listener.results(this, results);
         break;
       }
       case 'progress':

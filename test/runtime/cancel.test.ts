@@ -11,15 +11,21 @@ import { LocalRuntime } from '../../src/runtime/local-runtime.js';
 import type { JobHandle } from '../../src/runtime/runtime.js';
 import { isAlive, waitGone, work } from '../helpers.js';
 
-for (const when of ['before its batch is sent', 'while it waits in the worker'] as const) {
-  test(`a task cancelled ${when} never starts, and its worker serves the next task`, async (t) => {
+// In 'capture' mode a task travels with its index (four values per task in a batch, not three).
+for (const [when, output] of [
+  ['before its batch is sent', 'inherit'],
+  ['while it waits in the worker', 'inherit'],
+  ['before its batch is sent', 'capture'],
+  ['while it waits in the worker', 'capture'],
+] as const) {
+  test(`a task cancelled ${when} never starts, and its worker serves the next task (output: ${output})`, async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'aps-cancel-'));
     t.teardown(() => rmSync(dir, { recursive: true, force: true }));
     const marker = join(dir, 'ran');
     // One lane: all three go to the same worker, the second and third queued behind the first.
     const runtime = new LocalRuntime({
       concurrency: 1, maxTasksPerWorker: Infinity, idleTimeout: 5000, killTimeout: 1000, maxWorkerRss: undefined,
-      output: 'inherit', workerExecArgv: [], workerEnv: undefined,
+      output, workerExecArgv: [], workerEnv: undefined,
     });
     // Whatever fails below, the worker goes (shutdown is idempotent).
     t.teardown(() => runtime.shutdown(false));
