@@ -220,7 +220,7 @@ async function pump(): Promise<void> {
       let cpuUs = -1;
       if (cpu0) {
         const cpu = process.cpuUsage(cpu0);
-        // Rounded: process.cpuUsage() gives doubles, and a double in the result tuple would change
+        // Rounded: process.cpuUsage() gives doubles, and a double among the results would change
         // the kind of its array mid-run and make V8 throw the optimized loop away.
         cpuUs = Math.round(cpu.user + cpu.system);
       }
@@ -256,7 +256,7 @@ function flush(): void {
   outbox = objectArray();
   outboxPackable = true;
   try {
-    // Text when it can be (see protocol.ts): V8's serializer would hold on to every tuple.
+    // Text when it can be (see protocol.ts): V8's serializer would hold on to every result it sent.
     post(packable ? pack({ [TAG]: 'done', results }) : { [TAG]: 'done', results });
   } catch {
     // Some value could not be cloned: find which, and send those as errors.

@@ -265,7 +265,7 @@ export class WorkerProcess {
     this.#defs = objectArray();
     this.#packable = true;
     try {
-      // Text when it can be (see protocol.ts): V8's serializer would hold on to every tuple.
+      // Text when it can be (see protocol.ts): V8's serializer would hold on to every argument array.
       this.#post(packable ? pack(message) : message);
     } catch {
       this.#sendOneByOne(message);
