@@ -10,10 +10,10 @@
  * results are all values JSON carries exactly ({@link jsonExact}) travels as the JSON text of
  * its message ({@link pack}). Besides being quicker to encode and decode for small values, text
  * keeps V8's serializer from holding the batch: a serializer keeps every object it wrote (or
- * read) alive until the serializer itself is collected, so each batch's objects (then a tuple per
- * task) survived the next scavenge, and many were promoted to the old generation: the parent's memory rose in waves
- * between full collections over a run of a million tasks. A string is not an object: nothing
- * holds it.
+ * read) alive until the serializer itself is collected, so each batch's objects (then a tuple
+ * per task) survived the next scavenge, and many were promoted to the old generation: the
+ * parent's memory rose in waves between full collections over a run of a million tasks. A
+ * string is not an object: nothing holds it.
  *
  * @module
  */
