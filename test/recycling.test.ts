@@ -56,6 +56,8 @@ test('maxTasksPerWorker: 1 starts no successor for a lane that has no task left'
   const seen = new Set<number>();
   const look = () => run.pids().forEach((pid) => seen.add(pid));
   const timer = setInterval(look, 2);
+  // Stopped even if the run fails: a live interval would keep this test process from ending.
+  t.teardown(() => clearInterval(timer));
   run.subscribe(look);
   const served = (await run.toOrderedArray()) as number[];
   clearInterval(timer);
