@@ -210,16 +210,29 @@ test('primitives JSON would change arrive exact, among plain ones in the same ba
 });
 
 test('a lazy generator is pulled only as slots free up', async (t) => {
+  // In flight at most: 2 workers × the deepest pipeline (128 tasks each). How far the source
+  // runs ahead of the completions is what is bounded; how many tasks end before the first five
+  // in input order depends on how far apart the two workers start, so that is not asserted.
+  const bound = 2 * 128;
   let pulled = 0;
+  let ended = 0;
+  let mostAhead = 0;
   function* million() {
     for (let i = 0; i < 1_000_000; i++) {
       pulled++;
+      mostAhead = Math.max(mostAhead, pulled - ended);
       yield typed.square(i);
     }
   }
-  const firstFive = await lastValueFrom(schedule$(million(), { concurrency: 2 }).ordered$.pipe(take(5), toArray()));
+  const run = schedule$(million(), { concurrency: 2 });
+  const counting = run.subscribe(() => ended++);
+  t.teardown(() => counting.unsubscribe());
+  const firstFive = await lastValueFrom(run.ordered$.pipe(take(5), toArray()));
+  counting.unsubscribe();
   t.deepEqual(firstFive, [0, 1, 4, 9, 16]);
-  t.true(pulled < 1000, `pulled ${pulled}`);
+  t.true(pulled > 5 && pulled < 1_000_000, `pulled ${pulled}`);
+  t.true(mostAhead <= bound, `the source ran ${mostAhead} tasks ahead of the completions`);
+  t.log(`pulled ${pulled}, ended ${ended}, at most ${mostAhead} ahead`);
 });
 
 test('async iterables and Observables are task sources too', async (t) => {
