@@ -4,6 +4,16 @@ import { firstValueFrom, filter, type Observable } from 'rxjs';
 export const fixture = (name: string): URL => new URL(`./fixtures/${name}`, import.meta.url);
 export const work = fixture('work.ts');
 
+/**
+ * Worker flags that load the task module `url` before the worker reports ready. A task's timeout
+ * starts when its worker is ready, and the first task of a module on a worker pays for loading it
+ * (through tsx, in the tests), which a loaded machine can stretch past a short timeout. Tests of
+ * short timeouts preload the module so that the clock covers the task alone.
+ */
+export function preload(...urls: URL[]): string[] {
+  return urls.flatMap((url) => ['--import', url.href]);
+}
+
 /** True while a process with this pid exists (zombies included, which our children never stay). */
 export function isAlive(pid: number): boolean {
   try {

@@ -64,9 +64,11 @@ test('an Observable limit: raising starts waiting tasks at once, lowering never 
   const dir = mkdtempSync(join(tmpdir(), 'aps-limit$-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const limit$ = new BehaviorSubject(1);
-  // Each task waits (up to 10 s) until 3 tasks run at once: only a raised limit lets them meet.
+  // Each of the first three waits until 3 tasks run at once: only a raised limit lets them meet.
+  // They meet once two more workers have started, which a loaded machine can stretch to seconds:
+  // the wait gives up only after 60 s.
   const tasks = Array.from({ length: 9 }, (_, i) =>
-    moduleTask<{ id: number; most: number }>(probe, 'meet', i < 3 ? [dir, i, 3, 10_000] : [dir, i, 1, 30]),
+    moduleTask<{ id: number; most: number }>(probe, 'meet', i < 3 ? [dir, i, 3, 60_000] : [dir, i, 1, 30]),
   );
   const run = schedule$(tasks, { concurrency: limit$ });
   const limits: number[] = [];

@@ -10,7 +10,7 @@ import {
   TaskError, schedule$, taskModule, type ScheduledRun, type ScheduleOptions, type TaskFailure, type TaskOutcome,
 } from '../../src/index.js';
 import { leftovers } from '../fixtures/chaos-procs.js';
-import { first, fixture, isAlive } from '../helpers.js';
+import { first, fixture, isAlive, preload } from '../helpers.js';
 
 const chaos = taskModule<typeof import('../fixtures/chaos-tasks.js')>(fixture('chaos-tasks.ts'));
 const bootFixture = fixture('chaos-boot.ts').href;
@@ -171,7 +171,7 @@ test("a worker's start-up does not count against the timeout of the task sent to
   // which a loaded machine can stretch to a second or two).
   const { outcomes, errors } = await settle([chaos.square(9), chaos.sleepThen(1, 'x')], {
     timeout: 4000,
-    workerExecArgv: ['--import', bootFixture],
+    workerExecArgv: ['--import', bootFixture, ...preload(fixture('chaos-tasks.ts'))],
     workerEnv: { ...process.env, APS_CHAOS_BOOT: 'slow:6000' },
   });
   t.deepEqual(errors, [undefined, undefined], errors.map((e) => e?.message).join('; '));
@@ -193,7 +193,7 @@ test('a worker SIGKILLed with many tiny tasks in flight fails exactly the task t
 test('a task that hangs synchronously among pipelined tiny tasks: only it times out', async (t) => {
   const hangers = new Set([200, 330]);
   const tasks = Array.from({ length: 400 }, (_, i) => (hangers.has(i) ? chaos.spinForever() : chaos.square(i)));
-  const { outcomes, pids } = await settle(tasks, { concurrency: 2, timeout: 1000, killTimeout: 100 });
+  const { outcomes, pids } = await settle(tasks, { concurrency: 2, timeout: 1000, killTimeout: 100, workerExecArgv: preload(fixture('chaos-tasks.ts')) });
   const failed = outcomes.flatMap((o, i) => (o.status === 'rejected' ? [`${i}:${(o as TaskFailure).reason.kind}`] : []));
   t.deepEqual(failed, ['200:timeout', '330:timeout']);
   t.deepEqual(leftovers(pids), []);

@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import test from 'ava';
 import { commandTask, processTask, schedule$, taskModule } from '../../src/index.js';
 import { isRunning, leftovers, readProcs, readStat } from '../fixtures/chaos-procs.js';
-import { first, fixture, isAlive } from '../helpers.js';
+import { first, fixture, isAlive, preload } from '../helpers.js';
 
 const chaos = taskModule<typeof import('../fixtures/chaos-tasks.js')>(fixture('chaos-tasks.ts'));
 
@@ -71,7 +71,7 @@ test('terminating a command that ignores SIGTERM SIGKILLs its group after killTi
 });
 
 test("a module task's grandchildren are killed with its worker when it times out", async (t) => {
-  const run = schedule$([chaos.spawnGrandchildAndHang()], { settle: true, timeout: 1000, output: 'ignore' });
+  const run = schedule$([chaos.spawnGrandchildAndHang()], { settle: true, timeout: 1000, output: 'ignore', workerExecArgv: preload(fixture('chaos-tasks.ts')) });
   const reported = first(run.taskProgress$, () => true);
   const done = run.toOrderedArray();
   const { pid, grandchild } = (await reported).value as { pid: number; grandchild: number };

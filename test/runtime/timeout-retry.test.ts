@@ -8,9 +8,11 @@ import { join } from 'node:path';
 import test from 'ava';
 import { TaskError, commandTask, schedule$, taskModule, type TaskFailure } from '../../src/index.js';
 import { leftovers, readProcs } from '../fixtures/chaos-procs.js';
-import { fixture } from '../helpers.js';
+import { fixture, preload } from '../helpers.js';
 
 const chaos = taskModule<typeof import('../fixtures/chaos-tasks.js')>(fixture('chaos-tasks.ts'));
+/** Short timeouts below: the module is loaded before the clock starts (see preload). */
+const workerExecArgv = preload(fixture('chaos-tasks.ts'));
 
 function tempDir(t: { teardown(fn: () => void): void }): string {
   const dir = mkdtempSync(join(tmpdir(), 'aps-retry-'));
@@ -19,7 +21,7 @@ function tempDir(t: { teardown(fn: () => void): void }): string {
 }
 
 test('a task past its timeout is killed and fails with kind timeout; the worker is replaced', async (t) => {
-  const run = schedule$([chaos.reportPidAndHang(), chaos.square(3)], { concurrency: 1, settle: true, timeout: 400, output: 'ignore' });
+  const run = schedule$([chaos.reportPidAndHang(), chaos.square(3)], { concurrency: 1, settle: true, timeout: 400, output: 'ignore', workerExecArgv });
   let victim = 0;
   run.taskProgress$.subscribe((p) => (victim = (p.value as { pid: number }).pid));
   const [hung, after] = await run.toOrderedArray();
@@ -34,7 +36,7 @@ test('a task past its timeout is killed and fails with kind timeout; the worker 
 });
 
 test('a timed-out task that ignores SIGTERM is SIGKILLed after killTimeout, and the error says so', async (t) => {
-  const run = schedule$([chaos.ignoreSigtermAndHang()], { settle: true, timeout: 400, killTimeout: 300, output: 'ignore' });
+  const run = schedule$([chaos.ignoreSigtermAndHang()], { settle: true, timeout: 400, killTimeout: 300, output: 'ignore', workerExecArgv });
   let victim = 0;
   run.taskProgress$.subscribe((p) => (victim = (p.value as { pid: number }).pid));
   const [outcome] = await run.toOrderedArray();
@@ -71,6 +73,7 @@ test("a task's own timeout overrides the run's", async (t) => {
     settle: true,
     timeout: 300,
     concurrency: 2,
+    workerExecArgv,
   }).toOrderedArray();
   t.like(outcomes[0], { status: 'fulfilled', value: 'slow but allowed' });
   t.is((outcomes[1] as TaskFailure).reason.kind, 'timeout');
@@ -104,7 +107,7 @@ test('retries: a task that keeps failing ends with the last attempt number, on t
 
 test('retries: a timeout is retried by default, and the retry gets a fresh timeout', async (t) => {
   const dir = tempDir(t);
-  const [value] = await schedule$([chaos.chaos(5, 'hang-once', dir)], { timeout: 500, killTimeout: 100, retries: { retries: 1, delay: 1 } })
+  const [value] = await schedule$([chaos.chaos(5, 'hang-once', dir)], { timeout: 500, killTimeout: 100, retries: { retries: 1, delay: 1 }, workerExecArgv })
     .toOrderedArray();
   t.is(value, 16);
 });
