@@ -231,6 +231,9 @@ test('a lazy generator is pulled only as slots free up', async (t) => {
   t.teardown(() => counting.unsubscribe());
   const firstFive = await lastValueFrom(run.ordered$.pipe(take(5), toArray()));
   counting.unsubscribe();
+  // Unsubscribed: the run is terminated; its workers are gone once terminate() resolves.
+  await run.terminate();
+  t.deepEqual(run.pids(), []);
   t.deepEqual(firstFive, [0, 1, 4, 9, 16]);
   t.true(pulled > 5 && pulled < 1_000_000, `pulled ${pulled}`);
   t.true(mostAhead <= bound, `the source ran ${mostAhead} tasks ahead of the completions`);

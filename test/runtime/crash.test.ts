@@ -12,7 +12,10 @@ import {
 import { leftovers } from '../fixtures/chaos-procs.js';
 import { first, fixture, isAlive, preload } from '../helpers.js';
 
-const chaos = taskModule<typeof import('../fixtures/chaos-tasks.js')>(fixture('chaos-tasks.ts'));
+const chaosTasks = fixture('chaos-tasks.ts');
+const chaos = taskModule<typeof import('../fixtures/chaos-tasks.js')>(chaosTasks);
+/** For the short timeouts below: the module is loaded before the clock starts (see preload). */
+const preloadChaos = preload(chaosTasks);
 const bootFixture = fixture('chaos-boot.ts').href;
 
 /** Every pid the run shows while it runs, so the test can check afterwards that all are gone. */
@@ -171,7 +174,7 @@ test("a worker's start-up does not count against the timeout of the task sent to
   // which a loaded machine can stretch to a second or two).
   const { outcomes, errors } = await settle([chaos.square(9), chaos.sleepThen(1, 'x')], {
     timeout: 4000,
-    workerExecArgv: ['--import', bootFixture, ...preload(fixture('chaos-tasks.ts'))],
+    workerExecArgv: ['--import', bootFixture, ...preloadChaos],
     workerEnv: { ...process.env, APS_CHAOS_BOOT: 'slow:6000' },
   });
   t.deepEqual(errors, [undefined, undefined], errors.map((e) => e?.message).join('; '));
@@ -195,7 +198,7 @@ test('a task that hangs synchronously among pipelined tiny tasks: only it times 
   const tasks = Array.from({ length: 400 }, (_, i) => (hangers.has(i) ? chaos.spinForever() : chaos.square(i)));
   // 3 s: every tiny task runs under the same timeout, and a worker stalled for a second by a
   // crowded host must not make one of them look hung.
-  const { outcomes, pids } = await settle(tasks, { concurrency: 2, timeout: 3000, killTimeout: 100, workerExecArgv: preload(fixture('chaos-tasks.ts')) });
+  const { outcomes, pids } = await settle(tasks, { concurrency: 2, timeout: 3000, killTimeout: 100, workerExecArgv: preloadChaos });
   const failed = outcomes.flatMap((o, i) => (o.status === 'rejected' ? [`${i}:${(o as TaskFailure).reason.kind}`] : []));
   t.deepEqual(failed, ['200:timeout', '330:timeout']);
   t.deepEqual(leftovers(pids), []);

@@ -9,7 +9,8 @@ import { commandTask, processTask, schedule$, taskModule } from '../../src/index
 import { isRunning, leftovers, readProcs, readStat } from '../fixtures/chaos-procs.js';
 import { first, fixture, isAlive, preload } from '../helpers.js';
 
-const chaos = taskModule<typeof import('../fixtures/chaos-tasks.js')>(fixture('chaos-tasks.ts'));
+const chaosTasks = fixture('chaos-tasks.ts');
+const chaos = taskModule<typeof import('../fixtures/chaos-tasks.js')>(chaosTasks);
 
 test("the tests' /proc reader: a child's parent, name, group and start, running until it exits", async (t) => {
   const child = spawn('sleep', ['30'], { stdio: 'ignore', detached: true });
@@ -71,7 +72,7 @@ test('terminating a command that ignores SIGTERM SIGKILLs its group after killTi
 });
 
 test("a module task's grandchildren are killed with its worker when it times out", async (t) => {
-  const run = schedule$([chaos.spawnGrandchildAndHang()], { settle: true, timeout: 1000, output: 'ignore', workerExecArgv: preload(fixture('chaos-tasks.ts')) });
+  const run = schedule$([chaos.spawnGrandchildAndHang()], { settle: true, timeout: 1000, output: 'ignore', workerExecArgv: preload(chaosTasks) });
   const reported = first(run.taskProgress$, () => true);
   const done = run.toOrderedArray();
   const { pid, grandchild } = (await reported).value as { pid: number; grandchild: number };

@@ -10,9 +10,10 @@ import { TaskError, commandTask, schedule$, taskModule, type TaskFailure } from 
 import { leftovers, readProcs } from '../fixtures/chaos-procs.js';
 import { fixture, preload } from '../helpers.js';
 
-const chaos = taskModule<typeof import('../fixtures/chaos-tasks.js')>(fixture('chaos-tasks.ts'));
+const chaosTasks = fixture('chaos-tasks.ts');
+const chaos = taskModule<typeof import('../fixtures/chaos-tasks.js')>(chaosTasks);
 /** Short timeouts below: the module is loaded before the clock starts (see preload). */
-const workerExecArgv = preload(fixture('chaos-tasks.ts'));
+const workerExecArgv = preload(chaosTasks);
 
 function tempDir(t: { teardown(fn: () => void): void }): string {
   const dir = mkdtempSync(join(tmpdir(), 'aps-retry-'));
