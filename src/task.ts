@@ -19,7 +19,8 @@ const NO_OPTIONS: TaskOptions & CommandTaskOptions = Object.freeze({});
 export interface TaskOptions {
   /**
    * Kill the task and fail it with `kind: 'timeout'` when it runs longer than this many
-   * milliseconds, counted from its start. Overrides the run's `timeout`.
+   * milliseconds, counted from its start. Overrides the run's `timeout`. A module task with a
+   * timeout is not queued in a worker behind tasks without one (the README's FAQ says why).
    * @default the run's `timeout` (none)
    */
   timeout?: number;

@@ -345,11 +345,17 @@ export class LocalRuntime implements TaskRuntime {
       return;
     }
     const oneAtATime = lane.suspects.size > 0 && hasSuspects(lane);
+    // A task is timed from when it reaches the head of its lane, and a worker sends the results
+    // of tiny tasks in batches: behind a task without a timeout, a task that hangs synchronously
+    // would hold that task's result in its worker, never reach the head, and never time out. So
+    // a task with a timeout is sent only when every task ahead of it on the worker has one too.
+    let untimedAhead = false;
     for (let i = 0; i < lane.jobs.length; i++) {
       const job = lane.jobs.at(i)!;
       if (job.task.kind === 'module') {
         if (oneAtATime && i > 0) break;
-        if (job.state === 'queued' && !this.#send(lane, job)) break;
+        if (job.state === 'queued' && ((untimedAhead && job.timeout !== undefined) || !this.#send(lane, job))) break;
+        if (job.timeout === undefined) untimedAhead = true;
         if (i === 0 && job.state === 'sent') this.#markRunning(job);
       } else {
         if (i === 0 && job.state === 'queued') this.#startProcessJob(job);

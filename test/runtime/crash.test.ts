@@ -203,3 +203,16 @@ test('a task that hangs synchronously among pipelined tiny tasks: only it times 
   t.deepEqual(failed, ['200:timeout', '330:timeout']);
   t.deepEqual(leftovers(pids), []);
 });
+
+test('a hanging task with its own timeout, among tiny tasks without one: it times out, the run ends', async (t) => {
+  // The tiny tasks have no timeout. Had the hanger been sent behind one of them, that task's
+  // result would wait in the stalled worker's outbox, the hanger would never become the task
+  // the parent times, and the run would never end.
+  const hangers = new Set([150, 290]);
+  const tasks = Array.from({ length: 400 }, (_, i) => (hangers.has(i) ? chaos.task('spinForever', [], { timeout: 1000 }) : chaos.square(i)));
+  const { outcomes, pids } = await settle(tasks, { concurrency: 2, killTimeout: 100, workerExecArgv: preloadChaos });
+  const failed = outcomes.flatMap((o, i) => (o.status === 'rejected' ? [`${i}:${(o as TaskFailure).reason.kind}`] : []));
+  t.deepEqual(failed, ['150:timeout', '290:timeout']);
+  t.true(outcomes.every((o, i) => o.status === 'rejected' || o.value === i * i));
+  t.deepEqual(leftovers(pids), []);
+});
