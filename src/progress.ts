@@ -33,7 +33,10 @@ export interface Progress {
   etaMs: number | undefined;
   /** Sum of the weights of the tasks that ended (see `TaskOptions.weight`). */
   weightDone: number;
-  /** Sum of the weights of all tasks; `undefined` until the total is known. */
+  /**
+   * Sum of the weights of all tasks: known from the start for an array of tasks, `undefined`
+   * for any other source until every task has been taken from it.
+   */
   weightTotal: number | undefined;
 }
 
@@ -59,6 +62,8 @@ export class ProgressState {
   endedAt: number | undefined;
   weightDone = 0;
   weightPulled = 0;
+  /** Known from the start for an array of tasks; otherwise once every task has been pulled. */
+  weightTotal: number | undefined;
 
   constructor(concurrency: number, total: number | undefined) {
     this.concurrency = concurrency;
@@ -70,7 +75,7 @@ export class ProgressState {
     const elapsedMs = this.startedAt ? now - this.startedAt : 0;
     const ended = this.completed + this.failed;
     const total = this.total;
-    const weightTotal = total !== undefined && this.pulled >= total ? this.weightPulled : undefined;
+    const weightTotal = this.weightTotal ?? (total !== undefined && this.pulled >= total ? this.weightPulled : undefined);
     let etaMs: number | undefined;
     if (this.state !== 'running') etaMs = this.state === 'idle' ? undefined : 0;
     else if (total !== undefined && ended > 0) {

@@ -24,7 +24,7 @@ import { lenderOf } from './pool.js';
 import { LocalRuntime } from './runtime/local-runtime.js';
 import type { OutputLine } from './runtime/output.js';
 import type { JobEvents, JobHandle, TaskRuntime, TaskStats } from './runtime/runtime.js';
-import { isTask, taskLabel, type Task, type TaskValue } from './task.js';
+import { isTask, taskLabel, type Task, type TaskOptions, type TaskValue } from './task.js';
 
 /** A task that ended well. The run emits these, in the order tasks finish. */
 export interface TaskResult<T> {
@@ -230,6 +230,8 @@ export class RunCore<T, M extends RunMode> {
     const initial = typeof options.concurrency === 'number' ? options.concurrency : isObservable(options.concurrency) ? 0 : clampAuto(options);
     const total = Array.isArray(source) ? source.length : undefined;
     this.#state = new ProgressState(initial, total);
+    // An array's weights are known at once, so a weighted progress bar has its scale from the start.
+    if (Array.isArray(source)) this.#state.weightTotal = sumOfWeights(source);
     this.#limit = initial;
     if (initial > 0) this.concurrency.next(initial);
     this.progress.next(this.#state.snapshot(0));
@@ -402,7 +404,7 @@ export class RunCore<T, M extends RunMode> {
   /** Starts one task's inner (see TaskObservable): its outcome goes to `sink`. */
   startTask(runtime: TaskRuntime, task: Task, index: number, sink: InnerSink<TaskOutcome<T>>): TaskInner<T> {
     const valid = isTask(task);
-    const inner = new TaskInner<T>(this.#innerContext, sink, index, valid ? (task.options.weight ?? 1) : 1);
+    const inner = new TaskInner<T>(this.#innerContext, sink, index, weightOf(task));
     this.#state.weightPulled += inner.weight;
     const invalid = !valid
       ? `it is not a task: expected one made by moduleTask, taskModule, commandTask or processTask, got ${formatValue(task)}`
@@ -698,6 +700,23 @@ class TaskInner<T> implements JobEvents, DirectSubscription {
   unsubscribe(): void {
     this.handle?.cancel();
   }
+}
+
+/**
+ * What a task counts in weighted progress: its `weight` option, or 1 when it has none, or none
+ * that is valid (such a task fails as invalid, and still ends).
+ */
+function weightOf(task: unknown): number {
+  if (!isTask(task)) return 1;
+  const options = task.options as TaskOptions | null;
+  const weight = typeof options === 'object' && options !== null ? options.weight : undefined;
+  return typeof weight === 'number' && weight >= 0 && weight !== Infinity ? weight : 1;
+}
+
+function sumOfWeights(tasks: readonly unknown[]): number {
+  let sum = 0;
+  for (let i = 0; i < tasks.length; i++) sum += weightOf(tasks[i]);
+  return sum;
 }
 
 function clampAuto(options: ResolvedOptions): number {

@@ -263,16 +263,18 @@ export function isTask(value: unknown): value is Task {
 
 /** A short human name for a task, used in errors. */
 export function taskLabel(task: Task): string {
-  if (task.options.label) return task.options.label;
+  // Checked as a malformed task may come (from plain JavaScript) with anything in its fields.
+  const label = typeof task.options === 'object' && task.options !== null ? task.options.label : undefined;
+  if (typeof label === 'string' && label !== '') return label;
   switch (task.kind) {
     case 'module': {
       const slash = task.module.lastIndexOf('/');
       return `${task.module.slice(slash + 1)}#${task.exportName}`;
     }
     case 'command':
-      return task.file;
+      return String(task.file);
     case 'process':
-      return task.factory.name ? `process ${task.factory.name}` : 'process';
+      return typeof task.factory === 'function' && task.factory.name ? `process ${task.factory.name}` : 'process';
   }
 }
 

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { TaskError, moduleTask, schedule$, type TaskFailure, type TaskResult } from '../src/index.js';
+import { TaskError, commandTask, moduleTask, processTask, schedule$, type Progress, type TaskFailure, type TaskResult } from '../src/index.js';
 import { fixture, work } from './helpers.js';
 
 /** Runs tasks in settle mode and returns each failure (undefined for successes), in input order. */
@@ -76,6 +76,43 @@ test('invalid per-task options are that task\'s error', async (t) => {
   const [error] = await failures([moduleTask(work, 'square', [2], { timeout: -5 })]);
   t.is(error!.kind, 'invalid');
   t.regex(error!.message, /task option timeout must be a number from 1/);
+});
+
+test('options that are not an object, and an invalid weight, are that task\'s error; progress still adds up', async (t) => {
+  const tasks = [
+    moduleTask(work, 'square', [2], null as never),
+    moduleTask(work, 'square', [2], { weight: 'x' } as never),
+    moduleTask(work, 'square', [3], { weight: 4 }),
+  ];
+  const run = schedule$(tasks, { settle: true, concurrency: 2, progressInterval: 0 });
+  const snapshots: Progress[] = [];
+  run.progress$.subscribe((p) => snapshots.push(p));
+  const outcomes = await run.toOrderedArray();
+  t.deepEqual(outcomes.map((o) => (o.status === 'rejected' ? (o as TaskFailure).reason.message : (o as TaskResult<number>).value)), [
+    'task #0 (work.ts#square) is invalid: task options must be an object',
+    'task #1 (work.ts#square) is invalid: task option weight must be a finite number >= 0, got x',
+    9,
+  ]);
+  // A task that cannot run counts 1: the weights are 1 + 1 + 4, known from the first snapshot.
+  t.true(snapshots.every((p) => p.weightTotal === 6));
+  t.like(snapshots.at(-1), { weightDone: 6, weightTotal: 6 });
+});
+
+test('a malformed command or process task (from plain JavaScript) is that task\'s error', async (t) => {
+  const errors = await failures([
+    commandTask('echo', 'hello' as never),
+    commandTask('echo', ['a', 1] as never),
+    commandTask(42 as never),
+    processTask('calc.js' as never),
+    processTask(null as never),
+  ]);
+  t.deepEqual(errors.map((e) => `${e!.kind}: ${e!.message}`), [
+    'invalid: task #0 (echo) is invalid: its arguments must be an array of strings, got "hello"',
+    'invalid: task #1 (echo) is invalid: its arguments must be strings, got 1 at position 1',
+    'invalid: task #2 (42) is invalid: its program must be a string, got 42',
+    'invalid: task #3 (process) is invalid: its factory must be a function that returns a ChildProcess, got "calc.js"',
+    'invalid: task #4 (process) is invalid: its factory must be a function that returns a ChildProcess, got null',
+  ]);
 });
 
 test('a relative module path is refused when the task is made, with the fix in the message', (t) => {

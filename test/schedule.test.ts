@@ -315,6 +315,7 @@ test('processTask: exiting without a result is a failure that says so', async (t
   t.is(silent?.kind, 'exited');
   t.regex(silent?.message ?? '', /exited with code 0.*without sending a result/);
   t.is(five?.exitCode, 5);
+  t.regex(five?.message ?? '', /exited with code 5.*without sending a result/);
 });
 
 test('task progress from inside a worker reaches taskProgress$ with the task index', async (t) => {

@@ -38,6 +38,19 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
   const o = task.options;
   const t0 = performance.now();
   const maxBuffer = o.maxBuffer ?? DEFAULT_MAX_BUFFER;
+  if (typeof task.file !== 'string') {
+    hooks.rejected({ kind: 'invalid', detail: `its program must be a string, got ${formatValue(task.file)}` });
+    return { child: undefined };
+  }
+  if (!Array.isArray(task.args)) {
+    hooks.rejected({ kind: 'invalid', detail: `its arguments must be an array of strings, got ${formatValue(task.args)}` });
+    return { child: undefined };
+  }
+  const notString = task.args.findIndex((arg) => typeof arg !== 'string');
+  if (notString >= 0) {
+    hooks.rejected({ kind: 'invalid', detail: `its arguments must be strings, got ${formatValue(task.args[notString])} at position ${notString}` });
+    return { child: undefined };
+  }
   if (o.input !== undefined && typeof o.input !== 'string' && !(o.input instanceof Uint8Array)) {
     hooks.rejected({ kind: 'invalid', detail: `its input must be a string or a Uint8Array, got ${formatValue(o.input)}` });
     return { child: undefined };

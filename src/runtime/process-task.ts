@@ -27,6 +27,10 @@ export interface ProcessHooks {
  */
 export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks: ProcessHooks, track: (pid: number) => () => void): ChildProcess | undefined {
   const t0 = performance.now();
+  if (typeof task.factory !== 'function') {
+    hooks.rejected({ kind: 'invalid', detail: `its factory must be a function that returns a ChildProcess, got ${formatValue(task.factory)}` });
+    return undefined;
+  }
   let child: ChildProcess;
   try {
     child = task.factory();
@@ -86,7 +90,7 @@ export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks:
     done();
     const base = { exitCode: code, signal, stderrTail: tap.stderrTail(), pid: child.pid, durationMs: performance.now() - t0 };
     if (signal) hooks.rejected({ ...base, kind: 'signaled' });
-    else hooks.rejected({ ...base, kind: 'exited', detail: code === 0 ? 'without sending a result' : undefined });
+    else hooks.rejected({ ...base, kind: 'exited', detail: 'without sending a result' });
   }));
   return child;
 }
