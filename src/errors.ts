@@ -140,7 +140,7 @@ export class TaskError extends Error {
 export class OptionError extends TypeError {
   declare readonly [OPTION_ERROR_BRAND]: true;
   override readonly name: string = 'OptionError';
-  /** The option's path, e.g. `concurrency` or `retry.attempts`. */
+  /** The option's path, e.g. `concurrency` or `retries.delay`. */
   readonly option: string;
   constructor(option: string, expectation: string, received: unknown, message?: string) {
     super(message ?? `options.${option} must be ${expectation}, got ${formatValue(received)}`);

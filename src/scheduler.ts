@@ -238,11 +238,13 @@ export class Scheduler<T = unknown> {
    * @example
    * ```ts
    * import { fork } from 'node:child_process';
+   * import { fileURLToPath } from 'node:url';
    * import { Scheduler } from 'async-process-scheduler';
    *
-   * // calc.js: const [x, y] = process.argv.slice(2).map(Number); process.send([x, y]);
+   * // calc.js, beside this file: const [x, y] = process.argv.slice(2).map(Number); process.send([x, y]);
+   * const calc = fileURLToPath(new URL('./calc.js', import.meta.url));
    * const scheduler = new Scheduler<[number, number]>();
-   * scheduler.addProcess(() => fork('calc.js', ['1', '2'], { detached: true }));
+   * scheduler.addProcess(() => fork(calc, ['1', '2'], { detached: true }));
    * console.log(await scheduler.run()); // [[1, 2]]
    * ```
    * @param factory Creates the process, with an IPC channel (`fork`, or `spawn` with `'ipc'` in `stdio`).

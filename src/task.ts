@@ -232,10 +232,12 @@ export function commandTask(file: string, args: readonly string[] = [], options:
  * @example
  * ```ts
  * import { fork } from 'node:child_process';
+ * import { fileURLToPath } from 'node:url';
  * import { schedule$, processTask } from 'async-process-scheduler';
  *
- * // calc.js: process.send(Number(process.argv[2]) * 2);
- * const tasks = [1, 2, 3].map((n) => processTask<number>(() => fork('calc.js', [String(n)], { detached: true })));
+ * // calc.js, beside this file: process.send(Number(process.argv[2]) * 2);
+ * const calc = fileURLToPath(new URL('./calc.js', import.meta.url));
+ * const tasks = [1, 2, 3].map((n) => processTask<number>(() => fork(calc, [String(n)], { detached: true })));
  * console.log(await schedule$(tasks).toOrderedArray()); // [2, 4, 6]
  * ```
  * @param factory Creates the process, with an IPC channel (`fork`, or `spawn` with `'ipc'` in `stdio`).
