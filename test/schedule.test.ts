@@ -211,6 +211,23 @@ test('primitives JSON would change arrive exact, among plain ones in the same ba
   values.forEach((value, i) => t.true(Object.is(back[i], value), `#${i}: sent ${inspect(value)}, got ${inspect(back[i])}`));
 });
 
+test('results are not held in a worker behind a long synchronous task', async (t) => {
+  // Tiny tasks first, so the worker has the long ones queued behind them in one batch. A result
+  // waiting in the worker's outbox would reach the parent only after the next task ended.
+  const tasks = [
+    ...Array.from({ length: 300 }, (_, i) => moduleTask<unknown>(work, 'square', [i])),
+    ...Array.from({ length: 3 }, () => moduleTask<unknown>(work, 'spin', [700])),
+  ];
+  const arrived: number[] = [];
+  const run = schedule$(tasks, { concurrency: 1 });
+  run.subscribe((c) => (arrived[c.index] = Date.now()));
+  const values = await run.toOrderedArray();
+  const ends = values.slice(300).map((v) => (v as { end: number }).end);
+  t.true(arrived[299]! < ends[0]!, `the last tiny task's result came ${arrived[299]! - ends[0]!} ms after the first long task ended`);
+  t.true(arrived[300]! < ends[1]!, `the first long task's result came ${arrived[300]! - ends[1]!} ms after the second one ended`);
+  t.true(arrived[301]! < ends[2]!, `the second long task's result came ${arrived[301]! - ends[2]!} ms after the third one ended`);
+});
+
 test('a lazy generator is pulled only as slots free up', async (t) => {
   // In flight at most: 2 workers × the deepest pipeline (128 tasks each). How far the source
   // runs ahead of the completions is what is bounded; how many tasks end before the first five

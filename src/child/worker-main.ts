@@ -39,7 +39,7 @@ process.send = function sendFromTask(_message: unknown, ...rest: unknown[]): boo
 } as typeof process.send;
 
 /** Function definitions by id: a promise while the module loads, then the function or a load error. */
-const functions = new Map<number, { url: string; name: string; fn?: Fn; error?: RemoteErrorInfo; timeCpu: boolean }>();
+const functions = new Map<number, { url: string; name: string; fn?: Fn; error?: RemoteErrorInfo; timeCpu: boolean; long: boolean }>();
 const modules = new Map<string, Promise<Record<string, unknown>>>();
 /**
  * Tasks to run, from `head` on, flat: QUEUED_WIDTH values per task (id, fnId, args, index). A
@@ -102,7 +102,7 @@ process.on('message', (received: unknown) => {
   const message = unpack(received) as ParentMessage;
   if (typeof message !== 'object' || message === null) return;
   if (message[TAG] === 'run') {
-    if (message.defs) for (const [id, url, name] of message.defs) functions.set(id, { url, name, timeCpu: true });
+    if (message.defs) for (const [id, url, name] of message.defs) functions.set(id, { url, name, timeCpu: true, long: true });
     const tasks = message.tasks;
     if (message.indexed) {
       for (let i = 0; i + INDEXED_TASK_WIDTH <= tasks.length; i += INDEXED_TASK_WIDTH) queue.push(tasks[i], tasks[i + 1], tasks[i + 2], tasks[i + 3]);
@@ -193,6 +193,10 @@ async function pump(): Promise<void> {
         record(id, INVALID, def.error, 0, 0);
         continue;
       }
+      // A function whose last call outlasted the batching window: the results waiting in the
+      // outbox go first, or they would wait as long again (and a timed task's result, held back,
+      // would make it look hung). Tiny functions never pay for a send here.
+      if (def.long && outbox.length > 0) flush();
       currentId = id;
       if (index !== undefined) marking = true;
       markIndex = index;
@@ -225,6 +229,7 @@ async function pump(): Promise<void> {
         cpuUs = Math.round(cpu.user + cpu.system);
       }
       def.timeCpu = async || durationUs >= CPU_TIMING_MIN_US;
+      def.long = durationUs >= FLUSH_AFTER_MS * 1000;
       currentId = undefined;
       markIndex = undefined;
       record(id, status, value, durationUs, cpuUs, t1);
