@@ -66,6 +66,7 @@ export class WorkerPool {
     ready: () => {},
     output: () => {},
     unsendable: () => {}, // an idle worker is sent nothing
+    reclaimed: () => {}, // the answer to a run that has given the worker back: nothing is left to move
     // An idle worker died (killed from outside, or its code crashed between tasks): forget it,
     // and kill what it may have left in its process group.
     exited: (worker) => {

@@ -228,6 +228,22 @@ test('results are not held in a worker behind a long synchronous task', async (t
   t.true(arrived[301]! < ends[2]!, `the second long task's result came ${arrived[301]! - ends[2]!} ms after the third one ended`);
 });
 
+test('tiny tasks sent ahead to a worker busy with a long async task move to an idle one', async (t) => {
+  // The tiny tasks after the slow one are split between the two workers as they are taken in;
+  // those sent to the slow task's worker would wait for it while the other worker had nothing
+  // left to do. They move instead, and every one of them ends before the slow task.
+  const slow = 1500;
+  const tasks = Array.from({ length: 3000 }, (_, i) => (i === slow ? moduleTask<number>(work, 'sleepThen', [2000, -1]) : moduleTask<number>(work, 'square', [i])));
+  const run = schedule$(tasks, { concurrency: 2 });
+  const order: number[] = [];
+  run.subscribe((c) => order.push(c.index));
+  const values = await run.toOrderedArray();
+  t.is(values[slow], -1);
+  t.true(values.every((v, i) => i === slow || v === i * i));
+  t.is(order.at(-1), slow, `${order.length - 1 - order.indexOf(slow)} tiny tasks ended after the slow one`);
+  t.deepEqual(run.pids(), []);
+});
+
 test('a lazy generator is pulled only as slots free up', async (t) => {
   // In flight at most: 2 workers × the deepest pipeline (128 tasks each). How far the source
   // runs ahead of the completions is what is bounded; how many tasks end before the first five

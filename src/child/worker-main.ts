@@ -66,6 +66,8 @@ const DRAIN_STALL_MS = 5000;
 /** After the parent let go: the longest this process drains its output. */
 const DRAIN_MAX_MS = 60_000;
 const FLUSH_AFTER_COUNT = 256;
+/** After a synchronous task this long, the worker reads its messages before the next task. */
+const YIELD_AFTER_MS = 10;
 /** Tasks shorter than this (µs) are not worth a CPU-time reading (see pump). */
 const CPU_TIMING_MIN_US = 100;
 
@@ -110,6 +112,20 @@ process.on('message', (received: unknown) => {
       for (let i = 0; i + TASK_WIDTH <= tasks.length; i += TASK_WIDTH) queue.push(tasks[i], tasks[i + 1], tasks[i + 2], undefined);
     }
     if (!pumping) void pump();
+  } else if (message[TAG] === 'reclaim') {
+    // Another worker is idle while this one is in a long task: the tasks queued last, which have
+    // not started, go back to the parent to run there.
+    const ids: number[] = [];
+    let count = typeof message.count === 'number' ? message.count : 0;
+    while (count > 0 && queue.length > head) {
+      const at = queue.length - QUEUED_WIDTH;
+      const id = queue[at];
+      queue.length = at;
+      if (id === SKIPPED) continue;
+      ids.push(id as number);
+      count--;
+    }
+    post({ [TAG]: 'reclaimed', ids });
   } else if (message[TAG] === 'skip') {
     // The parent sends a skip only after the task itself (see WorkerProcess.skip). Not found in
     // the queue, it has started or run already: its result is on its way, and will be ignored.
@@ -233,6 +249,12 @@ async function pump(): Promise<void> {
       currentId = undefined;
       markIndex = undefined;
       record(id, status, value, durationUs, cpuUs, t1);
+      // After a long synchronous task, messages that came meanwhile (a skip, a reclaim) are read
+      // before the next task starts, not once the whole queue has run.
+      if (!async && durationUs >= YIELD_AFTER_MS * 1000 && head < queue.length) {
+        flush();
+        await new Promise(setImmediate);
+      }
     }
   } finally {
     pumping = false;

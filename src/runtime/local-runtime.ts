@@ -5,7 +5,9 @@
  * time, in order; a lane may own a warm worker process for module tasks. Module tasks are sent
  * to the lane's worker ahead of time (pipelining, up to `depth` per lane) so a worker never
  * idles waiting for its next task; commands and process tasks start when they reach the head of
- * their lane. So at most `concurrency` tasks execute at once, whatever the kinds.
+ * their lane. So at most `concurrency` tasks execute at once, whatever the kinds. A lane left
+ * with nothing to do takes a share of the tasks waiting behind another lane's head (see
+ * #rebalance), so one slow task does not hold up those sent with it.
  *
  * @module
  */
@@ -56,6 +58,11 @@ export interface LocalRuntimeOptions {
 /** Pipelining aims to keep about this much work (µs) queued in each worker. */
 const PIPELINE_BUDGET_US = 1000;
 const MAX_DEPTH = 128;
+/**
+ * How long a lane may sit idle, with tasks waiting behind another lane's head, before they move
+ * to it. Tiny tasks are done by then: only a head that runs long sets it off.
+ */
+const REBALANCE_AFTER_MS = 20;
 /** A worker's resident memory is read at most this often (ms), with `maxWorkerRss`. */
 const RSS_CHECK_INTERVAL_MS = 50;
 /** Consecutive workers dying before they are ready, after which the runtime stops forking. */
@@ -179,8 +186,12 @@ export class LocalRuntime implements TaskRuntime {
     unsendable(tasks: UnsendableTask[]): void {
       this.runtime.#onUnsendable(tasks);
     }
+    reclaimed(worker: WorkerProcess, ids: readonly number[]): void {
+      this.runtime.#onReclaimed(worker, ids);
+    }
   };
   readonly #listener: WorkerListener = new LocalRuntime.#Listener(this);
+  #rebalanceTimer: NodeJS.Timeout | undefined;
 
   constructor(options: LocalRuntimeOptions) {
     this.#options = options;
@@ -266,6 +277,7 @@ export class LocalRuntime implements TaskRuntime {
 
   async shutdown(graceful: boolean): Promise<void> {
     this.#closing = true;
+    clearTimeout(this.#rebalanceTimer);
     const workers = new Set<WorkerProcess>(this.#spares);
     for (const timer of this.#spareTimers.values()) clearTimeout(timer);
     this.#spareTimers.clear();
@@ -748,6 +760,7 @@ export class LocalRuntime implements TaskRuntime {
       return;
     }
     if (!lane.worker && !lane.next) return;
+    this.#rebalanceSoon();
     clearTimeout(lane.idleTimer);
     lane.idleTimer = setTimeout(() => {
       lane.idleTimer = undefined;
@@ -775,6 +788,82 @@ export class LocalRuntime implements TaskRuntime {
         }, this.#options.idleTimeout));
       }
     }
+  }
+
+  // ---- balance -------------------------------------------------------------------------------
+
+  #rebalanceSoon(): void {
+    if (this.#rebalanceTimer !== undefined || this.#closing) return;
+    this.#rebalanceTimer = setTimeout(() => {
+      this.#rebalanceTimer = undefined;
+      this.#rebalance();
+    }, REBALANCE_AFTER_MS);
+  }
+
+  /**
+   * Tasks are given to a lane when they are taken in, and tiny ones are sent to its worker ahead
+   * of time. When a lane has nothing to do while another lane's head runs long (a slow task among
+   * tiny ones, or the last tasks of a run), the tasks waiting behind that head move: those still
+   * in the parent at once, those sent to the busy worker once it gives them back (between two
+   * tasks, or at once while an async task waits). A share for each idle lane moves, the busy lane
+   * keeps its own, so two lanes with work never trade all of it back and forth.
+   */
+  #rebalance(): void {
+    if (this.#closing || this.#broken !== undefined) return;
+    const idle = this.#idleLanes();
+    if (idle.length === 0) return;
+    let next = 0;
+    for (const lane of this.#lanes) {
+      if (lane.jobs.length < 2 || lane.suspects.size > 0) continue;
+      const worker = lane.worker;
+      const waiting: Job[] = [];
+      let sentAhead = 0;
+      for (let i = 1; i < lane.jobs.length; i++) {
+        const job = lane.jobs.at(i)!;
+        if (job.state === 'queued') waiting.push(job);
+        else if (job.state === 'sent' && job.worker === worker) sentAhead++;
+      }
+      const share = (n: number) => n - Math.floor(n / (idle.length + 1));
+      for (const job of waiting.slice(waiting.length - share(waiting.length))) this.#moveJob(job, idle[next++ % idle.length]!);
+      if (sentAhead > 0 && worker && worker.ready && worker.alive && !worker.reclaiming) worker.reclaim(share(sentAhead));
+    }
+  }
+
+  /** Lanes in use whose worker is ready and has nothing to do. */
+  #idleLanes(): Lane[] {
+    const idle: Lane[] = [];
+    const usable = Math.min(this.#target, this.#lanes.length);
+    for (let i = 0; i < usable; i++) {
+      const lane = this.#lanes[i]!;
+      if (lane.jobs.length === 0 && lane.worker?.ready && lane.worker.alive) idle.push(lane);
+    }
+    return idle;
+  }
+
+  /** Tasks a worker gave back (see #rebalance): they go to the idle lanes, or back in line where they were. */
+  #onReclaimed(worker: WorkerProcess, ids: readonly number[]): void {
+    if (this.#closing) return;
+    const idle = this.#idleLanes();
+    let next = 0;
+    // The worker gives back the tasks queued last first: in input order, they are the reverse.
+    for (let i = ids.length - 1; i >= 0; i--) {
+      const job = this.#jobsById.get(ids[i]!);
+      if (!job || job.worker !== worker || job.state !== 'sent') continue;
+      this.#jobsById.delete(job.id);
+      worker.inFlight--;
+      worker.sent--;
+      job.worker = undefined;
+      job.state = 'queued';
+      if (idle.length > 0) this.#moveJob(job, idle[next++ % idle.length]!);
+      else if (job.lane) this.#advanceSoon(job.lane);
+    }
+  }
+
+  #moveJob(job: Job, to: Lane): void {
+    job.lane?.jobs.remove(job);
+    job.lane = to;
+    to.jobs.push(job);
+    this.#advanceSoon(to);
   }
 
   #checkRss(worker: WorkerProcess): void {

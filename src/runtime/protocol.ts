@@ -53,7 +53,16 @@ export interface SkipMessage {
   id: number;
 }
 
-export type ParentMessage = RunMessage | SkipMessage;
+/**
+ * Parent -> worker: another worker has nothing to do, and this one is stuck in a long task. Give
+ * back up to `count` of the tasks queued last that have not started.
+ */
+export interface ReclaimMessage {
+  [TAG]: 'reclaim';
+  count: number;
+}
+
+export type ParentMessage = RunMessage | SkipMessage | ReclaimMessage;
 
 /**
  * Status codes of a result: fulfilled; the function threw or rejected; the task could
@@ -99,7 +108,13 @@ export interface FatalMessage {
   error: RemoteErrorInfo;
 }
 
-export type WorkerMessage = ReadyMessage | DoneMessage | ProgressMessage | FatalMessage;
+/** Worker -> parent: the tasks it gave back for a {@link ReclaimMessage} (perhaps none); they will not run there. */
+export interface ReclaimedMessage {
+  [TAG]: 'reclaimed';
+  ids: number[];
+}
+
+export type WorkerMessage = ReadyMessage | DoneMessage | ProgressMessage | FatalMessage | ReclaimedMessage;
 
 /** True for any tagged library message; everything else is a user's own message. */
 export function isTagged(message: unknown): message is { [TAG]: string } {

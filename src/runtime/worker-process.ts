@@ -45,6 +45,8 @@ export interface WorkerListener {
   output(line: OutputLine): void;
   /** Tasks that could not be sent (an argument that cannot be cloned); the rest of their batch went. */
   unsendable(tasks: UnsendableTask[]): void;
+  /** Tasks the worker gave back after {@link WorkerProcess.reclaim}: they will not run there. */
+  reclaimed(worker: WorkerProcess, ids: readonly number[]): void;
 }
 
 export interface FatalReport {
@@ -76,6 +78,8 @@ export class WorkerProcess {
   inFlight = 0;
   /** Tasks sent over this worker's life. */
   sent = 0;
+  /** A reclaim is on its way: no second one until it is answered. */
+  reclaiming = false;
   /** When its resident memory was last read (performance.now()), with `maxWorkerRss`. */
   rssCheckedAt = -Infinity;
   /** The task index to attribute captured output to; set by the owner. */
@@ -296,6 +300,17 @@ export class WorkerProcess {
     if (this.child.connected) this.child.send(message);
   }
 
+  /**
+   * Asks the worker to give back up to `count` of its queued tasks that have not started, the
+   * ones sent last first; the answer comes to the listener's `reclaimed`.
+   */
+  reclaim(count: number): void {
+    this.reclaiming = true;
+    // Tasks of this tick go first: the worker can only give back what it has been sent.
+    this.#flush();
+    this.#post({ [TAG]: 'reclaim', count });
+  }
+
   #onMessage(message: WorkerMessage): void {
     // Anything user code sends with process.send is not ours: ignore it rather than be confused by it.
     if (!isTagged(message)) return;
@@ -317,6 +332,13 @@ export class WorkerProcess {
         this.#booted(true);
         this.#listener.ready(this);
         break;
+      case 'reclaimed': {
+        const ids = message.ids as unknown;
+        if (!this.reclaiming || !Array.isArray(ids) || !ids.every((id) => typeof id === 'number')) break;
+        this.reclaiming = false;
+        this.#listener.reclaimed(this, ids);
+        break;
+      }
       case 'fatal':
         if (typeof message.error !== 'object' || message.error === null) break;
         this.#fatal = { id: typeof message.id === 'number' ? message.id : undefined, error: message.error };
