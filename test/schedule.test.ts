@@ -216,7 +216,9 @@ test('results are not held in a worker behind a long synchronous task', async (t
   // waiting in the worker's outbox would reach the parent only after the next task ended.
   const tasks = [
     ...Array.from({ length: 300 }, (_, i) => moduleTask<unknown>(work, 'square', [i])),
-    ...Array.from({ length: 3 }, () => moduleTask<unknown>(work, 'spin', [700])),
+    // Long enough that a parent slowed down by a crowded host still reads a result sent at once
+    // before the next task ends.
+    ...Array.from({ length: 2 }, () => moduleTask<unknown>(work, 'spin', [1500])),
   ];
   const arrived: number[] = [];
   const run = schedule$(tasks, { concurrency: 1 });
@@ -225,7 +227,6 @@ test('results are not held in a worker behind a long synchronous task', async (t
   const ends = values.slice(300).map((v) => (v as { end: number }).end);
   t.true(arrived[299]! < ends[0]!, `the last tiny task's result came ${arrived[299]! - ends[0]!} ms after the first long task ended`);
   t.true(arrived[300]! < ends[1]!, `the first long task's result came ${arrived[300]! - ends[1]!} ms after the second one ended`);
-  t.true(arrived[301]! < ends[2]!, `the second long task's result came ${arrived[301]! - ends[2]!} ms after the third one ended`);
 });
 
 test('tiny tasks sent ahead to a worker busy with a long async task move to an idle one', async (t) => {

@@ -253,6 +253,9 @@ async function pump(): Promise<void> {
       // before the next task starts, not once the whole queue has run.
       if (!async && durationUs >= YIELD_AFTER_MS * 1000 && head < queue.length) {
         flush();
+        // Twice: started from a message handler (the poll phase), the first resumes in the same
+        // turn of the event loop, before the channel is read again; the second after it is.
+        await new Promise(setImmediate);
         await new Promise(setImmediate);
       }
     }

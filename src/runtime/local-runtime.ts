@@ -453,6 +453,8 @@ export class LocalRuntime implements TaskRuntime {
         this.#armTimeout(head);
       }
     }
+    // A lane may have gone idle while this worker was starting: it can give tasks back now.
+    if (this.#idleLanes().length > 0) this.#rebalanceSoon();
   }
 
   #armTimeout(job: Job): void {
@@ -840,7 +842,11 @@ export class LocalRuntime implements TaskRuntime {
     return idle;
   }
 
-  /** Tasks a worker gave back (see #rebalance): they go to the idle lanes, or back in line where they were. */
+  /**
+   * Tasks a worker gave back (see #rebalance): they go to the idle lanes or, when none is left,
+   * to the end of their own lane. Not back where they were: tasks sent to that worker meanwhile
+   * are ahead of them now, and a lane's order must stay the order its worker runs them in.
+   */
   #onReclaimed(worker: WorkerProcess, ids: readonly number[]): void {
     if (this.#closing) return;
     const idle = this.#idleLanes();
@@ -848,22 +854,28 @@ export class LocalRuntime implements TaskRuntime {
     // The worker gives back the tasks queued last first: in input order, they are the reverse.
     for (let i = ids.length - 1; i >= 0; i--) {
       const job = this.#jobsById.get(ids[i]!);
-      if (!job || job.worker !== worker || job.state !== 'sent') continue;
+      // 'running' too: a lane's head is marked running when it reaches the front, but the worker
+      // says it never started it (it gave it back between two tasks).
+      if (!job || job.worker !== worker || (job.state !== 'sent' && job.state !== 'running')) continue;
       this.#jobsById.delete(job.id);
       worker.inFlight--;
       worker.sent--;
       job.worker = undefined;
-      job.state = 'queued';
-      if (idle.length > 0) this.#moveJob(job, idle[next++ % idle.length]!);
-      else if (job.lane) this.#advanceSoon(job.lane);
+      this.#requeue(job);
+      const to = idle.length > 0 ? idle[next++ % idle.length] : job.lane;
+      if (to) this.#moveJob(job, to);
     }
   }
 
+  /** Moves a job that has not started to the end of lane `to` (its own, or another). */
   #moveJob(job: Job, to: Lane): void {
-    job.lane?.jobs.remove(job);
+    const from = job.lane;
+    from?.jobs.remove(job);
     job.lane = to;
     to.jobs.push(job);
     this.#advanceSoon(to);
+    // It may have been the head: the next one starts (its clock, its count as executing).
+    if (from && from !== to) this.#advanceSoon(from);
   }
 
   #checkRss(worker: WorkerProcess): void {

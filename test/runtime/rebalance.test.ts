@@ -1,0 +1,46 @@
+/**
+ * Tasks sent ahead to a worker that is busy with a long task move to a worker with nothing to do:
+ * the busy worker gives back the ones it has not started, between two tasks.
+ */
+import test from 'ava';
+import { moduleTask, type Task } from '../../src/index.js';
+import { LocalRuntime } from '../../src/runtime/local-runtime.js';
+import { isAlive, waitGone, work } from '../helpers.js';
+
+function runtimeFor(t: { teardown(fn: () => unknown): void }) {
+  const runtime = new LocalRuntime({
+    concurrency: 2, maxTasksPerWorker: Infinity, idleTimeout: 5000, killTimeout: 1000, maxWorkerRss: undefined,
+    output: 'inherit', workerExecArgv: [], workerEnv: undefined,
+  });
+  // Whatever fails below, the workers go (shutdown is idempotent).
+  t.teardown(() => runtime.shutdown(false));
+  const start = (task: Task, index: number) =>
+    new Promise<unknown>((resolve, reject) => {
+      runtime.start({ task, index, attempt: 1, timeout: undefined }, { fulfilled: resolve, rejected: reject, progress: () => {} });
+    });
+  return { runtime, start };
+}
+
+// Started in one tick, tasks alternate between the two lanes: 0, 2, 4 on one, 1, 3 on the other.
+// The long synchronous tasks keep the first lane's worker busy while the second has nothing to do.
+for (const [name, long] of [
+  // Given back after the parent has the long task's result, and so has marked it running.
+  ['the next one in line', [1000]],
+  // Given back while another task is still ahead of it.
+  ['behind another long one', [300, 1000]],
+] as const) {
+  test(`a task waiting behind a long synchronous one (${name}) runs once, on the idle worker`, async (t) => {
+    const { runtime, start } = runtimeFor(t);
+    const busy = long.map((ms, i) => start(moduleTask(work, 'spin', [ms]), 2 * i));
+    const other = long.map((_, i) => start(moduleTask(work, 'pid'), 2 * i + 1));
+    const waiting = start(moduleTask(work, 'pid'), 2 * long.length);
+    const [otherPid] = (await Promise.all(other)) as number[];
+    const pids = runtime.pids();
+    t.is(pids.length, 2);
+    t.is(await waiting, otherPid, 'it moved to the worker that had nothing to do');
+    await Promise.all(busy);
+    await runtime.shutdown(true);
+    t.deepEqual(await waitGone(pids), []);
+    t.false(pids.some(isAlive));
+  });
+}
