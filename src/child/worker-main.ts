@@ -125,7 +125,7 @@ process.on('message', (received: unknown) => {
       ids.push(id as number);
       count--;
     }
-    post({ [TAG]: 'reclaimed', ids });
+    post({ [TAG]: 'reclaimed', ids, seq: message.seq });
   } else if (message[TAG] === 'skip') {
     // The parent sends a skip only after the task itself (see WorkerProcess.skip). Not found in
     // the queue, it has started or run already: its result is on its way, and will be ignored.

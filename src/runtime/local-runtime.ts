@@ -816,28 +816,37 @@ export class LocalRuntime implements TaskRuntime {
     if (idle.length === 0) return;
     let next = 0;
     for (const lane of this.#lanes) {
-      if (lane.jobs.length < 2 || lane.suspects.size > 0) continue;
+      if (lane.jobs.length < 2 || lane.suspects.size > 0 || idle.includes(lane)) continue;
       const worker = lane.worker;
-      const waiting: Job[] = [];
+      const queued: Job[] = [];
       let sentAhead = 0;
       for (let i = 1; i < lane.jobs.length; i++) {
         const job = lane.jobs.at(i)!;
-        if (job.state === 'queued') waiting.push(job);
+        if (job.state === 'queued') queued.push(job);
         else if (job.state === 'sent' && job.worker === worker) sentAhead++;
       }
-      const share = (n: number) => n - Math.floor(n / (idle.length + 1));
-      for (const job of waiting.slice(waiting.length - share(waiting.length))) this.#moveJob(job, idle[next++ % idle.length]!);
-      if (sentAhead > 0 && worker && worker.ready && worker.alive && !worker.reclaiming) worker.reclaim(share(sentAhead));
+      // The idle lanes' share of all that waits, taken from what is still in the parent first
+      // (the last of it): only what is missing is asked back from the worker.
+      const waiting = queued.length + sentAhead;
+      const share = waiting - Math.floor(waiting / (idle.length + 1));
+      const moving = Math.min(share, queued.length);
+      for (const job of queued.slice(queued.length - moving)) this.#moveJob(job, idle[next++ % idle.length]!);
+      const asked = share - moving;
+      if (asked > 0 && worker && worker.ready && worker.alive && !worker.reclaiming) worker.reclaim(asked);
     }
   }
 
-  /** Lanes in use whose worker is ready and has nothing to do. */
+  /**
+   * Lanes in use with nothing to do, whose worker is ready, or that have none (it left after
+   * `idleTimeout`: a task sent there starts one).
+   */
   #idleLanes(): Lane[] {
     const idle: Lane[] = [];
     const usable = Math.min(this.#target, this.#lanes.length);
     for (let i = 0; i < usable; i++) {
       const lane = this.#lanes[i]!;
-      if (lane.jobs.length === 0 && lane.worker?.ready && lane.worker.alive) idle.push(lane);
+      const worker = lane.worker;
+      if (lane.jobs.length === 0 && (worker ? worker.ready && worker.alive : !lane.next)) idle.push(lane);
     }
     return idle;
   }
@@ -862,9 +871,32 @@ export class LocalRuntime implements TaskRuntime {
       worker.sent--;
       job.worker = undefined;
       this.#requeue(job);
-      const to = idle.length > 0 ? idle[next++ % idle.length] : job.lane;
-      if (to) this.#moveJob(job, to);
+      if (idle.length > 0) this.#moveJob(job, idle[next++ % idle.length]!);
+      else this.#putBack(job);
     }
+  }
+
+  /**
+   * A task given back when no lane is idle any more: in its own lane, after the tasks still on
+   * its worker and before those waiting in the parent, so the lane's order stays the order the
+   * worker runs them in. A lane past the concurrency limit (being trimmed) gets nothing new.
+   */
+  #putBack(job: Job): void {
+    const lane = job.lane;
+    if (!lane || this.#lanes.indexOf(lane) >= this.#target) {
+      this.#moveJob(job, this.#pickLane());
+      return;
+    }
+    lane.jobs.remove(job);
+    const behind: Job[] = [];
+    for (let i = 0; i < lane.jobs.length; i++) {
+      const other = lane.jobs.at(i)!;
+      if (other.state === 'queued') behind.push(other);
+    }
+    for (const other of behind) lane.jobs.remove(other);
+    lane.jobs.push(job);
+    for (const other of behind) lane.jobs.push(other);
+    this.#advanceSoon(lane);
   }
 
   /** Moves a job that has not started to the end of lane `to` (its own, or another). */

@@ -60,6 +60,8 @@ export interface SkipMessage {
 export interface ReclaimMessage {
   [TAG]: 'reclaim';
   count: number;
+  /** Echoed in the answer: the parent accepts only the answer to the reclaim it asked. */
+  seq: number;
 }
 
 export type ParentMessage = RunMessage | SkipMessage | ReclaimMessage;
@@ -112,6 +114,7 @@ export interface FatalMessage {
 export interface ReclaimedMessage {
   [TAG]: 'reclaimed';
   ids: number[];
+  seq: number;
 }
 
 export type WorkerMessage = ReadyMessage | DoneMessage | ProgressMessage | FatalMessage | ReclaimedMessage;

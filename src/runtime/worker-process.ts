@@ -92,6 +92,8 @@ export class WorkerProcess {
   /** Resolves true once the worker has booted, false if it exits first. */
   readonly booted: Promise<boolean>;
 
+  /** Numbers the reclaims; from a random start, so that task code cannot guess the answer's. */
+  #reclaimSeq = Math.floor(Math.random() * 2 ** 30);
   #fnIds = new Map<string, Map<string, number>>();
   #fnCount = 0;
   // Arrays of objects from the start (see objectArray), as every batch's are.
@@ -308,7 +310,7 @@ export class WorkerProcess {
     this.reclaiming = true;
     // Tasks of this tick go first: the worker can only give back what it has been sent.
     this.#flush();
-    this.#post({ [TAG]: 'reclaim', count });
+    this.#post({ [TAG]: 'reclaim', count, seq: ++this.#reclaimSeq });
   }
 
   #onMessage(message: WorkerMessage): void {
@@ -334,7 +336,9 @@ export class WorkerProcess {
         break;
       case 'reclaimed': {
         const ids = message.ids as unknown;
-        if (!this.reclaiming || !Array.isArray(ids) || !ids.every((id) => typeof id === 'number')) break;
+        // Only the answer to the reclaim asked: one forged by task code must not stand in for it
+        // (the tasks the worker gives back would then be dropped, or kept ones moved).
+        if (!this.reclaiming || message.seq !== this.#reclaimSeq || !Array.isArray(ids) || !ids.every((id) => typeof id === 'number')) break;
         this.reclaiming = false;
         this.#listener.reclaimed(this, ids);
         break;

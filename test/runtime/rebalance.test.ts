@@ -2,10 +2,15 @@
  * Tasks sent ahead to a worker that is busy with a long task move to a worker with nothing to do:
  * the busy worker gives back the ones it has not started, between two tasks.
  */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test from 'ava';
 import { moduleTask, type Task } from '../../src/index.js';
 import { LocalRuntime } from '../../src/runtime/local-runtime.js';
-import { isAlive, waitGone, work } from '../helpers.js';
+import { fixture, isAlive, waitGone, work } from '../helpers.js';
+
+const chaos = fixture('chaos-tasks.ts');
 
 function runtimeFor(t: { teardown(fn: () => unknown): void }) {
   const runtime = new LocalRuntime({
@@ -42,5 +47,27 @@ for (const [name, long] of [
     await runtime.shutdown(true);
     t.deepEqual(await waitGone(pids), []);
     t.false(pids.some(isAlive));
+  });
+}
+
+// A task that lies about the protocol, while the parent waits for its worker's answer to a
+// reclaim: the forged answer must not stand in for the real one (the task given back would be
+// lost, and the run would hang), nor move a task the worker still holds (it would run twice).
+for (const [name, ids] of [['no tasks', []], ['every plausible task', Array.from({ length: 2000 }, (_, i) => i + 1)]] as const) {
+  test(`a forged answer to a reclaim (${name}) is ignored: the task behind runs once`, async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'aps-reclaim-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const log = join(dir, 'ran');
+    const { runtime, start } = runtimeFor(t);
+    const busy = start(moduleTask(chaos, 'forgeReclaimed', [700, ids]), 0);
+    const other = start(moduleTask(work, 'pid'), 1);
+    const behind = start(moduleTask(chaos, 'appendLine', [log, 'ran']), 2);
+    t.is(await busy, -1);
+    await other;
+    t.is(await behind, 'ran');
+    t.deepEqual(readFileSync(log, 'utf8').split('\n').filter(Boolean), ['ran']);
+    const pids = runtime.pids();
+    await runtime.shutdown(true);
+    t.deepEqual(await waitGone(pids), []);
   });
 }
