@@ -280,6 +280,11 @@ export function resolveRetry(name: string, value: unknown): ResolvedRetry {
   };
 }
 
+/** A valid `weight` task option: a finite number >= 0. */
+export function isWeight(value: unknown): value is number {
+  return typeof value === 'number' && value >= 0 && Number.isFinite(value);
+}
+
 /** Validates one task's options; used when a task is pulled from the source. Returns a message or undefined. */
 export function checkTaskOptions(options: unknown): string | undefined {
   if (typeof options !== 'object' || options === null) return 'task options must be an object';
@@ -287,7 +292,7 @@ export function checkTaskOptions(options: unknown): string | undefined {
   if (o.timeout !== undefined && !(typeof o.timeout === 'number' && o.timeout >= 1 && o.timeout <= 2 ** 31 - 1)) {
     return `task option timeout must be a number from 1 to ${2 ** 31 - 1}, got ${String(o.timeout)}`;
   }
-  if (o.weight !== undefined && !(typeof o.weight === 'number' && o.weight >= 0 && Number.isFinite(o.weight))) {
+  if (o.weight !== undefined && !isWeight(o.weight)) {
     return `task option weight must be a finite number >= 0, got ${String(o.weight)}`;
   }
   if (o.retries !== undefined) {

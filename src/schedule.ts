@@ -16,7 +16,7 @@ import {
 } from './operators/merge-map-with-limit.js';
 import { isTaskSourceInput, type TaskSourceInput } from './operators/pull-source.js';
 import { IndexReorderer, type ReorderTarget } from './operators/reorder.js';
-import { checkTaskOptions, resolveOptions, type ResolvedOptions, type ScheduleOptions } from './options.js';
+import { checkTaskOptions, isWeight, resolveOptions, type ResolvedOptions, type ScheduleOptions } from './options.js';
 import { optimalConcurrency } from './optimal-concurrency.js';
 import { ProgressState, type Progress, type TaskProgress } from './progress.js';
 import { runWithRetries } from './retry.js';
@@ -24,7 +24,7 @@ import { lenderOf } from './pool.js';
 import { LocalRuntime } from './runtime/local-runtime.js';
 import type { OutputLine } from './runtime/output.js';
 import type { JobEvents, JobHandle, TaskRuntime, TaskStats } from './runtime/runtime.js';
-import { isTask, taskLabel, type Task, type TaskOptions, type TaskValue } from './task.js';
+import { isTask, taskLabel, type Task, type TaskValue } from './task.js';
 
 /** A task that ended well. The run emits these, in the order tasks finish. */
 export interface TaskResult<T> {
@@ -404,7 +404,7 @@ export class RunCore<T, M extends RunMode> {
   /** Starts one task's inner (see TaskObservable): its outcome goes to `sink`. */
   startTask(runtime: TaskRuntime, task: Task, index: number, sink: InnerSink<TaskOutcome<T>>): TaskInner<T> {
     const valid = isTask(task);
-    const inner = new TaskInner<T>(this.#innerContext, sink, index, weightOf(task));
+    const inner = new TaskInner<T>(this.#innerContext, sink, index, valid ? weightOf(task.options) : 1);
     this.#state.weightPulled += inner.weight;
     const invalid = !valid
       ? `it is not a task: expected one made by moduleTask, taskModule, commandTask or processTask, got ${formatValue(task)}`
@@ -703,19 +703,22 @@ class TaskInner<T> implements JobEvents, DirectSubscription {
 }
 
 /**
- * What a task counts in weighted progress: its `weight` option, or 1 when it has none, or none
- * that is valid (such a task fails as invalid, and still ends).
+ * What a task counts in weighted progress, from its options: its `weight`, or 1 when it has
+ * none, or none that is valid (such a task fails as invalid, and still ends). The options of a
+ * task made in plain JavaScript may be anything.
  */
-function weightOf(task: unknown): number {
-  if (!isTask(task)) return 1;
-  const options = task.options as TaskOptions | null;
-  const weight = typeof options === 'object' && options !== null ? options.weight : undefined;
-  return typeof weight === 'number' && weight >= 0 && weight !== Infinity ? weight : 1;
+function weightOf(options: unknown): number {
+  const weight = typeof options === 'object' && options !== null ? (options as { weight?: unknown }).weight : undefined;
+  return isWeight(weight) ? weight : 1;
 }
 
+/** What every task of an array counts in weighted progress; a non-task counts 1, as when it is pulled. */
 function sumOfWeights(tasks: readonly unknown[]): number {
   let sum = 0;
-  for (let i = 0; i < tasks.length; i++) sum += weightOf(tasks[i]);
+  for (let i = 0; i < tasks.length; i++) {
+    const task = tasks[i];
+    sum += isTask(task) ? weightOf(task.options) : 1;
+  }
   return sum;
 }
 

@@ -867,8 +867,7 @@ export class LocalRuntime implements TaskRuntime {
       // says it never started it (it gave it back between two tasks).
       if (!job || job.worker !== worker || (job.state !== 'sent' && job.state !== 'running')) continue;
       this.#jobsById.delete(job.id);
-      worker.inFlight--;
-      worker.sent--;
+      worker.gaveBack();
       job.worker = undefined;
       this.#requeue(job);
       if (idle.length > 0) this.#moveJob(job, idle[next++ % idle.length]!);
@@ -887,16 +886,10 @@ export class LocalRuntime implements TaskRuntime {
       this.#moveJob(job, this.#pickLane());
       return;
     }
-    lane.jobs.remove(job);
-    const behind: Job[] = [];
-    for (let i = 0; i < lane.jobs.length; i++) {
-      const other = lane.jobs.at(i)!;
-      if (other.state === 'queued') behind.push(other);
-    }
-    for (const other of behind) lane.jobs.remove(other);
-    lane.jobs.push(job);
-    for (const other of behind) lane.jobs.push(other);
-    this.#advanceSoon(lane);
+    // It goes to the end, and then so do the others waiting in the parent, in their order.
+    const waiting = lane.jobs.toArray().filter((other) => other !== job && other.state === 'queued');
+    this.#moveJob(job, lane);
+    for (const other of waiting) this.#moveJob(other, lane);
   }
 
   /** Moves a job that has not started to the end of lane `to` (its own, or another). */

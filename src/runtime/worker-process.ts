@@ -214,6 +214,12 @@ export class WorkerProcess {
     this.inFlight--;
   }
 
+  /** The owner took back a task the worker gave back (see reclaim): it neither ran nor counts toward `sent`. */
+  gaveBack(): void {
+    this.inFlight--;
+    this.sent--;
+  }
+
   /** Tells the worker not to start a queued task: one it was sent, that has not been answered. */
   skip(id: number): void {
     this.inFlight--;
