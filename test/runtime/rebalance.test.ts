@@ -36,12 +36,16 @@ for (const [name, long] of [
 ] as const) {
   test(`a task waiting behind a long synchronous one (${name}) runs once, on the idle worker`, async (t) => {
     const { runtime, start } = runtimeFor(t);
-    const busy = long.map((ms, i) => start(moduleTask(work, 'spin', [ms]), 2 * i));
-    const other = long.map((_, i) => start(moduleTask(work, 'pid'), 2 * i + 1));
-    const waiting = start(moduleTask(work, 'pid'), 2 * long.length);
-    const [otherPid] = (await Promise.all(other)) as number[];
+    // Both workers up first: were the second one still booting when the first finished its long
+    // task, nothing would have been idle to take the task behind it (seen on a loaded machine).
+    const warm = (await Promise.all([start(moduleTask(work, 'pid'), 0), start(moduleTask(work, 'pid'), 1)])) as number[];
     const pids = runtime.pids();
     t.is(pids.length, 2);
+    t.deepEqual([...warm].sort(), [...pids].sort());
+    const busy = long.map((ms, i) => start(moduleTask(work, 'spin', [ms]), 2 + 2 * i));
+    const other = long.map((_, i) => start(moduleTask(work, 'pid'), 3 + 2 * i));
+    const waiting = start(moduleTask(work, 'pid'), 2 + 2 * long.length);
+    const [otherPid] = (await Promise.all(other)) as number[];
     t.is(await waiting, otherPid, 'it moved to the worker that had nothing to do');
     await Promise.all(busy);
     await runtime.shutdown(true);
