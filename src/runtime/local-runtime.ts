@@ -757,7 +757,10 @@ export class LocalRuntime implements TaskRuntime {
   }
 
   #laneIdle(lane: Lane): void {
-    if (this.#lanes.indexOf(lane) >= this.#target) {
+    const at = this.#lanes.indexOf(lane);
+    // A lane already trimmed away (an advance queued before it went): nothing of it is left.
+    if (at === -1) return;
+    if (at >= this.#target) {
       this.#trimLanes();
       return;
     }
@@ -780,7 +783,10 @@ export class LocalRuntime implements TaskRuntime {
       if (lane.jobs.length) return;
       this.#lanes.pop();
       clearTimeout(lane.idleTimer);
-      for (const worker of [lane.worker, lane.next]) {
+      const workers = [lane.worker, lane.next];
+      // The lane lets go of its workers: a spare may serve another lane from now on.
+      lane.worker = lane.next = undefined;
+      for (const worker of workers) {
         if (!worker?.alive) continue;
         this.#spares.add(worker);
         this.#spareTimers.set(worker, setTimeout(() => {

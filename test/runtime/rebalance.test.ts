@@ -12,10 +12,10 @@ import { fixture, isAlive, waitGone, work } from '../helpers.js';
 
 const chaos = fixture('chaos-tasks.ts');
 
-function runtimeFor(t: { teardown(fn: () => unknown): void }) {
+function runtimeFor(t: { teardown(fn: () => unknown): void }, options: { concurrency?: number; idleTimeout?: number; workerExecArgv?: string[] } = {}) {
   const runtime = new LocalRuntime({
     concurrency: 2, maxTasksPerWorker: Infinity, idleTimeout: 5000, killTimeout: 1000, maxWorkerRss: undefined,
-    output: 'inherit', workerExecArgv: [], workerEnv: undefined,
+    output: 'inherit', workerExecArgv: [], workerEnv: undefined, ...options,
   });
   // Whatever fails below, the workers go (shutdown is idempotent).
   t.teardown(() => runtime.shutdown(false));
@@ -23,7 +23,16 @@ function runtimeFor(t: { teardown(fn: () => unknown): void }) {
     new Promise<unknown>((resolve, reject) => {
       runtime.start({ task, index, attempt: 1, timeout: undefined }, { fulfilled: resolve, rejected: reject, progress: () => {} });
     });
-  return { runtime, start };
+  // The same, with the job's handle, for a test that cancels it.
+  const startJob = (task: Task, index: number) => {
+    let settled!: Promise<unknown>;
+    let handle!: { cancel(): void };
+    settled = new Promise<unknown>((resolve, reject) => {
+      handle = runtime.start({ task, index, attempt: 1, timeout: undefined }, { fulfilled: resolve, rejected: reject, progress: () => {} });
+    });
+    return { settled, handle };
+  };
+  return { runtime, start, startJob };
 }
 
 // Started in one tick, tasks alternate between the two lanes: 0, 2, 4 on one, 1, 3 on the other.
@@ -75,3 +84,26 @@ for (const [name, ids] of [['no tasks', []], ['every plausible task', Array.from
     t.deepEqual(await waitGone(pids), []);
   });
 }
+
+test('a lane trimmed away lets go of its worker: the lane that takes the worker next keeps it', async (t) => {
+  const { runtime, start, startJob } = runtimeFor(t, { concurrency: 3, idleTimeout: 2000 });
+  const warm = (await Promise.all([0, 1, 2].map((i) => start(moduleTask(work, 'pid'), i)))) as number[];
+  const pids = runtime.pids();
+  // One task per lane; the third lane's is cancelled at once, and the lane, empty, is trimmed
+  // away before its own queued look at itself runs. That look once found the lane idle and, after
+  // idleTimeout, retired the worker it still named: by then another lane's.
+  const busy = [3, 4].map((i) => start(moduleTask(work, 'pidAfter', [300]), i));
+  const cancelled = startJob(moduleTask(work, 'pid'), 5);
+  cancelled.handle.cancel();
+  runtime.setConcurrency(2);
+  await new Promise((resolve) => setImmediate(resolve));
+  runtime.setConcurrency(3);
+  // Outlasts idleTimeout: its worker, the trimmed lane's, must not be retired under it.
+  const later = start(moduleTask(work, 'pidAfter', [3000]), 6);
+  const hang = new Promise((resolve) => setTimeout(resolve, 20_000, 'still waiting after 20 s')).then(String);
+  const pid = await Promise.race([later, hang]);
+  t.true(warm.includes(pid as number), `ran on one of the run's workers: ${String(pid)}`);
+  await Promise.all(busy);
+  await runtime.shutdown(true);
+  t.deepEqual(await waitGone(pids), []);
+});
