@@ -389,6 +389,11 @@ export class LocalRuntime implements TaskRuntime {
       worker = lane.worker = lane.next ?? this.#takeSpare() ?? this.#spawnWorker();
       lane.next = undefined;
     }
+    // A worker still starting runs nothing until it is ready, and what is sent to it cannot be
+    // taken back until then. While another worker is ready, the task waits here instead, where a
+    // lane with nothing to do can take it (#rebalance); the lane sends it once its worker is ready.
+    // Not for a successor: it was started early so that its start-up overlaps work.
+    if (!worker.ready && !worker.successor && this.#someWorkerReady()) return false;
     const task = job.task as ModuleTask;
     job.state = 'sent';
     job.worker = worker;
@@ -411,6 +416,7 @@ export class LocalRuntime implements TaskRuntime {
     if (!this.#closing && worker.ready && worker.sent >= this.#options.maxTasksPerWorker && lane.worker === worker && !lane.next) {
       if (this.#inputEnded && !hasQueuedModuleJob(lane)) return;
       lane.next = this.#spawnWorker();
+      lane.next.successor = true;
     }
   }
 
@@ -445,7 +451,11 @@ export class LocalRuntime implements TaskRuntime {
 
   #onWorkerReady(worker: WorkerProcess): void {
     for (const lane of this.#lanes) {
-      if (lane.worker === worker) this.#spawnAhead(lane, worker);
+      if (lane.worker === worker) {
+        this.#spawnAhead(lane, worker);
+        // Tasks that waited in the parent for it (see #send).
+        this.#advanceSoon(lane);
+      }
       const head = lane.jobs.at(0);
       if (head?.worker === worker && head.state === 'running') {
         if (!head.counted) this.#countExecuting(head);
@@ -820,13 +830,22 @@ export class LocalRuntime implements TaskRuntime {
     if (this.#closing || this.#broken !== undefined) return;
     const idle = this.#idleLanes();
     if (idle.length === 0) return;
+    // Only lanes whose worker is ready take from a lane whose worker is still starting: a lane
+    // without a worker would start one of its own for them.
+    const readyIdle = idle.filter((lane) => lane.worker !== undefined);
     let next = 0;
     for (const lane of this.#lanes) {
-      if (lane.jobs.length < 2 || lane.suspects.size > 0 || idle.includes(lane)) continue;
+      if (lane.suspects.size > 0 || idle.includes(lane)) continue;
       const worker = lane.worker;
+      // A lane whose worker is still starting runs nothing yet: all it holds in the parent may
+      // go, its head included (see #send), to lanes that can run it now.
+      const starting = worker !== undefined && !worker.ready;
+      if (starting && readyIdle.length === 0) continue;
+      const from = starting ? 0 : 1;
+      if (lane.jobs.length <= from) continue;
       const queued: Job[] = [];
       let sentAhead = 0;
-      for (let i = 1; i < lane.jobs.length; i++) {
+      for (let i = from; i < lane.jobs.length; i++) {
         const job = lane.jobs.at(i)!;
         if (job.state === 'queued') queued.push(job);
         else if (job.state === 'sent' && job.worker === worker) sentAhead++;
@@ -834,12 +853,22 @@ export class LocalRuntime implements TaskRuntime {
       // The idle lanes' share of all that waits, taken from what is still in the parent first
       // (the last of it): only what is missing is asked back from the worker.
       const waiting = queued.length + sentAhead;
-      const share = waiting - Math.floor(waiting / (idle.length + 1));
+      const to = starting ? readyIdle : idle;
+      const share = starting ? waiting : waiting - Math.floor(waiting / (idle.length + 1));
       const moving = Math.min(share, queued.length);
-      for (const job of queued.slice(queued.length - moving)) this.#moveJob(job, idle[next++ % idle.length]!);
+      for (const job of queued.slice(queued.length - moving)) this.#moveJob(job, to[next++ % to.length]!);
       const asked = share - moving;
       if (asked > 0 && worker && worker.ready && worker.alive && !worker.reclaiming) worker.reclaim(asked);
     }
+  }
+
+  /** True if a worker of this runtime is ready: one that is starting then gets no task ahead (#send). */
+  #someWorkerReady(): boolean {
+    for (const lane of this.#lanes) {
+      const worker = lane.worker;
+      if (worker !== undefined && worker.ready && worker.alive) return true;
+    }
+    return false;
   }
 
   /**

@@ -80,6 +80,11 @@ export class WorkerProcess {
   sent = 0;
   /** A reclaim is on its way: no second one until it is answered. */
   reclaiming = false;
+  /**
+   * Started ahead of time to take over from a worker that has used up `maxTasksPerWorker`: its
+   * lane sends it tasks while it starts, so that start-up overlaps the work before it.
+   */
+  successor = false;
   /** When its resident memory was last read (performance.now()), with `maxWorkerRss`. */
   rssCheckedAt = -Infinity;
   /** The task index to attribute captured output to; set by the owner. */
@@ -236,9 +241,11 @@ export class WorkerProcess {
     this.#post({ [TAG]: 'skip', id });
   }
 
-  /** Asks the worker to exit once it is idle; it exits when its IPC channel closes. */
+  /** Asks the worker to exit once it is idle (it exits when its IPC channel closes); one still starting is killed. */
   retire(): Promise<KillReport> {
     if (!this.alive) return Promise.resolve({ forced: false });
+    // Still starting: it has run no task, and would otherwise be waited for until it is ready.
+    if (!this.ready) return this.kill(this.#killTimeout);
     if (this.child.connected) this.child.disconnect();
     return Promise.race([
       this.exited.then(() => killTree(this.child, 0)).then(() => ({ forced: false })),

@@ -2,7 +2,7 @@
  * Tasks sent ahead to a worker that is busy with a long task move to a worker with nothing to do:
  * the busy worker gives back the ones it has not started, between two tasks.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
@@ -84,6 +84,30 @@ for (const [name, ids] of [['no tasks', []], ['every plausible task', Array.from
     t.deepEqual(await waitGone(pids), []);
   });
 }
+
+test('while a worker is starting and another is ready, tasks wait in the parent and the ready worker runs them', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aps-starting-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const flag = join(dir, 'slow');
+  // Workers started once the flag exists take 10 s to start; the first one does not.
+  const slowOnceFlagged = `import { existsSync } from 'node:fs';
+    if (existsSync(${JSON.stringify(flag)})) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10000);`;
+  const { runtime, start } = runtimeFor(t, {
+    concurrency: 1,
+    workerExecArgv: ['--import', `data:text/javascript,${encodeURIComponent(slowOnceFlagged)}`],
+  });
+  const ready = await start(moduleTask(work, 'pid'), 0);
+  writeFileSync(flag, '');
+  // Half of these go to the new lane, whose worker is starting; sent there, they would wait 10 s.
+  runtime.setConcurrency(2);
+  const later = [1, 2, 3, 4].map((i) => start(moduleTask(work, 'pidAfter', [50]), i));
+  await new Promise((resolve) => setImmediate(resolve));
+  const pids = runtime.pids();
+  t.is(pids.length, 2, 'a second worker is starting');
+  t.deepEqual(await Promise.all(later), [ready, ready, ready, ready], 'every task ran on the worker that was ready');
+  await runtime.shutdown(true);
+  t.deepEqual(await waitGone(pids), []);
+});
 
 test('a lane trimmed away lets go of its worker: the lane that takes the worker next keeps it', async (t) => {
   const { runtime, start, startJob } = runtimeFor(t, { concurrency: 3, idleTimeout: 2000 });
