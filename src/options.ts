@@ -4,7 +4,7 @@
  * @module
  */
 import { isObservable, type Observable } from 'rxjs';
-import { OptionError, type TaskFailureKind } from './errors.js';
+import { OptionError, formatValue, type TaskFailureKind } from './errors.js';
 import {
   DEFAULT_CPU_TARGET, DEFAULT_HYSTERESIS, DEFAULT_MIN_FREE_MEMORY, DEFAULT_SAMPLE_INTERVAL, defaultConcurrencyStep, defaultMaxConcurrency,
 } from './load/controller.js';
@@ -290,10 +290,10 @@ export function checkTaskOptions(options: unknown): string | undefined {
   if (typeof options !== 'object' || options === null) return 'task options must be an object';
   const o = options as Record<string, unknown>;
   if (o.timeout !== undefined && !(typeof o.timeout === 'number' && o.timeout >= 1 && o.timeout <= 2 ** 31 - 1)) {
-    return `task option timeout must be a number from 1 to ${2 ** 31 - 1}, got ${String(o.timeout)}`;
+    return `task option timeout must be a number from 1 to ${2 ** 31 - 1}, got ${formatValue(o.timeout)}`;
   }
   if (o.weight !== undefined && !isWeight(o.weight)) {
-    return `task option weight must be a finite number >= 0, got ${String(o.weight)}`;
+    return `task option weight must be a finite number >= 0, got ${formatValue(o.weight)}`;
   }
   if (o.retries !== undefined) {
     try {

@@ -115,7 +115,10 @@ export class ScheduledRun<T, M extends RunMode = 'failFast'> extends Observable<
    * const work = new URL('./work.js', import.meta.url);
    * const squares = await schedule$([1, 2, 3].map((x) => moduleTask<number>(work, 'square', [x]))).toOrderedArray();
    * ```
-   * @returns A promise of the values; it rejects with the first `TaskError` in fail-fast mode.
+   * @returns A promise of the values; it rejects with the first `TaskError` in fail-fast mode,
+   * and with `RunTerminatedError` if the run is terminated. The promise keeps the run going until
+   * it settles (it cannot unsubscribe): to end the run early, use the `signal` option or
+   * {@link ScheduledRun.terminate}.
    */
   toOrderedArray(): Promise<Ordered<T, M>[]> {
     return this.#core.toOrderedArray();

@@ -75,7 +75,10 @@ test('a copy of a task is not a task: the brand is neither an own property nor w
 test('invalid per-task options are that task\'s error', async (t) => {
   const [error] = await failures([moduleTask(work, 'square', [2], { timeout: -5 })]);
   t.is(error!.kind, 'invalid');
-  t.regex(error!.message, /task option timeout must be a number from 1/);
+  t.regex(error!.message, /task option timeout must be a number from 1 to 2147483647, got -5$/);
+  // A string is quoted, as in a run option's error: '100' is not 100.
+  const [quoted] = await failures([moduleTask(work, 'square', [2], { timeout: '100' } as never)]);
+  t.regex(quoted!.message, /task option timeout must be a number from 1 to 2147483647, got "100"$/);
 });
 
 test('options that are not an object, and an invalid weight, are that task\'s error; progress still adds up', async (t) => {
@@ -90,7 +93,7 @@ test('options that are not an object, and an invalid weight, are that task\'s er
   const outcomes = await run.toOrderedArray();
   t.deepEqual(outcomes.map((o) => (o.status === 'rejected' ? (o as TaskFailure).reason.message : (o as TaskResult<number>).value)), [
     'task #0 (work.ts#square) is invalid: task options must be an object',
-    'task #1 (work.ts#square) is invalid: task option weight must be a finite number >= 0, got x',
+    'task #1 (work.ts#square) is invalid: task option weight must be a finite number >= 0, got "x"',
     9,
   ]);
   // A task that cannot run counts 1: the weights are 1 + 1 + 4, known from the first snapshot.
