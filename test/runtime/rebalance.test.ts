@@ -19,19 +19,15 @@ function runtimeFor(t: { teardown(fn: () => unknown): void }, options: { concurr
   });
   // Whatever fails below, the workers go (shutdown is idempotent).
   t.teardown(() => runtime.shutdown(false));
-  const start = (task: Task, index: number) =>
-    new Promise<unknown>((resolve, reject) => {
-      runtime.start({ task, index, attempt: 1, timeout: undefined }, { fulfilled: resolve, rejected: reject, progress: () => {} });
-    });
-  // The same, with the job's handle, for a test that cancels it.
+  // A job's handle (for a test that cancels it) and a promise of its value.
   const startJob = (task: Task, index: number) => {
-    let settled!: Promise<unknown>;
     let handle!: { cancel(): void };
-    settled = new Promise<unknown>((resolve, reject) => {
+    const settled = new Promise<unknown>((resolve, reject) => {
       handle = runtime.start({ task, index, attempt: 1, timeout: undefined }, { fulfilled: resolve, rejected: reject, progress: () => {} });
     });
     return { settled, handle };
   };
+  const start = (task: Task, index: number) => startJob(task, index).settled;
   return { runtime, start, startJob };
 }
 
@@ -124,8 +120,9 @@ test('a lane trimmed away lets go of its worker: the lane that takes the worker 
   runtime.setConcurrency(3);
   // Outlasts idleTimeout: its worker, the trimmed lane's, must not be retired under it.
   const later = start(moduleTask(work, 'pidAfter', [3000]), 6);
-  const hang = new Promise((resolve) => setTimeout(resolve, 20_000, 'still waiting after 20 s')).then(String);
-  const pid = await Promise.race([later, hang]);
+  let guard: NodeJS.Timeout | undefined;
+  const hang = new Promise<string>((resolve) => (guard = setTimeout(resolve, 20_000, 'still waiting after 20 s')));
+  const pid = await Promise.race([later, hang]).finally(() => clearTimeout(guard));
   t.true(warm.includes(pid as number), `ran on one of the run's workers: ${String(pid)}`);
   await Promise.all(busy);
   await runtime.shutdown(true);
