@@ -5,6 +5,7 @@
 // Compiled, the library strips tsx from its workers' flags. `--ours-src` measures src/ as is.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import ts from 'typescript';
@@ -56,7 +57,28 @@ export function buildOurs(): OursBuild {
     writeFileSync(target, output.outputText);
     files++;
   }
+  bundleWorkerEntry(join(outDir, 'child', 'worker-main.cjs'));
   return { entry: pathToFileURL(join(outDir, 'index.js')).href, files, ...gitState() };
+}
+
+/**
+ * Bundles the worker entry into one CommonJS file, as `npm run build` does (same options as its
+ * `build:worker` script): the compiled library forks this file when it finds it beside its own.
+ *
+ * @example
+ * bundleWorkerEntry('/tmp/lib/child/worker-main.cjs');
+ * @param outfile - where to write the bundle
+ * @throws when the entry or what it imports does not build
+ */
+export function bundleWorkerEntry(outfile: string): void {
+  // The command line, not esbuild's JavaScript API: that one leaves a service process running
+  // for the rest of the caller's life, which a test counting its child processes would see.
+  const esbuild = createRequire(import.meta.url).resolve('esbuild/bin/esbuild');
+  execFileSync(esbuild, [
+    join(sourceDir, 'child', 'worker-main.ts'),
+    '--bundle', '--platform=node', '--format=cjs', '--target=node20', '--external:tsx', '--log-level=warning',
+    `--outfile=${outfile}`,
+  ], { stdio: ['ignore', 'inherit', 'inherit'] });
 }
 
 function listTypeScript(directory: string): string[] {

@@ -4,6 +4,7 @@
  * @module
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { serialize } from 'node:v8';
 import { formatValue, type RemoteErrorInfo } from '../errors.js';
 import type { OutputMode } from '../options.js';
@@ -17,8 +18,19 @@ import {
 } from './protocol.js';
 
 const here = import.meta.url;
-/** The worker entry beside this file: `.ts` when the library itself runs from source under tsx. */
-const WORKER_ENTRY = new URL(`../child/worker-main${here.endsWith('.ts') ? '.ts' : '.js'}`, here);
+/**
+ * The worker entry beside this file. Compiled, it is `worker-main.cjs`: the entry and the little it
+ * imports bundled into one CommonJS file (`npm run build`), which starts sooner than the ES module
+ * graph `worker-main.js`; that one serves a compiled copy built without the bundle. From source
+ * under tsx, it is `worker-main.ts`.
+ */
+const WORKER_ENTRY = workerEntry();
+
+function workerEntry(): URL {
+  if (here.endsWith('.ts')) return new URL('../child/worker-main.ts', here);
+  const bundle = new URL('../child/worker-main.cjs', here);
+  return existsSync(bundle) ? bundle : new URL('../child/worker-main.js', here);
+}
 
 export interface WorkerOptions {
   output: OutputMode;
@@ -375,7 +387,7 @@ function allJsonExact(values: readonly unknown[]): boolean {
  * port. A TypeScript loader (tsx) costs hundreds of milliseconds per start: a compiled worker
  * entry drops it and registers it lazily, only when it meets a TypeScript task module.
  */
-export function workerExecArgv(parent: readonly string[], compiledEntry = WORKER_ENTRY.pathname.endsWith('.js')): string[] {
+export function workerExecArgv(parent: readonly string[], compiledEntry = !WORKER_ENTRY.pathname.endsWith('.ts')): string[] {
   const out: string[] = [];
   for (let i = 0; i < parent.length; i++) {
     const arg = parent[i]!;

@@ -1,0 +1,89 @@
+/**
+ * The published package, as a user installs it: `npm pack` (which builds it), the tarball unpacked
+ * into a project of its own, and a program there that imports the package by name and runs tasks.
+ * Everything else in the suite runs `src/` under tsx or a transpiled copy; this is the one place
+ * that sees `package.json`'s exports, `files` and the `build` script at work.
+ */
+import test from 'ava';
+import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { waitGone } from './helpers.js';
+
+const run = promisify(execFile);
+const root = fileURLToPath(new URL('..', import.meta.url));
+
+const program = `
+import { readFileSync } from 'node:fs';
+import { moduleTask, schedule$, WorkerPool } from 'async-process-scheduler';
+
+const pool = new WorkerPool();
+const task = new URL('./task.mjs', import.meta.url);
+const run = schedule$(Array.from({ length: 40 }, (_, i) => moduleTask(task, 'square', [i])), { concurrency: 2, pool });
+const progress = [];
+run.taskProgress$.subscribe(({ index, value }) => progress.push([index, value]));
+const values = await run.toOrderedArray();
+// A TypeScript task module: the worker, started without tsx, registers it when it meets one.
+const typed = await schedule$([moduleTask(new URL('./typed.ts', import.meta.url), 'half', [10])], { pool }).toOrderedArray();
+const pids = pool.pids();
+const cmdlines = pids.map((pid) => readFileSync('/proc/' + pid + '/cmdline', 'utf8').split('\\0').filter(Boolean));
+await pool.close();
+console.log(JSON.stringify({ values, typed, progress: progress.length, pids, cmdlines }));
+`;
+
+const taskModule = `
+import { reportProgress } from 'async-process-scheduler/child';
+export function square(n) {
+  reportProgress(n);
+  return n * n;
+}
+`;
+
+const typedModule = `
+export function half(n: number): number {
+  return n / 2;
+}
+`;
+
+test('the packed package installs and runs JavaScript and TypeScript task modules in workers started from its bundled entry', async (t) => {
+  t.timeout(120_000);
+  const dir = mkdtempSync(join(tmpdir(), 'aps-package-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+
+  const { stdout: packed } = await run('npm', ['pack', '--json', '--pack-destination', dir], { cwd: root, maxBuffer: 16 * 1024 * 1024 });
+  const { filename, files } = (JSON.parse(packed) as Array<{ filename: string; files: Array<{ path: string }> }>)[0]!;
+  const paths = files.map((file) => file.path);
+  for (const path of ['package.json', 'README.md', 'dist/index.js', 'dist/index.d.ts', 'dist/child/index.js', 'dist/child/worker-main.cjs']) {
+    t.true(paths.includes(path), `${path} is in the package`);
+  }
+  t.deepEqual(paths.filter((path) => /tsbuildinfo|^test\/|^bench\/|^node_modules\//.test(path)), [], 'nothing of the repository beyond the package');
+
+  // The project: the package unpacked where npm would put it, its runtime dependencies linked
+  // from this checkout (no network needed), and the program and its task module.
+  const installed = join(dir, 'node_modules', 'async-process-scheduler');
+  mkdirSync(installed, { recursive: true });
+  await run('tar', ['-xzf', join(dir, filename), '-C', installed, '--strip-components=1']);
+  const { dependencies } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
+  // tsx too, as a project with TypeScript task modules has it.
+  for (const name of [...Object.keys(dependencies), 'tsx']) symlinkSync(join(root, 'node_modules', name), join(dir, 'node_modules', name), 'dir');
+  writeFileSync(join(dir, 'package.json'), '{ "type": "module", "private": true }\n');
+  writeFileSync(join(dir, 'main.mjs'), program);
+  writeFileSync(join(dir, 'task.mjs'), taskModule);
+  writeFileSync(join(dir, 'typed.ts'), typedModule);
+
+  // Plain node, no tsx: as a user of the package runs it.
+  const { stdout } = await run(process.execPath, ['main.mjs'], { cwd: dir, timeout: 60_000 });
+  const result = JSON.parse(stdout) as { values: number[]; typed: number[]; progress: number; pids: number[]; cmdlines: string[][] };
+  t.deepEqual(result.values, Array.from({ length: 40 }, (_, i) => i * i));
+  t.deepEqual(result.typed, [5], 'a TypeScript task module ran');
+  t.is(result.progress, 40, 'reportProgress from the task module reached taskProgress$');
+  t.true(result.pids.length >= 1);
+  for (const cmdline of result.cmdlines) {
+    t.true(cmdline.includes(join(installed, 'dist', 'child', 'worker-main.cjs')), `a worker runs the bundled entry: ${cmdline.join(' ')}`);
+    t.false(cmdline.some((arg) => /tsx/.test(arg)), 'and no TypeScript loader');
+  }
+  t.deepEqual(await waitGone(result.pids), [], 'the workers are gone after pool.close()');
+});
