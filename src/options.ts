@@ -177,7 +177,7 @@ const KNOWN = new Set<string>([
  */
 export function resolveOptions(options: ScheduleOptions | undefined): ResolvedOptions {
   if (options === undefined || options === null) options = {};
-  if (typeof options !== 'object') throw new OptionError('(options)', 'an object', options);
+  if (typeof options !== 'object') throw new OptionError('(options)', '', options, `options must be an object, got ${formatValue(options)}`);
   for (const key of Object.keys(options)) {
     if (!KNOWN.has(key)) {
       throw new OptionError(key, '', undefined, `options.${key} is not an option; the options are ${[...KNOWN].join(', ')}`);
@@ -285,13 +285,26 @@ export function isWeight(value: unknown): value is number {
   return typeof value === 'number' && value >= 0 && Number.isFinite(value);
 }
 
-/** Validates one task's options; used when a task is pulled from the source. Returns a message or undefined. */
-export function checkTaskOptions(options: unknown): string | undefined {
+/** The options each kind of task takes (see TaskOptions and CommandTaskOptions). */
+const TASK_OPTION_KEYS = ['timeout', 'label', 'weight', 'retries'];
+const COMMAND_OPTION_KEYS = [...TASK_OPTION_KEYS, 'cwd', 'env', 'input', 'reject', 'encoding', 'maxBuffer'];
+
+/**
+ * Validates one task's options, for a task of `kind`; used when a task is pulled from the source.
+ * Returns a message or undefined.
+ */
+export function checkTaskOptions(options: unknown, kind: 'module' | 'command' | 'process'): string | undefined {
   if (typeof options !== 'object' || options === null) return 'task options must be an object';
   const o = options as Record<string, unknown>;
+  const known = kind === 'command' ? COMMAND_OPTION_KEYS : TASK_OPTION_KEYS;
+  for (const key in o) {
+    // A misspelt option would otherwise be dropped without a word (a timeout that never fires).
+    if (!known.includes(key)) return `task option ${key} is not an option of a ${kind} task; they are ${known.join(', ')}`;
+  }
   if (o.timeout !== undefined && !(typeof o.timeout === 'number' && o.timeout >= 1 && o.timeout <= 2 ** 31 - 1)) {
     return `task option timeout must be a number from 1 to ${2 ** 31 - 1}, got ${formatValue(o.timeout)}`;
   }
+  if (o.label !== undefined && typeof o.label !== 'string') return `task option label must be a string, got ${formatValue(o.label)}`;
   if (o.weight !== undefined && !isWeight(o.weight)) {
     return `task option weight must be a finite number >= 0, got ${formatValue(o.weight)}`;
   }
@@ -301,6 +314,25 @@ export function checkTaskOptions(options: unknown): string | undefined {
     } catch (error) {
       return `task ${(error as Error).message.replace(/^options\./, 'option ')}`;
     }
+  }
+  return kind === 'command' ? checkCommandOptions(o) : undefined;
+}
+
+function checkCommandOptions(o: Record<string, unknown>): string | undefined {
+  if (o.cwd !== undefined && typeof o.cwd !== 'string' && !(o.cwd instanceof URL)) {
+    return `task option cwd must be a string or a file: URL, got ${formatValue(o.cwd)}`;
+  }
+  if (o.env !== undefined && (typeof o.env !== 'object' || o.env === null)) return `task option env must be an object, got ${formatValue(o.env)}`;
+  if (o.input !== undefined && typeof o.input !== 'string' && !(o.input instanceof Uint8Array)) {
+    return `task option input must be a string or a Uint8Array, got ${formatValue(o.input)}`;
+  }
+  if (o.reject !== undefined && typeof o.reject !== 'boolean') return `task option reject must be true or false, got ${formatValue(o.reject)}`;
+  if (o.encoding !== undefined && o.encoding !== 'utf8' && o.encoding !== 'buffer') {
+    return `task option encoding must be 'utf8' or 'buffer', got ${formatValue(o.encoding)}`;
+  }
+  const max = o.maxBuffer;
+  if (max !== undefined && !(typeof max === 'number' && max >= 0 && (Number.isInteger(max) || max === Infinity))) {
+    return `task option maxBuffer must be an integer >= 0 (bytes) or Infinity, got ${formatValue(max)}`;
   }
   return undefined;
 }

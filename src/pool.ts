@@ -82,7 +82,7 @@ export class WorkerPool {
    * @throws {OptionError} when an option is invalid.
    */
   constructor(options: WorkerPoolOptions = {}) {
-    if (typeof options !== 'object' || options === null) throw new OptionError('(options)', 'an object', options);
+    if (typeof options !== 'object' || options === null) throw new OptionError('(options)', '', options, `options must be an object, got ${formatValue(options)}`);
     for (const key of Object.keys(options)) {
       if (!['idleTimeout', 'maxIdleWorkers', 'killTimeout'].includes(key)) {
         throw new OptionError(key, '', undefined, `options.${key} is not a WorkerPool option; they are idleTimeout, maxIdleWorkers, killTimeout`);

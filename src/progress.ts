@@ -21,7 +21,10 @@ export interface Progress {
   running: number;
   /** Tasks waiting to start; `undefined` while the total is unknown. */
   queued: number | undefined;
-  /** The concurrency limit in force. */
+  /**
+   * The concurrency limit in force. With an Observable limit, 0 until it first emits (a
+   * BehaviorSubject's current value shows from the first snapshot).
+   */
   concurrency: number;
   /** The last load reading, in automatic concurrency mode. */
   load: LoadReading | undefined;

@@ -5,7 +5,7 @@
  * @module
  */
 import {
-  Observable, ReplaySubject, Subject, Subscription, combineLatest, distinctUntilChanged, isObservable, map, of,
+  Observable, ReplaySubject, Subject, Subscription, combineLatest, distinctUntilChanged, isObservable, map, of, throwIfEmpty,
   type Observer, type Subscriber,
 } from 'rxjs';
 import { RunTerminatedError, TaskError, formatValue } from './errors.js';
@@ -229,8 +229,9 @@ export class RunCore<T, M extends RunMode> {
   constructor(source: TaskSourceInput<Task>, options: ResolvedOptions) {
     this.#source = source;
     this.#options = options;
-    // An Observable limit is unknown until it emits (0 in progress snapshots until then).
-    const initial = typeof options.concurrency === 'number' ? options.concurrency : isObservable(options.concurrency) ? 0 : clampAuto(options);
+    const initial = typeof options.concurrency === 'number'
+      ? options.concurrency
+      : isObservable(options.concurrency) ? currentLimit(options.concurrency) : clampAuto(options);
     const total = Array.isArray(source) ? source.length : undefined;
     this.#state = new ProgressState(initial, total);
     // An array's weights are known at once, so a weighted progress bar has its scale from the start.
@@ -354,7 +355,12 @@ export class RunCore<T, M extends RunMode> {
   #limit$(runtime: TaskRuntime): Observable<number> {
     const o = this.#options;
     if (typeof o.concurrency === 'number') return of(o.concurrency);
-    if (isObservable(o.concurrency)) return o.concurrency;
+    if (isObservable(o.concurrency)) {
+      // A limit that never comes would hold every task forever: completing first is an error.
+      return o.concurrency.pipe(
+        throwIfEmpty(() => new RangeError('the concurrency Observable completed without emitting a limit (a completed BehaviorSubject emits none)')),
+      );
+    }
     const state = this.#state;
     return autoConcurrency$(
       {
@@ -411,7 +417,7 @@ export class RunCore<T, M extends RunMode> {
     this.#state.weightPulled += inner.weight;
     const invalid = !valid
       ? `it is not a task: expected one made by moduleTask, taskModule, commandTask or processTask, got ${formatValue(task)}`
-      : checkTaskOptions(task.options);
+      : checkTaskOptions(task.options, task.kind);
     if (invalid !== undefined) {
       inner.rejected(new TaskError({ kind: 'invalid', index, label: valid ? taskLabel(task) : undefined, detail: invalid }));
       return inner;
@@ -727,4 +733,20 @@ function sumOfWeights(tasks: readonly unknown[]): number {
 
 function clampAuto(options: ResolvedOptions): number {
   return Math.max(options.minConcurrency, Math.min(options.maxConcurrency, optimalConcurrency()));
+}
+
+/**
+ * The limit a concurrency Observable holds now, when it can say without a subscription (a
+ * BehaviorSubject, of this copy of rxjs or another): the first snapshot then shows it. Otherwise
+ * 0, in progress snapshots, until the Observable first emits.
+ */
+function currentLimit(source: Observable<number>): number {
+  const getValue = (source as { getValue?: unknown }).getValue;
+  if (typeof getValue !== 'function') return 0;
+  try {
+    const value: unknown = getValue.call(source);
+    return typeof value === 'number' && (value === Infinity || (Number.isInteger(value) && value > 0)) ? value : 0;
+  } catch {
+    return 0; // a closed or errored subject: the run meets that when it subscribes
+  }
 }

@@ -142,7 +142,7 @@ export class Scheduler<T = unknown> {
       options = first;
     }
     options ??= {};
-    if (typeof options !== 'object' || options === null) throw new OptionError('(options)', 'an object', options);
+    if (typeof options !== 'object' || options === null) throw new OptionError('(options)', '', options, `options must be an object, got ${formatValue(options)}`);
     if (callback !== undefined && options.onProgress !== undefined) {
       throw new OptionError('onProgress', 'left out when a progress callback is passed as the first argument', options.onProgress);
     }
@@ -256,7 +256,7 @@ export class Scheduler<T = unknown> {
   addProcess(factory: () => ChildProcess, options?: TaskOptions): number {
     this.#assertIdle('add a task');
     if (typeof factory !== 'function') throw new TypeError(`addProcess(factory): factory must be a function that returns a ChildProcess, got ${formatValue(factory)}`);
-    return this.#push(processTask<T>(factory, checkedOptions(options)));
+    return this.#push(processTask<T>(factory, checkedOptions(options, 'process')));
   }
 
   /**
@@ -661,16 +661,16 @@ function toScheduleOptions(options: SchedulerOptions): ScheduleOptions {
   return result;
 }
 
-function checkedOptions(options: TaskOptions | undefined): TaskOptions {
+function checkedOptions(options: TaskOptions | undefined, kind: Task['kind']): TaskOptions {
   if (options === undefined) return {};
-  const problem = checkTaskOptions(options);
+  const problem = checkTaskOptions(options, kind);
   if (problem !== undefined) throw new TypeError(problem);
   return { ...options };
 }
 
 /** The task with `options` over its own, re-made with the public factory of its kind. */
 function withOptions(task: Task, options: TaskOptions | undefined): Task {
-  const merged = checkedOptions(options === undefined ? task.options : { ...task.options, ...options });
+  const merged = checkedOptions(options === undefined ? task.options : { ...task.options, ...options }, task.kind);
   if (options === undefined) return task;
   switch (task.kind) {
     case 'module':

@@ -15,7 +15,10 @@ const TASK_BRAND = Symbol.for('async-process-scheduler.Task');
  */
 const NO_OPTIONS: TaskOptions & CommandTaskOptions = Object.freeze({});
 
-/** Options every kind of task accepts. */
+/**
+ * Options every kind of task accepts. A key not listed here (nor, for a command task, in
+ * {@link CommandTaskOptions}) fails the task as `invalid`, naming the key.
+ */
 export interface TaskOptions {
   /**
    * Kill the task and fail it with `kind: 'timeout'` when it runs longer than this many
@@ -52,7 +55,8 @@ export interface CommandTaskOptions extends TaskOptions {
   encoding?: 'utf8' | 'buffer';
   /**
    * At most this many bytes of stdout (and of stderr) are kept; the rest is read and dropped,
-   * so the command never blocks, and `truncated` is set on the result. @default 64 MiB
+   * so the command never blocks, and `truncated` is set on the result. An integer >= 0, or
+   * `Infinity`. @default 64 MiB
    */
   maxBuffer?: number;
 }

@@ -81,6 +81,43 @@ test('invalid per-task options are that task\'s error', async (t) => {
   t.regex(quoted!.message, /task option timeout must be a number from 1 to 2147483647, got "100"$/);
 });
 
+test('a misspelt task option is that task\'s error, naming the options of its kind', async (t) => {
+  const [moduleError, commandError] = await failures([
+    moduleTask(work, 'square', [2], { timout: 5 } as never),
+    commandTask('true', [], { maxbuffer: 10 } as never),
+  ]);
+  t.is(moduleError!.kind, 'invalid');
+  t.regex(moduleError!.message, /task option timout is not an option of a module task; they are timeout, label, weight, retries$/);
+  t.regex(commandError!.message, /task option maxbuffer is not an option of a command task; they are timeout, label, weight, retries, cwd, env, input, reject, encoding, maxBuffer$/);
+});
+
+test('bad command options are that task\'s error, and the run goes on', async (t) => {
+  // maxBuffer: 1.5 once threw from inside the command's close handler, which ended the parent
+  // process when the output was longer than maxBuffer.
+  const cases: Array<[Record<string, unknown>, RegExp]> = [
+    [{ maxBuffer: 1.5 }, /task option maxBuffer must be an integer >= 0 \(bytes\) or Infinity, got 1\.5$/],
+    [{ maxBuffer: Number.NaN }, /maxBuffer must be .*, got NaN$/],
+    [{ maxBuffer: -1 }, /maxBuffer must be .*, got -1$/],
+    [{ maxBuffer: 'big' }, /maxBuffer must be .*, got "big"$/],
+    [{ encoding: 'hex' }, /task option encoding must be 'utf8' or 'buffer', got "hex"$/],
+    [{ reject: 'no' }, /task option reject must be true or false, got "no"$/],
+    [{ cwd: 3 }, /task option cwd must be a string or a file: URL, got 3$/],
+    [{ env: null }, /task option env must be an object, got null$/],
+    [{ label: 7 }, /task option label must be a string, got 7$/],
+  ];
+  const tasks = [...cases.map(([options]) => commandTask('echo', ['hello'], options as never)), commandTask('echo', ['hello'], { maxBuffer: 2 })];
+  const outcomes = await schedule$(tasks, { settle: true, concurrency: 2 }).toOrderedArray();
+  cases.forEach(([options, message], i) => {
+    const outcome = outcomes[i]!;
+    t.is(outcome.status, 'rejected', JSON.stringify(options));
+    const reason = (outcome as TaskFailure).reason;
+    t.is(reason.kind, 'invalid');
+    t.regex(reason.message, message);
+  });
+  const last = outcomes.at(-1) as TaskResult<{ stdout: string; truncated: boolean }>;
+  t.like(last.value, { stdout: 'he', truncated: true });
+});
+
 test('options that are not an object, and an invalid weight, are that task\'s error; progress still adds up', async (t) => {
   const tasks = [
     moduleTask(work, 'square', [2], null as never),

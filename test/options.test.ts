@@ -35,6 +35,11 @@ for (const [name, options, message] of invalid) {
   });
 }
 
+test('options that are not an object are an OptionError that says so', (t) => {
+  const error = t.throws(() => schedule$([], 'fast' as never), { instanceOf: OptionError, message: 'options must be an object, got "fast"' });
+  t.is(error.option, '(options)');
+});
+
 test('defaults are filled in', (t) => {
   const o = resolveOptions(undefined);
   t.is(o.concurrency, 'auto');

@@ -4,10 +4,10 @@
  */
 import { spawn } from 'node:child_process';
 import test from 'ava';
-import { BehaviorSubject } from 'rxjs';
+import { BehaviorSubject, EMPTY, of } from 'rxjs';
 import { TaskError, commandTask, moduleTask, processTask, schedule$, type TaskFailure } from '../src/index.js';
 import { leftovers } from './fixtures/chaos-procs.js';
-import { work } from './helpers.js';
+import { first, waitGone, work } from './helpers.js';
 
 /** Runs one task in settle mode; returns its failure (or fails the test if it succeeded). */
 async function failureOf(task: unknown): Promise<TaskError> {
@@ -80,7 +80,7 @@ test('a command with an empty name: invalid, not an error of the whole run', asy
 test('a command whose input is neither a string nor bytes: invalid, and no process is started', async (t) => {
   const error = await failureOf(commandTask('cat', [], { input: { not: 'bytes' } as never }));
   t.is(error.kind, 'invalid');
-  t.is(error.message, 'task #0 (cat) is invalid: its input must be a string or a Uint8Array, got an object (Object)');
+  t.is(error.message, 'task #0 (cat) is invalid: task option input must be a string or a Uint8Array, got an object (Object)');
 });
 
 test("a process task whose factory throws: invalid, with the factory's error", async (t) => {
@@ -113,6 +113,30 @@ test('a process task without an IPC channel: invalid, and its process is killed'
   t.regex(error.message, /has no IPC channel; create it with fork\(\), or spawn\(\) with 'ipc' in stdio/);
   for (let i = 0; i < 100 && leftovers([pid]).length; i++) await new Promise((r) => setTimeout(r, 20));
   t.deepEqual(leftovers([pid]), []);
+});
+
+test('a concurrency Observable that errors: the run errors with that error, its processes gone; one that completes keeps its last limit, or errors if it had none', async (t) => {
+  const failing$ = new BehaviorSubject(2);
+  const failing = schedule$([moduleTask(work, 'sleepThen', [5000, 1]), moduleTask(work, 'sleepThen', [5000, 2])], { concurrency: failing$ });
+  const done = failing.toOrderedArray();
+  const pids = (await first(failing.progress$, (p) => p.running === 2), failing.pids());
+  t.is(pids.length, 2);
+  failing$.error(new Error('slider broke'));
+  await t.throwsAsync(done, { message: 'slider broke' });
+  t.deepEqual(await waitGone(pids), [], 'the tasks running when it errored are killed');
+
+  // Completing after a limit keeps that limit.
+  const tasks = () => [1, 2, 3, 4].map((n) => moduleTask(work, 'square', [n]));
+  t.deepEqual(await schedule$(tasks(), { concurrency: of(2) }).toOrderedArray(), [1, 4, 9, 16]);
+  // Completing before any limit would hold the tasks forever: an error instead (this once hung).
+  const completed$ = new BehaviorSubject(2);
+  completed$.complete();
+  for (const concurrency of [EMPTY, completed$]) {
+    await t.throwsAsync(schedule$(tasks(), { concurrency }).toOrderedArray(), {
+      instanceOf: RangeError,
+      message: /^the concurrency Observable completed without emitting a limit/,
+    });
+  }
 });
 
 test('a concurrency Observable that emits 0: the run errors with a RangeError naming the value', async (t) => {

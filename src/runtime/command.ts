@@ -51,10 +51,6 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
     hooks.rejected({ kind: 'invalid', detail: `its arguments must be strings, got ${formatValue(task.args[notString])} at position ${notString}` });
     return { child: undefined };
   }
-  if (o.input !== undefined && typeof o.input !== 'string' && !(o.input instanceof Uint8Array)) {
-    hooks.rejected({ kind: 'invalid', detail: `its input must be a string or a Uint8Array, got ${formatValue(o.input)}` });
-    return { child: undefined };
-  }
   let child: ChildProcess;
   try {
     child = spawn(task.file, [...task.args], {

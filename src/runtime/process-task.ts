@@ -90,7 +90,7 @@ export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks:
     done();
     const base = { exitCode: code, signal, stderrTail: tap.stderrTail(), pid: child.pid, durationMs: performance.now() - t0 };
     if (signal) hooks.rejected({ ...base, kind: 'signaled' });
-    else hooks.rejected({ ...base, kind: 'exited', detail: 'without sending a result' });
+    else hooks.rejected({ ...base, kind: 'exited', detail: 'it sent no result' });
   }));
   return child;
 }
