@@ -38,8 +38,20 @@ process.send = function sendFromTask(_message: unknown, ...rest: unknown[]): boo
   return true;
 } as typeof process.send;
 
-/** Function definitions by id: a promise while the module loads, then the function or a load error. */
-const functions = new Map<number, { url: string; name: string; fn?: Fn; error?: RemoteErrorInfo; timeCpu: boolean; long: boolean }>();
+/** A task function: where it is, then, once its module loaded, the function or why there is none. */
+interface FunctionDef {
+  url: string;
+  name: string;
+  fn?: Fn;
+  error?: RemoteErrorInfo;
+  /** Its last call took long enough for a CPU-time reading not to matter (see CPU_TIMING_MIN_US). */
+  timeCpu: boolean;
+  /** Its last call outlasted the batching window (FLUSH_AFTER_MS). */
+  long: boolean;
+}
+
+/** Function definitions by id. */
+const functions = new Map<number, FunctionDef>();
 const modules = new Map<string, Promise<Record<string, unknown>>>();
 /**
  * Tasks to run, from `head` on, flat: QUEUED_WIDTH values per task (id, fnId, args, index). A
@@ -184,80 +196,57 @@ process.on('unhandledRejection', (reason) => fatal(reason));
 
 post({ [TAG]: 'ready' });
 
+/** Why {@link runReady} stopped. */
+const EMPTY = 0;
+const LOAD = 1;
+const AWAIT = 2;
+const YIELD = 3;
+type Stop = typeof EMPTY | typeof LOAD | typeof AWAIT | typeof YIELD;
+
+/** What runReady stopped at, for pump: the function to load, or the task whose promise to await. */
+let stopDef: FunctionDef | undefined;
+let stopId = 0;
+let stopPromise: PromiseLike<unknown> | undefined;
+let stopT0 = 0;
+let stopCpu0: NodeJS.CpuUsage | undefined;
+
+/**
+ * Runs the queue. The loop itself is {@link runReady}, a plain function: it runs every task it
+ * can without waiting and returns what it has to wait for, which this async function waits for.
+ * (One async function with the whole loop in it cost V8 two or three large optimizing compiles
+ * per worker, on-stack replacement included, in the first second of a worker's life.)
+ */
 async function pump(): Promise<void> {
   pumping = true;
   try {
-    while (head < queue.length) {
-      const id = queue[head] as number;
-      const fnId = queue[head + 1] as number;
-      const args = queue[head + 2] as unknown[];
-      const index = queue[head + 3] as number | undefined;
-      queue[head + 2] = undefined; // the arguments are the task's from now on
-      head += QUEUED_WIDTH;
-      if (head >= 4096 && head * 2 >= queue.length) {
-        queue.splice(0, head);
-        head = 0;
-      }
-      if (id === SKIPPED) continue;
-      const def = functions.get(fnId);
-      if (!def) {
-        record(id, INVALID, { name: 'ProtocolError', message: `unknown function id ${fnId}` }, 0, 0);
-        continue;
-      }
-      if (!def.fn && !def.error) await load(def);
-      if (def.error) {
-        record(id, INVALID, def.error, 0, 0);
-        continue;
-      }
-      // A function whose last call outlasted the batching window: the results waiting in the
-      // outbox go first, or they would wait as long again (and a timed task's result, held back,
-      // would make it look hung). Tiny functions never pay for a send here.
-      if (def.long && outbox.length > 0) flush();
-      currentId = id;
-      if (index !== undefined) marking = true;
-      markIndex = index;
-      // Reading CPU time is a system call that costs more than a tiny task: it is read only
-      // for functions whose last call took long enough for it not to matter.
-      const cpu0 = def.timeCpu ? process.cpuUsage() : undefined;
-      const t0 = performance.now();
-      let status: ResultStatus = FULFILLED;
-      let value: unknown;
-      let async = false;
-      try {
-        value = def.fn!(...args);
-        if (isThenable(value)) {
-          async = true;
-          // Results waiting in the outbox should not wait for a slow task.
-          flush();
-          value = await value;
+    for (let stop = runReady(); stop !== EMPTY; stop = runReady()) {
+      if (stop === LOAD) {
+        await load(stopDef!);
+      } else if (stop === AWAIT) {
+        const def = stopDef!;
+        const id = stopId;
+        const promise = stopPromise!;
+        const t0 = stopT0;
+        const cpu0 = stopCpu0;
+        stopPromise = stopCpu0 = undefined;
+        let status: ResultStatus = FULFILLED;
+        let value: unknown;
+        try {
+          value = await promise;
+        } catch (error) {
+          status = THREW;
+          value = toRemoteErrorInfo(error);
         }
-      } catch (error) {
-        status = THREW;
-        value = toRemoteErrorInfo(error);
-      }
-      const t1 = performance.now();
-      const durationUs = Math.round((t1 - t0) * 1000);
-      let cpuUs = -1;
-      if (cpu0) {
-        const cpu = process.cpuUsage(cpu0);
-        // Rounded: process.cpuUsage() gives doubles, and a double among the results would change
-        // the kind of its array mid-run and make V8 throw the optimized loop away.
-        cpuUs = Math.round(cpu.user + cpu.system);
-      }
-      def.timeCpu = async || durationUs >= CPU_TIMING_MIN_US;
-      def.long = durationUs >= FLUSH_AFTER_MS * 1000;
-      currentId = undefined;
-      markIndex = undefined;
-      record(id, status, value, durationUs, cpuUs, t1);
-      // After a long synchronous task, messages that came meanwhile (a skip, a reclaim) are read
-      // before the next task starts, not once the whole queue has run.
-      if (!async && durationUs >= YIELD_AFTER_MS * 1000 && head < queue.length) {
-        flush();
-        // Twice: started from a message handler (the poll phase), the first resumes in the same
-        // turn of the event loop, before the channel is read again; the second after it is.
+        finish(def, id, status, value, t0, cpu0, true);
+      } else {
+        // After a long synchronous task, messages that came meanwhile (a skip, a reclaim) are
+        // read before the next task starts, not once the whole queue has run. Twice: started
+        // from a message handler (the poll phase), the first resumes in the same turn of the
+        // event loop, before the channel is read again; the second after it is.
         await new Promise(setImmediate);
         await new Promise(setImmediate);
       }
+      stopDef = undefined;
     }
   } finally {
     pumping = false;
@@ -265,6 +254,91 @@ async function pump(): Promise<void> {
     head = 0;
     flush();
   }
+}
+
+/** Runs queued tasks until the queue is empty or a task needs waiting for; says which. */
+function runReady(): Stop {
+  while (head < queue.length) {
+    const id = queue[head] as number;
+    const fnId = queue[head + 1] as number;
+    const def = id === SKIPPED ? undefined : functions.get(fnId);
+    // Loaded before it leaves the queue: until it starts, a skip or a reclaim still finds it.
+    if (def && !def.fn && !def.error) {
+      stopDef = def;
+      return LOAD;
+    }
+    const args = queue[head + 2] as unknown[];
+    const index = queue[head + 3] as number | undefined;
+    queue[head + 2] = undefined; // the arguments are the task's from now on
+    head += QUEUED_WIDTH;
+    if (head >= 4096 && head * 2 >= queue.length) {
+      queue.splice(0, head);
+      head = 0;
+    }
+    if (id === SKIPPED) continue;
+    if (!def) {
+      record(id, INVALID, { name: 'ProtocolError', message: `unknown function id ${fnId}` }, 0, 0);
+      continue;
+    }
+    if (def.error) {
+      record(id, INVALID, def.error, 0, 0);
+      continue;
+    }
+    // A function whose last call outlasted the batching window: the results waiting in the
+    // outbox go first, or they would wait as long again (and a timed task's result, held back,
+    // would make it look hung). Tiny functions never pay for a send here.
+    if (def.long && outbox.length > 0) flush();
+    currentId = id;
+    if (index !== undefined) marking = true;
+    markIndex = index;
+    // Reading CPU time is a system call that costs more than a tiny task: it is read only
+    // for functions whose last call took long enough for it not to matter.
+    const cpu0 = def.timeCpu ? process.cpuUsage() : undefined;
+    const t0 = performance.now();
+    let status: ResultStatus = FULFILLED;
+    let value: unknown;
+    try {
+      value = def.fn!(...args);
+      if (isThenable(value)) {
+        // Results waiting in the outbox should not wait for a slow task.
+        flush();
+        stopDef = def;
+        stopId = id;
+        stopPromise = value;
+        stopT0 = t0;
+        stopCpu0 = cpu0;
+        return AWAIT;
+      }
+    } catch (error) {
+      status = THREW;
+      value = toRemoteErrorInfo(error);
+    }
+    const durationUs = finish(def, id, status, value, t0, cpu0, false);
+    if (durationUs >= YIELD_AFTER_MS * 1000 && head < queue.length) {
+      flush();
+      return YIELD;
+    }
+  }
+  return EMPTY;
+}
+
+/** Records the result of the task that started at `t0`; returns its duration in µs. */
+function finish(def: FunctionDef, id: number, status: ResultStatus, value: unknown, t0: number, cpu0: NodeJS.CpuUsage | undefined, async: boolean): number {
+  const t1 = performance.now();
+  const durationUs = Math.round((t1 - t0) * 1000);
+  let cpuUs = -1;
+  if (cpu0) {
+    const cpu = process.cpuUsage(cpu0);
+    // Rounded: process.cpuUsage() gives doubles, and a double among the results would change
+    // the kind of its array mid-run and make V8 throw the optimized loop away.
+    cpuUs = Math.round(cpu.user + cpu.system);
+  }
+  def.timeCpu = async || durationUs >= CPU_TIMING_MIN_US;
+  def.long = durationUs >= FLUSH_AFTER_MS * 1000;
+  currentId = undefined;
+  markIndex = undefined;
+  record(id, status, value, durationUs, cpuUs, t1);
+  return durationUs;
 }
 
 /** Queues a result; `cpuUs` is -1 when CPU time was not measured. */
