@@ -6,7 +6,7 @@
  */
 import test from 'ava';
 import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -86,4 +86,13 @@ test('the packed package installs and runs JavaScript and TypeScript task module
     t.false(cmdline.some((arg) => /tsx/.test(arg)), 'and no TypeScript loader');
   }
   t.deepEqual(await waitGone(result.pids), [], 'the workers are gone after pool.close()');
+
+  // A bundle older than the compiled entry (dist/ compiled again without build:worker) is not used.
+  const graph = join(installed, 'dist', 'child', 'worker-main.js');
+  utimesSync(graph, new Date(), new Date(Date.now() + 60_000));
+  const again = JSON.parse((await run(process.execPath, ['main.mjs'], { cwd: dir, timeout: 60_000 })).stdout) as typeof result;
+  t.deepEqual(again.values, result.values);
+  t.true(again.cmdlines.length >= 1);
+  for (const cmdline of again.cmdlines) t.true(cmdline.includes(graph), `a worker runs the newer entry: ${cmdline.join(' ')}`);
+  t.deepEqual(await waitGone(again.pids), []);
 });

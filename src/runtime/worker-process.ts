@@ -4,7 +4,7 @@
  * @module
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { serialize } from 'node:v8';
 import { formatValue, type RemoteErrorInfo } from '../errors.js';
 import type { OutputMode } from '../options.js';
@@ -21,7 +21,8 @@ const here = import.meta.url;
 /**
  * The worker entry beside this file. Compiled, it is `worker-main.cjs`: the entry and the little it
  * imports bundled into one CommonJS file (`npm run build`), which starts sooner than the ES module
- * graph `worker-main.js`; that one serves a compiled copy built without the bundle. From source
+ * graph `worker-main.js`. That one serves a copy compiled without the bundle, or compiled again
+ * after it (a bundle older than the graph may not speak the parent's protocol). From source
  * under tsx, it is `worker-main.ts`.
  */
 const WORKER_ENTRY = workerEntry();
@@ -29,7 +30,10 @@ const WORKER_ENTRY = workerEntry();
 function workerEntry(): URL {
   if (here.endsWith('.ts')) return new URL('../child/worker-main.ts', here);
   const bundle = new URL('../child/worker-main.cjs', here);
-  return existsSync(bundle) ? bundle : new URL('../child/worker-main.js', here);
+  const graph = new URL('../child/worker-main.js', here);
+  const bundled = statSync(bundle, { throwIfNoEntry: false });
+  const compiled = statSync(graph, { throwIfNoEntry: false });
+  return bundled && (!compiled || bundled.mtimeMs >= compiled.mtimeMs) ? bundle : graph;
 }
 
 export interface WorkerOptions {
