@@ -3,6 +3,8 @@
  *
  * @module
  */
+import { defaultMaxConcurrency } from './load/controller.js';
+import { optimalConcurrency } from './optimal-concurrency.js';
 import { numberIn, resolveOptions, type ScheduleOptions } from './options.js';
 import { OptionError, formatValue } from './errors.js';
 import type { WorkerLender } from './runtime/local-runtime.js';
@@ -21,6 +23,7 @@ export interface WorkerPoolOptions {
 
 /** The worker settings {@link WorkerPool.warm} starts workers with; a run uses them only if its own match. */
 export type WarmOptions = Pick<ScheduleOptions, 'output' | 'workerExecArgv' | 'workerEnv'>;
+const WARM_KEYS = ['output', 'workerExecArgv', 'workerEnv'];
 
 const lenders = new WeakMap<WorkerPool, WorkerLender>();
 
@@ -115,15 +118,23 @@ export class WorkerPool {
    * console.log(pool.pids().length); // 4
    * await pool.close();
    * ```
-   * @param count How many idle workers to have.
+   * @param count How many idle workers to have: at most 4 × CPUs (at least 16), since they start at once.
    * @param options The worker settings of the runs that will use them (by default, a run's defaults).
    * @returns Resolves once they have booted.
    * @throws {OptionError} for a bad `count` or setting (checked as `schedule$` checks them); rejects with an Error naming the cause when a worker dies while starting,
    *   or saying so when the pool is closed meanwhile.
    */
   async warm(count: number, options: WarmOptions = {}): Promise<void> {
-    if (!(Number.isInteger(count) && count >= 0)) {
-      throw new OptionError('count', '', count, `warm(count): count must be an integer >= 0, got ${formatValue(count)}`);
+    // Workers start all at once: a count far past what the machine can run would fork them all.
+    const most = defaultMaxConcurrency(optimalConcurrency());
+    if (!(Number.isInteger(count) && count >= 0 && count <= most)) {
+      throw new OptionError('count', '', count, `warm(count): count must be an integer from 0 to ${most} (4 × CPUs, at least 16), got ${formatValue(count)}`);
+    }
+    if (typeof options !== 'object' || options === null) throw new OptionError('(options)', '', options, `warm(count, options): options must be an object, got ${formatValue(options)}`);
+    for (const key of Object.keys(options)) {
+      if (!WARM_KEYS.includes(key)) {
+        throw new OptionError(key, '', undefined, `warm(count, options): ${key} is not a warm() option; they are ${WARM_KEYS.join(', ')}`);
+      }
     }
     if (this.#closed) throw new Error('the WorkerPool is closed: warm() cannot start workers in it');
     // The same validation and defaults as a run's, so that the workers fit the runs meant to use them.

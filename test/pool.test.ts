@@ -179,8 +179,14 @@ test('bad pool options and a bad pool are OptionErrors that name the option', as
   t.throws(() => new WorkerPool({ idle: 5 } as never), { instanceOf: OptionError, message: /options\.idle is not a WorkerPool option/ });
   t.throws(() => schedule$([w.square(2)], { pool: {} as never }), { instanceOf: OptionError, message: /pool/ });
   const pool = newPool(t);
-  await t.throwsAsync(pool.warm(-1), { instanceOf: OptionError, message: /count must be an integer >= 0, got -1/ });
+  await t.throwsAsync(pool.warm(-1), { instanceOf: OptionError, message: /count must be an integer from 0 to \d+ \(4 × CPUs, at least 16\), got -1/ });
+  // A count past what the machine can run would fork every one of them at once.
+  await t.throwsAsync(pool.warm(1e6), { instanceOf: OptionError, message: /count must be an integer from 0 to \d+ .*, got 1000000$/ });
   await t.throwsAsync(pool.warm(1, { output: 'loud' as never }), { instanceOf: OptionError, message: /options\.output must be/ });
+  await t.throwsAsync(pool.warm(1, { concurrency: 2 } as never), {
+    instanceOf: OptionError,
+    message: 'warm(count, options): concurrency is not a warm() option; they are output, workerExecArgv, workerEnv',
+  });
   t.deepEqual(pool.pids(), [], 'nothing was started for a bad warm()');
 });
 
