@@ -170,6 +170,13 @@ const KNOWN = new Set<string>([
   'idleTimeout', 'maxWorkerRss', 'output', 'progressInterval', 'workerExecArgv', 'workerEnv', 'pool',
 ]);
 
+/** Throws the OptionError for options that are not an object; `where` prefixes the message (`warm(count, options): `). */
+export function checkOptionsObject(options: unknown, where = ''): asserts options is object {
+  if (typeof options !== 'object' || options === null) {
+    throw new OptionError('(options)', '', options, `${where}options must be an object, got ${formatValue(options)}`);
+  }
+}
+
 /**
  * Validates every option once, up front, with one message template
  * (`options.<name> must be <expectation>, got <value>`), and fills in defaults.
@@ -177,7 +184,7 @@ const KNOWN = new Set<string>([
  */
 export function resolveOptions(options: ScheduleOptions | undefined): ResolvedOptions {
   if (options === undefined || options === null) options = {};
-  if (typeof options !== 'object') throw new OptionError('(options)', '', options, `options must be an object, got ${formatValue(options)}`);
+  checkOptionsObject(options);
   for (const key of Object.keys(options)) {
     if (!KNOWN.has(key)) {
       throw new OptionError(key, '', undefined, `options.${key} is not an option; the options are ${[...KNOWN].join(', ')}`);

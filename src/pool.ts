@@ -5,7 +5,7 @@
  */
 import { defaultMaxConcurrency } from './load/controller.js';
 import { optimalConcurrency } from './optimal-concurrency.js';
-import { numberIn, resolveOptions, type ScheduleOptions } from './options.js';
+import { checkOptionsObject, numberIn, resolveOptions, type ScheduleOptions } from './options.js';
 import { OptionError, formatValue } from './errors.js';
 import type { WorkerLender } from './runtime/local-runtime.js';
 import type { KillReport } from './runtime/kill.js';
@@ -85,7 +85,7 @@ export class WorkerPool {
    * @throws {OptionError} when an option is invalid.
    */
   constructor(options: WorkerPoolOptions = {}) {
-    if (typeof options !== 'object' || options === null) throw new OptionError('(options)', '', options, `options must be an object, got ${formatValue(options)}`);
+    checkOptionsObject(options);
     for (const key of Object.keys(options)) {
       if (!['idleTimeout', 'maxIdleWorkers', 'killTimeout'].includes(key)) {
         throw new OptionError(key, '', undefined, `options.${key} is not a WorkerPool option; they are idleTimeout, maxIdleWorkers, killTimeout`);
@@ -130,7 +130,7 @@ export class WorkerPool {
     if (!(Number.isInteger(count) && count >= 0 && count <= most)) {
       throw new OptionError('count', '', count, `warm(count): count must be an integer from 0 to ${most} (4 × CPUs, at least 16), got ${formatValue(count)}`);
     }
-    if (typeof options !== 'object' || options === null) throw new OptionError('(options)', '', options, `warm(count, options): options must be an object, got ${formatValue(options)}`);
+    checkOptionsObject(options, 'warm(count, options): ');
     for (const key of Object.keys(options)) {
       if (!WARM_KEYS.includes(key)) {
         throw new OptionError(key, '', undefined, `warm(count, options): ${key} is not a warm() option; they are ${WARM_KEYS.join(', ')}`);

@@ -10,7 +10,7 @@ import { MessageChannel, receiveMessageOnPort, Worker } from 'node:worker_thread
 import { isObservable } from 'rxjs';
 import { formatValue, OptionError, RunTerminatedError, TaskError, isOptionError } from './errors.js';
 import { optimalConcurrency } from './optimal-concurrency.js';
-import { checkTaskOptions, resolveOptions, type ScheduleOptions } from './options.js';
+import { checkOptionsObject, checkTaskOptions, resolveOptions, type ScheduleOptions } from './options.js';
 import {
   BLOCKING_BOOTSTRAP, reviveError, threadExecArgv, toBlockingTaskSpec,
   type BlockingControlMessage, type BlockingRunMessage, type BlockingTaskSpec, type BlockingWorkerData,
@@ -142,7 +142,7 @@ export class Scheduler<T = unknown> {
       options = first;
     }
     options ??= {};
-    if (typeof options !== 'object' || options === null) throw new OptionError('(options)', '', options, `options must be an object, got ${formatValue(options)}`);
+    checkOptionsObject(options);
     if (callback !== undefined && options.onProgress !== undefined) {
       throw new OptionError('onProgress', 'left out when a progress callback is passed as the first argument', options.onProgress);
     }
