@@ -31,7 +31,8 @@ export interface RetryOptions {
   /** Randomize each delay between half and all of it, so tasks that failed together do not retry together. @default true */
   jitter?: boolean;
   /**
-   * Which failures are retried. `'invalid'` and `'cancelled'` never are.
+   * Which failures are retried: any of `'threw'`, `'exited'`, `'signaled'`, `'timeout'` and
+   * `'spawn'` (a worker could not start). `'invalid'` and `'cancelled'` never are.
    * @default ['threw', 'exited', 'signaled', 'timeout']
    */
   on?: readonly TaskFailureKind[];
@@ -177,19 +178,22 @@ export function checkOptionsObject(options: unknown, where = ''): asserts option
   }
 }
 
+/** The first key of `options` (own or inherited, enumerable) that is not in `known`, or undefined. */
+export function unknownKey(options: object, known: ReadonlySet<string>): string | undefined {
+  for (const key in options) if (!known.has(key)) return key;
+  return undefined;
+}
+
 /**
  * Validates every option once, up front, with one message template
  * (`options.<name> must be <expectation>, got <value>`), and fills in defaults.
  * @throws {OptionError} naming the first invalid option.
  */
 export function resolveOptions(options: ScheduleOptions | undefined): ResolvedOptions {
-  if (options === undefined || options === null) options = {};
+  if (options === undefined) options = {};
   checkOptionsObject(options);
-  for (const key of Object.keys(options)) {
-    if (!KNOWN.has(key)) {
-      throw new OptionError(key, '', undefined, `options.${key} is not an option; the options are ${[...KNOWN].join(', ')}`);
-    }
-  }
+  const unknown = unknownKey(options, KNOWN);
+  if (unknown !== undefined) throw new OptionError(unknown, '', undefined, `options.${unknown} is not an option; the options are ${[...KNOWN].join(', ')}`);
   const cpus = optimalConcurrency();
   const o = options;
   const concurrency = o.concurrency ?? 'auto';
@@ -274,9 +278,9 @@ export function resolveRetry(name: string, value: unknown): ResolvedRetry {
   if (backoff !== 'fixed' && backoff !== 'exponential') throw new OptionError(`${name}.backoff`, "'fixed' or 'exponential'", backoff);
   if (policy.jitter !== undefined && typeof policy.jitter !== 'boolean') throw new OptionError(`${name}.jitter`, 'a boolean', policy.jitter);
   const on = policy.on ?? DEFAULT_RETRY_ON;
-  if (!Array.isArray(on) || !on.every((k) => FAILURE_KINDS.includes(k))) {
-    throw new OptionError(`${name}.on`, `an array of failure kinds (${RETRYABLE.join(', ')})`, on);
-  }
+  if (!Array.isArray(on)) throw new OptionError(`${name}.on`, `an array of failure kinds (${RETRYABLE.join(', ')})`, on);
+  const bad = on.findIndex((k) => !FAILURE_KINDS.includes(k));
+  if (bad !== -1) throw new OptionError(`${name}.on[${bad}]`, `a failure kind (${RETRYABLE.join(', ')})`, on[bad]);
   return {
     retries,
     delay: numberIn(`${name}.delay`, policy.delay, 100, 0, 2 ** 31 - 1),
@@ -293,8 +297,8 @@ export function isWeight(value: unknown): value is number {
 }
 
 /** The options each kind of task takes (see TaskOptions and CommandTaskOptions). */
-const TASK_OPTION_KEYS = ['timeout', 'label', 'weight', 'retries'];
-const COMMAND_OPTION_KEYS = [...TASK_OPTION_KEYS, 'cwd', 'env', 'input', 'reject', 'encoding', 'maxBuffer'];
+const TASK_OPTION_KEYS: ReadonlySet<string> = new Set(['timeout', 'label', 'weight', 'retries']);
+const COMMAND_OPTION_KEYS: ReadonlySet<string> = new Set([...TASK_OPTION_KEYS, 'cwd', 'env', 'input', 'reject', 'encoding', 'maxBuffer']);
 
 /**
  * Validates one task's options, for a task of `kind`; used when a task is pulled from the source.
@@ -304,10 +308,9 @@ export function checkTaskOptions(options: unknown, kind: 'module' | 'command' | 
   if (typeof options !== 'object' || options === null) return 'task options must be an object';
   const o = options as Record<string, unknown>;
   const known = kind === 'command' ? COMMAND_OPTION_KEYS : TASK_OPTION_KEYS;
-  for (const key in o) {
-    // A misspelt option would otherwise be dropped without a word (a timeout that never fires).
-    if (!known.includes(key)) return `task option ${key} is not an option of a ${kind} task; they are ${known.join(', ')}`;
-  }
+  // A misspelt option would otherwise be dropped without a word (a timeout that never fires).
+  const unknown = unknownKey(o, known);
+  if (unknown !== undefined) return `task option ${unknown} is not an option of a ${kind} task; they are ${[...known].join(', ')}`;
   if (o.timeout !== undefined && !(typeof o.timeout === 'number' && o.timeout >= 1 && o.timeout <= 2 ** 31 - 1)) {
     return `task option timeout must be a number from 1 to ${2 ** 31 - 1}, got ${formatValue(o.timeout)}`;
   }

@@ -5,7 +5,7 @@
  */
 import { defaultMaxConcurrency } from './load/controller.js';
 import { optimalConcurrency } from './optimal-concurrency.js';
-import { checkOptionsObject, numberIn, resolveOptions, type ScheduleOptions } from './options.js';
+import { checkOptionsObject, numberIn, resolveOptions, unknownKey, type ScheduleOptions } from './options.js';
 import { OptionError, formatValue } from './errors.js';
 import type { WorkerLender } from './runtime/local-runtime.js';
 import type { KillReport } from './runtime/kill.js';
@@ -23,7 +23,8 @@ export interface WorkerPoolOptions {
 
 /** The worker settings {@link WorkerPool.warm} starts workers with; a run uses them only if its own match. */
 export type WarmOptions = Pick<ScheduleOptions, 'output' | 'workerExecArgv' | 'workerEnv'>;
-const WARM_KEYS = ['output', 'workerExecArgv', 'workerEnv'];
+const POOL_KEYS: ReadonlySet<string> = new Set(['idleTimeout', 'maxIdleWorkers', 'killTimeout']);
+const WARM_KEYS: ReadonlySet<string> = new Set(['output', 'workerExecArgv', 'workerEnv']);
 
 const lenders = new WeakMap<WorkerPool, WorkerLender>();
 
@@ -86,11 +87,8 @@ export class WorkerPool {
    */
   constructor(options: WorkerPoolOptions = {}) {
     checkOptionsObject(options);
-    for (const key of Object.keys(options)) {
-      if (!['idleTimeout', 'maxIdleWorkers', 'killTimeout'].includes(key)) {
-        throw new OptionError(key, '', undefined, `options.${key} is not a WorkerPool option; they are idleTimeout, maxIdleWorkers, killTimeout`);
-      }
-    }
+    const unknown = unknownKey(options, POOL_KEYS);
+    if (unknown !== undefined) throw new OptionError(unknown, '', undefined, `options.${unknown} is not a WorkerPool option; they are ${[...POOL_KEYS].join(', ')}`);
     this.#idleTimeout = numberIn('idleTimeout', options.idleTimeout, 30_000, 0, 2 ** 31 - 1);
     this.#killTimeout = numberIn('killTimeout', options.killTimeout, 3000, 0, 2 ** 31 - 1);
     const max = options.maxIdleWorkers ?? Infinity;
@@ -131,11 +129,8 @@ export class WorkerPool {
       throw new OptionError('count', '', count, `warm(count): count must be an integer from 0 to ${most} (4 × CPUs, at least 16), got ${formatValue(count)}`);
     }
     checkOptionsObject(options, 'warm(count, options): ');
-    for (const key of Object.keys(options)) {
-      if (!WARM_KEYS.includes(key)) {
-        throw new OptionError(key, '', undefined, `warm(count, options): ${key} is not a warm() option; they are ${WARM_KEYS.join(', ')}`);
-      }
-    }
+    const unknown = unknownKey(options, WARM_KEYS);
+    if (unknown !== undefined) throw new OptionError(unknown, '', undefined, `warm(count, options): ${unknown} is not a warm() option; they are ${[...WARM_KEYS].join(', ')}`);
     if (this.#closed) throw new Error('the WorkerPool is closed: warm() cannot start workers in it');
     // The same validation and defaults as a run's, so that the workers fit the runs meant to use them.
     const { output, workerExecArgv, workerEnv } = resolveOptions({ output: options.output, workerExecArgv: options.workerExecArgv, workerEnv: options.workerEnv });

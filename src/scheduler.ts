@@ -51,7 +51,9 @@ export interface SchedulerOptions extends Omit<ScheduleOptions, 'settle'> {
   /**
    * `true`: concurrency follows CPU load and free memory, up and down (`concurrency: 'auto'`).
    * `false`: a fixed {@link Scheduler.optimalProcessCount} tasks at once. Leave it out when you
-   * give `concurrency`.
+   * give `concurrency`. With `false`, the options that only steer dynamic concurrency
+   * (`cpuThreshold`, `cpuTarget`, `cpuHysteresis`, `sampleInterval`, `concurrencyStep`,
+   * `minConcurrency`, `maxConcurrency`, `minFreeMemory`) are an {@link OptionError}.
    * @default true
    */
   dynamic?: boolean;
@@ -629,6 +631,11 @@ export class Scheduler<T = unknown> {
   }
 }
 
+/** Options that only steer dynamic (`'auto'`) concurrency. */
+const DYNAMIC_ONLY = [
+  'cpuThreshold', 'cpuTarget', 'cpuHysteresis', 'sampleInterval', 'concurrencyStep', 'minConcurrency', 'maxConcurrency', 'minFreeMemory',
+] as const;
+
 /** Maps the Python-style options onto {@link ScheduleOptions}, and validates them all once. */
 function toScheduleOptions(options: SchedulerOptions): ScheduleOptions {
   const { onProgress: _onProgress, dynamic, cpuThreshold, ...rest } = options;
@@ -645,6 +652,12 @@ function toScheduleOptions(options: SchedulerOptions): ScheduleOptions {
   }
   if (cpuThreshold !== undefined && rest.cpuTarget !== undefined) {
     throw new OptionError('cpuThreshold', 'left out when options.cpuTarget is given (it is the same option)', cpuThreshold);
+  }
+  if (dynamic === false) {
+    // These only steer dynamic concurrency: with it turned off, they would silently do nothing.
+    const given = { cpuThreshold, ...rest } as Record<string, unknown>;
+    const steering = DYNAMIC_ONLY.find((key) => given[key] !== undefined);
+    if (steering !== undefined) throw new OptionError(steering, 'left out when options.dynamic is false (it only steers dynamic concurrency)', given[steering]);
   }
   const result: ScheduleOptions = { ...rest };
   if (cpuThreshold !== undefined) result.cpuTarget = cpuThreshold;

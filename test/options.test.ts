@@ -21,7 +21,7 @@ const invalid: Array<[string, Record<string, unknown>, RegExp]> = [
   ['output unknown', { output: 'file' }, /^options\.output must be 'inherit', 'capture' or 'ignore', got "file"$/],
   ['retries negative', { retries: -1 }, /^options\.retries must be an integer >= 0, got -1$/],
   ['retries.backoff unknown', { retries: { retries: 1, backoff: 'linear' } }, /^options\.retries\.backoff must be 'fixed' or 'exponential'/],
-  ['retries.on unknown kind', { retries: { retries: 1, on: ['oops'] } }, /^options\.retries\.on must be an array of failure kinds/],
+  ['retries.on not an array', { retries: { retries: 1, on: 'threw' } }, /^options\.retries\.on must be an array of failure kinds/],
   ['unknown option', { concurency: 2 }, /^options\.concurency is not an option; the options are concurrency, /],
   ['workerExecArgv not strings', { workerExecArgv: [1] }, /^options\.workerExecArgv must be an array of strings/],
 ];
@@ -35,7 +35,16 @@ for (const [name, options, message] of invalid) {
   });
 }
 
+test('an unknown failure kind in retries.on is named, with its place', (t) => {
+  const error = t.throws(() => schedule$([], { retries: { retries: 1, on: ['threw', 'nope'] } } as never), {
+    instanceOf: OptionError,
+    message: 'options.retries.on[1] must be a failure kind (threw, exited, signaled, timeout, spawn), got "nope"',
+  });
+  t.is(error.option, 'retries.on[1]');
+});
+
 test('options that are not an object are an OptionError that says so', (t) => {
+  t.throws(() => schedule$([], null as never), { instanceOf: OptionError, message: 'options must be an object, got null' });
   const error = t.throws(() => schedule$([], 'fast' as never), { instanceOf: OptionError, message: 'options must be an object, got "fast"' });
   t.is(error.option, '(options)');
 });

@@ -51,6 +51,11 @@ test('contradicting or invalid options are an OptionError naming the option', (t
   t.is(option(() => new Scheduler({ dynamic: false, concurrency: 2 })), 'dynamic');
   t.is(option(() => new Scheduler({ cpuThreshold: 80, cpuTarget: 80 })), 'cpuThreshold');
   t.is(option(() => new Scheduler({ cpuThreshold: 0 })), 'cpuThreshold');
+  t.throws(() => new Scheduler({ dynamic: false, cpuThreshold: 70 }), {
+    instanceOf: OptionError,
+    message: 'options.cpuThreshold must be left out when options.dynamic is false (it only steers dynamic concurrency), got 70',
+  });
+  t.is(option(() => new Scheduler({ dynamic: false, sampleInterval: 100 })), 'sampleInterval');
   t.is(option(() => new Scheduler({ dynamic: 'yes' as unknown as boolean })), 'dynamic');
   t.is(option(() => new Scheduler(() => {}, { onProgress: () => {} })), 'onProgress');
   t.is(option(() => new Scheduler({ onProgress: 42 as unknown as ProgressCallback })), 'onProgress');

@@ -35,7 +35,8 @@ export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks:
   try {
     child = task.factory();
   } catch (error) {
-    hooks.rejected({ kind: 'invalid', detail: 'its process factory threw', remote: toRemoteErrorInfo(error) });
+    const remote = toRemoteErrorInfo(error);
+    hooks.rejected({ kind: 'invalid', detail: `its process factory threw ${remote.name}: ${remote.message}`, remote });
     return undefined;
   }
   if (!child || typeof child !== 'object' || typeof child.on !== 'function' || !('pid' in child)) {
