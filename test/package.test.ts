@@ -60,6 +60,12 @@ test('the packed package installs and runs JavaScript and TypeScript task module
     t.true(paths.includes(path), `${path} is in the package`);
   }
   t.deepEqual(paths.filter((path) => /tsbuildinfo|^test\/|^bench\/|^node_modules\//.test(path)), [], 'nothing of the repository beyond the package');
+  // The README's links to files of the project lead to files in the package, so they work where
+  // the package is read (node_modules, the registry's page). bench/ is the exception: it runs only
+  // from a checkout, with the devDependencies, and the README says so.
+  const linked = [...readFileSync(join(root, 'README.md'), 'utf8').matchAll(/\]\((?!https?:|#)([^)#\s]+)/g)].map((m) => m[1]!);
+  t.true(linked.length > 5, 'the README links to files of the project');
+  t.deepEqual(linked.filter((path) => !path.startsWith('bench/') && !paths.includes(path)), [], 'every file the README links to is in the package');
 
   // The project: the package unpacked where npm would put it, its runtime dependencies linked
   // from this checkout (no network needed), and the program and its task module.
