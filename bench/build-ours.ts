@@ -3,6 +3,8 @@
 // workers load tsx too, and tsx costs ~350 ms or more per Node start on this machine; the
 // peers' workers run plain Node, and so do the workers of anyone using the published package.
 // Compiled, the library strips tsx from its workers' flags. `--ours-src` measures src/ as is.
+// The chaos tests build their compiled copy with the same two functions (transpileFiles and
+// bundleWorkerEntry).
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -36,8 +38,22 @@ export interface OursBuild {
  */
 export function buildOurs(): OursBuild {
   rmSync(outDir, { recursive: true, force: true });
-  let files = 0;
-  for (const file of listTypeScript(sourceDir)) {
+  const files = transpileFiles(listTypeScript(sourceDir), sourceDir, outDir);
+  bundleWorkerEntry(join(outDir, 'child', 'worker-main.cjs'));
+  return { entry: pathToFileURL(join(outDir, 'index.js')).href, files, ...gitState() };
+}
+
+/**
+ * Transpiles each TypeScript file on its own (no type check) to `outDir`, keeping its path
+ * relative to `base`, `.ts` becoming `.js`.
+ *
+ * @example
+ * transpileFiles(listTypeScript('/repo/src'), '/repo', '/tmp/copy'); // writes /tmp/copy/src/index.js, ...
+ * @returns how many files were written
+ * @throws naming the file, when one has a syntax error
+ */
+export function transpileFiles(files: readonly string[], base: string, outDir: string): number {
+  for (const file of files) {
     const output = ts.transpileModule(readFileSync(file, 'utf8'), {
       fileName: file,
       reportDiagnostics: true,
@@ -52,18 +68,17 @@ export function buildOurs(): OursBuild {
       const text = ts.flattenDiagnosticMessageText(errors[0]!.messageText, '\n');
       throw new Error(`${relative(root, file)}: ${text}`);
     }
-    const target = join(outDir, relative(sourceDir, file)).replace(/\.ts$/, '.js');
+    const target = join(outDir, relative(base, file)).replace(/\.ts$/, '.js');
     mkdirSync(dirname(target), { recursive: true });
     writeFileSync(target, output.outputText);
-    files++;
   }
-  bundleWorkerEntry(join(outDir, 'child', 'worker-main.cjs'));
-  return { entry: pathToFileURL(join(outDir, 'index.js')).href, files, ...gitState() };
+  return files.length;
 }
 
 /**
- * Bundles the worker entry into one CommonJS file, as `npm run build` does (same options as its
- * `build:worker` script): the compiled library forks this file when it finds it beside its own.
+ * Bundles the worker entry into one CommonJS file by running package.json's `build:worker`
+ * script with only its `--outfile` changed, so the copy is built exactly as the package is: the
+ * compiled library forks this file when it finds it beside its own.
  *
  * @example
  * bundleWorkerEntry('/tmp/lib/child/worker-main.cjs');
@@ -71,17 +86,20 @@ export function buildOurs(): OursBuild {
  * @throws when the entry or what it imports does not build
  */
 export function bundleWorkerEntry(outfile: string): void {
+  const { scripts } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+  const [command, ...args] = scripts['build:worker']!.trim().split(/\s+/);
+  if (command !== 'esbuild' || !args.some((arg) => arg.startsWith('--outfile='))) {
+    throw new Error(`package.json's build:worker is not an esbuild command with --outfile=: ${scripts['build:worker']}`);
+  }
   // The command line, not esbuild's JavaScript API: that one leaves a service process running
   // for the rest of the caller's life, which a test counting its child processes would see.
   const esbuild = createRequire(import.meta.url).resolve('esbuild/bin/esbuild');
-  execFileSync(esbuild, [
-    join(sourceDir, 'child', 'worker-main.ts'),
-    '--bundle', '--platform=node', '--format=cjs', '--target=node20', '--external:tsx', '--log-level=warning',
-    `--outfile=${outfile}`,
-  ], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const argv = args.map((arg) => (arg.startsWith('--outfile=') ? `--outfile=${outfile}` : arg));
+  execFileSync(esbuild, argv, { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
 }
 
-function listTypeScript(directory: string): string[] {
+/** Every TypeScript source file under `directory` (declaration files left out). */
+export function listTypeScript(directory: string): string[] {
   return readdirSync(directory, { withFileTypes: true }).flatMap((entry) => {
     const path = join(directory, entry.name);
     if (entry.isDirectory()) return listTypeScript(path);
