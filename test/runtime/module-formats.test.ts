@@ -1,0 +1,106 @@
+// Task modules of every JavaScript format load in a worker, each run once per worker, with the
+// same results and errors whichever way the worker loads them: an ES module without top-level
+// await synchronously (require() of an ES module, Node 20.19 and later) where no loader hooks are
+// in the worker, everything else with import(). Each test runs twice: on the library from source
+// (its workers run under tsx, so import() only) and on a compiled copy (plain workers, as users
+// run them).
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import test from 'ava';
+import * as source from '../../src/index.js';
+import type { TaskFailure, TaskOutcome, TaskResult } from '../../src/index.js';
+import { compiledLibrary, type CompiledLibrary } from '../fixtures/chaos-compiled.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'aps-formats-'));
+let compiled: Promise<CompiledLibrary> | undefined;
+test.after.always(async () => {
+  rmSync(dir, { recursive: true, force: true });
+  (await compiled)?.remove();
+});
+
+const libraries = {
+  source: async () => source,
+  compiled: async () => (await (compiled ??= compiledLibrary())).lib,
+};
+
+/** Writes a module file and returns its URL. */
+function module(name: string, text: string): URL {
+  const path = join(dir, name);
+  mkdirSync(join(path, '..'), { recursive: true });
+  writeFileSync(path, text);
+  return pathToFileURL(path);
+}
+
+// Each module counts its evaluations in the worker, and says so through `runs`.
+const counted = (exports: string) => `globalThis.evaluations = (globalThis.evaluations ?? 0) + 1;\n${exports}`;
+const esmBody = counted(`export function runs() { return globalThis.evaluations; }\nexport function triple(x) { return 3 * x; }\nexport default function half(x) { return x / 2; }\n`);
+const cjsBody = counted(`module.exports = function half(x) { return x / 2; };\nmodule.exports.runs = () => globalThis.evaluations;\nmodule.exports.triple = (x) => 3 * x;\n`);
+
+const formats: Record<string, (prefix: string) => URL> = {
+  'ES module (.mjs)': (prefix) => module(`${prefix}/esm/a.mjs`, esmBody),
+  'ES module (.js in a "type": "module" package)': (prefix) => (module(`${prefix}/typed/package.json`, '{ "type": "module" }'), module(`${prefix}/typed/a.js`, esmBody)),
+  'CommonJS (.cjs)': (prefix) => module(`${prefix}/cjs/a.cjs`, cjsBody),
+  'CommonJS (.js, no "type")': (prefix) => (module(`${prefix}/plain/package.json`, '{}'), module(`${prefix}/plain/a.js`, cjsBody)),
+  'ES module with top-level await (.mjs)': (prefix) => module(`${prefix}/tla/a.mjs`, `await new Promise((resolve) => setTimeout(resolve, 5));\n${esmBody}`),
+};
+
+for (const [which, library] of Object.entries(libraries)) {
+for (const [name, make] of Object.entries(formats)) {
+  test(`${which}: ${name}: named and default exports run, and the module is evaluated once per worker`, async (t) => {
+    const { moduleTask, schedule$ } = await library();
+    const url = make(which);
+    const tasks = [
+      ...Array.from({ length: 20 }, (_, i) => moduleTask<number>(url, 'triple', [i])),
+      moduleTask<number>(url, 'default', [10]),
+      moduleTask<number>(url, 'runs', []),
+    ];
+    const values = await schedule$(tasks, { concurrency: 1 }).toOrderedArray();
+    t.deepEqual(values.slice(0, 20), Array.from({ length: 20 }, (_, i) => 3 * i));
+    t.is(values[20], 5);
+    t.is(values[21], 1, 'the module was evaluated once');
+  });
+}
+
+test(`${which}: an ES module whose top level throws: every task of it fails with that error, and its top level ran once`, async (t) => {
+  const { moduleTask, schedule$ } = await library();
+  const url = module(`${which}/throws/a.mjs`, counted(`export function f() { return 1; }\nexport function g() { return 2; }\nthrow new RangeError('no config');\n`));
+  const probe = module(`${which}/throws/probe.mjs`, `export function evaluations() { return globalThis.evaluations; }\n`);
+  const outcomes: Array<TaskOutcome<number>> = await schedule$([moduleTask<number>(url, 'f', []), moduleTask<number>(url, 'g', []), moduleTask<number>(probe, 'evaluations', [])], {
+    concurrency: 1,
+    settle: true,
+  }).toOrderedArray();
+  for (const outcome of outcomes.slice(0, 2)) {
+    const { reason } = outcome as TaskFailure;
+    t.is(reason.kind, 'invalid');
+    t.is(reason.remote?.name, 'RangeError');
+    t.is(reason.remote?.message, `cannot load module ${url.href}: no config`);
+    // Plain workers on a Node that can require() an ES module load it that way (the stack says
+    // so); workers under tsx never do (it would make a second, CommonJS copy of the module).
+    const loadedSync = /importSyncForRequire/.test(reason.remote?.stack ?? '');
+    t.is(loadedSync, which === 'compiled' && process.features.require_module === true, reason.remote?.stack);
+  }
+  t.is((outcomes[2] as TaskResult<number>).value, 1);
+});
+
+test(`${which}: an ES module with a syntax error is an invalid task naming the module`, async (t) => {
+  const { moduleTask, schedule$ } = await library();
+  const url = module(`${which}/syntax/a.mjs`, 'export const x = ;\n');
+  const [outcome] = await schedule$([moduleTask(url, 'x', [])], { settle: true }).toOrderedArray();
+  const { reason } = outcome as TaskFailure;
+  t.is(reason.kind, 'invalid');
+  t.is(reason.remote?.name, 'SyntaxError');
+  t.regex(reason.remote?.message ?? '', new RegExp(`^cannot load module ${url.href.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: Unexpected token`));
+});
+
+test(`${which}: a module loaded by a task and imported by another module is one module: they share its state`, async (t) => {
+  const { moduleTask, schedule$ } = await library();
+  const state = module(`${which}/shared/state.mjs`, `let n = 0;\nexport function bump() { return ++n; }\n`);
+  const user = module(`${which}/shared/user.mjs`, `export async function bumpThere() { return (await import(${JSON.stringify(state.href)})).bump(); }\n`);
+  const values = await schedule$([moduleTask<number>(state, 'bump', []), moduleTask<number>(user, 'bumpThere', []), moduleTask<number>(state, 'bump', [])], {
+    concurrency: 1,
+  }).toOrderedArray();
+  t.deepEqual(values, [1, 2, 3]);
+});
+}
