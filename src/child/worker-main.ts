@@ -5,9 +5,7 @@
  * @module
  */
 import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { isModuleNamespaceObject } from 'node:util/types';
 import { serialize } from 'node:v8';
 import { objectArray } from '../collections.js';
 import { toRemoteErrorInfo, type RemoteErrorInfo } from '../errors.js';
@@ -265,7 +263,7 @@ function runReady(): Stop {
     const fnId = queue[head + 1] as number;
     const def = id === SKIPPED ? undefined : functions.get(fnId);
     // Loaded before it leaves the queue: until it starts, a skip or a reclaim still finds it.
-    if (def && !def.fn && !def.error && !loadSync(def)) {
+    if (def && !def.fn && !def.error) {
       stopDef = def;
       return LOAD;
     }
@@ -381,77 +379,17 @@ function flush(): void {
   }
 }
 
-async function load(def: FunctionDef): Promise<void> {
+async function load(def: { url: string; name: string; fn?: Fn; error?: RemoteErrorInfo }): Promise<void> {
   let namespace: Record<string, unknown>;
   try {
     let pending = modules.get(def.url);
     if (!pending) modules.set(def.url, (pending = importModule(def.url)));
     namespace = await pending;
   } catch (error) {
-    loadFailed(def, error);
+    const info = toRemoteErrorInfo(error);
+    def.error = { ...info, message: `cannot load module ${def.url}: ${info.message}` };
     return;
   }
-  findFunction(def, namespace);
-}
-
-function loadFailed(def: FunctionDef, error: unknown): void {
-  const info = toRemoteErrorInfo(error);
-  def.error = { ...info, message: `cannot load module ${def.url}: ${info.message}` };
-}
-
-/**
- * Loads an ES module task file at once, with `require()` (Node 20.19 and later load an ES module
- * that way, synchronously): the first task starts without waiting for the asynchronous loader,
- * which costs a worker several milliseconds to set up. Returns false, having changed nothing,
- * where the asynchronous path must do it: Node without that support, TypeScript (tsx registers
- * on the way), a URL with a query or a hash, a file that is not there (so the error is the
- * import's), a module with top-level await, and CommonJS (import() gives it a namespace of its
- * own, its default export included; Node runs it once either way).
- */
-function loadSync(def: FunctionDef): boolean {
-  const loaded = modules.get(def.url);
-  if (loaded) {
-    const namespace = syncNamespaces.get(def.url);
-    if (!namespace) return false;
-    findFunction(def, namespace);
-    return true;
-  }
-  if (!requireModule || tsLoader || !def.url.startsWith('file:') || !/^[^?#]*\.m?js$/.test(def.url) || needsTypeScript(def.url)) return false;
-  const path = fileURLToPath(def.url);
-  if (!existsSync(path)) return false;
-  let exports: unknown;
-  try {
-    exports = requireModule(path);
-  } catch (error) {
-    if ((error as { code?: unknown } | null)?.code === 'ERR_REQUIRE_ASYNC_MODULE') return false;
-    // Kept as the module's outcome, for its other functions: Node would not run it again either.
-    const failed = Promise.reject(error);
-    failed.catch(() => {});
-    modules.set(def.url, failed);
-    loadFailed(def, error);
-    return true;
-  }
-  if (!isModuleNamespaceObject(exports)) return false;
-  const namespace = exports as Record<string, unknown>;
-  syncNamespaces.set(def.url, namespace);
-  modules.set(def.url, Promise.resolve(namespace));
-  findFunction(def, namespace);
-  return true;
-}
-
-/**
- * Node's own require(), where it loads ES modules and no loader hooks are in the worker (flags
- * or NODE_OPTIONS with --import, --require or --loader: tsx, for one, turns a required ES module
- * into CommonJS, a second copy of the module).
- */
-const requireModule =
-  (process.features as { require_module?: boolean }).require_module &&
-  ![...process.execArgv, process.env.NODE_OPTIONS ?? ''].some((arg) => /--(?:import|require|loader|experimental-loader)\b|(?:^|\s)-r\b/.test(arg))
-    ? createRequire(process.argv[1] ?? process.cwd())
-    : undefined;
-const syncNamespaces = new Map<string, Record<string, unknown>>();
-
-function findFunction(def: FunctionDef, namespace: Record<string, unknown>): void {
   const candidate = namespace[def.name];
   if (typeof candidate === 'function') {
     def.fn = candidate as Fn;

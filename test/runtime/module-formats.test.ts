@@ -1,9 +1,6 @@
-// Task modules of every JavaScript format load in a worker, each run once per worker, with the
-// same results and errors whichever way the worker loads them: an ES module without top-level
-// await synchronously (require() of an ES module, Node 20.19 and later) where no loader hooks are
-// in the worker, everything else with import(). Each test runs twice: on the library from source
-// (its workers run under tsx, so import() only) and on a compiled copy (plain workers, as users
-// run them).
+// Task modules of every JavaScript format load in a worker, each evaluated once per worker, with
+// the results and errors import() gives. Each test runs twice: on the library from source (its
+// workers run under tsx) and on a compiled copy (plain workers, as users run them).
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -76,10 +73,6 @@ test(`${which}: an ES module whose top level throws: every task of it fails with
     t.is(reason.kind, 'invalid');
     t.is(reason.remote?.name, 'RangeError');
     t.is(reason.remote?.message, `cannot load module ${url.href}: no config`);
-    // Plain workers on a Node that can require() an ES module load it that way (the stack says
-    // so); workers under tsx never do (it would make a second, CommonJS copy of the module).
-    const loadedSync = /importSyncForRequire/.test(reason.remote?.stack ?? '');
-    t.is(loadedSync, which === 'compiled' && process.features.require_module === true, reason.remote?.stack);
   }
   t.is((outcomes[2] as TaskResult<number>).value, 1);
 });
@@ -92,6 +85,23 @@ test(`${which}: an ES module with a syntax error is an invalid task naming the m
   t.is(reason.kind, 'invalid');
   t.is(reason.remote?.name, 'SyntaxError');
   t.regex(reason.remote?.message ?? '', new RegExp(`^cannot load module ${url.href.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: Unexpected token`));
+});
+
+test(`${which}: a file URL no path matches, and a directory named like a module, are invalid tasks, and the worker lives on`, async (t) => {
+  const { moduleTask, schedule$ } = await library();
+  const fine = module(`${which}/odd/fine.mjs`, 'export function pid() { return process.pid; }\n');
+  mkdirSync(join(dir, which, 'odd', 'dir.mjs'), { recursive: true });
+  writeFileSync(join(dir, which, 'odd', 'dir.mjs', 'index.js'), 'globalThis.ranIndex = true;\n');
+  const encodedSlash = new URL(`${pathToFileURL(join(dir, which, 'odd')).href}/a%2Fb.mjs`);
+  const outcomes = await schedule$(
+    [moduleTask<number>(fine, 'pid', []), moduleTask(encodedSlash, 'f', []), moduleTask(pathToFileURL(join(dir, which, 'odd', 'dir.mjs')), 'f', []), moduleTask<number>(fine, 'pid', [])],
+    { concurrency: 1, settle: true },
+  ).toOrderedArray();
+  t.deepEqual(outcomes.map((o) => (o.status === 'rejected' ? o.reason.kind : o.status)), ['fulfilled', 'invalid', 'invalid', 'fulfilled']);
+  t.regex((outcomes[1] as TaskFailure).reason.remote?.message ?? '', /^cannot load module .*a%2Fb\.mjs: File URL path must not include encoded \/ characters/);
+  // Node refuses a directory import; under tsx, the directory's index.js loads, without the export.
+  t.regex((outcomes[2] as TaskFailure).reason.remote?.message ?? '', which === 'compiled' ? /^cannot load module .*dir\.mjs: Directory import .* is not supported/ : /dir\.mjs has no export named 'f'/);
+  t.is((outcomes[0] as TaskResult<number>).value, (outcomes[3] as TaskResult<number>).value, 'one worker ran them all');
 });
 
 test(`${which}: a module loaded by a task and imported by another module is one module: they share its state`, async (t) => {
