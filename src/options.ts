@@ -57,6 +57,10 @@ export interface ScheduleOptions {
    *   it starts waiting tasks at once, lowering it never kills a running task, it only delays new starts;
    * - `'auto'`: starts at {@link optimalConcurrency} and follows CPU load and free memory
    *   between `minConcurrency` and `maxConcurrency`.
+   *
+   * The options only `'auto'` reads (`cpuTarget`, `cpuHysteresis`, `sampleInterval`,
+   * `minConcurrency`, `maxConcurrency`, `concurrencyStep`, `minFreeMemory`) are an
+   * {@link OptionError} with a number or an Observable here.
    * @default 'auto'
    */
   concurrency?: ConcurrencyOption;
@@ -178,6 +182,9 @@ export function checkOptionsObject(options: unknown, where = ''): asserts option
   }
 }
 
+/** The options only automatic concurrency reads. */
+export const AUTO_ONLY = ['cpuTarget', 'cpuHysteresis', 'sampleInterval', 'minConcurrency', 'maxConcurrency', 'concurrencyStep', 'minFreeMemory'] as const;
+
 /** The first key of `options` (own or inherited, enumerable) that is not in `known`, or undefined. */
 export function unknownKey(options: object, known: ReadonlySet<string>): string | undefined {
   for (const key in options) if (!known.has(key)) return key;
@@ -199,6 +206,13 @@ export function resolveOptions(options: ScheduleOptions | undefined): ResolvedOp
   const concurrency = o.concurrency ?? 'auto';
   if (!(concurrency === 'auto' || isObservable(concurrency) || isPositiveInteger(concurrency) || concurrency === Infinity)) {
     throw new OptionError('concurrency', "a positive integer, Infinity, an Observable<number> or 'auto'", concurrency);
+  }
+  if (concurrency !== 'auto') {
+    // They would silently do nothing: only automatic concurrency reads them.
+    const unused = AUTO_ONLY.find((key) => o[key] !== undefined);
+    if (unused !== undefined) {
+      throw new OptionError(unused, '', o[unused], `options.${unused} only steers concurrency: 'auto'; leave it out with concurrency ${isObservable(concurrency) ? 'given as an Observable' : formatValue(concurrency)}`);
+    }
   }
   const minConcurrency = positiveInteger('minConcurrency', o.minConcurrency, 1);
   const maxConcurrency = positiveInteger('maxConcurrency', o.maxConcurrency, Math.max(minConcurrency, defaultMaxConcurrency(cpus)));

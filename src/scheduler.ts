@@ -10,7 +10,7 @@ import { MessageChannel, receiveMessageOnPort, Worker } from 'node:worker_thread
 import { isObservable } from 'rxjs';
 import { formatValue, OptionError, RunTerminatedError, TaskError, isOptionError } from './errors.js';
 import { optimalConcurrency } from './optimal-concurrency.js';
-import { checkOptionsObject, checkTaskOptions, resolveOptions, type ScheduleOptions } from './options.js';
+import { AUTO_ONLY, checkOptionsObject, checkTaskOptions, resolveOptions, type ScheduleOptions } from './options.js';
 import {
   BLOCKING_BOOTSTRAP, reviveError, threadExecArgv, toBlockingTaskSpec,
   type BlockingControlMessage, type BlockingRunMessage, type BlockingTaskSpec, type BlockingWorkerData,
@@ -51,9 +51,10 @@ export interface SchedulerOptions extends Omit<ScheduleOptions, 'settle'> {
   /**
    * `true`: concurrency follows CPU load and free memory, up and down (`concurrency: 'auto'`).
    * `false`: a fixed {@link Scheduler.optimalProcessCount} tasks at once. Leave it out when you
-   * give `concurrency`. With `false`, the options that only steer dynamic concurrency
-   * (`cpuThreshold`, `cpuTarget`, `cpuHysteresis`, `sampleInterval`, `concurrencyStep`,
-   * `minConcurrency`, `maxConcurrency`, `minFreeMemory`) are an {@link OptionError}.
+   * give `concurrency`. With `false`, or a `concurrency` other than `'auto'`, the options that
+   * only steer dynamic concurrency (`cpuThreshold`, `cpuTarget`, `cpuHysteresis`,
+   * `sampleInterval`, `concurrencyStep`, `minConcurrency`, `maxConcurrency`, `minFreeMemory`)
+   * are an {@link OptionError}.
    * @default true
    */
   dynamic?: boolean;
@@ -632,9 +633,7 @@ export class Scheduler<T = unknown> {
 }
 
 /** Options that only steer dynamic (`'auto'`) concurrency. */
-const DYNAMIC_ONLY = [
-  'cpuThreshold', 'cpuTarget', 'cpuHysteresis', 'sampleInterval', 'concurrencyStep', 'minConcurrency', 'maxConcurrency', 'minFreeMemory',
-] as const;
+const DYNAMIC_ONLY = ['cpuThreshold', ...AUTO_ONLY] as const;
 
 /** Maps the Python-style options onto {@link ScheduleOptions}, and validates them all once. */
 function toScheduleOptions(options: SchedulerOptions): ScheduleOptions {
@@ -653,11 +652,12 @@ function toScheduleOptions(options: SchedulerOptions): ScheduleOptions {
   if (cpuThreshold !== undefined && rest.cpuTarget !== undefined) {
     throw new OptionError('cpuThreshold', 'left out when options.cpuTarget is given (it is the same option)', cpuThreshold);
   }
-  if (dynamic === false) {
-    // These only steer dynamic concurrency: with it turned off, they would silently do nothing.
+  const fixed = dynamic === false ? 'options.dynamic is false' : rest.concurrency !== undefined && rest.concurrency !== 'auto' ? "options.concurrency is not 'auto'" : undefined;
+  if (fixed !== undefined) {
+    // These only steer dynamic concurrency: without it, they would silently do nothing.
     const given = { cpuThreshold, ...rest } as Record<string, unknown>;
     const steering = DYNAMIC_ONLY.find((key) => given[key] !== undefined);
-    if (steering !== undefined) throw new OptionError(steering, 'left out when options.dynamic is false (it only steers dynamic concurrency)', given[steering]);
+    if (steering !== undefined) throw new OptionError(steering, `left out when ${fixed} (it only steers dynamic concurrency)`, given[steering]);
   }
   const result: ScheduleOptions = { ...rest };
   if (cpuThreshold !== undefined) result.cpuTarget = cpuThreshold;

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { of } from 'rxjs';
+import { BehaviorSubject, of } from 'rxjs';
 import { OptionError, isOptionError, schedule$ } from '../src/index.js';
 import { resolveOptions } from '../src/options.js';
 
@@ -34,6 +34,18 @@ for (const [name, options, message] of invalid) {
     t.is(error.option, named.replace(/\\/g, ''));
   });
 }
+
+test("options that only steer 'auto' concurrency are an OptionError with a fixed or Observable concurrency", (t) => {
+  t.throws(() => schedule$([], { concurrency: 4, cpuTarget: 70 }), {
+    instanceOf: OptionError,
+    message: "options.cpuTarget only steers concurrency: 'auto'; leave it out with concurrency 4",
+  });
+  const error = t.throws(() => schedule$([], { concurrency: new BehaviorSubject(2), maxConcurrency: 8 }), { instanceOf: OptionError });
+  t.is(error.option, 'maxConcurrency');
+  t.regex(error.message, /given as an Observable$/);
+  t.notThrows(() => schedule$([], { concurrency: 'auto', cpuTarget: 70, maxConcurrency: 8 }));
+  t.notThrows(() => schedule$([], { cpuTarget: 70 }));
+});
 
 test('an unknown failure kind in retries.on is named, with its place', (t) => {
   const error = t.throws(() => schedule$([], { retries: { retries: 1, on: ['threw', 'nope'] } } as never), {

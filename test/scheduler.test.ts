@@ -56,6 +56,10 @@ test('contradicting or invalid options are an OptionError naming the option', (t
     message: 'options.cpuThreshold must be left out when options.dynamic is false (it only steers dynamic concurrency), got 70',
   });
   t.is(option(() => new Scheduler({ dynamic: false, sampleInterval: 100 })), 'sampleInterval');
+  t.throws(() => new Scheduler({ concurrency: 4, cpuThreshold: 70 }), {
+    instanceOf: OptionError,
+    message: "options.cpuThreshold must be left out when options.concurrency is not 'auto' (it only steers dynamic concurrency), got 70",
+  });
   t.is(option(() => new Scheduler({ dynamic: 'yes' as unknown as boolean })), 'dynamic');
   t.is(option(() => new Scheduler(() => {}, { onProgress: () => {} })), 'onProgress');
   t.is(option(() => new Scheduler({ onProgress: 42 as unknown as ProgressCallback })), 'onProgress');
