@@ -93,9 +93,21 @@ test('the packed package installs and runs JavaScript and TypeScript task module
   }
   t.deepEqual(await waitGone(result.pids), [], 'the workers are gone after pool.close()');
 
-  // A bundle older than the compiled entry (dist/ compiled again without build:worker) is not used.
+  // npm unpacks a package without keeping the files' times, the bundle first: it may be a few
+  // milliseconds older than the compiled entry in a fresh install, and is still used.
   const graph = join(installed, 'dist', 'child', 'worker-main.js');
-  utimesSync(graph, new Date(), new Date(Date.now() + 60_000));
+  const bundle = join(installed, 'dist', 'child', 'worker-main.cjs');
+  const unpacked = Date.now();
+  utimesSync(bundle, new Date(), new Date(unpacked));
+  utimesSync(graph, new Date(), new Date(unpacked + 40));
+  const fresh = JSON.parse((await run(process.execPath, ['main.mjs'], { cwd: dir, timeout: 60_000 })).stdout) as typeof result;
+  t.deepEqual(fresh.values, result.values);
+  t.true(fresh.cmdlines.length >= 1);
+  for (const cmdline of fresh.cmdlines) t.true(cmdline.includes(bundle), `a worker runs the bundle of a fresh install: ${cmdline.join(' ')}`);
+  t.deepEqual(await waitGone(fresh.pids), []);
+
+  // A bundle from an older build (dist/ compiled again, later, without build:worker) is not used.
+  utimesSync(graph, new Date(), new Date(unpacked + 5 * 60_000));
   const again = JSON.parse((await run(process.execPath, ['main.mjs'], { cwd: dir, timeout: 60_000 })).stdout) as typeof result;
   t.deepEqual(again.values, result.values);
   t.true(again.cmdlines.length >= 1);

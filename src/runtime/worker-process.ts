@@ -19,10 +19,17 @@ import {
 
 const here = import.meta.url;
 /**
+ * How much older than `worker-main.js` the bundle may be and still come from the same build.
+ * Not zero: npm writes a package's files as it unpacks them, in any order, with their own
+ * times, so the bundle may be a few milliseconds older than the graph in a fresh install. A
+ * build that left the bundle behind (`tsc` alone, long after `npm run build`) is far older.
+ */
+const STALE_BUNDLE_MS = 60_000;
+/**
  * The worker entry beside this file. Compiled, it is `worker-main.cjs`: the entry and the little it
  * imports bundled into one CommonJS file (`npm run build`), which starts sooner than the ES module
  * graph `worker-main.js`. That one serves a copy compiled without the bundle, or compiled again
- * after it (a bundle older than the graph may not speak the parent's protocol). From source
+ * well after it (a bundle from an older build may not speak the parent's protocol). From source
  * under tsx, it is `worker-main.ts`.
  */
 const WORKER_ENTRY = workerEntry();
@@ -33,7 +40,7 @@ function workerEntry(): URL {
   const graph = new URL('../child/worker-main.js', here);
   const bundled = statSync(bundle, { throwIfNoEntry: false });
   const compiled = statSync(graph, { throwIfNoEntry: false });
-  return bundled && (!compiled || bundled.mtimeMs >= compiled.mtimeMs) ? bundle : graph;
+  return bundled && (!compiled || bundled.mtimeMs >= compiled.mtimeMs - STALE_BUNDLE_MS) ? bundle : graph;
 }
 
 export interface WorkerOptions {
