@@ -23,6 +23,7 @@ import { runWithRetries } from './retry.js';
 import { lenderOf } from './pool.js';
 import { LocalRuntime } from './runtime/local-runtime.js';
 import type { OutputLine } from './runtime/output.js';
+import { WORKER_HOOK, type WorkerHook } from './runtime/protocol.js';
 import type { JobEvents, JobHandle, TaskRuntime, TaskStats } from './runtime/runtime.js';
 import { isTask, taskLabel, type Task, type TaskValue } from './task.js';
 
@@ -183,12 +184,24 @@ export class ScheduledRun<T, M extends RunMode = 'failFast'> extends Observable<
  * @param tasks The tasks.
  * @param options Concurrency, failure mode, timeouts, output handling: see {@link ScheduleOptions}.
  * @returns The run. Nothing starts until something subscribes to its results.
- * @throws {OptionError} when an option is invalid; {@link TypeError} when `tasks` is not a task source.
+ * @throws {OptionError} when an option is invalid; {@link TypeError} when `tasks` is not a task source;
+ *   an Error when called in a worker while it loads a task module (a run started at a task
+ *   module's top level would start again in every worker, without end).
  */
 export function schedule$<K extends Task<unknown>>(tasks: TaskSourceInput<K>, options: ScheduleOptions & { settle: true }): ScheduledRun<TaskValue<K>, 'settle'>;
 export function schedule$<K extends Task<unknown>>(tasks: TaskSourceInput<K>, options?: ScheduleOptions & { settle?: false }): ScheduledRun<TaskValue<K>>;
 export function schedule$<K extends Task<unknown>>(tasks: TaskSourceInput<K>, options?: ScheduleOptions): ScheduledRun<TaskValue<K>, RunMode>;
 export function schedule$<K extends Task<unknown>>(tasks: TaskSourceInput<K>, options?: ScheduleOptions): ScheduledRun<TaskValue<K>, RunMode> {
+  const loading = ((globalThis as Record<symbol, unknown>)[WORKER_HOOK] as WorkerHook | undefined)?.loading;
+  if (loading !== undefined) {
+    // Every worker that loads the module would start the run again, and its workers again:
+    // processes without end.
+    throw new Error(
+      `schedule$ was called while a worker was loading the task module ${loading}: a run started at the top level of a task module ` +
+        'would start again in every worker that loads it, without end. Start the run from your program, not from a module its tasks ' +
+        "load, or guard it with `if (!isWorker())` (from 'async-process-scheduler/child')",
+    );
+  }
   const resolved = resolveOptions(options);
   if (!isTaskSourceInput(tasks)) {
     throw new TypeError(`tasks must be an array, an iterable, an async iterable or an Observable of tasks, got ${formatValue(tasks)}`);

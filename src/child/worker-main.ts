@@ -91,7 +91,12 @@ const hook: WorkerHook = {
   get taskId() {
     return currentId;
   },
+  get loading() {
+    return loadingUrl;
+  },
 };
+/** The task module being imported: a run started meanwhile would start in every worker (see schedule$). */
+let loadingUrl: string | undefined;
 (globalThis as Record<symbol, unknown>)[WORKER_HOOK] = hook;
 
 // In `output: 'capture'` mode (the parent then sends each task's index) the first write of each
@@ -415,7 +420,12 @@ async function load(def: { url: string; name: string; fn?: Fn; error?: RemoteErr
 async function importModule(url: string): Promise<Record<string, unknown>> {
   // Registered before the first import: Node caches a failed import, so there is no retry.
   if (needsTypeScript(url) && !process.execArgv.some((arg) => /tsx/.test(arg))) await (tsLoader ??= registerTsx(url));
-  return (await import(url)) as Record<string, unknown>;
+  loadingUrl = url;
+  try {
+    return (await import(url)) as Record<string, unknown>;
+  } finally {
+    loadingUrl = undefined;
+  }
 }
 
 let tsLoader: Promise<void> | undefined;

@@ -185,4 +185,6 @@ export const WORKER_HOOK = Symbol.for('async-process-scheduler.worker');
 export interface WorkerHook {
   reportProgress(value: unknown): void;
   readonly taskId: number | undefined;
+  /** The task module this worker is loading (evaluating its top level), if any. */
+  readonly loading: string | undefined;
 }

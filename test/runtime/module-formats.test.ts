@@ -9,6 +9,8 @@ import test from 'ava';
 import * as source from '../../src/index.js';
 import type { TaskFailure, TaskOutcome, TaskResult } from '../../src/index.js';
 import { compiledLibrary, type CompiledLibrary } from '../fixtures/chaos-compiled.js';
+import { descendants } from '../fixtures/chaos-procs.js';
+import { waitGone } from '../helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'aps-formats-'));
 let compiled: Promise<CompiledLibrary> | undefined;
@@ -20,6 +22,12 @@ test.after.always(async () => {
 const libraries = {
   source: async () => source,
   compiled: async () => (await (compiled ??= compiledLibrary())).lib,
+};
+
+/** Where a task module imports the library from, for each of `libraries`. */
+const libraryUrls = {
+  source: async () => new URL('../../src/index.ts', import.meta.url),
+  compiled: async () => new URL('../../src/index.js', (await (compiled ??= compiledLibrary())).fixture('chaos-tasks')),
 };
 
 /** Writes a module file and returns its URL. */
@@ -85,6 +93,32 @@ test(`${which}: an ES module with a syntax error is an invalid task naming the m
   t.is(reason.kind, 'invalid');
   t.is(reason.remote?.name, 'SyntaxError');
   t.regex(reason.remote?.message ?? '', new RegExp(`^cannot load module ${url.href.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: Unexpected token`));
+});
+
+// Serial: it counts the processes below this one, which the other tests here would add to.
+test.serial(`${which}: a task module that starts a run at its top level is an invalid task, and starts no process`, async (t) => {
+  // Each worker loading it would start the run again, and each of their workers again.
+  const { moduleTask, schedule$ } = await library();
+  const lib = await libraryUrls[which as keyof typeof libraryUrls]();
+  const url = module(
+    `${which}/bomb/a.mjs`,
+    `import { moduleTask, schedule$ } from ${JSON.stringify(lib.href)};\n` +
+      'export function double(x) { return 2 * x; }\n' +
+      'export const inner = await schedule$([moduleTask(import.meta.url, "double", [21])], { concurrency: 1 }).toOrderedArray();\n',
+  );
+  const before = new Set(descendants().map((p) => p.pid));
+  const run = schedule$([moduleTask<number>(url, 'double', [1])], { concurrency: 1, settle: true });
+  // Every Node process below this one while the run lasts: its worker, and any worker that one
+  // started. (Under tsx a worker also starts esbuild, which is not a worker.)
+  const seen = new Set<number>();
+  const watch = setInterval(() => descendants().forEach((p) => before.has(p.pid) || p.comm !== 'node' || seen.add(p.pid)), 5);
+  const [outcome] = await run.toOrderedArray().finally(() => clearInterval(watch));
+  const { reason } = outcome as TaskFailure;
+  t.is(reason.kind, 'invalid');
+  t.regex(reason.remote?.message ?? '', /schedule\$ was called while a worker was loading the task module .*bomb\/a\.mjs: a run started at the top level/);
+  t.deepEqual(run.pids(), []);
+  t.true(seen.size <= 1, `the worker started no worker of its own: ${[...seen].join(', ')}`);
+  t.deepEqual(await waitGone([...seen]), []);
 });
 
 test(`${which}: a file URL no path matches, and a directory named like a module, are invalid tasks, and the worker lives on`, async (t) => {
