@@ -98,10 +98,12 @@ test('a run with other worker settings starts its own workers, and the pool keep
   t.deepEqual(pool.pids().sort(), [plain!, ...captured].sort());
   t.deepEqual(await pidsServing(pool, 1, { concurrency: 1 }), [plain!], 'a default run takes the default worker');
   t.deepEqual(await pidsServing(pool, 1, { output: 'capture', concurrency: 1 }), captured);
-  const env = { ...process.env, POOL_TEST: '1' };
-  const withEnv = await pidsServing(pool, 1, { workerEnv: env, concurrency: 1 });
-  t.false([plain!, ...captured].includes(withEnv[0]!), 'workerEnv is compared by identity');
-  t.deepEqual(await pidsServing(pool, 1, { workerEnv: env, concurrency: 1 }), withEnv);
+  const withEnv = await pidsServing(pool, 1, { workerEnv: { ...process.env, POOL_TEST: '1' }, concurrency: 1 });
+  t.false([plain!, ...captured].includes(withEnv[0]!), 'a worker started with another environment cannot serve');
+  // By value: the same environment written anew for the next run finds the worker.
+  t.deepEqual(await pidsServing(pool, 1, { workerEnv: { ...process.env, POOL_TEST: '1' }, concurrency: 1 }), withEnv);
+  const other = await pidsServing(pool, 1, { workerEnv: { ...process.env, POOL_TEST: '2' }, concurrency: 1 });
+  t.false([plain!, ...captured, ...withEnv].includes(other[0]!), 'one value differs: another worker');
   const all = pool.pids();
   await pool.close();
   t.deepEqual(all.filter(isAlive), []);

@@ -145,7 +145,7 @@ export class WorkerProcess {
 
   constructor(options: WorkerOptions, listener: WorkerListener) {
     this.#listener = listener;
-    this.#config = { output: options.output, execArgv: [...options.execArgv], env: options.env };
+    this.#config = { output: options.output, execArgv: [...options.execArgv], env: options.env && { ...options.env } };
     this.booted = new Promise((resolve) => (this.#booted = resolve));
     this.#capture = options.output === 'capture';
     this.#width = this.#capture ? INDEXED_TASK_WIDTH : TASK_WIDTH;
@@ -186,7 +186,7 @@ export class WorkerProcess {
     const own = this.#config;
     return (
       own.output === config.output &&
-      own.env === config.env &&
+      sameEnv(own.env, config.env) &&
       own.execArgv.length === config.execArgv.length &&
       own.execArgv.every((arg, i) => arg === config.execArgv[i])
     );
@@ -437,4 +437,18 @@ function findUncloneable(args: readonly unknown[]): string | undefined {
     return `the arguments cannot be sent to a child process: ${(error as Error).message}`;
   }
   return undefined;
+}
+
+/**
+ * Whether two worker environments start the same process: the same variables with the same
+ * values, as Node passes them (a value is made a string; an undefined one is left out). By value,
+ * so that `{ ...process.env, X: '1' }` written anew for each run still finds the pool's workers.
+ */
+function sameEnv(a: NodeJS.ProcessEnv | undefined, b: NodeJS.ProcessEnv | undefined): boolean {
+  if (a === b) return true;
+  if (a === undefined || b === undefined) return false;
+  const passed = (env: NodeJS.ProcessEnv) => Object.keys(env).filter((key) => env[key] !== undefined);
+  const keys = passed(a);
+  if (keys.length !== passed(b).length) return false;
+  return keys.every((key) => b[key] !== undefined && `${a[key]}` === `${b[key]}`);
 }
