@@ -430,7 +430,10 @@ export class RunCore<T, M extends RunMode> {
     this.#state.weightPulled += inner.weight;
     const invalid = !valid
       ? `it is not a task: expected one made by moduleTask, taskModule, commandTask or processTask, got ${formatValue(task)}`
-      : checkTaskOptions(task.options, task.kind);
+      : // The arguments first: moduleTask(url, 'f', 1, 2) is a mistake in the arguments, not the options.
+        task.kind === 'module' && !Array.isArray(task.args)
+        ? `its arguments must be an array, got ${formatValue(task.args)}`
+        : checkTaskOptions(task.options, task.kind);
     if (invalid !== undefined) {
       inner.rejected(new TaskError({ kind: 'invalid', index, label: valid ? taskLabel(task) : undefined, detail: invalid }));
       return inner;

@@ -219,7 +219,9 @@ export class Scheduler<T = unknown> {
       if (!isTask(task)) {
         throw new TypeError(
           `add(target, args): target must return a task (made by moduleTask, taskModule, commandTask or processTask), ` +
-            `it returned ${formatValue(task)}; to add your own child process, use addProcess(() => fork(...))`,
+            `it returned ${formatValue(task)}. add() calls target here, in this process, to make the task: to run a function ` +
+            `of yours in a worker, export it from a module and add taskModule(url).${target.name || 'name'}, or { module, export }; ` +
+            'to add your own child process, use addProcess(() => fork(...))',
         );
       }
     } else if (isExportRef(target)) {

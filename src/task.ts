@@ -7,6 +7,7 @@ import type { ChildProcess } from 'node:child_process';
 import { isAbsolute } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { RetryOptions } from './options.js';
+import { formatValue } from './errors.js';
 
 const TASK_BRAND = Symbol.for('async-process-scheduler.Task');
 /**
@@ -143,6 +144,8 @@ export type TaskValue<K> = K extends Task<infer T> ? T : never;
  * @param args Arguments for the call.
  * @param options Per-task options.
  * @returns A task to pass to {@link schedule$}.
+ * @throws {TypeError} when `moduleUrl` is relative or a bare name, or `exportName` is not a
+ *   non-empty string (a function passed instead of its name, say).
  */
 export function moduleTask<T = unknown>(
   moduleUrl: string | URL,
@@ -150,7 +153,20 @@ export function moduleTask<T = unknown>(
   args: readonly unknown[] = [],
   options: TaskOptions = NO_OPTIONS,
 ): ModuleTask<T> {
-  return new ModuleTaskData(normalizeModuleUrl(moduleUrl), exportName, args, options);
+  return new ModuleTaskData(normalizeModuleUrl(moduleUrl), checkExportName(exportName), args, options);
+}
+
+/**
+ * The export's name, checked: a function passed instead (the Python habit) would otherwise reach
+ * the worker as nothing, and fail there as "no export named 'null'".
+ */
+function checkExportName(exportName: unknown): string {
+  if (typeof exportName === 'string' && exportName !== '') return exportName;
+  const hint =
+    typeof exportName === 'function' && exportName.name
+      ? `: pass its name, '${exportName.name}', or use taskModule(url).${exportName.name}(...); a function cannot be sent to a worker`
+      : '';
+  throw new TypeError(`exportName must be the name of an export of the module (a string), got ${formatValue(exportName)}${hint}`);
 }
 
 /** The names of a module's exports that are functions. */
@@ -188,7 +204,7 @@ export type TaskModule<M> = {
 export function taskModule<M>(moduleUrl: string | URL): TaskModule<M> {
   const module = normalizeModuleUrl(moduleUrl);
   const make = (exportName: string, args: readonly unknown[], options: TaskOptions = NO_OPTIONS): ModuleTask =>
-    new ModuleTaskData(module, exportName, args, options);
+    new ModuleTaskData(module, checkExportName(exportName), args, options);
   return new Proxy({} as TaskModule<M>, {
     get(_target, key) {
       if (key === 'task') return make;

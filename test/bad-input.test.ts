@@ -1,5 +1,5 @@
 import test from 'ava';
-import { TaskError, commandTask, moduleTask, processTask, schedule$, type Progress, type TaskFailure, type TaskResult } from '../src/index.js';
+import { TaskError, commandTask, moduleTask, processTask, schedule$, taskModule, type Progress, type TaskFailure, type TaskResult } from '../src/index.js';
 import { fixture, work } from './helpers.js';
 
 /** Runs tasks in settle mode and returns each failure (undefined for successes), in input order. */
@@ -157,6 +157,24 @@ test('a malformed command or process task (from plain JavaScript) is that task\'
 
 test('a relative module path is refused when the task is made, with the fix in the message', (t) => {
   t.throws(() => moduleTask('./work.js', 'square', []), { instanceOf: TypeError, message: /use new URL\('\.\/work\.js', import\.meta\.url\)/ });
+});
+
+test('an export name that is not a string is refused when the task is made, naming what it got', (t) => {
+  function longCalculation(x: number) {
+    return x;
+  }
+  t.throws(() => moduleTask(work, longCalculation as never, [1]), {
+    instanceOf: TypeError,
+    message: "exportName must be the name of an export of the module (a string), got a function (longCalculation): pass its name, 'longCalculation', or use taskModule(url).longCalculation(...); a function cannot be sent to a worker",
+  });
+  t.throws(() => moduleTask(work, '', []), { instanceOf: TypeError, message: /^exportName must be the name of an export .*got ""$/ });
+  t.throws(() => taskModule<Record<string, () => void>>(work).task(42 as never, []), { instanceOf: TypeError, message: /got 42$/ });
+});
+
+test('arguments that are not an array are named first, before the options after them', async (t) => {
+  const [error] = await failures([moduleTask(work, 'square', 1 as never, 2 as never)]);
+  t.is(error!.kind, 'invalid');
+  t.is(error!.message, 'task #0 (work.ts#square) is invalid: its arguments must be an array, got 1');
 });
 
 test('an exception thrown in a timer of a task fails that task with the error, and the worker is replaced', async (t) => {

@@ -74,6 +74,12 @@ test('add, map, addTask and addProcess check what they are given, before anythin
   t.throws(() => scheduler.add(42 as never, []), { instanceOf: TypeError, message: /target must be/ });
   t.throws(() => scheduler.add(work as never, []), { instanceOf: TypeError, message: /target must be/ });
   t.throws(() => scheduler.add((() => 'not a task') as never, []), { instanceOf: TypeError, message: /must return a task/ });
+  // The Python habit: the work function itself. It ran here; the message says so, and what to do.
+  const longCalculation = (x: number, y: number) => [x, y];
+  t.throws(() => scheduler.add(longCalculation as never, [1, 2]), {
+    instanceOf: TypeError,
+    message: /returned an array of 2\. add\(\) calls target here, in this process, to make the task: .* add taskModule\(url\)\.longCalculation/,
+  });
   t.throws(() => scheduler.add(work.square, 3 as never), { instanceOf: TypeError, message: /args must be an array/ });
   t.throws(() => scheduler.add(work.square, [3], { weight: -1 }), { instanceOf: TypeError, message: /weight/ });
   t.throws(() => scheduler.add({ module: './relative.js', export: 'x' }, []), { instanceOf: TypeError, message: /import\.meta\.url/ });
