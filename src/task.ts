@@ -43,7 +43,11 @@ export interface TaskOptions {
 export interface CommandTaskOptions extends TaskOptions {
   /** Working directory. @default the parent's `process.cwd()` */
   cwd?: string | URL;
-  /** Environment. @default the parent's `process.env` */
+  /**
+   * The command's whole environment: it replaces the parent's rather than adding to it, as with
+   * `child_process.spawn` (so `PATH` must be in it for a command found by name). To add a
+   * variable, pass `{ ...process.env, NAME: 'value' }`. @default the parent's `process.env`
+   */
   env?: NodeJS.ProcessEnv;
   /** Written to the command's stdin, which is then closed. @default stdin is empty */
   input?: string | Uint8Array;

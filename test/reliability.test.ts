@@ -62,6 +62,15 @@ test('a command that does not exist: invalid, ENOENT', async (t) => {
   t.regex(error.message, /command not found: no-such-program-aps \(ENOENT\)$/);
 });
 
+test('a command line in one string (as for a shell): invalid, saying there is no shell and how to write it', async (t) => {
+  const error = await failureOf(commandTask('ls -la', []));
+  t.is(error.kind, 'invalid');
+  t.is(
+    error.message,
+    'task #0 (ls -la) is invalid: command not found: ls -la (ENOENT); commands run without a shell, so the name is the whole string: write commandTask("ls", ["-la"])',
+  );
+});
+
 test('a command that is not executable, or a directory: invalid, EACCES', async (t) => {
   for (const file of ['/etc/passwd', '/tmp']) {
     const error = await failureOf(commandTask(file, []));

@@ -120,7 +120,7 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
       detail: noCwd
         ? `its working directory does not exist: ${cwd}`
         : notFound
-          ? `command not found: ${task.file} (ENOENT)`
+          ? `command not found: ${task.file} (ENOENT)${/\s/.test(task.file) ? noShellHint(task.file) : ''}`
           : `cannot run ${task.file}: ${error.message}`,
       remote: { name: error.name, message: error.message, code: error.code },
       durationMs: performance.now() - t0,
@@ -162,4 +162,10 @@ function keep(stream: Readable | null, maxBuffer: number) {
       return encoding === 'buffer' ? all : all.toString('utf8');
     },
   };
+}
+
+/** For a command name with spaces in it: there is no shell to split it. */
+function noShellHint(file: string): string {
+  const [name, ...args] = file.trim().split(/\s+/);
+  return `; commands run without a shell, so the name is the whole string: write commandTask(${JSON.stringify(name)}, ${JSON.stringify(args)})`;
 }
