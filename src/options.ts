@@ -32,7 +32,8 @@ export interface RetryOptions {
   jitter?: boolean;
   /**
    * Which failures are retried: any of `'threw'`, `'exited'`, `'signaled'`, `'timeout'` and
-   * `'spawn'` (a worker could not start). `'invalid'` and `'cancelled'` never are.
+   * `'spawn'` (a worker could not start). `'invalid'` and `'cancelled'` never are, and naming
+   * them here is an {@link OptionError}.
    * @default ['threw', 'exited', 'signaled', 'timeout']
    */
   on?: readonly TaskFailureKind[];
@@ -278,12 +279,17 @@ export function numberIn(name: string, value: unknown, fallback: number, min: nu
 }
 
 const FAILURE_KINDS: readonly TaskFailureKind[] = ['threw', 'exited', 'signaled', 'timeout', 'cancelled', 'invalid', 'spawn'];
+const RETRY_KEYS: ReadonlySet<string> = new Set(['retries', 'delay', 'backoff', 'maxDelay', 'jitter', 'on']);
 const RETRYABLE: readonly TaskFailureKind[] = ['threw', 'exited', 'signaled', 'timeout', 'spawn'];
 
 /** Validates a retry option (a count or a policy) and fills in its defaults. */
 export function resolveRetry(name: string, value: unknown): ResolvedRetry {
   const policy: RetryOptions = typeof value === 'number' || value === undefined ? { retries: value ?? 0 } : (value as RetryOptions);
   if (typeof policy !== 'object' || policy === null) throw new OptionError(name, 'a number or a retry policy object', value);
+  const unknown = unknownKey(policy, RETRY_KEYS);
+  if (unknown !== undefined) {
+    throw new OptionError(`${name}.${unknown}`, '', undefined, `options.${name}.${unknown} is not a retry option; they are ${[...RETRY_KEYS].join(', ')}`);
+  }
   const retries = policy.retries;
   if (!(typeof retries === 'number' && Number.isInteger(retries) && retries >= 0)) {
     throw new OptionError(typeof value === 'number' ? name : `${name}.retries`, 'an integer >= 0', retries);
@@ -293,15 +299,19 @@ export function resolveRetry(name: string, value: unknown): ResolvedRetry {
   if (policy.jitter !== undefined && typeof policy.jitter !== 'boolean') throw new OptionError(`${name}.jitter`, 'a boolean', policy.jitter);
   const on = policy.on ?? DEFAULT_RETRY_ON;
   if (!Array.isArray(on)) throw new OptionError(`${name}.on`, `an array of failure kinds (${RETRYABLE.join(', ')})`, on);
-  const bad = on.findIndex((k) => !FAILURE_KINDS.includes(k));
-  if (bad !== -1) throw new OptionError(`${name}.on[${bad}]`, `a failure kind (${RETRYABLE.join(', ')})`, on[bad]);
+  // A kind that is never retried would be a promise the policy does not keep: an error too.
+  const bad = on.findIndex((k) => !RETRYABLE.includes(k));
+  if (bad !== -1) {
+    const never = FAILURE_KINDS.includes(on[bad]!) ? ` (${formatValue(on[bad])} failures are never retried)` : '';
+    throw new OptionError(`${name}.on[${bad}]`, '', on[bad], `options.${name}.on[${bad}] must be a failure kind that can be retried (${RETRYABLE.join(', ')}), got ${formatValue(on[bad])}${never}`);
+  }
   return {
     retries,
     delay: numberIn(`${name}.delay`, policy.delay, 100, 0, 2 ** 31 - 1),
     backoff,
     maxDelay: numberIn(`${name}.maxDelay`, policy.maxDelay, 30_000, 0, 2 ** 31 - 1),
     jitter: policy.jitter ?? true,
-    on: on.filter((k) => RETRYABLE.includes(k)),
+    on: [...on],
   };
 }
 

@@ -47,12 +47,22 @@ test("options that only steer 'auto' concurrency are an OptionError with a fixed
   t.notThrows(() => schedule$([], { cpuTarget: 70 }));
 });
 
-test('an unknown failure kind in retries.on is named, with its place', (t) => {
+test('an unknown or never-retried failure kind in retries.on is named, with its place; so is an unknown retry option', (t) => {
   const error = t.throws(() => schedule$([], { retries: { retries: 1, on: ['threw', 'nope'] } } as never), {
     instanceOf: OptionError,
-    message: 'options.retries.on[1] must be a failure kind (threw, exited, signaled, timeout, spawn), got "nope"',
+    message: 'options.retries.on[1] must be a failure kind that can be retried (threw, exited, signaled, timeout, spawn), got "nope"',
   });
   t.is(error.option, 'retries.on[1]');
+  // Kinds that are never retried, and unknown keys, would make a policy that does not do what it says.
+  t.throws(() => schedule$([], { retries: { retries: 1, on: ['invalid'] } }), {
+    instanceOf: OptionError,
+    message: 'options.retries.on[0] must be a failure kind that can be retried (threw, exited, signaled, timeout, spawn), got "invalid" ("invalid" failures are never retried)',
+  });
+  const misspelt = t.throws(() => schedule$([], { retries: { retries: 1, delai: 50 } as never }), {
+    instanceOf: OptionError,
+    message: 'options.retries.delai is not a retry option; they are retries, delay, backoff, maxDelay, jitter, on',
+  });
+  t.is(misspelt.option, 'retries.delai');
 });
 
 test('options that are not an object are an OptionError that says so', (t) => {
