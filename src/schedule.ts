@@ -430,7 +430,8 @@ export class RunCore<T, M extends RunMode> {
     this.#state.weightPulled += inner.weight;
     const invalid = !valid
       ? `it is not a task: expected one made by moduleTask, taskModule, commandTask or processTask, got ${formatValue(task)}`
-      : // The arguments first: moduleTask(url, 'f', 1, 2) is a mistake in the arguments, not the options.
+      : // Here only: the runtimes take the task as well formed. The arguments first:
+        // moduleTask(url, 'f', 1, 2) is a mistake in the arguments, not the options.
         task.kind === 'module' && !Array.isArray(task.args)
         ? `its arguments must be an array, got ${formatValue(task.args)}`
         : checkTaskOptions(task.options, task.kind);

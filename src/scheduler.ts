@@ -54,7 +54,7 @@ export interface SchedulerOptions extends Omit<ScheduleOptions, 'settle'> {
    * give `concurrency`. With `false`, or a `concurrency` other than `'auto'`, the options that
    * only steer dynamic concurrency (`cpuThreshold`, `cpuTarget`, `cpuHysteresis`,
    * `sampleInterval`, `concurrencyStep`, `minConcurrency`, `maxConcurrency`, `minFreeMemory`)
-   * are an {@link OptionError}.
+   * are an {@link OptionError}, as in {@link schedule$}.
    * @default true
    */
   dynamic?: boolean;
@@ -654,12 +654,14 @@ function toScheduleOptions(options: SchedulerOptions): ScheduleOptions {
   if (cpuThreshold !== undefined && rest.cpuTarget !== undefined) {
     throw new OptionError('cpuThreshold', 'left out when options.cpuTarget is given (it is the same option)', cpuThreshold);
   }
-  const fixed = dynamic === false ? 'options.dynamic is false' : rest.concurrency !== undefined && rest.concurrency !== 'auto' ? "options.concurrency is not 'auto'" : undefined;
-  if (fixed !== undefined) {
-    // These only steer dynamic concurrency: without it, they would silently do nothing.
+  if (dynamic === false) {
+    // These only steer dynamic concurrency. resolveOptions says so for a fixed concurrency the
+    // caller gave; this one is made below, so it is named here as the caller put it.
     const given = { cpuThreshold, ...rest } as Record<string, unknown>;
     const steering = DYNAMIC_ONLY.find((key) => given[key] !== undefined);
-    if (steering !== undefined) throw new OptionError(steering, `left out when ${fixed} (it only steers dynamic concurrency)`, given[steering]);
+    if (steering !== undefined) {
+      throw new OptionError(steering, 'left out when options.dynamic is false (it only steers dynamic concurrency)', given[steering]);
+    }
   }
   const result: ScheduleOptions = { ...rest };
   if (cpuThreshold !== undefined) result.cpuTarget = cpuThreshold;
@@ -669,7 +671,7 @@ function toScheduleOptions(options: SchedulerOptions): ScheduleOptions {
   } catch (error) {
     // Name the option as the caller spelled it.
     if (cpuThreshold !== undefined && isOptionError(error) && error.option === 'cpuTarget') {
-      throw new OptionError('cpuThreshold', 'a number from 1 to 100', cpuThreshold);
+      throw new OptionError('cpuThreshold', '', cpuThreshold, error.message.replace('options.cpuTarget', 'options.cpuThreshold'));
     }
     throw error;
   }

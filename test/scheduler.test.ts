@@ -58,7 +58,7 @@ test('contradicting or invalid options are an OptionError naming the option', (t
   t.is(option(() => new Scheduler({ dynamic: false, sampleInterval: 100 })), 'sampleInterval');
   t.throws(() => new Scheduler({ concurrency: 4, cpuThreshold: 70 }), {
     instanceOf: OptionError,
-    message: "options.cpuThreshold must be left out when options.concurrency is not 'auto' (it only steers dynamic concurrency), got 70",
+    message: "options.cpuThreshold only steers concurrency: 'auto'; leave it out with concurrency 4",
   });
   t.is(option(() => new Scheduler({ dynamic: 'yes' as unknown as boolean })), 'dynamic');
   t.is(option(() => new Scheduler(() => {}, { onProgress: () => {} })), 'onProgress');

@@ -13,7 +13,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { BehaviorSubject, Subject, type Observable } from 'rxjs';
-import { TaskError, formatValue, type TaskErrorInit } from '../errors.js';
+import { TaskError, type TaskErrorInit } from '../errors.js';
 import { IdTable, RingQueue, objectArray } from '../collections.js';
 import type { OutputMode } from '../options.js';
 import { taskLabel, type ModuleTask, type Task } from '../task.js';
@@ -205,11 +205,7 @@ export class LocalRuntime implements TaskRuntime {
       job.state = 'done';
       return job;
     }
-    const task = job.task;
-    if (task.kind === 'module' && !Array.isArray(task.args)) {
-      this.#rejectArgsLater(job, task.args);
-      return job;
-    }
+    // The task is well formed (arguments an array, options valid): RunCore.startTask checked it.
     const lane = this.#pickLane();
     job.lane = lane;
     lane.jobs.push(job);
@@ -217,19 +213,6 @@ export class LocalRuntime implements TaskRuntime {
     // tick may bring a hundred new ones.
     this.#advanceSoon(lane);
     return job;
-  }
-
-  /**
-   * Reports a module task whose arguments are not an array, after start() has returned (as every
-   * outcome is), unless it is cancelled first. Not a closure inside start(): one there would make
-   * every call of start() allocate a context for the variables it captures.
-   */
-  #rejectArgsLater(job: Job, args: unknown): void {
-    queueMicrotask(() => {
-      if (job.state !== 'queued') return;
-      job.state = 'done';
-      job.events.rejected(this.#error(job, { kind: 'invalid', detail: `its arguments must be an array, got ${formatValue(args)}` }));
-    });
   }
 
   endOfInput(): void {

@@ -52,99 +52,99 @@ const formats: Record<string, (prefix: string) => URL> = {
 };
 
 for (const [which, library] of Object.entries(libraries)) {
-for (const [name, make] of Object.entries(formats)) {
-  test(`${which}: ${name}: named and default exports run, and the module is evaluated once per worker`, async (t) => {
-    const { moduleTask, schedule$ } = await library();
-    const url = make(which);
-    const tasks = [
-      ...Array.from({ length: 20 }, (_, i) => moduleTask<number>(url, 'triple', [i])),
-      moduleTask<number>(url, 'default', [10]),
-      moduleTask<number>(url, 'runs', []),
-    ];
-    const values = await schedule$(tasks, { concurrency: 1 }).toOrderedArray();
-    t.deepEqual(values.slice(0, 20), Array.from({ length: 20 }, (_, i) => 3 * i));
-    t.is(values[20], 5);
-    t.is(values[21], 1, 'the module was evaluated once');
-  });
-}
+  for (const [name, make] of Object.entries(formats)) {
+    test(`${which}: ${name}: named and default exports run, and the module is evaluated once per worker`, async (t) => {
+      const { moduleTask, schedule$ } = await library();
+      const url = make(which);
+      const tasks = [
+        ...Array.from({ length: 20 }, (_, i) => moduleTask<number>(url, 'triple', [i])),
+        moduleTask<number>(url, 'default', [10]),
+        moduleTask<number>(url, 'runs', []),
+      ];
+      const values = await schedule$(tasks, { concurrency: 1 }).toOrderedArray();
+      t.deepEqual(values.slice(0, 20), Array.from({ length: 20 }, (_, i) => 3 * i));
+      t.is(values[20], 5);
+      t.is(values[21], 1, 'the module was evaluated once');
+    });
+  }
 
-test(`${which}: an ES module whose top level throws: every task of it fails with that error, and its top level ran once`, async (t) => {
-  const { moduleTask, schedule$ } = await library();
-  const url = module(`${which}/throws/a.mjs`, counted(`export function f() { return 1; }\nexport function g() { return 2; }\nthrow new RangeError('no config');\n`));
-  const probe = module(`${which}/throws/probe.mjs`, `export function evaluations() { return globalThis.evaluations; }\n`);
-  const outcomes: Array<TaskOutcome<number>> = await schedule$([moduleTask<number>(url, 'f', []), moduleTask<number>(url, 'g', []), moduleTask<number>(probe, 'evaluations', [])], {
-    concurrency: 1,
-    settle: true,
-  }).toOrderedArray();
-  for (const outcome of outcomes.slice(0, 2)) {
+  test(`${which}: an ES module whose top level throws: every task of it fails with that error, and its top level ran once`, async (t) => {
+    const { moduleTask, schedule$ } = await library();
+    const url = module(`${which}/throws/a.mjs`, counted(`export function f() { return 1; }\nexport function g() { return 2; }\nthrow new RangeError('no config');\n`));
+    const probe = module(`${which}/throws/probe.mjs`, `export function evaluations() { return globalThis.evaluations; }\n`);
+    const outcomes: Array<TaskOutcome<number>> = await schedule$([moduleTask<number>(url, 'f', []), moduleTask<number>(url, 'g', []), moduleTask<number>(probe, 'evaluations', [])], {
+      concurrency: 1,
+      settle: true,
+    }).toOrderedArray();
+    for (const outcome of outcomes.slice(0, 2)) {
+      const { reason } = outcome as TaskFailure;
+      t.is(reason.kind, 'invalid');
+      t.is(reason.remote?.name, 'RangeError');
+      t.is(reason.remote?.message, `cannot load module ${url.href}: no config`);
+    }
+    t.is((outcomes[2] as TaskResult<number>).value, 1);
+  });
+
+  test(`${which}: an ES module with a syntax error is an invalid task naming the module`, async (t) => {
+    const { moduleTask, schedule$ } = await library();
+    const url = module(`${which}/syntax/a.mjs`, 'export const x = ;\n');
+    const [outcome] = await schedule$([moduleTask(url, 'x', [])], { settle: true }).toOrderedArray();
     const { reason } = outcome as TaskFailure;
     t.is(reason.kind, 'invalid');
-    t.is(reason.remote?.name, 'RangeError');
-    t.is(reason.remote?.message, `cannot load module ${url.href}: no config`);
-  }
-  t.is((outcomes[2] as TaskResult<number>).value, 1);
-});
+    t.is(reason.remote?.name, 'SyntaxError');
+    t.regex(reason.remote?.message ?? '', new RegExp(`^cannot load module ${url.href.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: Unexpected token`));
+  });
 
-test(`${which}: an ES module with a syntax error is an invalid task naming the module`, async (t) => {
-  const { moduleTask, schedule$ } = await library();
-  const url = module(`${which}/syntax/a.mjs`, 'export const x = ;\n');
-  const [outcome] = await schedule$([moduleTask(url, 'x', [])], { settle: true }).toOrderedArray();
-  const { reason } = outcome as TaskFailure;
-  t.is(reason.kind, 'invalid');
-  t.is(reason.remote?.name, 'SyntaxError');
-  t.regex(reason.remote?.message ?? '', new RegExp(`^cannot load module ${url.href.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: Unexpected token`));
-});
+  // Serial: it counts the processes below this one, which the other tests here would add to.
+  test.serial(`${which}: a task module that starts a run at its top level is an invalid task, and starts no process`, async (t) => {
+    // Each worker loading it would start the run again, and each of their workers again.
+    const { moduleTask, schedule$ } = await library();
+    const lib = await libraryUrls[which as keyof typeof libraryUrls]();
+    const url = module(
+      `${which}/bomb/a.mjs`,
+      `import { moduleTask, schedule$ } from ${JSON.stringify(lib.href)};\n` +
+        'export function double(x) { return 2 * x; }\n' +
+        'export const inner = await schedule$([moduleTask(import.meta.url, "double", [21])], { concurrency: 1 }).toOrderedArray();\n',
+    );
+    const before = new Set(descendants().map((p) => p.pid));
+    const run = schedule$([moduleTask<number>(url, 'double', [1])], { concurrency: 1, settle: true });
+    // Every Node process below this one while the run lasts: its worker, and any worker that one
+    // started. (Under tsx a worker also starts esbuild, which is not a worker.)
+    const seen = new Set<number>();
+    const watch = setInterval(() => descendants().forEach((p) => before.has(p.pid) || p.comm !== 'node' || seen.add(p.pid)), 5);
+    const [outcome] = await run.toOrderedArray().finally(() => clearInterval(watch));
+    const { reason } = outcome as TaskFailure;
+    t.is(reason.kind, 'invalid');
+    t.regex(reason.remote?.message ?? '', /schedule\$ was called while a worker was loading the task module .*bomb\/a\.mjs: a run started at the top level/);
+    t.deepEqual(run.pids(), []);
+    t.true(seen.size <= 1, `the worker started no worker of its own: ${[...seen].join(', ')}`);
+    t.deepEqual(await waitGone([...seen]), []);
+  });
 
-// Serial: it counts the processes below this one, which the other tests here would add to.
-test.serial(`${which}: a task module that starts a run at its top level is an invalid task, and starts no process`, async (t) => {
-  // Each worker loading it would start the run again, and each of their workers again.
-  const { moduleTask, schedule$ } = await library();
-  const lib = await libraryUrls[which as keyof typeof libraryUrls]();
-  const url = module(
-    `${which}/bomb/a.mjs`,
-    `import { moduleTask, schedule$ } from ${JSON.stringify(lib.href)};\n` +
-      'export function double(x) { return 2 * x; }\n' +
-      'export const inner = await schedule$([moduleTask(import.meta.url, "double", [21])], { concurrency: 1 }).toOrderedArray();\n',
-  );
-  const before = new Set(descendants().map((p) => p.pid));
-  const run = schedule$([moduleTask<number>(url, 'double', [1])], { concurrency: 1, settle: true });
-  // Every Node process below this one while the run lasts: its worker, and any worker that one
-  // started. (Under tsx a worker also starts esbuild, which is not a worker.)
-  const seen = new Set<number>();
-  const watch = setInterval(() => descendants().forEach((p) => before.has(p.pid) || p.comm !== 'node' || seen.add(p.pid)), 5);
-  const [outcome] = await run.toOrderedArray().finally(() => clearInterval(watch));
-  const { reason } = outcome as TaskFailure;
-  t.is(reason.kind, 'invalid');
-  t.regex(reason.remote?.message ?? '', /schedule\$ was called while a worker was loading the task module .*bomb\/a\.mjs: a run started at the top level/);
-  t.deepEqual(run.pids(), []);
-  t.true(seen.size <= 1, `the worker started no worker of its own: ${[...seen].join(', ')}`);
-  t.deepEqual(await waitGone([...seen]), []);
-});
+  test(`${which}: a file URL no path matches, and a directory named like a module, are invalid tasks, and the worker lives on`, async (t) => {
+    const { moduleTask, schedule$ } = await library();
+    const fine = module(`${which}/odd/fine.mjs`, 'export function pid() { return process.pid; }\n');
+    mkdirSync(join(dir, which, 'odd', 'dir.mjs'), { recursive: true });
+    writeFileSync(join(dir, which, 'odd', 'dir.mjs', 'index.js'), 'globalThis.ranIndex = true;\n');
+    const encodedSlash = new URL(`${pathToFileURL(join(dir, which, 'odd')).href}/a%2Fb.mjs`);
+    const outcomes = await schedule$(
+      [moduleTask<number>(fine, 'pid', []), moduleTask(encodedSlash, 'f', []), moduleTask(pathToFileURL(join(dir, which, 'odd', 'dir.mjs')), 'f', []), moduleTask<number>(fine, 'pid', [])],
+      { concurrency: 1, settle: true },
+    ).toOrderedArray();
+    t.deepEqual(outcomes.map((o) => (o.status === 'rejected' ? o.reason.kind : o.status)), ['fulfilled', 'invalid', 'invalid', 'fulfilled']);
+    t.regex((outcomes[1] as TaskFailure).reason.remote?.message ?? '', /^cannot load module .*a%2Fb\.mjs: File URL path must not include encoded \/ characters/);
+    // Node refuses a directory import; under tsx, the directory's index.js loads, without the export.
+    t.regex((outcomes[2] as TaskFailure).reason.remote?.message ?? '', which === 'compiled' ? /^cannot load module .*dir\.mjs: Directory import .* is not supported/ : /dir\.mjs has no export named 'f'/);
+    t.is((outcomes[0] as TaskResult<number>).value, (outcomes[3] as TaskResult<number>).value, 'one worker ran them all');
+  });
 
-test(`${which}: a file URL no path matches, and a directory named like a module, are invalid tasks, and the worker lives on`, async (t) => {
-  const { moduleTask, schedule$ } = await library();
-  const fine = module(`${which}/odd/fine.mjs`, 'export function pid() { return process.pid; }\n');
-  mkdirSync(join(dir, which, 'odd', 'dir.mjs'), { recursive: true });
-  writeFileSync(join(dir, which, 'odd', 'dir.mjs', 'index.js'), 'globalThis.ranIndex = true;\n');
-  const encodedSlash = new URL(`${pathToFileURL(join(dir, which, 'odd')).href}/a%2Fb.mjs`);
-  const outcomes = await schedule$(
-    [moduleTask<number>(fine, 'pid', []), moduleTask(encodedSlash, 'f', []), moduleTask(pathToFileURL(join(dir, which, 'odd', 'dir.mjs')), 'f', []), moduleTask<number>(fine, 'pid', [])],
-    { concurrency: 1, settle: true },
-  ).toOrderedArray();
-  t.deepEqual(outcomes.map((o) => (o.status === 'rejected' ? o.reason.kind : o.status)), ['fulfilled', 'invalid', 'invalid', 'fulfilled']);
-  t.regex((outcomes[1] as TaskFailure).reason.remote?.message ?? '', /^cannot load module .*a%2Fb\.mjs: File URL path must not include encoded \/ characters/);
-  // Node refuses a directory import; under tsx, the directory's index.js loads, without the export.
-  t.regex((outcomes[2] as TaskFailure).reason.remote?.message ?? '', which === 'compiled' ? /^cannot load module .*dir\.mjs: Directory import .* is not supported/ : /dir\.mjs has no export named 'f'/);
-  t.is((outcomes[0] as TaskResult<number>).value, (outcomes[3] as TaskResult<number>).value, 'one worker ran them all');
-});
-
-test(`${which}: a module loaded by a task and imported by another module is one module: they share its state`, async (t) => {
-  const { moduleTask, schedule$ } = await library();
-  const state = module(`${which}/shared/state.mjs`, `let n = 0;\nexport function bump() { return ++n; }\n`);
-  const user = module(`${which}/shared/user.mjs`, `export async function bumpThere() { return (await import(${JSON.stringify(state.href)})).bump(); }\n`);
-  const values = await schedule$([moduleTask<number>(state, 'bump', []), moduleTask<number>(user, 'bumpThere', []), moduleTask<number>(state, 'bump', [])], {
-    concurrency: 1,
-  }).toOrderedArray();
-  t.deepEqual(values, [1, 2, 3]);
-});
+  test(`${which}: a module loaded by a task and imported by another module is one module: they share its state`, async (t) => {
+    const { moduleTask, schedule$ } = await library();
+    const state = module(`${which}/shared/state.mjs`, `let n = 0;\nexport function bump() { return ++n; }\n`);
+    const user = module(`${which}/shared/user.mjs`, `export async function bumpThere() { return (await import(${JSON.stringify(state.href)})).bump(); }\n`);
+    const values = await schedule$([moduleTask<number>(state, 'bump', []), moduleTask<number>(user, 'bumpThere', []), moduleTask<number>(state, 'bump', [])], {
+      concurrency: 1,
+    }).toOrderedArray();
+    t.deepEqual(values, [1, 2, 3]);
+  });
 }
