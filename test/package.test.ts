@@ -42,6 +42,25 @@ export function square(n) {
 }
 `;
 
+// CommonJS code loads the package with require() (Node 20.19 and later load an ES module so),
+// and so may a CommonJS task module the package's child entry.
+const commonJsProgram = `
+const { moduleTask, schedule$ } = require('async-process-scheduler');
+const { pathToFileURL } = require('node:url');
+const task = pathToFileURL(__dirname + '/task.cjs');
+schedule$([1, 2, 3].map((n) => moduleTask(task, 'triple', [n])), { concurrency: 2 })
+  .toOrderedArray()
+  .then((values) => console.log(JSON.stringify(values)));
+`;
+
+const commonJsTask = `
+const { reportProgress } = require('async-process-scheduler/child');
+exports.triple = (n) => {
+  reportProgress(n);
+  return 3 * n;
+};
+`;
+
 const typedModule = `
 export function half(n: number): number {
   return n / 2;
@@ -79,6 +98,8 @@ test('the packed package installs and runs JavaScript and TypeScript task module
   writeFileSync(join(dir, 'main.mjs'), program);
   writeFileSync(join(dir, 'task.mjs'), taskModule);
   writeFileSync(join(dir, 'typed.ts'), typedModule);
+  writeFileSync(join(dir, 'main.cjs'), commonJsProgram);
+  writeFileSync(join(dir, 'task.cjs'), commonJsTask);
 
   // Plain node, no tsx: as a user of the package runs it.
   const { stdout } = await run(process.execPath, ['main.mjs'], { cwd: dir, timeout: 60_000 });
@@ -92,6 +113,10 @@ test('the packed package installs and runs JavaScript and TypeScript task module
     t.false(cmdline.some((arg) => /tsx/.test(arg)), 'and no TypeScript loader');
   }
   t.deepEqual(await waitGone(result.pids), [], 'the workers are gone after pool.close()');
+
+  const required = await run(process.execPath, ['main.cjs'], { cwd: dir, timeout: 60_000 });
+  t.deepEqual(JSON.parse(required.stdout), [3, 6, 9], 'CommonJS code require()s the package and its child entry');
+  t.is(required.stderr, '', 'with no warning');
 
   // npm unpacks a package without keeping the files' times, the bundle first: it may be a few
   // milliseconds older than the compiled entry in a fresh install, and is still used.
