@@ -19,7 +19,15 @@ export interface Progress {
   failed: number;
   /** Tasks executing now. A task whose worker process is still starting counts as queued. */
   running: number;
-  /** Tasks waiting to start; `undefined` while the total is unknown. */
+  /**
+   * Tasks that were executing when the run was terminated or failed fast, and were stopped:
+   * they neither completed nor failed. 0 until the run ends that way.
+   */
+  cancelled: number;
+  /**
+   * Tasks waiting to start; `undefined` while the total is unknown. In the last snapshot of a
+   * terminated or failed run, the tasks that never started.
+   */
   queued: number | undefined;
   /**
    * The concurrency limit in force. With an Observable limit, 0 until it first emits (a
@@ -58,6 +66,7 @@ export class ProgressState {
   pulled = 0;
   completed = 0;
   failed = 0;
+  cancelled = 0;
   concurrency: number;
   load: LoadReading | undefined;
   memoryHeld = false;
@@ -91,7 +100,8 @@ export class ProgressState {
       completed: this.completed,
       failed: this.failed,
       running,
-      queued: total === undefined ? undefined : Math.max(0, total - ended - running),
+      cancelled: this.cancelled,
+      queued: total === undefined ? undefined : Math.max(0, total - ended - running - this.cancelled),
       concurrency: this.concurrency,
       load: this.load,
       memoryHeld: this.memoryHeld,

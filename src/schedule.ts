@@ -449,6 +449,8 @@ export class RunCore<T, M extends RunMode> {
     if (this.#terminal) return;
     this.#terminal = terminal; // from here on, new subscribers get the end; events are ignored
     const runtime = this.runtime;
+    // What runs now is stopped, not completed: the last snapshot says so.
+    if (!graceful) this.#state.cancelled = runtime?.executing ?? 0;
     const subscription = this.#subscription;
     // Shut the runtime first, so the inner teardowns below do not each kill a process.
     const stopped = runtime ? runtime.shutdown(graceful) : Promise.resolve();

@@ -1,12 +1,12 @@
 import { fork } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
 import test from 'ava';
-import { BehaviorSubject, Observable, lastValueFrom, take, toArray } from 'rxjs';
+import { BehaviorSubject, Observable, Subject, lastValueFrom, take, toArray } from 'rxjs';
 import {
-  RunTerminatedError, TaskError, commandTask, isTaskError, moduleTask, processTask, schedule$, taskModule, type TaskOutcome,
+  RunTerminatedError, TaskError, commandTask, isTaskError, moduleTask, processTask, schedule$, taskModule, type Progress, type Task, type TaskOutcome,
 } from '../src/index.js';
 import { first, fixture, isAlive, prng, waitGone, work } from './helpers.js';
 
@@ -149,6 +149,43 @@ test('waiting tasks never start after termination', async (t) => {
   await run.terminate();
   t.true(pulled <= 2 * 32 + 1, `pulled ${pulled} of a lazy source`);
   t.deepEqual(run.pids(), []);
+});
+
+test('the last snapshot of a terminated run counts the stopped tasks as cancelled, the others as queued', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aps-cancelled-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const run = schedule$([0, 1, 2, 3, 4].map((i) => moduleTask(probe, 'occupy', [dir, i, 30_000])), { concurrency: 2 });
+  const snapshots: Progress[] = [];
+  run.progress$.subscribe((p) => snapshots.push(p));
+  const sub = run.subscribe({ error: () => {} });
+  await first(run.progress$, (p) => p.running === 2);
+  t.like(snapshots.at(-1), { running: 2, cancelled: 0, queued: 3 });
+  const pids = run.pids();
+  sub.unsubscribe();
+  await run.terminate();
+  t.like(snapshots.at(-1), { state: 'terminated', total: 5, completed: 0, failed: 0, running: 0, cancelled: 2, queued: 3 });
+  t.deepEqual(await waitGone(pids), []);
+});
+
+test('the last snapshot of a run that failed fast counts the task it stopped as cancelled', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aps-cancelled-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const source = new Subject<Task>();
+  const run = schedule$(source, { concurrency: 2 });
+  const snapshots: Progress[] = [];
+  run.progress$.subscribe((p) => snapshots.push(p));
+  const failed = t.throwsAsync(run.toOrderedArray(), { instanceOf: TaskError, message: /task #1 .*boom/ });
+  // A Subject keeps nothing for later: the run takes from it once it has started.
+  await first(run.progress$, (p) => p.state === 'running');
+  // Task 0 runs (its mark is written) when task 1 fails.
+  source.next(moduleTask(probe, 'occupy', [dir, 0, 30_000]));
+  for (const deadline = Date.now() + 30_000; !existsSync(join(dir, '0')) && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 10));
+  const pids = run.pids();
+  source.next(typed.fail('boom'));
+  await failed;
+  await run.terminate();
+  t.like(snapshots.at(-1), { state: 'failed', completed: 0, failed: 1, running: 0, cancelled: 1 });
+  t.deepEqual(await waitGone(pids), []);
 });
 
 test('a task that exits with a code fails with a TaskError saying so, with the tail of its stderr', async (t) => {
