@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import test from 'ava';
 import { moduleTask, type Task } from '../../src/index.js';
 import { LocalRuntime } from '../../src/runtime/local-runtime.js';
+import { WorkerProcess } from '../../src/runtime/worker-process.js';
 import { fixture, isAlive, waitGone, work } from '../helpers.js';
 
 const chaos = fixture('chaos-tasks.ts');
@@ -31,28 +32,52 @@ function runtimeFor(t: { teardown(fn: () => unknown): void }, options: { concurr
   return { runtime, start, startJob };
 }
 
-// Started in one tick, tasks alternate between the two lanes: 0, 2, 4 on one, 1, 3 on the other.
-// The long synchronous tasks keep the first lane's worker busy while the second has nothing to do.
+// Started in one tick, the tasks go to the lanes that have room (the first empty one, else the
+// shortest), so which lane gets which depends on the state the warm-up left. Either the task at
+// the end waits behind a long synchronous one on a busy worker while the other worker has nothing
+// to do, and must move; or it is placed where it runs at once. Both end on the idle worker.
 for (const [name, long] of [
   // Given back after the parent has the long task's result, and so has marked it running.
   ['the next one in line', [1000]],
   // Given back while another task is still ahead of it.
   ['behind another long one', [300, 1000]],
 ] as const) {
-  test(`a task waiting behind a long synchronous one (${name}) runs once, on the idle worker`, async (t) => {
+  // Serial: it watches WorkerProcess.prototype.reclaim, which every runtime of this file shares.
+  test.serial(`a task waiting behind a long synchronous one (${name}) runs once, on the idle worker`, async (t) => {
     const { runtime, start } = runtimeFor(t);
+    // The last long task lasts until the parent has asked the busy worker for tasks back (the
+    // request is then in the worker's channel), or until the waiting task has run elsewhere (it
+    // had not been sent), and at least 100 ms: not a fixed time, which on a crowded host the
+    // idle worker's results, the rebalance and the request could all outlast.
+    const dir = mkdtempSync(join(tmpdir(), 'aps-rebalance-'));
+    const release = join(dir, 'release');
+    const letGo = () => writeFileSync(release, '');
+    const reclaim = WorkerProcess.prototype.reclaim;
+    t.teardown(() => {
+      WorkerProcess.prototype.reclaim = reclaim;
+      rmSync(dir, { recursive: true, force: true });
+    });
+    WorkerProcess.prototype.reclaim = function (this: WorkerProcess, count: number) {
+      reclaim.call(this, count);
+      letGo();
+    };
     // Both workers up first: were the second one still booting when the first finished its long
     // task, nothing would have been idle to take the task behind it (seen on a loaded machine).
     const warm = (await Promise.all([start(moduleTask(work, 'pid'), 0), start(moduleTask(work, 'pid'), 1)])) as number[];
     const pids = runtime.pids();
     t.is(pids.length, 2);
     t.deepEqual([...warm].sort(), [...pids].sort());
-    const busy = long.map((ms, i) => start(moduleTask(work, 'spin', [ms]), 2 + 2 * i));
+    // The last long task blocks until released; any before it spins for its time (were they all
+    // to block, two of them could hold both workers at once, with nothing left to release them).
+    const busy = long.map((ms, i) =>
+      start(i < long.length - 1 ? moduleTask(work, 'spin', [ms]) : moduleTask(work, 'blockUntilFile', [release, 100, 60_000]), 2 + 2 * i),
+    );
     const other = long.map((_, i) => start(moduleTask(work, 'pid'), 3 + 2 * i));
     const waiting = start(moduleTask(work, 'pid'), 2 + 2 * long.length);
+    void waiting.then(letGo, () => {});
     const [otherPid] = (await Promise.all(other)) as number[];
     t.is(await waiting, otherPid, 'it moved to the worker that had nothing to do');
-    await Promise.all(busy);
+    t.is((await Promise.all(busy)).at(-1), true, 'the blocking task was released, not timed out');
     await runtime.shutdown(true);
     t.deepEqual(await waitGone(pids), []);
     t.false(pids.some(isAlive));
