@@ -32,10 +32,10 @@ function runtimeFor(t: { teardown(fn: () => unknown): void }, options: { concurr
   return { runtime, start, startJob };
 }
 
-// Started in one tick, the tasks go to the lanes that have room (the first empty one, else the
-// shortest), so which lane gets which depends on the state the warm-up left. Either the task at
-// the end waits behind a long synchronous one on a busy worker while the other worker has nothing
-// to do, and must move; or it is placed where it runs at once. Both end on the idle worker.
+// Started in one tick, in index order, after a warm-up that left both lanes empty, the tasks
+// alternate between the lanes (each goes to the first empty lane, else the first of the
+// shortest): 2, 4 and 6 on one, 3 and 5 on the other. The long tasks keep the first lane's worker
+// busy while the second has nothing to do, and the last task must move there.
 for (const [name, long] of [
   // Given back after the parent has the long task's result, and so has marked it running.
   ['the next one in line', [1000]],
@@ -69,10 +69,12 @@ for (const [name, long] of [
     t.deepEqual([...warm].sort(), [...pids].sort());
     // The last long task blocks until released; any before it spins for its time (were they all
     // to block, two of them could hold both workers at once, with nothing left to release them).
-    const busy = long.map((ms, i) =>
-      start(i < long.length - 1 ? moduleTask(work, 'spin', [ms]) : moduleTask(work, 'blockUntilFile', [release, 100, 60_000]), 2 + 2 * i),
-    );
-    const other = long.map((_, i) => start(moduleTask(work, 'pid'), 3 + 2 * i));
+    const busy: Array<Promise<unknown>> = [];
+    const other: Array<Promise<unknown>> = [];
+    long.forEach((ms, i) => {
+      busy.push(start(i < long.length - 1 ? moduleTask(work, 'spin', [ms]) : moduleTask(work, 'blockUntilFile', [release, 100, 60_000]), 2 + 2 * i));
+      other.push(start(moduleTask(work, 'pid'), 3 + 2 * i));
+    });
     const waiting = start(moduleTask(work, 'pid'), 2 + 2 * long.length);
     void waiting.then(letGo, () => {});
     const [otherPid] = (await Promise.all(other)) as number[];
