@@ -144,7 +144,8 @@ export class ScheduledRun<T, M extends RunMode = 'failFast'> extends Observable<
   }
 
   /**
-   * Process ids of the processes the run has alive right now (workers, commands, process tasks).
+   * Process ids of the processes the run has alive right now (workers, commands, process tasks),
+   * those being stopped included until they have exited.
    *
    * @example
    * ```ts
@@ -154,7 +155,7 @@ export class ScheduledRun<T, M extends RunMode = 'failFast'> extends Observable<
    * await run.toOrderedArray();
    * console.log(run.pids()); // [] : everything has exited when the run ends
    * ```
-   * @returns The pids, empty before the start and after the end.
+   * @returns The pids, empty before the start and once the run has ended and its processes are gone.
    */
   pids(): number[] {
     return this.#core.runtime?.pids() ?? [];

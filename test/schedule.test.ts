@@ -116,7 +116,12 @@ test('unsubscribing kills every worker and the grandchildren their tasks started
   const pids = [...reports.map((r) => r.worker), ...reports.map((r) => r.grandchild)];
   t.is(pids.length, 4);
   t.true(pids.every(isAlive));
+  const workers = reports.map((r) => r.worker);
+  t.deepEqual(run.pids().sort(), [...workers].sort());
   sub.unsubscribe();
+  // Being stopped, not gone yet: the run still lists them (it lists its processes until they exit).
+  const listed = run.pids();
+  t.deepEqual(workers.filter((pid) => isAlive(pid) && !listed.includes(pid)), [], 'a live worker is still listed');
   await run.terminate();
   t.deepEqual(pids.filter(isAlive), [], 'no worker or grandchild survives');
   t.deepEqual(run.pids(), []);

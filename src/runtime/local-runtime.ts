@@ -138,8 +138,8 @@ export class LocalRuntime implements TaskRuntime {
   /** Idle workers not attached to a lane. */
   readonly #spares = new Set<WorkerProcess>();
   readonly #spareTimers = new Map<WorkerProcess, NodeJS.Timeout>();
-  /** Workers being killed on purpose: their exit is not a crash. */
-  readonly #abandoned = new WeakSet<WorkerProcess>();
+  /** Workers being killed on purpose, until they exit: their exit is not a crash, and pids() lists them meanwhile. */
+  readonly #abandoned = new Set<WorkerProcess>();
   /** The jobs sent to a worker and not answered yet (see collections.ts for why not a Map). */
   readonly #jobsById = new IdTable<Job>();
   readonly #children = new Set<ChildProcess>();
@@ -254,6 +254,8 @@ export class LocalRuntime implements TaskRuntime {
       add(lane.next);
     }
     for (const w of this.#spares) add(w);
+    // Still alive while they stop: a run's processes are listed until they are gone.
+    for (const w of this.#abandoned) add(w);
     for (const c of this.#children) if (c.pid !== undefined && c.exitCode === null && c.signalCode === null) pids.push(c.pid);
     return pids;
   }
@@ -589,7 +591,7 @@ export class LocalRuntime implements TaskRuntime {
       }
       if (lane.next === worker) lane.next = undefined;
     }
-    if (this.#abandoned.has(worker) || this.#closing) return;
+    if (this.#abandoned.delete(worker) || this.#closing) return;
     // It died on its own: what its tasks started is still in its process group, orphaned.
     this.#stop(worker.kill(this.#options.killTimeout));
     if (worker.ready) this.#bootFailures = 0;
