@@ -20,8 +20,8 @@ export interface Progress {
   /** Tasks executing now. A task whose worker process is still starting counts as queued. */
   running: number;
   /**
-   * Tasks that were executing when the run was terminated or failed fast, and were stopped:
-   * they neither completed nor failed. 0 until the run ends that way.
+   * Tasks that were executing, or waiting to retry, when the run was terminated or failed fast,
+   * and were stopped: they neither completed nor failed. 0 until the run ends that way.
    */
   cancelled: number;
   /**
@@ -67,6 +67,8 @@ export class ProgressState {
   completed = 0;
   failed = 0;
   cancelled = 0;
+  /** Tasks whose failed attempt waits for its retry. */
+  retryWaiting = 0;
   concurrency: number;
   load: LoadReading | undefined;
   memoryHeld = false;

@@ -45,7 +45,11 @@ function runRetrying(
             return;
           }
           current = undefined;
-          timer = setTimeout(() => attempt(n + 1), retryDelay(policy, n));
+          events.retrying?.(true);
+          timer = setTimeout(() => {
+            events.retrying?.(false);
+            attempt(n + 1);
+          }, retryDelay(policy, n));
         },
       },
     );

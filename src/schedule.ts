@@ -451,7 +451,7 @@ export class RunCore<T, M extends RunMode> {
     this.#terminal = terminal; // from here on, new subscribers get the end; events are ignored
     const runtime = this.runtime;
     // What runs now is stopped, not completed: the last snapshot says so.
-    if (!graceful) this.#state.cancelled = runtime?.executing ?? 0;
+    if (!graceful) this.#state.cancelled = (runtime?.executing ?? 0) + this.#state.retryWaiting;
     const subscription = this.#subscription;
     // Shut the runtime first, so the inner teardowns below do not each kill a process.
     const stopped = runtime ? runtime.shutdown(graceful) : Promise.resolve();
@@ -724,6 +724,10 @@ class TaskInner<T> implements JobEvents, DirectSubscription {
 
   progress(value: unknown): void {
     this.run.taskProgress.next({ index: this.index, value });
+  }
+
+  retrying(waiting: boolean): void {
+    this.run.state.retryWaiting += waiting ? 1 : -1;
   }
 
   unsubscribe(): void {

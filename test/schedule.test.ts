@@ -172,6 +172,19 @@ test('the last snapshot of a terminated run counts the stopped tasks as cancelle
   t.deepEqual(await waitGone(pids), []);
 });
 
+test('the last snapshot of a terminated run counts a task waiting to retry as cancelled', async (t) => {
+  const run = schedule$([typed.fail('again')], { retries: { retries: 3, delay: 60_000, jitter: false } });
+  const snapshots: Progress[] = [];
+  run.progress$.subscribe((p) => snapshots.push(p));
+  const sub = run.subscribe({ error: () => {} });
+  // It ran, failed, and now waits a minute for its second attempt.
+  let ran = false;
+  await first(run.progress$, (p) => (ran ||= p.running === 1) && p.running === 0);
+  sub.unsubscribe();
+  await run.terminate();
+  t.like(snapshots.at(-1), { state: 'terminated', total: 1, completed: 0, failed: 0, running: 0, cancelled: 1, queued: 0 });
+});
+
 test('the last snapshot of a run that failed fast counts the task it stopped as cancelled', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'aps-cancelled-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
