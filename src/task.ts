@@ -365,8 +365,9 @@ function normalizeModuleUrl(moduleUrl: string | URL): string {
   }
   if (/^(file|node|data):/.test(moduleUrl)) return moduleUrl;
   if (isAbsolute(moduleUrl)) return pathToFileURL(moduleUrl).href;
+  const relative = moduleUrl.startsWith('.') ? moduleUrl : `./${moduleUrl}`;
   throw new TypeError(
     `moduleUrl must be a URL, a file: URL string or an absolute path, got ${JSON.stringify(moduleUrl)}; ` +
-      `use new URL('${moduleUrl.startsWith('.') ? moduleUrl : `./${moduleUrl}`}', import.meta.url)`,
+      `use new URL('${relative}', import.meta.url) (in CommonJS: path.join(__dirname, '${relative}'))`,
   );
 }

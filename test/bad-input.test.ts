@@ -156,7 +156,7 @@ test('a malformed command or process task (from plain JavaScript) is that task\'
 });
 
 test('a relative module path is refused when the task is made, with the fix in the message', (t) => {
-  t.throws(() => moduleTask('./work.js', 'square', []), { instanceOf: TypeError, message: /use new URL\('\.\/work\.js', import\.meta\.url\)/ });
+  t.throws(() => moduleTask('./work.js', 'square', []), { instanceOf: TypeError, message: /use new URL\('\.\/work\.js', import\.meta\.url\) \(in CommonJS: path\.join\(__dirname, '\.\/work\.js'\)\)/ });
 });
 
 test('an export name that is not a string is refused when the task is made, naming what it got', (t) => {

@@ -45,9 +45,10 @@ export function square(n) {
 // CommonJS code loads the package with require() (Node 20.19 and later load an ES module so),
 // and so may a CommonJS task module the package's child entry.
 const commonJsProgram = `
+const path = require('node:path');
 const { moduleTask, schedule$ } = require('async-process-scheduler');
-const { pathToFileURL } = require('node:url');
-const task = pathToFileURL(__dirname + '/task.cjs');
+// As the README shows: by its absolute path (there is no import.meta.url in CommonJS).
+const task = path.join(__dirname, 'task.cjs');
 schedule$([1, 2, 3].map((n) => moduleTask(task, 'triple', [n])), { concurrency: 2 })
   .toOrderedArray()
   .then((values) => console.log(JSON.stringify(values)));
@@ -59,6 +60,17 @@ exports.triple = (n) => {
   reportProgress(n);
   return 3 * n;
 };
+`;
+
+// TypeScript in a CommonJS project: both entry points' types resolve under the classic
+// resolution (\`node10\`, through typesVersions) and under \`nodenext\`.
+const commonJsTypeScript = `
+import { moduleTask, schedule$, type Progress } from 'async-process-scheduler';
+import { isWorker, reportProgress } from 'async-process-scheduler/child';
+export const run = schedule$([moduleTask('/abs/work.js', 'f', [1])], { concurrency: 2 });
+export const last: Progress | undefined = undefined;
+export const inWorker: boolean = isWorker();
+export const report: (value: unknown) => void = reportProgress;
 `;
 
 const typedModule = `
@@ -100,6 +112,7 @@ test('the packed package installs and runs JavaScript and TypeScript task module
   writeFileSync(join(dir, 'typed.ts'), typedModule);
   writeFileSync(join(dir, 'main.cjs'), commonJsProgram);
   writeFileSync(join(dir, 'task.cjs'), commonJsTask);
+  writeFileSync(join(dir, 'check.cts'), commonJsTypeScript);
 
   // Plain node, no tsx: as a user of the package runs it.
   const { stdout } = await run(process.execPath, ['main.mjs'], { cwd: dir, timeout: 60_000 });
@@ -117,6 +130,14 @@ test('the packed package installs and runs JavaScript and TypeScript task module
   const required = await run(process.execPath, ['main.cjs'], { cwd: dir, timeout: 60_000 });
   t.deepEqual(JSON.parse(required.stdout), [3, 6, 9], 'CommonJS code require()s the package and its child entry');
   t.is(required.stderr, '', 'with no warning');
+  const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc');
+  for (const settings of [['--module', 'commonjs', '--moduleResolution', 'node10'], ['--module', 'nodenext']]) {
+    const checked = await run(process.execPath, [tsc, '--noEmit', '--strict', '--skipLibCheck', ...settings, 'check.cts'], { cwd: dir, timeout: 60_000 }).then(
+      () => 'ok',
+      (error: { stdout?: string }) => error.stdout ?? String(error),
+    );
+    t.is(checked, 'ok', `TypeScript (${settings.join(' ')}) finds the types of both entry points`);
+  }
 
   // npm unpacks a package without keeping the files' times, the bundle first: it may be a few
   // milliseconds older than the compiled entry in a fresh install, and is still used.
