@@ -97,7 +97,7 @@ export class WorkerPool {
     }
     this.#maxIdle = max;
     lenders.set(this, {
-      take: (config) => this.#take(config),
+      take: (config, maxTasks) => this.#take(config, maxTasks),
       give: (worker) => this.#give(worker),
     });
   }
@@ -206,9 +206,9 @@ export class WorkerPool {
     while (this.#stopping.size) await Promise.all([...this.#stopping]);
   }
 
-  #take(config: WorkerConfig): WorkerProcess | undefined {
+  #take(config: WorkerConfig, maxTasks: number): WorkerProcess | undefined {
     for (const [worker, timer] of this.#idle) {
-      if (!worker.alive || !worker.fits(config)) continue;
+      if (!worker.alive || !worker.fits(config) || worker.sent >= maxTasks) continue;
       clearTimeout(timer);
       this.#idle.delete(worker);
       worker.setRef(true);

@@ -117,6 +117,22 @@ test('a worker that reached maxTasksPerWorker does not go back to the pool', asy
   t.false(pool.pids().some((pid) => served.includes(pid)));
 });
 
+test('a run with maxTasksPerWorker takes from the pool only workers below the limit', async (t) => {
+  const pool = newPool(t);
+  // One worker that has run 3 tasks stays in the pool.
+  const used = await pidsServing(pool, 3, { concurrency: 1 });
+  t.is(used.length, 1);
+  t.deepEqual(pool.pids(), used);
+  // A fresh process per task: not that one.
+  const fresh = await pidsServing(pool, 2, { maxTasksPerWorker: 1, concurrency: 1 });
+  t.is(fresh.length, 2, 'a fresh process per task');
+  t.false(fresh.includes(used[0]!), 'no task ran on the used worker');
+  t.deepEqual(await waitGone(fresh), []);
+  // A limit of 5: it has room for 2 more, and is taken.
+  t.deepEqual(await pidsServing(pool, 1, { maxTasksPerWorker: 5, concurrency: 1 }), used, 'a worker below the limit is taken');
+  t.deepEqual(pool.pids(), used, 'and goes back, still below the limit');
+});
+
 test('an idle worker killed from outside is forgotten, and the next run does not wait for it', async (t) => {
   const pool = newPool(t);
   await pool.warm(1);

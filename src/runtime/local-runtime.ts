@@ -29,8 +29,11 @@ import { WorkerProcess, type FatalReport, type UnsendableTask, type WorkerConfig
 
 /** Keeps idle workers between runs (a WorkerPool, seen from a run). */
 export interface WorkerLender {
-  /** An idle worker started with `config`, handed over to the caller; or undefined. */
-  take(config: WorkerConfig): WorkerProcess | undefined;
+  /**
+   * An idle worker started with `config` that has been sent fewer than `maxTasks` tasks, handed
+   * over to the caller; or undefined.
+   */
+  take(config: WorkerConfig, maxTasks: number): WorkerProcess | undefined;
   /** Takes an idle worker back; false when it will not keep it (the caller then stops it). */
   give(worker: WorkerProcess): boolean;
 }
@@ -718,7 +721,9 @@ export class LocalRuntime implements TaskRuntime {
 
   /** A worker for a lane: an idle one from the pool if it has one that fits, else a new one. */
   #spawnWorker(): WorkerProcess {
-    const lent = this.#options.pool?.take(this.#workerConfig);
+    // Not one that has already run this run's maxTasksPerWorker (in earlier runs): it would be
+    // sent a task past the limit (with 1, a task would not get the fresh process it asked for).
+    const lent = this.#options.pool?.take(this.#workerConfig, this.#options.maxTasksPerWorker);
     if (lent) {
       lent.adopt(this.#listener, this.#options.killTimeout);
       return lent;
