@@ -240,7 +240,14 @@ export function reviveRemoteError(info: RemoteErrorInfo): Error {
 /** Turns anything thrown into a cloneable description. Used on the child side. */
 export function toRemoteErrorInfo(error: unknown, depth = 0): RemoteErrorInfo {
   if (!(error instanceof Error)) {
-    return { name: 'NonErrorThrown', message: `a non-Error value was thrown: ${formatValue(error)}` };
+    const info: RemoteErrorInfo = { name: 'NonErrorThrown', message: `a non-Error value was thrown: ${formatValue(error)}` };
+    // A plain object thrown as an error (`throw { code: 'E_BUSY' }`) keeps its fields.
+    if (typeof error === 'object' && error !== null) {
+      const message = (error as { message?: unknown }).message;
+      if (typeof message === 'string') info.message += ` with message ${formatValue(message)}`;
+      copyFields(error, info, ['message']);
+    }
+    return info;
   }
   const info: RemoteErrorInfo = {
     name: error.constructor?.name && error.constructor.name !== 'Error' ? error.constructor.name : error.name,
@@ -248,20 +255,25 @@ export function toRemoteErrorInfo(error: unknown, depth = 0): RemoteErrorInfo {
   };
   if (error.name && error.name !== 'Error' && error.name !== info.name) info.name = error.name;
   if (error.stack !== undefined) info.stack = error.stack;
-  const code = (error as NodeJS.ErrnoException).code;
-  if (typeof code === 'string' || typeof code === 'number') info.code = code;
   if ('cause' in error && error.cause !== undefined && depth < 8) {
     info.cause = error.cause instanceof Error ? toRemoteErrorInfo(error.cause, depth + 1) : primitiveOrString(error.cause);
   }
+  copyFields(error, info, ['cause', 'stack', 'message', 'name']);
+  return info;
+}
+
+/** `code` (a string or number) and the other own enumerable fields of `from`, but those named in `skip`. */
+function copyFields(from: object, info: RemoteErrorInfo, skip: readonly string[]): void {
+  const code = (from as { code?: unknown }).code;
+  if (typeof code === 'string' || typeof code === 'number') info.code = code;
   const props: Record<string, unknown> = {};
   let any = false;
-  for (const key of Object.keys(error)) {
-    if (key === 'code' || key === 'cause' || key === 'stack' || key === 'message' || key === 'name') continue;
-    props[key] = primitiveOrString((error as unknown as Record<string, unknown>)[key]);
+  for (const key of Object.keys(from)) {
+    if (key === 'code' || skip.includes(key)) continue;
+    props[key] = primitiveOrString((from as Record<string, unknown>)[key]);
     any = true;
   }
   if (any) info.props = props;
-  return info;
 }
 
 function isRemoteErrorInfo(value: unknown): value is RemoteErrorInfo {

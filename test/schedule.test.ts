@@ -206,6 +206,18 @@ test('the last snapshot of a run that failed fast counts the task it stopped as 
   t.deepEqual(await waitGone(pids), []);
 });
 
+test('a task that throws something other than an Error fails with what it threw, fields included', async (t) => {
+  const outcomes = await schedule$([typed.throwValue('just a string'), typed.throwValue({ code: 42, message: 'busy', retryIn: 5 }), typed.throwValue(undefined)], {
+    settle: true,
+  }).toOrderedArray();
+  const reasons = outcomes.map((o) => (o as Extract<TaskOutcome<unknown>, { status: 'rejected' }>).reason);
+  t.deepEqual(reasons.map((r) => r.kind), ['threw', 'threw', 'threw']);
+  t.like(reasons[0]!.remote, { name: 'NonErrorThrown', message: 'a non-Error value was thrown: "just a string"' });
+  t.like(reasons[1]!.remote, { name: 'NonErrorThrown', code: 42, props: { retryIn: 5 } });
+  t.regex(reasons[1]!.message, /^task #1 \(work\.ts#throwValue\) threw NonErrorThrown: a non-Error value was thrown: .* with message "busy"$/);
+  t.like(reasons[2]!.remote, { name: 'NonErrorThrown', message: 'a non-Error value was thrown: undefined' });
+});
+
 test('a task that exits with a code fails with a TaskError saying so, with the tail of its stderr', async (t) => {
   const error = await t.throwsAsync(schedule$([typed.exitWith(3)]).toOrderedArray(), { instanceOf: TaskError });
   t.is(error.kind, 'exited');
