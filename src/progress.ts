@@ -20,8 +20,9 @@ export interface Progress {
   /** Tasks executing now. A task whose worker process is still starting counts as queued. */
   running: number;
   /**
-   * Tasks that were executing, or waiting to retry, when the run was terminated or failed fast,
-   * and were stopped: they neither completed nor failed. 0 until the run ends that way.
+   * Tasks that had started (they were executing, or between two attempts of a retry) when the
+   * run was terminated or failed, and were stopped: they neither completed nor failed. 0 until
+   * the run ends that way.
    */
   cancelled: number;
   /**
@@ -67,8 +68,11 @@ export class ProgressState {
   completed = 0;
   failed = 0;
   cancelled = 0;
-  /** Tasks whose failed attempt waits for its retry. */
-  retryWaiting = 0;
+  /**
+   * Tasks that have started executing and not ended: running, or between two attempts (waiting
+   * for a retry, for a failed attempt's process to be killed, or for a new worker).
+   */
+  begun = 0;
   concurrency: number;
   load: LoadReading | undefined;
   memoryHeld = false;

@@ -38,6 +38,7 @@ function runRetrying(
       {
         fulfilled: (value, stats) => events.fulfilled(value, stats),
         progress: (value) => events.progress(value),
+        started: () => events.started?.(),
         rejected: (error: TaskError) => {
           if (cancelled) return;
           if (n > policy.retries || !policy.on.includes(error.kind)) {
@@ -45,11 +46,7 @@ function runRetrying(
             return;
           }
           current = undefined;
-          events.retrying?.(true);
-          timer = setTimeout(() => {
-            events.retrying?.(false);
-            attempt(n + 1);
-          }, retryDelay(policy, n));
+          timer = setTimeout(() => attempt(n + 1), retryDelay(policy, n));
         },
       },
     );

@@ -451,7 +451,7 @@ export class RunCore<T, M extends RunMode> {
     this.#terminal = terminal; // from here on, new subscribers get the end; events are ignored
     const runtime = this.runtime;
     // What runs now is stopped, not completed: the last snapshot says so.
-    if (!graceful) this.#state.cancelled = (runtime?.executing ?? 0) + this.#state.retryWaiting;
+    if (!graceful) this.#state.cancelled = this.#state.begun;
     const subscription = this.#subscription;
     // Shut the runtime first, so the inner teardowns below do not each kill a process.
     const stopped = runtime ? runtime.shutdown(graceful) : Promise.resolve();
@@ -690,6 +690,8 @@ class TaskInner<T> implements JobEvents, DirectSubscription {
   handle: JobHandle | undefined = undefined;
   closed = false;
   innerSlot = -1;
+  /** It has started executing (counted in the run's `begun` until it ends). */
+  #begun = false;
 
   constructor(
     private readonly run: InnerContext,
@@ -700,6 +702,7 @@ class TaskInner<T> implements JobEvents, DirectSubscription {
 
   fulfilled(value: unknown, stats: TaskStats): void {
     const { state } = this.run;
+    if (this.#begun) state.begun--;
     state.completed++;
     state.weightDone += this.weight;
     this.run.changed();
@@ -710,6 +713,7 @@ class TaskInner<T> implements JobEvents, DirectSubscription {
 
   rejected(reason: TaskError): void {
     const { state } = this.run;
+    if (this.#begun) state.begun--;
     state.failed++;
     state.weightDone += this.weight;
     this.run.changed();
@@ -726,8 +730,10 @@ class TaskInner<T> implements JobEvents, DirectSubscription {
     this.run.taskProgress.next({ index: this.index, value });
   }
 
-  retrying(waiting: boolean): void {
-    this.run.state.retryWaiting += waiting ? 1 : -1;
+  started(): void {
+    if (this.#begun) return;
+    this.#begun = true;
+    this.run.state.begun++;
   }
 
   unsubscribe(): void {

@@ -172,18 +172,31 @@ test('the last snapshot of a terminated run counts the stopped tasks as cancelle
   t.deepEqual(await waitGone(pids), []);
 });
 
-test('the last snapshot of a terminated run counts a task waiting to retry as cancelled', async (t) => {
-  const run = schedule$([typed.fail('again')], { retries: { retries: 3, delay: 60_000, jitter: false } });
-  const snapshots: Progress[] = [];
-  run.progress$.subscribe((p) => snapshots.push(p));
-  const sub = run.subscribe({ error: () => {} });
-  // It ran, failed, and now waits a minute for its second attempt.
-  let ran = false;
-  await first(run.progress$, (p) => (ran ||= p.running === 1) && p.running === 0);
-  sub.unsubscribe();
-  await run.terminate();
-  t.like(snapshots.at(-1), { state: 'terminated', total: 1, completed: 0, failed: 0, running: 0, cancelled: 1, queued: 0 });
-});
+// A task between two attempts (its retry delay, its timed-out process being killed) is neither
+// running nor queued: it started, and was stopped. Whichever phase the termination finds it in.
+for (const [between, task, options] of [
+  ['waiting for its retry', (dir: string) => typed.markThenFail(join(dir, 'ran')), { retries: { retries: 3, delay: 60_000, jitter: false } }],
+  ['timed out, while its process is killed', () => moduleTask(probe, 'ignoreSigtermAndHang', []), { timeout: 300, killTimeout: 3000, retries: 2 }],
+] as const) {
+  test(`the last snapshot of a terminated run counts a task between attempts (${between}) as cancelled`, async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'aps-between-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const run = schedule$([task(dir)], options);
+    const snapshots: Progress[] = [];
+    run.progress$.subscribe((p) => snapshots.push(p));
+    const sub = run.subscribe({ error: () => {} });
+    // It has run: its mark is written, or its progress reported.
+    const ran = new Promise<void>((resolve) => run.taskProgress$.subscribe(() => resolve()));
+    for (const deadline = Date.now() + 30_000; !existsSync(join(dir, 'ran')) && Date.now() < deadline; ) {
+      if (await Promise.race([ran.then(() => true), new Promise((r) => setTimeout(r, 10, false))])) break;
+    }
+    // Most likely past its first attempt by now; the count holds whichever phase it is in.
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    sub.unsubscribe();
+    await run.terminate();
+    t.like(snapshots.at(-1), { state: 'terminated', total: 1, completed: 0, failed: 0, running: 0, cancelled: 1, queued: 0 });
+  });
+}
 
 test('the last snapshot of a run that failed fast counts the task it stopped as cancelled', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'aps-cancelled-'));

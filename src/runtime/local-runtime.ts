@@ -427,6 +427,7 @@ export class LocalRuntime implements TaskRuntime {
   #countExecuting(job: Job): void {
     job.counted = true;
     this.executing++;
+    job.events.started?.();
     this.#options.progress?.changed();
   }
 

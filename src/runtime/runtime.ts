@@ -43,8 +43,8 @@ export interface JobEvents {
   fulfilled(value: unknown, stats: TaskStats): void;
   rejected(error: TaskError): void;
   progress(value: unknown): void;
-  /** A failed attempt waits for its retry (`true`), or that wait is over and it starts again (`false`). */
-  retrying?(waiting: boolean): void;
+  /** The job starts executing (each attempt, and again if it is moved after a worker gave it back). */
+  started?(): void;
 }
 
 export interface JobHandle {
