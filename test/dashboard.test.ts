@@ -68,6 +68,14 @@ test.serial('start shows progress; cancel ends the run and leaves no worker proc
   await page.waitForSelector('#status[data-state="cancelled"]', WAIT);
   t.is(await page.locator('#status').textContent(), 'cancelled');
   t.true((await numberIn(page, '#completed')) < 40, 'the run was cut short');
+  // The last snapshot: the tasks that were running are cancelled, the others never started.
+  await page.waitForFunction(
+    "['completed', 'failed', 'cancelled', 'queued'].reduce((sum, id) => sum + Number(document.getElementById(id).textContent), 0) === 40 && document.getElementById('running').textContent === '0'",
+    undefined,
+    WAIT,
+  );
+  const cancelled = await numberIn(page, '#cancelled');
+  t.true(cancelled >= 1 && cancelled <= 3, `the tasks running at the cancel (at most the limit, 3): ${cancelled}`);
   t.deepEqual(dashboard.currentRunPids(), []);
   for (const pid of pids) assertGone(t, pid);
   t.deepEqual(liveChildPids(), [], 'the library tracks no child process of this test any more');

@@ -7,7 +7,7 @@ const ui = {
   tasks: $('tasks'), auto: $('auto'), limit: $('limit'), limitValue: $('limit-value'),
   start: $('start'), cancel: $('cancel'),
   bar: $('bar'), barDone: $('bar-done'), barFailed: $('bar-failed'),
-  completed: $('completed'), total: $('total'), failed: $('failed'), running: $('running'), queued: $('queued'),
+  completed: $('completed'), total: $('total'), failed: $('failed'), running: $('running'), cancelled: $('cancelled'), queued: $('queued'),
   concurrency: $('concurrency'), cpu: $('cpu'), cpuMeter: $('cpu-meter'), elapsed: $('elapsed'), eta: $('eta'),
   timeline: $('timeline'), timelineEmpty: $('timeline-empty'), axisEnd: $('axis-end'),
   taskProgress: $('task-progress'),
@@ -81,6 +81,7 @@ events.addEventListener('progress', (e) => {
   ui.total.textContent = String(total);
   ui.failed.textContent = String(p.failed);
   ui.running.textContent = String(p.running);
+  ui.cancelled.textContent = String(p.cancelled);
   ui.queued.textContent = p.queued === undefined ? '–' : String(p.queued);
   ui.elapsed.textContent = seconds(p.elapsedMs);
   const ended = run.status === 'cancelled' || run.status === 'failed'; // no time is left: nothing more will run

@@ -22,6 +22,8 @@ export interface DashboardEvents {
     completed: number;
     failed: number;
     running: number;
+    /** Stopped by a cancel while they ran. */
+    cancelled: number;
     queued: number | undefined;
     elapsedMs: number;
     etaMs: number | undefined;
@@ -118,8 +120,8 @@ export class DashboardRun {
     let lastLoad: Progress['load'];
     this.#watchers.add(
       run.progress$.subscribe((p) => {
-        const { total, completed, failed, running, queued, elapsedMs, etaMs, memoryHeld } = p;
-        this.#keep({ name: 'progress', data: { total, completed, failed, running, queued, elapsedMs, etaMs, memoryHeld } });
+        const { total, completed, failed, running, cancelled, queued, elapsedMs, etaMs, memoryHeld } = p;
+        this.#keep({ name: 'progress', data: { total, completed, failed, running, cancelled, queued, elapsedMs, etaMs, memoryHeld } });
         // Snapshots come far more often than load samples and repeat the last one: send each sample once.
         if (p.load !== lastLoad && p.load?.cpu !== undefined) this.#keep({ name: 'load', data: { cpu: p.load.cpu } });
         lastLoad = p.load;
