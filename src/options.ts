@@ -273,7 +273,8 @@ function positiveInteger(name: string, value: unknown, fallback: number): number
 export function numberIn(name: string, value: unknown, fallback: number, min: number, max: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || Number.isNaN(value) || value < min || value > max) {
-    throw new OptionError(name, `a number from ${min} to ${max === Number.MAX_VALUE || max === Number.MAX_SAFE_INTEGER ? 'any' : max}`, value);
+    const unbounded = max === Number.MAX_VALUE || max === Number.MAX_SAFE_INTEGER;
+    throw new OptionError(name, unbounded ? `a number of at least ${min}` : `a number from ${min} to ${max}`, value);
   }
   return value;
 }
