@@ -23,7 +23,7 @@ import { runWithRetries } from './retry.js';
 import { lenderOf } from './pool.js';
 import { LocalRuntime } from './runtime/local-runtime.js';
 import type { OutputLine } from './runtime/output.js';
-import { WORKER_HOOK, type WorkerHook } from './runtime/protocol.js';
+import { workerHook } from './runtime/protocol.js';
 import type { JobEvents, JobHandle, TaskRuntime, TaskStats } from './runtime/runtime.js';
 import { isTask, taskLabel, type Task, type TaskValue } from './task.js';
 
@@ -193,7 +193,7 @@ export function schedule$<K extends Task<unknown>>(tasks: TaskSourceInput<K>, op
 export function schedule$<K extends Task<unknown>>(tasks: TaskSourceInput<K>, options?: ScheduleOptions & { settle?: false }): ScheduledRun<TaskValue<K>>;
 export function schedule$<K extends Task<unknown>>(tasks: TaskSourceInput<K>, options?: ScheduleOptions): ScheduledRun<TaskValue<K>, RunMode>;
 export function schedule$<K extends Task<unknown>>(tasks: TaskSourceInput<K>, options?: ScheduleOptions): ScheduledRun<TaskValue<K>, RunMode> {
-  const loading = ((globalThis as Record<symbol, unknown>)[WORKER_HOOK] as WorkerHook | undefined)?.loading;
+  const loading = workerHook()?.loading;
   if (loading !== undefined) {
     // Every worker that loads the module would start the run again, and its workers again:
     // processes without end.

@@ -4,7 +4,7 @@
  *
  * @module async-process-scheduler/child
  */
-import { TAG, WORKER_HOOK, type WorkerHook } from '../runtime/protocol.js';
+import { TAG, workerHook } from '../runtime/protocol.js';
 
 /**
  * Reports intermediate progress of the current task to the parent, where it arrives on the
@@ -29,7 +29,7 @@ import { TAG, WORKER_HOOK, type WorkerHook } from '../runtime/protocol.js';
  * @param value What to report.
  */
 export function reportProgress(value: unknown): void {
-  const hook = (globalThis as Record<symbol, unknown>)[WORKER_HOOK] as WorkerHook | undefined;
+  const hook = workerHook();
   if (hook) {
     hook.reportProgress(value);
   } else if (process.send && process.connected) {
@@ -47,5 +47,5 @@ export function reportProgress(value: unknown): void {
  * ```
  */
 export function isWorker(): boolean {
-  return (globalThis as Record<symbol, unknown>)[WORKER_HOOK] !== undefined;
+  return workerHook() !== undefined;
 }

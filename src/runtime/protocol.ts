@@ -188,3 +188,8 @@ export interface WorkerHook {
   /** The task module this worker is loading (evaluating its top level), if any. */
   readonly loading: string | undefined;
 }
+
+/** The hook of the worker this code runs in; undefined outside a worker. */
+export function workerHook(): WorkerHook | undefined {
+  return (globalThis as Record<symbol, unknown>)[WORKER_HOOK] as WorkerHook | undefined;
+}

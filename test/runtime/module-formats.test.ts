@@ -19,15 +19,18 @@ test.after.always(async () => {
   (await compiled)?.remove();
 });
 
+/** The compiled copy, built on first use by any test here. */
+const compiledCopy = () => (compiled ??= compiledLibrary());
+
 const libraries = {
   source: async () => source,
-  compiled: async () => (await (compiled ??= compiledLibrary())).lib,
+  compiled: async () => (await compiledCopy()).lib,
 };
 
 /** Where a task module imports the library from, for each of `libraries`. */
 const libraryUrls = {
   source: async () => new URL('../../src/index.ts', import.meta.url),
-  compiled: async () => new URL('../../src/index.js', (await (compiled ??= compiledLibrary())).fixture('chaos-tasks')),
+  compiled: async () => new URL('../../src/index.js', (await compiledCopy()).fixture('chaos-tasks')),
 };
 
 /** Writes a module file and returns its URL. */
