@@ -67,7 +67,12 @@ export interface ScheduleOptions {
   concurrency?: ConcurrencyOption;
   /** `'auto'` mode: raise concurrency while system CPU use (percent) is below this. @default 85 */
   cpuTarget?: number;
-  /** `'auto'` mode: lower concurrency only when CPU use exceeds `cpuTarget` by this many points. @default 10 */
+  /**
+   * `'auto'` mode: lower concurrency only when CPU use exceeds `cpuTarget` by this many points.
+   * `cpuTarget + cpuHysteresis` must be below 100 (an {@link OptionError} otherwise): readings
+   * never go above 100, so the limit could rise and never come down.
+   * @default 10
+   */
   cpuHysteresis?: number;
   /** `'auto'` mode: how often load is sampled, in milliseconds. @default 250 */
   sampleInterval?: number;
@@ -195,15 +200,18 @@ export function unknownKey(options: object, known: ReadonlySet<string>): string 
 /**
  * Validates every option once, up front, with one message template
  * (`options.<name> must be <expectation>, got <value>`), and fills in defaults.
+ * `names` gives an option the name its caller knows it by (the Scheduler's `cpuThreshold` is
+ * `cpuTarget`), for the messages.
  * @throws {OptionError} naming the first invalid option.
  */
-export function resolveOptions(options: ScheduleOptions | undefined): ResolvedOptions {
+export function resolveOptions(options: ScheduleOptions | undefined, names: { cpuTarget?: string } = {}): ResolvedOptions {
   if (options === undefined) options = {};
   checkOptionsObject(options);
   const unknown = unknownKey(options, KNOWN);
   if (unknown !== undefined) throw new OptionError(unknown, '', undefined, `options.${unknown} is not an option; the options are ${[...KNOWN].join(', ')}`);
   const cpus = optimalConcurrency();
   const o = options;
+  const cpuTargetName = names.cpuTarget ?? 'cpuTarget';
   const concurrency = o.concurrency ?? 'auto';
   if (!(concurrency === 'auto' || isObservable(concurrency) || isPositiveInteger(concurrency) || concurrency === Infinity)) {
     throw new OptionError('concurrency', "a positive integer, Infinity, an Observable<number> or 'auto'", concurrency);
@@ -212,7 +220,8 @@ export function resolveOptions(options: ScheduleOptions | undefined): ResolvedOp
     // They would silently do nothing: only automatic concurrency reads them.
     const unused = AUTO_ONLY.find((key) => o[key] !== undefined);
     if (unused !== undefined) {
-      throw new OptionError(unused, '', o[unused], `options.${unused} only steers concurrency: 'auto'; leave it out with concurrency ${isObservable(concurrency) ? 'given as an Observable' : formatValue(concurrency)}`);
+      const name = unused === 'cpuTarget' ? cpuTargetName : unused;
+      throw new OptionError(name, '', o[unused], `options.${name} only steers concurrency: 'auto'; leave it out with concurrency ${isObservable(concurrency) ? 'given as an Observable' : formatValue(concurrency)}`);
     }
   }
   const minConcurrency = positiveInteger('minConcurrency', o.minConcurrency, 1);
@@ -220,7 +229,20 @@ export function resolveOptions(options: ScheduleOptions | undefined): ResolvedOp
   if (maxConcurrency < minConcurrency) {
     throw new OptionError('maxConcurrency', `at least minConcurrency (${minConcurrency})`, maxConcurrency);
   }
-  const cpuTarget = numberIn('cpuTarget', o.cpuTarget, DEFAULT_CPU_TARGET, 1, 100);
+  const cpuTarget = numberIn(cpuTargetName, o.cpuTarget, DEFAULT_CPU_TARGET, 1, 100);
+  const cpuHysteresis = numberIn('cpuHysteresis', o.cpuHysteresis, DEFAULT_HYSTERESIS, 0, 100);
+  if (cpuTarget + cpuHysteresis >= 100) {
+    // Readings never go above 100: the limit could rise, and never come down again.
+    const defaulted = o.cpuTarget === undefined ? ` (${cpuTargetName} defaults to ${DEFAULT_CPU_TARGET})` : o.cpuHysteresis === undefined ? ` (cpuHysteresis defaults to ${DEFAULT_HYSTERESIS})` : '';
+    const [name, value] = o.cpuTarget === undefined ? ['cpuHysteresis', cpuHysteresis] : [cpuTargetName, cpuTarget];
+    throw new OptionError(
+      name,
+      '',
+      value,
+      `options.${cpuTargetName} + options.cpuHysteresis must be below 100, got ${cpuTarget} + ${cpuHysteresis}${defaulted}: ` +
+        'CPU readings never go above 100, so concurrency could rise and never come down',
+    );
+  }
   const output = o.output ?? 'inherit';
   if (output !== 'inherit' && output !== 'capture' && output !== 'ignore') {
     throw new OptionError('output', "'inherit', 'capture' or 'ignore'", output);
@@ -237,7 +259,7 @@ export function resolveOptions(options: ScheduleOptions | undefined): ResolvedOp
   return {
     concurrency,
     cpuTarget,
-    cpuHysteresis: numberIn('cpuHysteresis', o.cpuHysteresis, DEFAULT_HYSTERESIS, 0, 100),
+    cpuHysteresis,
     sampleInterval: numberIn('sampleInterval', o.sampleInterval, DEFAULT_SAMPLE_INTERVAL, 10, Number.MAX_SAFE_INTEGER),
     minConcurrency,
     maxConcurrency,

@@ -8,7 +8,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { MessageChannel, receiveMessageOnPort, Worker } from 'node:worker_threads';
 import { isObservable } from 'rxjs';
-import { formatValue, OptionError, RunTerminatedError, TaskError, isOptionError } from './errors.js';
+import { formatValue, OptionError, RunTerminatedError, TaskError } from './errors.js';
 import { optimalConcurrency } from './optimal-concurrency.js';
 import { AUTO_ONLY, checkOptionsObject, checkTaskOptions, resolveOptions, type ScheduleOptions } from './options.js';
 import {
@@ -666,15 +666,8 @@ function toScheduleOptions(options: SchedulerOptions): ScheduleOptions {
   const result: ScheduleOptions = { ...rest };
   if (cpuThreshold !== undefined) result.cpuTarget = cpuThreshold;
   if (result.concurrency === undefined) result.concurrency = dynamic === false ? optimalConcurrency() : 'auto';
-  try {
-    resolveOptions(result);
-  } catch (error) {
-    // Name the option as the caller spelled it.
-    if (cpuThreshold !== undefined && isOptionError(error) && error.option === 'cpuTarget') {
-      throw new OptionError('cpuThreshold', '', cpuThreshold, error.message.replace('options.cpuTarget', 'options.cpuThreshold'));
-    }
-    throw error;
-  }
+  // Named as the caller spelled it.
+  resolveOptions(result, cpuThreshold === undefined ? {} : { cpuTarget: 'cpuThreshold' });
   return result;
 }
 

@@ -47,6 +47,19 @@ test("options that only steer 'auto' concurrency are an OptionError with a fixed
   t.notThrows(() => schedule$([], { cpuTarget: 70 }));
 });
 
+test("cpuTarget + cpuHysteresis at 100 or more is an OptionError: readings never exceed 100, so the limit could never come down", (t) => {
+  t.throws(() => schedule$([], { cpuTarget: 95 }), {
+    instanceOf: OptionError,
+    message: 'options.cpuTarget + options.cpuHysteresis must be below 100, got 95 + 10 (cpuHysteresis defaults to 10): CPU readings never go above 100, so concurrency could rise and never come down',
+  });
+  const hysteresis = t.throws(() => schedule$([], { cpuHysteresis: 15 }), { instanceOf: OptionError });
+  t.is(hysteresis.option, 'cpuHysteresis');
+  t.regex(hysteresis.message, /got 85 \+ 15 \(cpuTarget defaults to 85\)/);
+  t.is(t.throws(() => schedule$([], { cpuTarget: 100, cpuHysteresis: 0 }), { instanceOf: OptionError }).option, 'cpuTarget');
+  t.notThrows(() => schedule$([], { cpuTarget: 94, cpuHysteresis: 5 }));
+  t.notThrows(() => schedule$([], { cpuTarget: 99, cpuHysteresis: 0 }));
+});
+
 test('an unknown or never-retried failure kind in retries.on is named, with its place; so is an unknown retry option', (t) => {
   const error = t.throws(() => schedule$([], { retries: { retries: 1, on: ['threw', 'nope'] } } as never), {
     instanceOf: OptionError,

@@ -60,6 +60,11 @@ test('contradicting or invalid options are an OptionError naming the option', (t
     instanceOf: OptionError,
     message: "options.cpuThreshold only steers concurrency: 'auto'; leave it out with concurrency 4",
   });
+  // The Python default threshold with the default band: the limit could never come down.
+  t.throws(() => new Scheduler({ cpuThreshold: 95 }), {
+    instanceOf: OptionError,
+    message: /^options\.cpuThreshold \+ options\.cpuHysteresis must be below 100, got 95 \+ 10/,
+  });
   t.is(option(() => new Scheduler({ dynamic: 'yes' as unknown as boolean })), 'dynamic');
   t.is(option(() => new Scheduler(() => {}, { onProgress: () => {} })), 'onProgress');
   t.is(option(() => new Scheduler({ onProgress: 42 as unknown as ProgressCallback })), 'onProgress');

@@ -14,8 +14,8 @@ export interface AutoConcurrencyOptions {
   cpuTarget: number;
   /**
    * Width of the band above `cpuTarget`, in percent points, inside which the limit holds: it is
-   * lowered only when the CPU is above `cpuTarget + hysteresis`. Keep the sum below 100, or the
-   * limit can never come down. @default {@link DEFAULT_HYSTERESIS}
+   * lowered only when the CPU is above `cpuTarget + hysteresis`. The sum is below 100 (resolveOptions
+   * rejects the rest), or the limit could never come down. @default {@link DEFAULT_HYSTERESIS}
    */
   hysteresis: number;
   /**
