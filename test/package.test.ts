@@ -49,9 +49,11 @@ const path = require('node:path');
 const { moduleTask, schedule$ } = require('async-process-scheduler');
 // As the README shows: by its absolute path (there is no import.meta.url in CommonJS).
 const task = path.join(__dirname, 'task.cjs');
-schedule$([1, 2, 3].map((n) => moduleTask(task, 'triple', [n])), { concurrency: 2 })
-  .toOrderedArray()
-  .then((values) => console.log(JSON.stringify(values)));
+const run = schedule$([1, 2, 3].map((n) => moduleTask(task, 'triple', [n])), { concurrency: 2 });
+// The workers, seen while they run a task: the test checks that they are gone afterwards.
+const pids = new Set();
+run.taskProgress$.subscribe(() => run.pids().forEach((pid) => pids.add(pid)));
+run.toOrderedArray().then((values) => console.log(JSON.stringify({ values, pids: [...pids] })));
 `;
 
 const commonJsTask = `
@@ -130,7 +132,10 @@ test('the packed package installs and runs JavaScript and TypeScript task module
   // Where Node loads ES modules with require() (20.19+, 22.12+, 23+); elsewhere it says it cannot.
   const required = await run(process.execPath, ['main.cjs'], { cwd: dir, timeout: 60_000 }).catch((error: { stderr: string }) => ({ stdout: '', stderr: error.stderr }));
   if ((process.features as { require_module?: boolean }).require_module) {
-    t.deepEqual(JSON.parse(required.stdout), [3, 6, 9], 'CommonJS code require()s the package and its child entry');
+    const { values, pids } = JSON.parse(required.stdout) as { values: number[]; pids: number[] };
+    t.deepEqual(values, [3, 6, 9], 'CommonJS code require()s the package and its child entry');
+    t.true(pids.length >= 1);
+    t.deepEqual(await waitGone(pids), [], 'the CommonJS program left no worker behind');
     // Node 22.12 warned of an experimental feature; 20.19+ and 23+ do not.
     if (!process.version.startsWith('v22.')) t.is(required.stderr, '', 'with no warning');
   } else {
