@@ -2,10 +2,11 @@
  * Bad input gets a clear, typed error naming the problem and the task, never a hang and never a
  * lost result: the rows of the table in guides/reliability.md that other test files do not cover.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import test from 'ava';
 import { BehaviorSubject, EMPTY, of } from 'rxjs';
-import { TaskError, commandTask, moduleTask, processTask, schedule$, type TaskFailure } from '../src/index.js';
+import { TaskError, commandTask, liveChildPids, moduleTask, processTask, schedule$, type TaskFailure } from '../src/index.js';
 import { leftovers } from './fixtures/chaos-procs.js';
 import { first, waitGone, work } from './helpers.js';
 
@@ -107,6 +108,46 @@ test("a process task whose factory throws: invalid, with the factory's error", a
 test('a process task whose factory returns something else: invalid, saying what it returned', async (t) => {
   const error = await failureOf(processTask(() => 42 as never));
   t.is(error.message, 'task #0 (process) is invalid: its factory must return a ChildProcess, returned 42');
+});
+
+test('a process task whose factory returns a process that has already ended: invalid at once (its exit would never come), its pid not kept', async (t) => {
+  const ended = spawn(process.execPath, ['-e', ''], { stdio: ['ignore', 'ignore', 'ignore', 'ipc'] });
+  await once(ended, 'exit');
+  const error = await failureOf(processTask(() => ended));
+  t.is(error.kind, 'invalid');
+  t.is(
+    error.message,
+    'task #0 (process) is invalid: its factory returned a process that had already ended (it exited with code 0); the factory must start a new process each time it is called',
+  );
+  t.false(liveChildPids().includes(ended.pid!), 'a pid that may be reused is not kept for a kill on exit');
+
+  // A factory that made its process once, with a retry: the retry gets the same, ended, process.
+  const made = spawn(process.execPath, ['-e', ''], { stdio: ['ignore', 'ignore', 'ignore', 'ipc'] });
+  const [outcome] = await schedule$([processTask(() => made, { retries: 1 })], { settle: true }).toOrderedArray();
+  t.is((outcome as TaskFailure).reason.kind, 'invalid');
+  t.regex((outcome as TaskFailure).reason.message, /had already ended \(it exited with code 0\)/);
+});
+
+test('a process task that closes its IPC channel and goes on: an error on a later send is not a failure to start; its exit decides, and it is tracked until then', async (t) => {
+  let child: ChildProcess | undefined;
+  const run = schedule$(
+    [
+      processTask(() => {
+        child = spawn(process.execPath, ['-e', 'process.disconnect(); setTimeout(() => {}, 1200)'], { stdio: ['ignore', 'ignore', 'ignore', 'ipc'], detached: true });
+        // Node emits 'error' (the channel is closed) for a send without a callback.
+        setTimeout(() => child!.send('late'), 300);
+        return child;
+      }),
+    ],
+    { settle: true },
+  );
+  const done = run.toOrderedArray();
+  await new Promise((resolve) => setTimeout(resolve, 600));
+  t.true(liveChildPids().includes(child!.pid!), 'still tracked after the error, while it runs');
+  const [outcome] = await done;
+  t.is((outcome as TaskFailure).reason.kind, 'exited');
+  t.regex((outcome as TaskFailure).reason.message, /it sent no result/);
+  t.deepEqual(await waitGone([child!.pid!]), []);
 });
 
 test('a process task without an IPC channel: invalid, and its process is killed', async (t) => {

@@ -53,6 +53,17 @@ export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks:
     });
     return undefined;
   }
+  if (child.exitCode !== null || child.signalCode !== null) {
+    // Its 'exit' has been emitted already, and would never come again: a factory that returns
+    // the same process every time, say, on a retry. Its pid may belong to someone else by now.
+    const how = child.signalCode ? `was killed by ${child.signalCode}` : `exited with code ${child.exitCode}`;
+    hooks.rejected({
+      kind: 'invalid',
+      detail: `its factory returned a process that had already ended (it ${how}); the factory must start a new process each time it is called`,
+      pid: child.pid,
+    });
+    return undefined;
+  }
   const untrack = child.pid === undefined ? () => {} : track(child.pid);
   const tap = tapOutput(child.stdout, child.stderr, hooks.output, child.pid, () => index, hooks.line);
   let settled = false;
@@ -73,8 +84,11 @@ export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks:
     void killTree(child, hooks.killTimeout);
   };
   child.on('message', onMessage);
-  child.once('error', (error: NodeJS.ErrnoException) => {
-    if (settled) return;
+  // Every 'error' is listened to, or a second one would be thrown. Once the process has a pid it
+  // started: a later error (a send on a channel the process closed) is not a failure to start,
+  // and its exit decides the outcome.
+  child.on('error', (error: NodeJS.ErrnoException) => {
+    if (settled || child.pid !== undefined) return;
     done();
     untrack();
     hooks.rejected({
