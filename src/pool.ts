@@ -37,7 +37,7 @@ const lenders = new WeakMap<WorkerPool, WorkerLender>();
  * and kills every worker busy with one of its tasks when it is terminated or fails; but a worker
  * that is idle when the run ends goes back to the pool, and the next run takes it from there.
  * A run only takes a worker started with the same `output`, `workerExecArgv` and `workerEnv`
- * (compared by value) as its own.
+ * (compared by value; without `workerEnv`, `process.env` as it is when the run starts) as its own.
  *
  * Idle workers in a pool do not keep the program alive: a program may end without closing its
  * pool, and its workers are killed when it exits (or, if it is SIGKILLed, exit on their own when

@@ -109,6 +109,30 @@ test('a run with other worker settings starts its own workers, and the pool keep
   t.deepEqual(all.filter(isAlive), []);
 });
 
+// Serial: it changes process.env, which the workers of every other test would start with.
+test.serial('a run without workerEnv takes only workers started with process.env as it is now', async (t) => {
+  const pool = newPool(t);
+  const one = async (options: ScheduleOptions = {}) =>
+    (await schedule$([w.pidAndEnv('POOL_TEST_LIVE')], { pool, concurrency: 1, ...options }).toOrderedArray())[0] as [number, string | undefined];
+  delete process.env.POOL_TEST_LIVE;
+  try {
+    const [before, unset] = await one();
+    t.is(unset, undefined);
+    t.deepEqual(await one({ workerEnv: { ...process.env } }), [before, undefined], 'the same environment, inherited or given: the same worker');
+    process.env.POOL_TEST_LIVE = 'changed';
+    const [after, seen] = await one();
+    t.not(after, before, 'the idle worker has the old environment: a new one serves');
+    t.is(seen, 'changed', "and sees the program's environment, as a run without a pool would");
+    t.deepEqual(await one(), [after, 'changed'], 'which the next run reuses');
+    t.deepEqual(pool.pids().sort(), [before, after].sort(), 'the pool keeps both');
+  } finally {
+    delete process.env.POOL_TEST_LIVE;
+  }
+  const all = pool.pids();
+  await pool.close();
+  t.deepEqual(await waitGone(all), []);
+});
+
 test('a worker that reached maxTasksPerWorker does not go back to the pool', async (t) => {
   const pool = newPool(t);
   const served = await pidsServing(pool, 4, { maxTasksPerWorker: 1, concurrency: 1 });

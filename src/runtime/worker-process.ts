@@ -145,7 +145,9 @@ export class WorkerProcess {
 
   constructor(options: WorkerOptions, listener: WorkerListener) {
     this.#listener = listener;
-    this.#config = { output: options.output, execArgv: [...options.execArgv], env: options.env && { ...options.env } };
+    // The environment it starts with, as a copy: without `env` that is process.env as it is now,
+    // which the program may change before a later run asks for a worker (see fits).
+    this.#config = { output: options.output, execArgv: [...options.execArgv], env: { ...(options.env ?? process.env) } };
     this.booted = new Promise((resolve) => (this.#booted = resolve));
     this.#capture = options.output === 'capture';
     this.#width = this.#capture ? INDEXED_TASK_WIDTH : TASK_WIDTH;
@@ -186,7 +188,7 @@ export class WorkerProcess {
     const own = this.#config;
     return (
       own.output === config.output &&
-      sameEnv(own.env, config.env) &&
+      sameEnv(own.env, config.env ?? process.env) &&
       own.execArgv.length === config.execArgv.length &&
       own.execArgv.every((arg, i) => arg === config.execArgv[i])
     );
