@@ -208,7 +208,14 @@ export class WorkerPool {
 
   #take(config: WorkerConfig, maxTasks: number): WorkerProcess | undefined {
     for (const [worker, timer] of this.#idle) {
-      if (!worker.alive || !worker.fits(config) || worker.sent >= maxTasks) continue;
+      if (!worker.usable) {
+        // Dead, and its exit not handled yet: it is forgotten now, and what it left is killed.
+        clearTimeout(timer);
+        this.#idle.delete(worker);
+        this.#stop(worker.kill(this.#killTimeout));
+        continue;
+      }
+      if (!worker.fits(config) || worker.sent >= maxTasks) continue;
       clearTimeout(timer);
       this.#idle.delete(worker);
       worker.setRef(true);

@@ -3,6 +3,7 @@
  * which stayed in the pool, and that all of them are gone once the pool is closed.
  */
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import test from 'ava';
 import {
   OptionError, WorkerPool, schedule$, taskModule, type ScheduleOptions, type TaskResult,
@@ -167,6 +168,24 @@ test('an idle worker killed from outside is forgotten, and the next run does not
   const served = await pidsServing(pool, 2, { concurrency: 1 });
   t.is(served.length, 1);
   t.not(served[0], victim);
+});
+
+test('an idle worker killed from outside just before a run, its exit not seen yet: not lent, and the task runs in a new worker', async (t) => {
+  const pool = newPool(t);
+  await pool.warm(1);
+  const [victim] = pool.pids();
+  process.kill(victim!, 'SIGKILL');
+  // Until the kernel has it as a zombie, without giving the event loop a turn: the pool has not
+  // seen the exit yet, as in the moment after an OOM kill.
+  const deadline = Date.now() + 5000;
+  while (Date.now() < deadline && !/^\S+ \(.*\) [ZX]/.test(readFileSync(`/proc/${victim}/stat`, 'latin1'))) {
+    /* spin */
+  }
+  t.deepEqual(pool.pids(), [victim], 'still in the pool as far as it knows');
+  const [outcome] = await schedule$([w.pid()], { pool, concurrency: 1, settle: true }).toOrderedArray();
+  t.is(outcome!.status, 'fulfilled', `the task did not pay for the dead worker: ${String((outcome as { reason?: unknown }).reason)}`);
+  t.not((outcome as TaskResult<number>).value, victim);
+  t.deepEqual(await waitGone([victim!]), []);
 });
 
 test('a closed pool keeps nothing: runs that use it stop their own workers', async (t) => {

@@ -55,6 +55,16 @@ function anyLiving(pid: number): boolean | undefined {
 }
 
 /**
+ * False when /proc says the process has ended (a zombie, or no such process), even if its parent
+ * has not seen its exit yet; true while it runs; undefined where there is no /proc.
+ */
+export function runsNow(pid: number): boolean | undefined {
+  if (process.platform !== 'linux') return undefined;
+  const own = procStat(pid);
+  return own !== undefined && own.state !== 'Z' && own.state !== 'X';
+}
+
+/**
  * State and process group of a process, from /proc/<pid>/stat; undefined where there is
  * no /proc or no such process. The command name may hold spaces and parentheses: read after the last ')'.
  */

@@ -746,7 +746,11 @@ export class LocalRuntime implements TaskRuntime {
       this.#spares.delete(worker);
       clearTimeout(this.#spareTimers.get(worker));
       this.#spareTimers.delete(worker);
-      if (worker.alive) return worker;
+      if (worker.usable) return worker;
+      if (!worker.alive) continue; // its exit has been handled
+      // Dead, its exit not handled yet: stopped like the run's other leftovers.
+      this.#abandoned.add(worker);
+      this.#stop(worker.kill(this.#options.killTimeout));
     }
     return undefined;
   }

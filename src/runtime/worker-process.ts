@@ -10,7 +10,7 @@ import { formatValue, type RemoteErrorInfo } from '../errors.js';
 import type { OutputMode } from '../options.js';
 import { objectArray } from '../collections.js';
 import { trackChild } from './cleanup.js';
-import { killTree, type KillReport } from './kill.js';
+import { runsNow, killTree, type KillReport } from './kill.js';
 import { afterChannelClosed, afterOutputClosed } from './child-exit.js';
 import { afterQuiet, tapOutput, type OutputLine, type OutputTap } from './output.js';
 import {
@@ -181,6 +181,16 @@ export class WorkerProcess {
         resolve();
       })));
     });
+  }
+
+  /**
+   * Alive as far as can be told now, for a worker about to be handed a run's tasks: `alive` stays
+   * true until its exit has been handled, a while after it died (killed from outside while idle,
+   * say); sent tasks then, it would fail one of them for a death that was none of its doing.
+   */
+  get usable(): boolean {
+    if (!this.alive || this.child.exitCode !== null || this.child.signalCode !== null || !this.child.connected) return false;
+    return this.pid === undefined || runsNow(this.pid) !== false;
   }
 
   /** True if this worker was started with `config`, so it can serve a run that asks for it. */
