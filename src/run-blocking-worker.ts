@@ -76,6 +76,11 @@ export interface BlockingWorkerData {
   port: MessagePort;
   /** `[0]` counts messages sent; the caller waits on it. */
   state: Int32Array;
+  /**
+   * The parent's flags (see {@link threadExecArgv}), as the thread's `process.execArgv`: the
+   * processes it forks inherit them, as under `run()`, even those a thread may not be started with.
+   */
+  execArgv: string[];
 }
 
 /**
@@ -90,6 +95,7 @@ export const BLOCKING_BOOTSTRAP = `
 (async () => {
   const { workerData } = await import('node:worker_threads');
   const { port, state } = workerData;
+  process.execArgv = workerData.execArgv;
   let ended = false;
   const describe = (error) => ({
     type: 'Error', name: (error && error.name) || 'Error', message: String((error && error.message) || error), stack: error && error.stack,

@@ -6,7 +6,7 @@
  * @module
  */
 import type { ChildProcess } from 'node:child_process';
-import { MessageChannel, receiveMessageOnPort, Worker } from 'node:worker_threads';
+import { MessageChannel, receiveMessageOnPort, Worker, type MessagePort } from 'node:worker_threads';
 import { isObservable } from 'rxjs';
 import { formatValue, OptionError, RunTerminatedError, TaskError } from './errors.js';
 import { optimalConcurrency } from './optimal-concurrency.js';
@@ -469,16 +469,18 @@ export class Scheduler<T = unknown> {
 
     const state = new Int32Array(new SharedArrayBuffer(4));
     const { port1, port2 } = new MessageChannel();
+    const execArgv = threadExecArgv(process.execArgv);
     const data: BlockingWorkerData = {
       entry: BLOCKING_ENTRY,
       tsxApi: tsxApiUrl(),
       request: { tasks: specs, options: cloneable, progress: onProgress !== undefined },
       port: port2,
       state,
+      execArgv,
     };
     let worker: Worker;
     try {
-      worker = new Worker(BLOCKING_BOOTSTRAP, { eval: true, workerData: data, transferList: [port2], execArgv: threadExecArgv(process.execArgv) });
+      worker = startBlockingThread(data, port2, execArgv);
     } catch (error) {
       port1.close();
       port2.close();
@@ -631,6 +633,22 @@ export class Scheduler<T = unknown> {
         `cannot ${what} while the scheduler is running: wait for the run to end, or terminate() it first`,
       );
     }
+  }
+}
+
+/**
+ * Starts runBlocking()'s thread with the parent's flags, so that its loaders and warnings settings
+ * hold there too; without them if a thread may not have one of them (`--max-old-space-size`,
+ * `--title`, `--expose-gc`...: Node refuses the thread). The processes it forks get them either
+ * way, from `data.execArgv`.
+ */
+function startBlockingThread(data: BlockingWorkerData, port: MessagePort, execArgv: string[]): Worker {
+  const start = (flags: string[]) => new Worker(BLOCKING_BOOTSTRAP, { eval: true, workerData: data, transferList: [port], execArgv: flags });
+  try {
+    return start(execArgv);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException)?.code !== 'ERR_WORKER_INVALID_EXEC_ARGV') throw error;
+    return start([]);
   }
 }
 

@@ -343,9 +343,9 @@ test.serial('runBlocking() works from the compiled library under plain node, wit
 });
 
 /** Runs `code` as `node --import tsx --input-type=module -e code`; a forked child that runs the code again exits at once. */
-async function runEval(code: string): Promise<string> {
+async function runEval(code: string, flags: string[] = []): Promise<string> {
   const guard = "if (process.send) { console.log('a forked worker ran the -e code'); process.exit(0); }\n";
-  const { stdout } = await run(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', guard + code], {
+  const { stdout } = await run(process.execPath, ['--import', 'tsx', ...flags, '--input-type=module', '-e', guard + code], {
     cwd: root,
     timeout: 120_000,
   });
@@ -366,6 +366,26 @@ const evalProgram = (method: 'run' | 'runBlocking') => `
 test.serial('runBlocking() works in a program given with node -e', async (t) => {
   t.timeout(180_000);
   t.is(await runEval(evalProgram('runBlocking')), '["b.txt"]');
+});
+
+// A thread refuses per-process flags (ERR_WORKER_INVALID_EXEC_ARGV); a server's --max-old-space-size is common.
+test.serial("runBlocking() works in a program started with flags a thread may not have, and its workers get them", async (t) => {
+  t.timeout(180_000);
+  const program = `
+    const { Scheduler } = await import(${JSON.stringify(join(root, 'src/scheduler.ts'))});
+    const scheduler = new Scheduler({ concurrency: 1 });
+    scheduler.add({ module: ${JSON.stringify(workUrl.href)}, export: 'execArgv' }, []);
+    try {
+      console.log(JSON.stringify(scheduler.runBlocking()[0]));
+    } catch (error) {
+      console.log(error.message);
+    }
+  `;
+  const flags = ['--max-old-space-size=300', '--title=aps-blocking-test', '--stack-size=900'];
+  const output = await runEval(program, flags);
+  t.notRegex(output, /invalid execArgv/);
+  const workerFlags = JSON.parse(output) as string[];
+  for (const flag of flags) t.true(workerFlags.includes(flag), `the worker process got ${flag}: ${output}`);
 });
 
 // Workers must not inherit the parent's `-e <code>` / `--input-type`: they would run the parent's program.
