@@ -213,6 +213,9 @@ export function guardianPid(): number | undefined {
 }
 
 function onSignal(signal: NodeJS.Signals): void {
+  // The program listens for this signal itself: what follows is its decision (a server drains
+  // its work on SIGTERM, reloads on SIGHUP). The children go when it exits, by the exit handler.
+  if (process.listenerCount(signal) > 1) return;
   killAll();
   uninstall();
   // Our listener suppressed Node's default action. Re-raise the signal so the process ends as

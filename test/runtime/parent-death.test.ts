@@ -71,6 +71,17 @@ for (const [what, mode, kill, expected] of endings) {
   });
 }
 
+test('a parent that handles SIGTERM itself decides: its children go on meanwhile, and go with it when it exits', async (t) => {
+  const started = await startParent('drain');
+  t.teardown(() => cleanUp(started));
+  started.parent.kill('SIGTERM');
+  const { code, stderr } = await started.exit;
+  t.is(code, 0, stderr);
+  const alive = JSON.parse(/^alive (.*)$/m.exec(stderr)?.[1] ?? 'null') as number[] | null;
+  t.deepEqual(alive?.sort(), [...started.groups].sort(), 'every task still ran 300 ms after the signal');
+  t.deepEqual(await waitNoLeftovers([...started.pids, ...started.groups], {}, 2000), []);
+});
+
 test('a parent SIGKILLed: within 2 s nothing it started is left, commands and process tasks included', async (t) => {
   const started = await startParent('wait');
   t.teardown(() => cleanUp(started));
