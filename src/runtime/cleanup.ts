@@ -38,7 +38,8 @@ export function trackChild(pid: number, { guard = false }: { guard?: boolean } =
 
 /**
  * The pids of every child process the library has alive right now, across all runs: a check
- * that nothing was left behind.
+ * that nothing was left behind. A command or process task stays listed after it exits, until
+ * what it left in its process group is gone too.
  *
  * @example
  * ```ts

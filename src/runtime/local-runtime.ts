@@ -471,8 +471,14 @@ export class LocalRuntime implements TaskRuntime {
     this.#countExecuting(job);
     this.#armTimeout(job);
     const { task, index } = job;
-    // Commands and process tasks do not notice their parent's death: the guardian does.
-    const track = (pid: number) => trackChild(pid, { guard: true });
+    // Commands and process tasks do not notice their parent's death: the guardian does. Tracked
+    // until their process group is gone, not only until they exit: a task may settle while what it
+    // left in its group is still being stopped, and a parent that dies then must take that too.
+    let untrack = (): void => {};
+    const track = (pid: number) => {
+      untrack = trackChild(pid, { guard: true });
+      return () => {};
+    };
     const settle = () => this.#finish(job);
     const capture = this.#options.output === 'capture';
     const line = (l: OutputLine) => this.#output.next(l);
@@ -503,7 +509,7 @@ export class LocalRuntime implements TaskRuntime {
       child.once('exit', () => {
         this.#children.delete(child);
         // The task is over: whatever is left in its process group was started by it, and orphaned.
-        this.#stop(killTree(child, this.#options.killTimeout));
+        this.#stop(killTree(child, this.#options.killTimeout).finally(untrack));
       });
     }
   }

@@ -94,6 +94,18 @@ test('a parent SIGKILLed: within 2 s nothing it started is left, commands and pr
   t.deepEqual(left.map((p) => `${p.comm} ${p.pid}`), []);
 });
 
+test('a parent that exits as a command settles, while what the command left in its group is being stopped: that goes too', async (t) => {
+  const parent = spawn(process.execPath, ['--import', 'tsx', fixture('parent-run.ts').pathname, 'leftover'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let stdout = '';
+  parent.stdout!.on('data', (c: Buffer) => (stdout += c));
+  const code = await new Promise((resolve) => parent.on('exit', resolve));
+  const left = Number(/^left (\d+)$/m.exec(stdout)?.[1]);
+  t.teardown(() => killAll(leftovers([left])));
+  t.is(code, 0);
+  t.true(left > 0, stdout);
+  t.deepEqual(await waitNoLeftovers([left], {}, 2000), [], 'the child the command left, deaf to SIGTERM, is gone with the parent');
+});
+
 test('the guardian neither keeps its parent alive nor outlives it', async (t) => {
   const parent = spawn(process.execPath, ['--import', 'tsx', fixture('parent-run.ts').pathname, 'command'], { stdio: ['ignore', 'pipe', 'inherit'] });
   let stdout = '';
