@@ -150,6 +150,21 @@ test('a process task that closes its IPC channel and goes on: an error on a late
   t.deepEqual(await waitGone([child!.pid!]), []);
 });
 
+test("a task source whose cleanup throws as a failed run closes it: the run still fails with its task's error, and the program goes on", async (t) => {
+  const warned = new Promise<Error>((resolve) => process.once('warning', resolve));
+  function* tasks() {
+    try {
+      yield moduleTask(work, 'fail', ['first task failed']);
+      for (;;) yield moduleTask(work, 'sleepThen', [50, 1]);
+    } finally {
+      throw new Error('cleanup in the generator failed');
+    }
+  }
+  const run = schedule$(tasks(), { concurrency: 1 });
+  await t.throwsAsync(run.toOrderedArray(), { instanceOf: TaskError, message: /first task failed/ });
+  t.is((await warned).message, 'the task source threw while it was being closed (its return()): Error: cleanup in the generator failed');
+});
+
 test('a process task without an IPC channel: invalid, and its process is killed', async (t) => {
   let pid = 0;
   const error = await failureOf(

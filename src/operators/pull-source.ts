@@ -19,8 +19,10 @@ export interface PullSource<T> {
   request(): void;
   /**
    * Stop: release the iterator (`iterator.return?.()`) or unsubscribe the Observable.
-   * Idempotent, never throws: an error thrown by `iterator.return()` has nowhere to go, so it
-   * is reported like any rxjs unhandled error (`config.onUnhandledError`, else thrown async).
+   * Idempotent, never throws: an error thrown by `iterator.return()` has nowhere to go (the run
+   * is ending for another reason), so it goes to rxjs's `config.onUnhandledError` if one is set,
+   * and is a process warning otherwise: thrown, it would end the program before the run's own
+   * outcome reached it.
    */
   close(): void;
 }
@@ -98,12 +100,17 @@ export function toPullSource<T>(input: TaskSourceInput<T>, sink: PullSink<T>): P
   }
 }
 
-/** Errors with nowhere to go are handled the way rxjs handles them. */
+/** An error of the source's return() (see PullSource.close), which has nowhere to go. */
 function reportUnhandledError(err: unknown): void {
-  setTimeout(() => {
-    const { onUnhandledError } = config;
-    if (onUnhandledError) onUnhandledError(err);
-    else throw err;
+  const { onUnhandledError } = config;
+  if (onUnhandledError) {
+    setTimeout(() => onUnhandledError(err));
+    return;
+  }
+  const error = err instanceof Error ? err : undefined;
+  process.emitWarning(`the task source threw while it was being closed (its return()): ${error ? `${error.name}: ${error.message}` : String(err)}`, {
+    type: 'AsyncProcessSchedulerWarning',
+    detail: error?.stack,
   });
 }
 

@@ -335,7 +335,27 @@ test('Observable: close() unsubscribes a running source and drops buffered items
   t.deepEqual(events, [['item', 1]]);
 });
 
-test('a throw from iterator.return() during close() is reported the rxjs way, not thrown', async (t) => {
+test.serial('a throw from iterator.return() during close() is a process warning when rxjs has no onUnhandledError, never thrown', async (t) => {
+  const warned = new Promise<Error>((resolve) => process.once('warning', resolve));
+  const source = toPullSource(
+    {
+      [Symbol.iterator]: () => ({
+        next: () => ({ done: false, value: 1 }),
+        return: () => {
+          throw new RangeError('cleanup failed');
+        },
+      }),
+    },
+    recorder<number>().sink,
+  );
+  source.request();
+  t.notThrows(() => source.close());
+  const warning = await warned;
+  t.is(warning.name, 'AsyncProcessSchedulerWarning');
+  t.is(warning.message, 'the task source threw while it was being closed (its return()): RangeError: cleanup failed');
+});
+
+test.serial('a throw from iterator.return() during close() goes to rxjs config.onUnhandledError when set, not thrown', async (t) => {
   const previous = config.onUnhandledError;
   const reported = new Promise<unknown>((resolve) => (config.onUnhandledError = resolve));
   try {
