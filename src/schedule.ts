@@ -8,6 +8,7 @@ import {
   Observable, ReplaySubject, Subject, Subscription, combineLatest, distinctUntilChanged, isObservable, map, of, throwIfEmpty,
   type Observer, type Subscriber,
 } from 'rxjs';
+import { whenAborted } from './abort.js';
 import { RunTerminatedError, TaskError, formatValue } from './errors.js';
 import { autoConcurrency$ } from './load/controller.js';
 import { systemLoadSampler } from './load/samplers.js';
@@ -358,8 +359,7 @@ export class RunCore<T, M extends RunMode> {
     if (options.signal) {
       const signal = options.signal;
       const onAbort = () => void this.terminate(new RunTerminatedError('the run was aborted', { cause: signal.reason }));
-      signal.addEventListener('abort', onAbort, { once: true });
-      this.#abortListener = () => signal.removeEventListener('abort', onAbort);
+      this.#abortListener = whenAborted(signal, onAbort);
     }
 
     subscription.add(merged.subscribe(output));

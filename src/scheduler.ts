@@ -8,6 +8,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { MessageChannel, receiveMessageOnPort, Worker, type MessagePort } from 'node:worker_threads';
 import { isObservable } from 'rxjs';
+import { whenAborted } from './abort.js';
 import { formatValue, OptionError, RunTerminatedError, TaskError } from './errors.js';
 import { optimalConcurrency } from './optimal-concurrency.js';
 import { AUTO_ONLY, checkOptionsObject, checkTaskOptions, resolveOptions, type ScheduleOptions } from './options.js';
@@ -495,7 +496,7 @@ export class Scheduler<T = unknown> {
     };
     const active: ActiveRun = { kind: 'blocking', cancel };
     this.#active = active;
-    signal?.addEventListener('abort', cancel, { once: true });
+    const stopWaiting = signal ? whenAborted(signal, cancel) : () => {};
     let callbackError: { error: unknown } | undefined;
     let finished = 0;
     try {
@@ -529,7 +530,7 @@ export class Scheduler<T = unknown> {
         Atomics.wait(state, 0, seen);
       }
     } finally {
-      signal?.removeEventListener('abort', cancel);
+      stopWaiting();
       if (this.#active === active) this.#active = undefined;
       port1.close();
       // The thread ends by itself once its run has ended; never let it hold the program open.
@@ -730,13 +731,13 @@ function combineSignals(a: AbortSignal | undefined, b: AbortSignal | undefined):
   const onAbortB = () => controller.abort(b.reason);
   if (a.aborted) onAbortA();
   else if (b.aborted) onAbortB();
-  a.addEventListener('abort', onAbortA, { once: true });
-  b.addEventListener('abort', onAbortB, { once: true });
+  const stopA = whenAborted(a, onAbortA);
+  const stopB = whenAborted(b, onAbortB);
   return {
     signal: controller.signal,
     release: () => {
-      a.removeEventListener('abort', onAbortA);
-      b.removeEventListener('abort', onAbortB);
+      stopA();
+      stopB();
     },
   };
 }

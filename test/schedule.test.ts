@@ -1,3 +1,4 @@
+import { getEventListeners } from 'node:events';
 import { fork } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -497,6 +498,28 @@ test('aborting the signal terminates the run with RunTerminatedError and kills i
   const error = await t.throwsAsync(result, { instanceOf: RunTerminatedError });
   t.is((error.cause as Error).message, 'user pressed cancel');
   t.deepEqual(pids.filter(isAlive), []);
+});
+
+test('runs that share one signal add one listener to it, not one each (no leak warning past ten), and all end on abort', async (t) => {
+  const controller = new AbortController();
+  const warnings: Error[] = [];
+  const onWarning = (warning: Error) => warnings.push(warning);
+  process.on('warning', onWarning);
+  t.teardown(() => void process.off('warning', onWarning));
+  // Commands: twelve sleeps are cheaper to start than twelve workers.
+  const runs = Array.from({ length: 12 }, () => schedule$([commandTask('sleep', ['30'])], { concurrency: 1, signal: controller.signal, killTimeout: 500 }));
+  const results = runs.map((run) => run.toOrderedArray());
+  await Promise.all(runs.map((run) => first(run.progress$, (p) => p.running === 1)));
+  t.is(getEventListeners(controller.signal, 'abort').length, 1);
+  const done = schedule$([typed.square(3)], { signal: controller.signal });
+  t.deepEqual(await done.toOrderedArray(), [9], 'a run that ends stops waiting');
+  const pids = runs.flatMap((run) => run.pids());
+  controller.abort(new Error('shutting down'));
+  for (const result of results) await t.throwsAsync(result, { instanceOf: RunTerminatedError });
+  t.deepEqual(pids.filter(isAlive), []);
+  t.is(getEventListeners(controller.signal, 'abort').length, 0);
+  await new Promise((resolve) => setImmediate(resolve));
+  t.deepEqual(warnings.map((w) => w.message).filter((m) => /abort listeners/.test(m)), []);
 });
 
 test('one run executes once: subscribers share it, and a late subscriber after the end gets the end', async (t) => {
