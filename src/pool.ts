@@ -15,7 +15,10 @@ import { WorkerProcess, type WorkerConfig, type WorkerListener } from './runtime
 export interface WorkerPoolOptions {
   /** How long (ms) a worker may sit idle in the pool before it exits. @default 30000 */
   idleTimeout?: number;
-  /** The most idle workers the pool keeps; a run's workers beyond that exit when the run ends. @default Infinity */
+  /**
+   * The most idle workers the pool keeps. A worker a run gives back to a full pool takes the place
+   * of the one idle the longest, which exits. @default Infinity
+   */
   maxIdleWorkers?: number;
   /** Milliseconds between SIGTERM and SIGKILL when the pool stops a worker that does not exit. @default 3000 */
   killTimeout?: number;
@@ -225,7 +228,16 @@ export class WorkerPool {
   }
 
   #give(worker: WorkerProcess): boolean {
-    if (this.#closed || !worker.alive || worker.inFlight > 0 || this.#idle.size >= this.#maxIdle) return false;
+    if (this.#closed || !worker.alive || worker.inFlight > 0 || this.#maxIdle === 0) return false;
+    // Full: the worker idle the longest makes room (the Map keeps them in the order they were
+    // parked). Else runs of a second kind (other output, env or flags) would never find a worker
+    // of theirs kept, with the pool full of the first kind.
+    for (const [oldest, timer] of this.#idle) {
+      if (this.#idle.size < this.#maxIdle) break;
+      clearTimeout(timer);
+      this.#idle.delete(oldest);
+      this.#stop(oldest.retire());
+    }
     worker.adopt(this.#listener, this.#killTimeout);
     this.#park(worker);
     return true;

@@ -72,6 +72,22 @@ test('maxIdleWorkers: workers beyond it exit when the run ends', async (t) => {
   t.deepEqual(await waitGone(served.filter((pid) => !kept.includes(pid))), []);
 });
 
+test('maxIdleWorkers: a worker given back to a full pool takes the place of the one idle the longest, so runs of two kinds both find theirs', async (t) => {
+  const pool = newPool(t, { maxIdleWorkers: 2 });
+  const plain = await pidsServing(pool, 1, { concurrency: 1 });
+  const captured = await pidsServing(pool, 1, { concurrency: 1, output: 'capture' });
+  t.deepEqual(pool.pids().sort(), [...plain, ...captured].sort());
+  // Alternating kinds: each run finds the worker of its kind the last one of that kind left.
+  for (let i = 0; i < 3; i++) {
+    t.deepEqual(await pidsServing(pool, 1, { concurrency: 1 }), plain);
+    t.deepEqual(await pidsServing(pool, 1, { concurrency: 1, output: 'capture' }), captured);
+  }
+  // A third kind: its worker goes in, and the one idle the longest (the plain one) goes.
+  const withEnv = await pidsServing(pool, 1, { concurrency: 1, workerEnv: { ...process.env, POOL_THIRD: '1' } });
+  t.deepEqual(pool.pids().sort(), [...captured, ...withEnv].sort());
+  t.deepEqual(await waitGone(plain), []);
+});
+
 test('terminating a pooled run kills its busy workers; the pool keeps only idle ones', async (t) => {
   const pool = newPool(t);
   await pool.warm(3);
