@@ -31,8 +31,9 @@ async function startParent(mode: string): Promise<Started> {
   const parent = spawn(process.execPath, ['--import', 'tsx', fixture('parent-run.ts').pathname, mode], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   parent.stderr!.on('data', (c: Buffer) => (stderr += c));
+  // 'close', not 'exit': what it wrote just before it exited may still be in the pipe at 'exit'.
   const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>((resolve) =>
-    parent.on('exit', (code, signal) => resolve({ code, signal, stderr })),
+    parent.on('close', (code, signal) => resolve({ code, signal, stderr })),
   );
   const lines = createInterface({ input: parent.stdout! });
   const first = await new Promise<string>((resolve, reject) => {
