@@ -14,11 +14,12 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { onExit } from 'signal-exit';
 import { signalTree } from './kill.js';
 
 const live = new Set<number>();
-const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-let installed = false;
+/** Removes the exit hook; set while children are alive. */
+let removeExitHook: (() => void) | undefined;
 
 /**
  * Registers a child's pid; returns the function that unregisters it. With `guard`, the child's
@@ -27,12 +28,20 @@ let installed = false;
  */
 export function trackChild(pid: number, { guard = false }: { guard?: boolean } = {}): () => void {
   live.add(pid);
-  if (!installed) install();
+  // signal-exit, as execa and many others use it: on exit, and on a signal that would end the
+  // process (SIGINT, SIGTERM, SIGHUP and the other fatal ones), unless the program listens for
+  // that signal itself; then the program decides, and the children go when it exits. Its copies
+  // cooperate: with two hooks of their own, neither would act, each taking the other for the
+  // program's, and the signal would be ignored.
+  removeExitHook ??= onExit(killAll);
   if (guard) guardian.add(pid);
   return () => {
     live.delete(pid);
     if (guard) guardian.remove(pid);
-    if (live.size === 0) uninstall();
+    if (live.size === 0) {
+      removeExitHook?.();
+      removeExitHook = undefined;
+    }
   };
 }
 
@@ -213,26 +222,4 @@ export function guardianPid(): number | undefined {
   return guardian.child?.pid;
 }
 
-function onSignal(signal: NodeJS.Signals): void {
-  // The program listens for this signal itself: what follows is its decision (a server drains
-  // its work on SIGTERM, reloads on SIGHUP). The children go when it exits, by the exit handler.
-  if (process.listenerCount(signal) > 1) return;
-  killAll();
-  uninstall();
-  // Our listener suppressed Node's default action. Re-raise the signal so the process ends as
-  // it would have, unless the application listens for it itself.
-  if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-}
 
-function install(): void {
-  installed = true;
-  process.on('exit', killAll);
-  for (const signal of SIGNALS) process.on(signal, onSignal);
-}
-
-function uninstall(): void {
-  if (!installed) return;
-  installed = false;
-  process.off('exit', killAll);
-  for (const signal of SIGNALS) process.off(signal, onSignal);
-}

@@ -54,6 +54,9 @@ const endings: Array<[string, string, (s: Started) => void, { code?: number; sig
   ['leaves a promise rejection unhandled', 'reject', () => {}, { code: 1 }],
   ['gets SIGINT', 'wait', (s) => s.parent.kill('SIGINT'), { signal: 'SIGINT' }],
   ['gets SIGTERM', 'wait', (s) => s.parent.kill('SIGTERM'), { signal: 'SIGTERM' }],
+  ['gets SIGHUP', 'wait', (s) => s.parent.kill('SIGHUP'), { signal: 'SIGHUP' }],
+  ['gets SIGTERM with a signal-exit hook of its own (as execa loads)', 'signal-exit', (s) => s.parent.kill('SIGTERM'), { signal: 'SIGTERM' }],
+  ['gets SIGQUIT', 'wait', (s) => s.parent.kill('SIGQUIT'), { signal: 'SIGQUIT' }],
 ];
 
 for (const [what, mode, kill, expected] of endings) {
