@@ -140,7 +140,7 @@ export class WorkerPool {
     const config: WorkerConfig = { output, execArgv: workerExecArgv, env: workerEnv };
     const started: WorkerProcess[] = [];
     let have = [...this.#idle.keys()].filter((w) => w.fits(config)).length;
-    for (; have < count && have < this.#maxIdle; have++) {
+    for (; have < count && this.#idle.size < this.#maxIdle; have++) {
       const worker = new WorkerProcess({ ...config, killTimeout: this.#killTimeout }, this.#listener);
       started.push(worker);
       this.#park(worker, true);
@@ -211,16 +211,14 @@ export class WorkerPool {
 
   #take(config: WorkerConfig, maxTasks: number): WorkerProcess | undefined {
     for (const [worker, timer] of this.#idle) {
+      if (worker.sent >= maxTasks || !worker.fits(config)) continue;
+      clearTimeout(timer);
+      this.#idle.delete(worker);
       if (!worker.usable) {
         // Dead, and its exit not handled yet: it is forgotten now, and what it left is killed.
-        clearTimeout(timer);
-        this.#idle.delete(worker);
         this.#stop(worker.kill(this.#killTimeout));
         continue;
       }
-      if (!worker.fits(config) || worker.sent >= maxTasks) continue;
-      clearTimeout(timer);
-      this.#idle.delete(worker);
       worker.setRef(true);
       return worker;
     }
@@ -228,7 +226,7 @@ export class WorkerPool {
   }
 
   #give(worker: WorkerProcess): boolean {
-    if (this.#closed || !worker.alive || worker.inFlight > 0 || this.#maxIdle === 0) return false;
+    if (this.#closed || !worker.usable || worker.inFlight > 0 || this.#maxIdle === 0) return false;
     // Full: the worker idle the longest makes room (the Map keeps them in the order they were
     // parked). Else runs of a second kind (other output, env or flags) would never find a worker
     // of theirs kept, with the pool full of the first kind.

@@ -88,6 +88,17 @@ test('maxIdleWorkers: a worker given back to a full pool takes the place of the 
   t.deepEqual(await waitGone(plain), []);
 });
 
+test('warm() never fills the pool past maxIdleWorkers, counting idle workers of every kind', async (t) => {
+  const pool = newPool(t, { maxIdleWorkers: 2 });
+  const captured = await pidsServing(pool, 1, { concurrency: 1, output: 'capture' });
+  await pool.warm(3);
+  const idle = pool.pids();
+  t.is(idle.length, 2, 'one captured, one warmed: the pool is full');
+  t.true(idle.includes(captured[0]!));
+  await pool.close();
+  t.deepEqual(await waitGone(idle), []);
+});
+
 test('terminating a pooled run kills its busy workers; the pool keeps only idle ones', async (t) => {
   const pool = newPool(t);
   await pool.warm(3);

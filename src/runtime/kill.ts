@@ -59,9 +59,16 @@ function anyLiving(pid: number): boolean | undefined {
  * has not seen its exit yet; true while it runs; undefined where there is no /proc.
  */
 export function runsNow(pid: number): boolean | undefined {
-  if (process.platform !== 'linux') return undefined;
+  if (!hasProc()) return undefined;
   const own = procStat(pid);
   return own !== undefined && own.state !== 'Z' && own.state !== 'X';
+}
+
+let procReadable: boolean | undefined;
+
+/** Whether this process can read /proc (Linux, and not a chroot or sandbox without it). */
+function hasProc(): boolean {
+  return (procReadable ??= process.platform === 'linux' && procStat(process.pid) !== undefined);
 }
 
 /**

@@ -199,7 +199,9 @@ export class LocalRuntime implements TaskRuntime {
   constructor(options: LocalRuntimeOptions) {
     this.#options = options;
     this.#target = options.concurrency;
-    this.#workerConfig = { output: options.output, execArgv: options.workerExecArgv, env: options.workerEnv };
+    // Without workerEnv, process.env as it is when the run starts: its workers start with it, and
+    // pooled ones are compared with it (once, rather than reading process.env at each comparison).
+    this.#workerConfig = { output: options.output, execArgv: options.workerExecArgv, env: options.workerEnv ?? { ...process.env } };
   }
 
   start(spec: JobSpec, events: JobEvents): JobHandle {
