@@ -49,3 +49,15 @@ export function prng(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+/** Resolves with the next process warning of this library's whose message matches `pattern`. */
+export function nextWarning(pattern: RegExp): Promise<Error> {
+  return new Promise((resolve) => {
+    const onWarning = (warning: Error) => {
+      if (warning.name !== 'AsyncProcessSchedulerWarning' || !pattern.test(warning.message)) return;
+      process.off('warning', onWarning);
+      resolve(warning);
+    };
+    process.on('warning', onWarning);
+  });
+}

@@ -19,10 +19,10 @@ export interface PullSource<T> {
   request(): void;
   /**
    * Stop: release the iterator (`iterator.return?.()`) or unsubscribe the Observable.
-   * Idempotent, never throws: an error thrown by `iterator.return()` has nowhere to go (the run
-   * is ending for another reason), so it goes to rxjs's `config.onUnhandledError` if one is set,
-   * and is a process warning otherwise: thrown, it would end the program before the run's own
-   * outcome reached it.
+   * Idempotent, never throws: an error thrown by `iterator.return()` or the Observable's teardown
+   * has nowhere to go (the run is ending for another reason), so it goes to rxjs's
+   * `config.onUnhandledError` if one is set, and is a process warning otherwise: thrown, it would
+   * end the program before the run's own outcome reached it.
    */
   close(): void;
 }
@@ -100,7 +100,7 @@ export function toPullSource<T>(input: TaskSourceInput<T>, sink: PullSink<T>): P
   }
 }
 
-/** An error of the source's return() (see PullSource.close), which has nowhere to go. */
+/** An error of the source's return() or teardown (see PullSource.close), which has nowhere to go. */
 function reportUnhandledError(err: unknown): void {
   const { onUnhandledError } = config;
   if (onUnhandledError) {
@@ -108,7 +108,7 @@ function reportUnhandledError(err: unknown): void {
     return;
   }
   const error = err instanceof Error ? err : undefined;
-  process.emitWarning(`the task source threw while it was being closed (its return()): ${error ? `${error.name}: ${error.message}` : String(err)}`, {
+  process.emitWarning(`the task source threw while it was being closed (its return() or teardown): ${error ? `${error.name}: ${error.message}` : String(err)}`, {
     type: 'AsyncProcessSchedulerWarning',
     detail: error?.stack,
   });
@@ -310,7 +310,12 @@ function observableSource<T>(input: Observable<T>, sink: PullSink<T>): PullSourc
       closed = true;
       buffer = [];
       head = 0;
-      subscription?.unsubscribe();
+      try {
+        subscription?.unsubscribe();
+      } catch (err) {
+        // A teardown of the source's that threw (rxjs gathers them in an UnsubscriptionError).
+        reportUnhandledError(err);
+      }
     },
   };
 }

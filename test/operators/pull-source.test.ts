@@ -7,6 +7,7 @@ import {
   type PullSource,
   type TaskSourceInput,
 } from '../../src/operators/pull-source.js';
+import { nextWarning } from '../helpers.js';
 
 /** A sink that records every callback, in order. */
 function recorder<T>() {
@@ -336,7 +337,7 @@ test('Observable: close() unsubscribes a running source and drops buffered items
 });
 
 test.serial('a throw from iterator.return() during close() is a process warning when rxjs has no onUnhandledError, never thrown', async (t) => {
-  const warned = new Promise<Error>((resolve) => process.once('warning', resolve));
+  const warned = nextWarning(/cleanup failed/);
   const source = toPullSource(
     {
       [Symbol.iterator]: () => ({
@@ -352,7 +353,23 @@ test.serial('a throw from iterator.return() during close() is a process warning 
   t.notThrows(() => source.close());
   const warning = await warned;
   t.is(warning.name, 'AsyncProcessSchedulerWarning');
-  t.is(warning.message, 'the task source threw while it was being closed (its return()): RangeError: cleanup failed');
+  t.is(warning.message, 'the task source threw while it was being closed (its return() or teardown): RangeError: cleanup failed');
+});
+
+test.serial("a throw from an Observable source's teardown during close() is a process warning too, never thrown", async (t) => {
+  const warned = nextWarning(/teardown failed/);
+  const source = toPullSource(
+    new Observable<number>((subscriber) => {
+      subscriber.next(1);
+      return () => {
+        throw new Error('teardown failed');
+      };
+    }),
+    recorder<number>().sink,
+  );
+  source.request();
+  t.notThrows(() => source.close());
+  t.regex((await warned).message, /^the task source threw while it was being closed \(its return\(\) or teardown\): UnsubscriptionError: .*teardown failed/s);
 });
 
 test.serial('a throw from iterator.return() during close() goes to rxjs config.onUnhandledError when set, not thrown', async (t) => {
