@@ -23,7 +23,17 @@ export function whenAborted(signal: AbortSignal, onAbort: () => void): () => voi
     const callbacks = new Set<() => void>();
     const listener = () => {
       waiting.delete(signal);
-      for (const callback of callbacks) callback();
+      for (const callback of callbacks) {
+        // One that throws must not keep the others from their abort (as separate listeners
+        // would not); its error is thrown as a listener's would be.
+        try {
+          callback();
+        } catch (error) {
+          queueMicrotask(() => {
+            throw error;
+          });
+        }
+      }
     };
     waiters = { callbacks, listener };
     waiting.set(signal, waiters);

@@ -512,7 +512,7 @@ test('runs that share one signal add one listener to it, not one each (no leak w
   await Promise.all(runs.map((run) => first(run.progress$, (p) => p.running === 1)));
   t.is(getEventListeners(controller.signal, 'abort').length, 1);
   const done = schedule$([typed.square(3)], { signal: controller.signal });
-  t.deepEqual(await done.toOrderedArray(), [9], 'a run that ends stops waiting');
+  t.deepEqual(await done.toOrderedArray(), [9], 'a run beside them ends as usual');
   const pids = runs.flatMap((run) => run.pids());
   controller.abort(new Error('shutting down'));
   for (const result of results) await t.throwsAsync(result, { instanceOf: RunTerminatedError });
