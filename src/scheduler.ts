@@ -638,18 +638,19 @@ export class Scheduler<T = unknown> {
 }
 
 /**
- * Starts runBlocking()'s thread with the parent's flags, so that its loaders and warnings settings
- * hold there too; without them if a thread may not have one of them (`--max-old-space-size`,
- * `--title`, `--expose-gc`...: Node refuses the thread). The processes it forks get them either
- * way, from `data.execArgv`.
+ * Starts runBlocking()'s thread with the parent's flags, so that its loaders, conditions and
+ * warnings settings hold there too. Node refuses flags that concern the whole process
+ * (`--max-old-space-size`, `--title`, `--expose-gc`...) when they are given to a thread; then the
+ * thread inherits the main thread's settings instead (no list given), which it accepts. The
+ * processes it forks get the flags either way, from `data.execArgv`.
  */
 function startBlockingThread(data: BlockingWorkerData, port: MessagePort, execArgv: string[]): Worker {
-  const start = (flags: string[]) => new Worker(BLOCKING_BOOTSTRAP, { eval: true, workerData: data, transferList: [port], execArgv: flags });
+  const start = (flags: string[] | undefined) => new Worker(BLOCKING_BOOTSTRAP, { eval: true, workerData: data, transferList: [port], execArgv: flags });
   try {
     return start(execArgv);
   } catch (error) {
     if ((error as NodeJS.ErrnoException)?.code !== 'ERR_WORKER_INVALID_EXEC_ARGV') throw error;
-    return start([]);
+    return start(undefined);
   }
 }
 
