@@ -229,7 +229,8 @@ export function resolveOptions(options: ScheduleOptions | undefined, names: { cp
   if (maxConcurrency < minConcurrency) {
     throw new OptionError('maxConcurrency', `at least minConcurrency (${minConcurrency})`, maxConcurrency);
   }
-  const cpuTarget = numberIn(cpuTargetName, o.cpuTarget, DEFAULT_CPU_TARGET, 1, 100);
+  // 100 would leave no room for a band above it (see below).
+  const cpuTarget = numberIn(cpuTargetName, o.cpuTarget, DEFAULT_CPU_TARGET, 1, 99);
   const cpuHysteresis = numberIn('cpuHysteresis', o.cpuHysteresis, DEFAULT_HYSTERESIS, 0, 100);
   if (cpuTarget + cpuHysteresis >= 100) {
     // Readings never go above 100: the limit could rise, and never come down again.

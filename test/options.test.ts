@@ -9,7 +9,7 @@ const invalid: Array<[string, Record<string, unknown>, RegExp]> = [
   ['concurrency NaN', { concurrency: NaN }, /options\.concurrency .* got NaN$/],
   ['concurrency fraction', { concurrency: 1.5 }, /options\.concurrency .* got 1\.5$/],
   ['concurrency string', { concurrency: '4' }, /options\.concurrency .* got "4"$/],
-  ['cpuTarget above 100', { cpuTarget: 150 }, /^options\.cpuTarget must be a number from 1 to 100, got 150$/],
+  ['cpuTarget above 99', { cpuTarget: 150 }, /^options\.cpuTarget must be a number from 1 to 99, got 150$/],
   ['sampleInterval too small', { sampleInterval: 1 }, /^options\.sampleInterval must be a number of at least 10, got 1$/],
   ['minConcurrency 0', { minConcurrency: 0 }, /^options\.minConcurrency must be a positive integer, got 0$/],
   ['maxConcurrency below min', { minConcurrency: 4, maxConcurrency: 2 }, /^options\.maxConcurrency must be at least minConcurrency \(4\), got 2$/],
@@ -55,7 +55,8 @@ test("cpuTarget + cpuHysteresis at 100 or more is an OptionError: readings never
   const hysteresis = t.throws(() => schedule$([], { cpuHysteresis: 15 }), { instanceOf: OptionError });
   t.is(hysteresis.option, 'cpuHysteresis');
   t.regex(hysteresis.message, /got 85 \+ 15 \(cpuTarget defaults to 85\)/);
-  t.is(t.throws(() => schedule$([], { cpuTarget: 100, cpuHysteresis: 0 }), { instanceOf: OptionError }).option, 'cpuTarget');
+  t.is(t.throws(() => schedule$([], { cpuTarget: 100, cpuHysteresis: 0 }), { instanceOf: OptionError, message: /from 1 to 99, got 100$/ }).option, 'cpuTarget');
+  t.is(t.throws(() => schedule$([], { cpuTarget: 99, cpuHysteresis: 1 }), { instanceOf: OptionError }).option, 'cpuTarget');
   t.notThrows(() => schedule$([], { cpuTarget: 94, cpuHysteresis: 5 }));
   t.notThrows(() => schedule$([], { cpuTarget: 99, cpuHysteresis: 0 }));
 });
