@@ -8,7 +8,7 @@ import test from 'ava';
 import { BehaviorSubject, EMPTY, of } from 'rxjs';
 import { TaskError, commandTask, liveChildPids, moduleTask, processTask, schedule$, type TaskFailure } from '../src/index.js';
 import { leftovers } from './fixtures/chaos-procs.js';
-import { first, waitGone, work } from './helpers.js';
+import { first, nextWarning, waitGone, work } from './helpers.js';
 
 /** Runs one task in settle mode; returns its failure (or fails the test if it succeeded). */
 async function failureOf(task: unknown): Promise<TaskError> {
@@ -130,19 +130,23 @@ test('a process task whose factory returns a process that has already ended: inv
 
 test('a process task that closes its IPC channel and goes on: an error on a later send is not a failure to start; its exit decides, and it is tracked until then', async (t) => {
   let child: ChildProcess | undefined;
+  let errored: () => void;
+  const error = new Promise<void>((resolve) => (errored = resolve));
   const run = schedule$(
     [
       processTask(() => {
-        child = spawn(process.execPath, ['-e', 'process.disconnect(); setTimeout(() => {}, 1200)'], { stdio: ['ignore', 'ignore', 'ignore', 'ipc'], detached: true });
+        child = spawn(process.execPath, ['-e', 'process.disconnect(); setTimeout(() => {}, 1500)'], { stdio: ['ignore', 'ignore', 'ignore', 'ipc'], detached: true });
         // Node emits 'error' (the channel is closed) for a send without a callback.
-        setTimeout(() => child!.send('late'), 300);
+        child.once('disconnect', () => child!.send('late'));
+        child.once('error', () => errored());
         return child;
       }),
     ],
     { settle: true },
   );
   const done = run.toOrderedArray();
-  await new Promise((resolve) => setTimeout(resolve, 600));
+  await error;
+  await new Promise((resolve) => setTimeout(resolve, 100));
   t.true(liveChildPids().includes(child!.pid!), 'still tracked after the error, while it runs');
   const [outcome] = await done;
   t.is((outcome as TaskFailure).reason.kind, 'exited');
@@ -151,7 +155,7 @@ test('a process task that closes its IPC channel and goes on: an error on a late
 });
 
 test("a task source whose cleanup throws as a failed run closes it: the run still fails with its task's error, and the program goes on", async (t) => {
-  const warned = new Promise<Error>((resolve) => process.once('warning', resolve));
+  const warned = nextWarning(/cleanup in the generator failed/);
   function* tasks() {
     try {
       yield moduleTask(work, 'fail', ['first task failed']);
@@ -162,7 +166,7 @@ test("a task source whose cleanup throws as a failed run closes it: the run stil
   }
   const run = schedule$(tasks(), { concurrency: 1 });
   await t.throwsAsync(run.toOrderedArray(), { instanceOf: TaskError, message: /first task failed/ });
-  t.is((await warned).message, 'the task source threw while it was being closed (its return()): Error: cleanup in the generator failed');
+  t.is((await warned).message, 'the task source threw while it was being closed (its return() or teardown): Error: cleanup in the generator failed');
 });
 
 test('a process task without an IPC channel: invalid, and its process is killed', async (t) => {

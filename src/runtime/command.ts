@@ -21,7 +21,10 @@ const CLOSE_WAIT_MAX_MS = 5000;
 export interface SpawnedJob {
   /** Undefined when the command could not be started (already reported). */
   child: ChildProcess | undefined;
-  /** Resolves once the command is settled and its pid no longer tracked; undefined if it never started. */
+  /**
+   * Resolves once the command is settled (its outcome reported, its pipes given up); undefined if
+   * it never started. Its pid stays tracked until its process group is gone (see LocalRuntime).
+   */
   settled?: Promise<void>;
 }
 
