@@ -18,8 +18,15 @@ import { onExit } from 'signal-exit';
 import { signalTree } from './kill.js';
 
 const live = new Set<number>();
-/** Removes the exit hook; set while children are alive. */
+/** Removes the exit hook; set while children are alive, and for HOOK_IDLE_MS after the last. */
 let removeExitHook: (() => void) | undefined;
+let hookIdle: NodeJS.Timeout | undefined;
+/**
+ * How long the exit hook stays after the last child is gone: hooking a signal and unhooking it
+ * costs system calls for each of the fifteen or so signals, which a run of short commands, each
+ * the only child for a moment, would otherwise pay for every command.
+ */
+const HOOK_IDLE_MS = 1000;
 
 /**
  * Registers a child's pid; returns the function that unregisters it. With `guard`, the child's
@@ -33,14 +40,21 @@ export function trackChild(pid: number, { guard = false }: { guard?: boolean } =
   // that signal itself; then the program decides, and the children go when it exits. Its copies
   // cooperate: with two hooks of their own, neither would act, each taking the other for the
   // program's, and the signal would be ignored.
+  clearTimeout(hookIdle);
+  hookIdle = undefined;
   removeExitHook ??= onExit(killAll);
   if (guard) guardian.add(pid);
   return () => {
     live.delete(pid);
     if (guard) guardian.remove(pid);
-    if (live.size === 0) {
-      removeExitHook?.();
-      removeExitHook = undefined;
+    if (live.size === 0 && removeExitHook && !hookIdle) {
+      hookIdle = setTimeout(() => {
+        hookIdle = undefined;
+        if (live.size > 0) return;
+        removeExitHook?.();
+        removeExitHook = undefined;
+      }, HOOK_IDLE_MS);
+      hookIdle.unref();
     }
   };
 }
