@@ -105,12 +105,18 @@ let loadingUrl: string | undefined;
 // task wrote a line. Processes a task starts write to the pipe directly: the last mark names them.
 let marking = false;
 let markIndex: number | undefined;
+/**
+ * Counts the changes of task in capture mode (a task starts; it ends): a mark goes before the
+ * first write after each, even when it has the index of the one before (a retry, or the next run
+ * on a pooled worker), so that the parent ends there whatever line the one before left unfinished.
+ */
+let markSeq = 0;
 for (const stream of [process.stdout, process.stderr]) {
-  let marked: number | undefined | null = null;
+  let marked = 0;
   const write = stream.write;
   stream.write = function markedWrite(this: typeof stream, ...args: unknown[]): boolean {
-    if (marking && marked !== markIndex) {
-      marked = markIndex;
+    if (marking && marked !== markSeq) {
+      marked = markSeq;
       write.call(this, outputMark(markIndex));
     }
     return (write as (...a: unknown[]) => boolean).apply(this, args);
@@ -294,7 +300,10 @@ function runReady(): Stop {
     // would make it look hung). Tiny functions never pay for a send here.
     if (def.long && outbox.length > 0) flush();
     currentId = id;
-    if (index !== undefined) marking = true;
+    if (index !== undefined) {
+      marking = true;
+      markSeq++;
+    }
     markIndex = index;
     // Reading CPU time is a system call that costs more than a tiny task: it is read only
     // for functions whose last call took long enough for it not to matter.
@@ -341,7 +350,10 @@ function finish(def: FunctionDef, id: number, status: ResultStatus, value: unkno
   def.timeCpu = async || durationUs >= CPU_TIMING_MIN_US;
   def.long = durationUs >= FLUSH_AFTER_MS * 1000;
   currentId = undefined;
-  markIndex = undefined;
+  if (markIndex !== undefined) {
+    markIndex = undefined;
+    markSeq++; // what is written between tasks is marked as no task's
+  }
   record(id, status, value, durationUs, cpuUs, t1);
   return durationUs;
 }

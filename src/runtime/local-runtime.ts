@@ -66,6 +66,11 @@ const MAX_DEPTH = 128;
  * to it. Tiny tasks are done by then: only a head that runs long sets it off.
  */
 const REBALANCE_AFTER_MS = 20;
+/**
+ * In `output: 'capture'` mode, how long (ms) a worker's pipes must have been quiet before it goes
+ * back to its pool, so that the lines its last task wrote reach this run's output$.
+ */
+const LEND_QUIET_MS = 10;
 /** A worker's resident memory is read at most this often (ms), with `maxWorkerRss`. */
 const RSS_CHECK_INTERVAL_MS = 50;
 /** Consecutive workers dying before they are ready, after which the runtime stops forking. */
@@ -746,7 +751,21 @@ export class LocalRuntime implements TaskRuntime {
    */
   #lend(worker: WorkerProcess): boolean {
     const pool = this.#options.pool;
-    return pool !== undefined && worker.sent < this.#options.maxTasksPerWorker && pool.give(worker);
+    if (pool === undefined || worker.sent >= this.#options.maxTasksPerWorker) return false;
+    if (this.#options.output !== 'capture') return pool.give(worker);
+    // What the worker's last task wrote was in its pipes before its result came, but may not have
+    // been read yet: it is this run's. The worker goes back once its pipes are quiet, its last
+    // unfinished line given to this run (see OutputTap.release); listed by pids() meanwhile.
+    this.#abandoned.add(worker);
+    this.#stop(
+      worker.outputQuiet(LEND_QUIET_MS).then(() => {
+        this.#abandoned.delete(worker);
+        if (pool.give(worker)) return undefined;
+        this.#abandoned.add(worker);
+        return worker.retire();
+      }),
+    );
+    return true;
   }
 
   #takeSpare(): WorkerProcess | undefined {

@@ -32,6 +32,12 @@ export interface OutputTap {
   stderrTail(since?: number): string;
   /** Emits the unterminated last line of each stream, if any. */
   end(): void;
+  /**
+   * The process changes owner (a pooled worker goes back to its pool, or to a new run): a line its
+   * last task left unfinished is emitted now, to the owner it had, and lines without a mark no
+   * longer belong to that task.
+   */
+  release(): void;
 }
 
 /**
@@ -80,6 +86,7 @@ export function tapOutput(
   const tail = new Tail();
   let stderrBytes = 0;
   const splitters: Array<() => void> = [];
+  const releasers: Array<() => void> = [];
 
   const wire = (stream: Readable | null, name: 'stdout' | 'stderr') => {
     if (!stream) return;
@@ -95,15 +102,22 @@ export function tapOutput(
       const text = partial + more;
       let start = 0;
       for (let nl = text.indexOf('\n'); nl !== -1; nl = text.indexOf('\n', start)) {
-        onLine(text.slice(start, nl > start && text[nl - 1] === '\r' ? nl - 1 : nl));
+        const end = nl > start && text[nl - 1] === '\r' ? nl - 1 : nl;
+        // A whole line longer than MAX_LINE comes in pieces too.
+        while (end - start > MAX_LINE) start = emitPiece(text, start);
+        onLine(text.slice(start, end));
         start = nl + 1;
       }
-      let rest = text.slice(start);
-      while (rest.length > MAX_LINE) {
-        onLine(rest.slice(0, MAX_LINE));
-        rest = rest.slice(MAX_LINE);
-      }
-      partial = rest;
+      while (text.length - start > MAX_LINE) start = emitPiece(text, start);
+      partial = text.slice(start);
+    };
+    /** Emits the MAX_LINE characters of `text` from `start` (one less if that would cut a character in two); returns where the rest starts. */
+    const emitPiece = (text: string, start: number): number => {
+      let end = start + MAX_LINE;
+      const last = text.charCodeAt(end - 1);
+      if (last >= 0xd800 && last <= 0xdbff) end--; // a high surrogate: its pair starts the next piece
+      onLine(text.slice(start, end));
+      return end;
     };
     stream.on('data', (chunk: Buffer) => {
       if (name === 'stderr') {
@@ -130,8 +144,9 @@ export function tapOutput(
           }
           split(text.slice(0, at));
           const index = label === '' ? undefined : Number(label);
-          // A line the previous task left unfinished ends where the next one's output begins.
-          if (partial && (!marked || index !== markedIndex)) {
+          // A line the previous task left unfinished ends where the next one's output begins
+          // (the worker marks every change of task, even to a task with the same index).
+          if (partial) {
             onLine(partial);
             partial = '';
           }
@@ -151,6 +166,12 @@ export function tapOutput(
     });
     // A read error on a child's pipe is not the task's failure; the exit status tells that.
     stream.on('error', () => {});
+    releasers.push(() => {
+      if (partial) onLine(partial);
+      partial = '';
+      marked = false;
+      markedIndex = undefined;
+    });
     splitters.push(() => {
       if (decoder) split(carry + decoder.end());
       carry = '';
@@ -172,6 +193,9 @@ export function tapOutput(
     },
     end() {
       for (const flush of splitters) flush();
+    },
+    release() {
+      for (const release of releasers) release();
     },
   };
 }

@@ -206,6 +206,7 @@ export class WorkerProcess {
 
   /** Hands the worker to a new owner (a run, or a pool between runs): its events go there from now on. */
   adopt(listener: WorkerListener, killTimeout: number): void {
+    this.output.release();
     this.#listener = listener;
     this.#killTimeout = killTimeout;
   }
@@ -288,6 +289,14 @@ export class WorkerProcess {
       // been quiet as long as a kill would wait.
       this.#quiet(Math.max(1000, this.#killTimeout)).then(() => killTree(this.child, 0)),
     ]);
+  }
+
+  /**
+   * Resolves once no output has come from the worker for `quietMs`, RETIRE_MAX_MS have passed, or
+   * the worker has exited, whatever comes first.
+   */
+  outputQuiet(quietMs: number): Promise<void> {
+    return Promise.race([this.#quiet(quietMs), this.exited]);
   }
 
   /**

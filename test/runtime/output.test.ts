@@ -3,9 +3,12 @@
  * `output: 'capture'` mode, whole lines on `run.output$`, each with the task that wrote it.
  */
 import { spawn } from 'node:child_process';
+import { PassThrough } from 'node:stream';
 import test from 'ava';
 import { lastValueFrom, toArray } from 'rxjs';
-import { commandTask, schedule$, taskModule, type OutputLine, type Task } from '../../src/index.js';
+import { WorkerPool, commandTask, schedule$, taskModule, type OutputLine, type Task } from '../../src/index.js';
+import { tapOutput } from '../../src/runtime/output.js';
+import { outputMark } from '../../src/runtime/protocol.js';
 import { LocalRuntime } from '../../src/runtime/local-runtime.js';
 import { fixture } from '../helpers.js';
 
@@ -143,4 +146,63 @@ test("the runtime's output$ gives every line a task wrote before it completes, e
   const got = await lines;
   t.is(got.length, 80);
   t.true(got.every((l) => l.line.length === width && l.line.startsWith(`${l.index === 0 ? 'a' : 'b'}:`)));
+});
+
+// ---- the line splitter itself, on streams fed by hand ------------------------------------------
+
+/** A tap on two hand-fed streams in capture mode; returns the streams, the tap and the lines. */
+function handTap(marks = true) {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  const lines: OutputLine[] = [];
+  const tap = tapOutput(stdout, stderr, 'capture', 1, () => 99, (line) => lines.push(line), { marks });
+  const flushed = () => new Promise((resolve) => setImmediate(resolve));
+  return { stdout, tap, lines, flushed };
+}
+
+test('capture: a whole line longer than 64 Ki characters comes in pieces of at most 64 Ki, a character never cut in two', async (t) => {
+  const { stdout, lines, flushed } = handTap(false);
+  stdout.write(`${'x'.repeat(200_000)}\n`);
+  stdout.write(`a${'\u{1F600}'.repeat(70_000)}\n`);
+  await flushed();
+  const xs = lines.filter((l) => l.line.startsWith('x'));
+  t.deepEqual(xs.map((l) => l.line.length), [65_536, 65_536, 65_536, 3_392]);
+  const emoji = lines.filter((l) => !l.line.startsWith('x'));
+  t.true(emoji.every((l) => l.line.length <= 65_536));
+  t.is(emoji.map((l) => l.line).join(''), `a${'\u{1F600}'.repeat(70_000)}`);
+  for (const { line } of emoji) t.false(/[\uD800-\uDBFF]$|^[\uDC00-\uDFFF]/.test(line), 'no piece ends or starts with half a character');
+});
+
+test('capture: a mark ends the line the task before left unfinished, even a mark with the same index', async (t) => {
+  const { stdout, lines, flushed } = handTap();
+  stdout.write(`${outputMark(0)}unfinished`);
+  stdout.write(`${outputMark(0)}next\n`);
+  await flushed();
+  t.deepEqual(lines.map((l) => [l.index, l.line]), [[0, 'unfinished'], [0, 'next']]);
+});
+
+test('capture: release() gives a line left unfinished to the owner of the moment, and forgets the last mark', async (t) => {
+  const { stdout, tap, lines, flushed } = handTap();
+  stdout.write(`${outputMark(3)}left unfinished`);
+  await flushed();
+  tap.release();
+  t.deepEqual(lines.map((l) => [l.index, l.line]), [[3, 'left unfinished']]);
+  stdout.write('unmarked\n');
+  await flushed();
+  t.deepEqual(lines.at(-1), { index: 99, stream: 'stdout', line: 'unmarked', pid: 1 }, 'a line without a mark belongs to the current index again');
+});
+
+test('capture on a pooled worker: a last line without a newline goes to its own run, and never into the next run\'s lines', async (t) => {
+  const pool = new WorkerPool();
+  t.teardown(() => pool.close());
+  const capture = async (text: string) => {
+    const run = schedule$([chaos.printText(text)], { pool, concurrency: 1, output: 'capture' });
+    const lines = lastValueFrom(run.output$.pipe(toArray()));
+    await run.toOrderedArray();
+    return (await lines).map((l) => [l.index, l.line]);
+  };
+  t.deepEqual(await capture('A says hi, no newline'), [[0, 'A says hi, no newline']]);
+  t.deepEqual(await capture('B line\n'), [[0, 'B line']]);
+  t.deepEqual(await capture('C unfinished'), [[0, 'C unfinished']]);
+  t.is(pool.pids().length, 1, 'one worker served all three');
 });
