@@ -4,6 +4,9 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test from 'ava';
 import { BehaviorSubject, EMPTY, of } from 'rxjs';
 import { TaskError, commandTask, liveChildPids, moduleTask, processTask, schedule$, type TaskFailure } from '../src/index.js';
@@ -135,7 +138,9 @@ test('a process task that closes its IPC channel and goes on: an error on a late
   const run = schedule$(
     [
       processTask(() => {
-        child = spawn(process.execPath, ['-e', 'process.disconnect(); setTimeout(() => {}, 1500)'], { stdio: ['ignore', 'ignore', 'ignore', 'ipc'], detached: true });
+        // It runs until the test tells it to end (SIGUSR2): no timing to race with.
+        const program = "process.disconnect(); process.on('SIGUSR2', () => process.exit(0)); setInterval(() => {}, 1000);";
+        child = spawn(process.execPath, ['-e', program], { stdio: ['ignore', 'ignore', 'ignore', 'ipc'], detached: true });
         // Node emits 'error' (the channel is closed) for a send without a callback.
         child.once('disconnect', () => child!.send('late'));
         child.once('error', () => errored());
@@ -148,6 +153,7 @@ test('a process task that closes its IPC channel and goes on: an error on a late
   await error;
   await new Promise((resolve) => setTimeout(resolve, 100));
   t.true(liveChildPids().includes(child!.pid!), 'still tracked after the error, while it runs');
+  child!.kill('SIGUSR2');
   const [outcome] = await done;
   t.is((outcome as TaskFailure).reason.kind, 'exited');
   t.regex((outcome as TaskFailure).reason.message, /it sent no result/);
@@ -167,6 +173,24 @@ test("a task source whose cleanup throws as a failed run closes it: the run stil
   const run = schedule$(tasks(), { concurrency: 1 });
   await t.throwsAsync(run.toOrderedArray(), { instanceOf: TaskError, message: /first task failed/ });
   t.is((await warned).message, 'the task source threw while it was being closed (its return() or teardown): Error: cleanup in the generator failed');
+});
+
+test('a process task has killTimeout to finish up after its result, mid-run and as the last task, before it is stopped', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aps-finish-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  // Sends its result, then spends 300 ms finishing up; says in a file how it ended.
+  const program = (name: string) => `
+    const { writeFileSync } = require('node:fs');
+    const path = ${JSON.stringify(join(dir, name))};
+    process.on('SIGTERM', () => { writeFileSync(path, 'SIGTERM'); process.exit(1); });
+    process.send('${name}');
+    setTimeout(() => { writeFileSync(path, 'finished'); process.exit(0); }, 300);
+  `;
+  const task = (name: string) => processTask(() => spawn(process.execPath, ['-e', program(name)], { stdio: ['ignore', 'ignore', 'ignore', 'ipc'], detached: true }));
+  const values = await schedule$([task('first'), task('last')], { concurrency: 1, killTimeout: 3000 }).toOrderedArray();
+  t.deepEqual(values, ['first', 'last']);
+  t.is(readFileSync(join(dir, 'first'), 'utf8'), 'finished', 'mid-run');
+  t.is(readFileSync(join(dir, 'last'), 'utf8'), 'finished', 'as the run ends');
 });
 
 test('a process task without an IPC channel: invalid, and its process is killed', async (t) => {

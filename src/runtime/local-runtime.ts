@@ -297,7 +297,12 @@ export class LocalRuntime implements TaskRuntime {
       this.#abandoned.add(worker);
       this.#stop(graceful && worker.inFlight === 0 ? worker.retire() : worker.kill(this.#options.killTimeout));
     }
-    for (const child of this.#children) this.#stop(killTree(child, this.#options.killTimeout));
+    const killTimeout = this.#options.killTimeout;
+    for (const child of this.#children) {
+      // A run that ends well has only processes whose tasks are done (a process task after its
+      // result): they have killTimeout to exit on their own, as they would have mid-run.
+      this.#stop(graceful ? exitWithin(child, killTimeout).then(() => killTree(child, killTimeout)) : killTree(child, killTimeout));
+    }
     while (this.#stopping.size) await Promise.all([...this.#stopping]);
     this.#depth.complete();
     this.#output.complete();
@@ -996,6 +1001,18 @@ export class LocalRuntime implements TaskRuntime {
   #error(job: Job, init: Omit<TaskErrorInit, 'index' | 'label' | 'attempt'>): TaskError {
     return new TaskError({ ...init, index: job.index, label: taskLabel(job.task), attempt: job.attempt });
   }
+}
+
+/** Resolves once `child` has exited, or after `ms`, whichever comes first. */
+function exitWithin(child: ChildProcess, ms: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 }
 
 /** True if a module task waits in the lane, not yet sent to a worker. */

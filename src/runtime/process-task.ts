@@ -79,9 +79,10 @@ export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks:
     }
     done();
     hooks.fulfilled(message, performance.now() - t0, child.pid);
-    // Its work is done: let it exit on its own, and make sure it does.
+    // Its work is done: it has killTimeout to finish up and exit on its own, and is stopped then.
     if (child.connected) child.disconnect();
-    void killTree(child, hooks.killTimeout);
+    const stop = setTimeout(() => void killTree(child, hooks.killTimeout), hooks.killTimeout);
+    child.once('exit', () => clearTimeout(stop));
   };
   child.on('message', onMessage);
   // Every 'error' is listened to, or a second one would be thrown. Once the process has a pid it
