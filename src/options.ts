@@ -175,7 +175,7 @@ export interface ResolvedOptions {
   pool: WorkerPool | undefined;
 }
 
-const KNOWN = new Set<string>([
+export const KNOWN = new Set<string>([
   'concurrency', 'cpuTarget', 'cpuHysteresis', 'sampleInterval', 'minConcurrency', 'maxConcurrency',
   'concurrencyStep', 'minFreeMemory', 'settle', 'signal', 'timeout', 'retries', 'killTimeout', 'maxTasksPerWorker',
   'idleTimeout', 'maxWorkerRss', 'output', 'progressInterval', 'workerExecArgv', 'workerEnv', 'pool',

@@ -11,7 +11,7 @@ import { isObservable } from 'rxjs';
 import { whenAborted } from './abort.js';
 import { formatValue, OptionError, RunTerminatedError, TaskError } from './errors.js';
 import { optimalConcurrency } from './optimal-concurrency.js';
-import { AUTO_ONLY, checkOptionsObject, checkTaskOptions, resolveOptions, type ScheduleOptions } from './options.js';
+import { AUTO_ONLY, KNOWN, checkOptionsObject, checkTaskOptions, resolveOptions, unknownKey, type ScheduleOptions } from './options.js';
 import {
   BLOCKING_BOOTSTRAP, reviveError, threadExecArgv, toBlockingTaskSpec,
   type BlockingControlMessage, type BlockingRunMessage, type BlockingTaskSpec, type BlockingWorkerData,
@@ -23,6 +23,10 @@ import { commandTask, isTask, moduleTask, processTask, taskLabel, type CommandTa
  * Called as tasks finish, with how much is finished and the total, like the Python library's
  * `progress_callback(finished, total)`. Both count task weights (1 per task unless `weight` says
  * otherwise), so without weights they are task counts.
+ *
+ * It may be async. `run()` settles only once what it returned has settled, and a rejection ends
+ * the run as a throw does. `runBlocking()` calls it between waits on its own thread, which is
+ * blocked: what an async callback awaits resumes only after `runBlocking()` has returned.
  */
 export type ProgressCallback = (finished: number, total: number) => void;
 
@@ -145,7 +149,8 @@ export class Scheduler<T = unknown> {
       }
       options = first;
     }
-    options ??= {};
+    // undefined only: a null is an error (checkOptionsObject says so), as schedule$ makes it.
+    if (options === undefined) options = {};
     checkOptionsObject(options);
     if (callback !== undefined && options.onProgress !== undefined) {
       throw new OptionError('onProgress', 'left out when a progress callback is passed as the first argument', options.onProgress);
@@ -371,13 +376,20 @@ export class Scheduler<T = unknown> {
 
     const onProgress = this.#onProgress;
     let callbackError: { error: unknown } | undefined;
+    const failed = (error: unknown) => {
+      if (callbackError) return;
+      callbackError = { error };
+      void run.terminate();
+    };
+    /** What async callbacks returned: run() settles once they have, and rejects if one rejected. */
+    const pending: Array<PromiseLike<unknown>> = [];
     const report = (finished: number) => {
       if (!onProgress || callbackError) return;
       try {
-        onProgress(finished, total);
+        const returned: unknown = onProgress(finished, total);
+        if (isThenable(returned)) pending.push(Promise.resolve(returned).then(undefined, failed));
       } catch (error) {
-        callbackError = { error };
-        void run.terminate();
+        failed(error);
       }
     };
     const values = run.toOrderedArray();
@@ -397,13 +409,16 @@ export class Scheduler<T = unknown> {
       release();
       if (this.#active === active) this.#active = undefined;
     };
+    const callbacksDone = () => Promise.all(pending);
     return values.then(
-      (results) => {
+      async (results) => {
+        await callbacksDone();
         settle();
         if (callbackError) throw callbackError.error;
         return results;
       },
-      (error: unknown) => {
+      async (error: unknown) => {
+        await callbacksDone();
         settle();
         throw callbackError ? callbackError.error : error;
       },
@@ -618,7 +633,7 @@ export class Scheduler<T = unknown> {
    * console.log(new Scheduler({ dynamic: false }).scheduleOptions.concurrency); // e.g. 8
    * ```
    */
-  get scheduleOptions(): Readonly<ScheduleOptions> {
+  get scheduleOptions(): Readonly<Omit<ScheduleOptions, 'settle'>> {
     return { ...this.#options };
   }
 
@@ -654,6 +669,13 @@ function startBlockingThread(data: BlockingWorkerData, port: MessagePort, execAr
   }
 }
 
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (typeof value === 'object' || typeof value === 'function') && value !== null && typeof (value as { then?: unknown }).then === 'function';
+}
+
+/** The Scheduler's options: schedule$'s but `settle`, and its own. */
+const SCHEDULER_KEYS: ReadonlySet<string> = new Set(['onProgress', 'dynamic', 'cpuThreshold', ...[...KNOWN].filter((key) => key !== 'settle')]);
+
 /** Options that only steer dynamic (`'auto'`) concurrency. */
 const DYNAMIC_ONLY = ['cpuThreshold', ...AUTO_ONLY] as const;
 
@@ -666,6 +688,11 @@ function toScheduleOptions(options: SchedulerOptions): ScheduleOptions {
       'left out: a Scheduler fails fast; to keep going past failures, use schedule$(scheduler.tasks, { ...scheduler.scheduleOptions, settle: true })',
       (rest as ScheduleOptions).settle,
     );
+  }
+  // Named among the Scheduler's own options, which a Python user's snake_case names are not.
+  const unknown = unknownKey(options, SCHEDULER_KEYS);
+  if (unknown !== undefined) {
+    throw new OptionError(unknown, '', undefined, `options.${unknown} is not a Scheduler option; the options are ${[...SCHEDULER_KEYS].join(', ')}`);
   }
   if (dynamic !== undefined && typeof dynamic !== 'boolean') throw new OptionError('dynamic', 'a boolean', dynamic);
   if (dynamic !== undefined && rest.concurrency !== undefined) {

@@ -8,6 +8,7 @@ import test from 'ava';
 import { BehaviorSubject } from 'rxjs';
 import { OptionError, RunTerminatedError, TaskError, isTaskError } from '../src/errors.js';
 import { optimalConcurrency } from '../src/optimal-concurrency.js';
+import { schedule$ } from '../src/schedule.js';
 import { Scheduler, type ProgressCallback } from '../src/scheduler.js';
 import { commandTask, moduleTask, processTask, taskModule, type CommandResult } from '../src/task.js';
 import { isAlive, pidsInFiles, stillAlive, until, watchChildPids } from './fixtures/scheduler-helpers.js';
@@ -69,6 +70,12 @@ test('contradicting or invalid options are an OptionError naming the option', (t
   t.is(option(() => new Scheduler(() => {}, { onProgress: () => {} })), 'onProgress');
   t.is(option(() => new Scheduler({ onProgress: 42 as unknown as ProgressCallback })), 'onProgress');
   t.is(option(() => new Scheduler({ settle: true } as never)), 'settle');
+  // A Python user's names: the message lists the Scheduler's own options (not settle, which it refuses).
+  const unknown = t.throws(() => new Scheduler({ cpu_threshold: 80 } as never), { instanceOf: OptionError });
+  t.is(unknown.option, 'cpu_threshold');
+  t.regex(unknown.message, /^options\.cpu_threshold is not a Scheduler option; the options are onProgress, dynamic, cpuThreshold, concurrency, /);
+  t.notRegex(unknown.message, /settle/);
+  t.throws(() => new Scheduler(null as never), { instanceOf: OptionError, message: /options must be an object, got null/ });
   t.is(option(() => new Scheduler({ concurrency: 0 })), 'concurrency');
   t.is(option(() => new Scheduler({ progressCallback: () => {} } as never)), 'progressCallback');
   t.throws(() => new Scheduler({ timeout: 5 } as never, {}), { instanceOf: TypeError, message: /first argument must be a function/ });
@@ -183,6 +190,28 @@ test.serial('a progress callback that throws terminates the run, and run() rejec
   scheduler.map(work.hang, [[], []]);
   await t.throwsAsync(scheduler.run(), { message: 'callback failed' });
   t.deepEqual(watch.stop().filter(isAlive), []);
+});
+
+test.serial('an async progress callback: run() waits for it, and its rejection terminates the run as a throw would', async (t) => {
+  const watch = watchChildPids();
+  const failing = new Scheduler<number>(async (finished) => {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    if (finished === 1) throw new Error('async callback failed');
+  }, { concurrency: 2 });
+  failing.add(work.square, [1]);
+  failing.map(work.hang, [[], []]);
+  await t.throwsAsync(failing.run(), { message: 'async callback failed' });
+  t.deepEqual(watch.stop().filter(isAlive), []);
+
+  // The last call's promise settles before run() does.
+  const seen: number[] = [];
+  const slow = new Scheduler<number>(async (finished) => {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    seen.push(finished);
+  });
+  slow.map(work.square, [[2], [3]]);
+  t.deepEqual(await slow.run(), [4, 9]);
+  t.deepEqual(seen.sort(), [0, 1, 2]);
 });
 
 test('a failing task rejects run() with its TaskError, keeping the child error', async (t) => {
@@ -408,6 +437,9 @@ function typeLevelChecks(): void {
   void viaRef;
   const results: Promise<number[]> = numbers.run();
   void results;
+  // As the migration guide shows: the scheduler's options make a fail-fast run, typed as one.
+  const viaSchedule: Promise<number[]> = schedule$(numbers.tasks, numbers.scheduleOptions).toOrderedArray();
+  void viaSchedule;
   // @ts-expect-error: square takes a number
   numbers.add(work.square, ['2']);
   // @ts-expect-error: square takes one argument
