@@ -181,29 +181,28 @@ test.serial('terminate() rejects the run with RunTerminatedError once every proc
   await t.notThrowsAsync(scheduler.terminate(), 'terminating an idle scheduler is a no-op');
 });
 
-test.serial('a progress callback that throws terminates the run, and run() rejects with its error', async (t) => {
-  const watch = watchChildPids();
-  const scheduler = new Scheduler<number>((finished) => {
+const throwingCallbacks: Array<[string, ProgressCallback]> = [
+  ['throws', (finished) => {
     if (finished === 1) throw new Error('callback failed');
-  }, { concurrency: 2 });
-  scheduler.add(work.square, [1]);
-  scheduler.map(work.hang, [[], []]);
-  await t.throwsAsync(scheduler.run(), { message: 'callback failed' });
-  t.deepEqual(watch.stop().filter(isAlive), []);
-});
-
-test.serial('an async progress callback: run() waits for it, and its rejection terminates the run as a throw would', async (t) => {
-  const watch = watchChildPids();
-  const failing = new Scheduler<number>(async (finished) => {
+  }],
+  ['is async and rejects', async (finished) => {
     await new Promise((resolve) => setTimeout(resolve, 20));
-    if (finished === 1) throw new Error('async callback failed');
-  }, { concurrency: 2 });
-  failing.add(work.square, [1]);
-  failing.map(work.hang, [[], []]);
-  await t.throwsAsync(failing.run(), { message: 'async callback failed' });
-  t.deepEqual(watch.stop().filter(isAlive), []);
+    if (finished === 1) throw new Error('callback failed');
+  }],
+];
 
-  // The last call's promise settles before run() does.
+for (const [what, callback] of throwingCallbacks) {
+  test.serial(`a progress callback that ${what} terminates the run, and run() rejects with its error`, async (t) => {
+    const watch = watchChildPids();
+    const scheduler = new Scheduler<number>(callback, { concurrency: 2 });
+    scheduler.add(work.square, [1]);
+    scheduler.map(work.hang, [[], []]);
+    await t.throwsAsync(scheduler.run(), { message: 'callback failed' });
+    t.deepEqual(watch.stop().filter(isAlive), []);
+  });
+}
+
+test.serial('an async progress callback: run() settles once the promise of its last call has', async (t) => {
   const seen: number[] = [];
   const slow = new Scheduler<number>(async (finished) => {
     await new Promise((resolve) => setTimeout(resolve, 100));
