@@ -20,6 +20,7 @@ import { fileURLToPath } from 'node:url';
 import type { MessagePort } from 'node:worker_threads';
 import { isTaskError, RunTerminatedError, TaskError, type RemoteErrorInfo, type TaskFailureKind } from './errors.js';
 import type { ScheduleOptions } from './options.js';
+import { stopGuardian } from './runtime/cleanup.js';
 import { schedule$ } from './schedule.js';
 import { commandTask, moduleTask, type CommandTaskOptions, type Task, type TaskOptions } from './task.js';
 
@@ -183,15 +184,15 @@ export function serveBlockingRun(data: BlockingWorkerData, report: (message: Blo
       error: () => {}, // the same error reaches toOrderedArray() below
     });
   }
+  // The guardian of the run's commands is this thread's child: stopped and reaped here, before the
+  // thread ends, or it would be left a zombie of the process.
+  const finish = (message: BlockingRunMessage) => {
+    flush();
+    void stopGuardian().then(() => report(message));
+  };
   scheduled.toOrderedArray().then(
-    (values) => {
-      flush();
-      report({ type: 'done', values });
-    },
-    (error: unknown) => {
-      flush();
-      report({ type: 'error', error: serializeError(error) });
-    },
+    (values) => finish({ type: 'done', values }),
+    (error: unknown) => finish({ type: 'error', error: serializeError(error) }),
   );
 }
 

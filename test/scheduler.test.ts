@@ -11,6 +11,7 @@ import { optimalConcurrency } from '../src/optimal-concurrency.js';
 import { schedule$ } from '../src/schedule.js';
 import { Scheduler, type ProgressCallback } from '../src/scheduler.js';
 import { commandTask, moduleTask, processTask, taskModule, type CommandResult } from '../src/task.js';
+import { readProcs } from './fixtures/chaos-procs.js';
 import { isAlive, pidsInFiles, stillAlive, until, watchChildPids } from './fixtures/scheduler-helpers.js';
 
 const workUrl = new URL('./fixtures/work.ts', import.meta.url);
@@ -323,6 +324,19 @@ test.serial('terminate() or aborting the signal from the progress callback stops
     t.is(pids.length, 4, 'two workers and their grandchildren');
     t.deepEqual(pids.filter(isAlive), [], 'workers and grandchildren are gone when runBlocking() throws');
   }
+});
+
+test.serial("runBlocking() with commands leaves no zombie: its thread's guardian is reaped before it ends", async (t) => {
+  const zombies = () => [...readProcs().values()].filter((p) => p.ppid === process.pid && p.state === 'Z').map((p) => `${p.comm} ${p.pid}`);
+  const before = zombies();
+  for (let i = 0; i < 2; i++) {
+    const scheduler = new Scheduler({ concurrency: 1 });
+    scheduler.addTask(commandTask('true'));
+    t.is((scheduler.runBlocking()[0] as CommandResult<string>).exitCode, 0);
+  }
+  // A zombie is a process that has exited: give the kernel a moment, not the library.
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  t.deepEqual(zombies().filter((z) => !before.includes(z)), []);
 });
 
 test.serial('a progress callback that throws stops runBlocking(), which throws its error', (t) => {

@@ -232,6 +232,27 @@ function openTable(): number | undefined {
 }
 
 /** @internal The guardian's pid while it runs (tests exclude it from their process scans). */
+/**
+ * Stops the guardian now, if no child is guarded, and resolves once it has exited (at most 1 s):
+ * for a thread about to end (runBlocking's), whose guardian nobody would reap once the thread,
+ * which started it, is gone.
+ */
+export function stopGuardian(): Promise<void> {
+  const child = guardian.child;
+  if (!child || guardian.slots.size > 0) return Promise.resolve();
+  clearTimeout(guardian.idle);
+  guardian.idle = undefined;
+  guardian.stop();
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, 1000);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
 export function guardianPid(): number | undefined {
   return guardian.child?.pid;
 }
