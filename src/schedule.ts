@@ -234,6 +234,8 @@ export class RunCore<T, M extends RunMode> {
   #emittedOrdered = false;
   #orderedArray: Promise<Ordered<T, M>[]> | undefined;
   #stopped: Promise<void> = Promise.resolve();
+  /** The streams have ended (#finish ran): the run's processes are gone. */
+  #finished = false;
   #progressTimer: NodeJS.Timeout | undefined;
   #progressQueued = false;
   #lastProgressAt = 0;
@@ -260,8 +262,16 @@ export class RunCore<T, M extends RunMode> {
   /** Subscribes `subscriber` to one of the result streams, counting it; starts the run. */
   attach<V>(stream: Fanout<V>, subscriber: Observer<V>): () => void {
     if (this.#terminal) {
-      this.#deliverTerminal(subscriber);
-      return () => {};
+      if (this.#finished) {
+        this.#deliverTerminal(subscriber);
+        return () => {};
+      }
+      // Ending, its processes not all gone yet: the end comes when it does for everyone.
+      let detached = false;
+      void this.#stopped.then(() => detached || this.#deliverTerminal(subscriber));
+      return () => {
+        detached = true;
+      };
     }
     this.#refs++;
     const detach = stream.add(subscriber);
@@ -274,7 +284,11 @@ export class RunCore<T, M extends RunMode> {
     }
     return () => {
       detach();
-      if (--this.#refs === 0 && !this.#terminal && this.#state.state === 'running') {
+      // Every task has ended (the last subscriber left on the last value, say): the run is
+      // completing, not abandoned.
+      const state = this.#state;
+      const allEnded = state.total !== undefined && state.completed + state.failed >= state.total;
+      if (--this.#refs === 0 && !this.#terminal && state.state === 'running' && !allEnded) {
         void this.terminate();
       }
     };
@@ -468,6 +482,7 @@ export class RunCore<T, M extends RunMode> {
   }
 
   #finish(state: 'completed' | 'failed' | 'terminated', terminal: Terminal): void {
+    this.#finished = true;
     this.#abortListener?.();
     clearTimeout(this.#progressTimer);
     this.#state.state = state;

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
 import test from 'ava';
-import { BehaviorSubject, Observable, Subject, lastValueFrom, take, toArray } from 'rxjs';
+import { BehaviorSubject, Observable, Subject, firstValueFrom, lastValueFrom, take, toArray } from 'rxjs';
 import {
   RunTerminatedError, TaskError, commandTask, isTaskError, moduleTask, processTask, schedule$, taskModule, type Progress, type Task, type TaskOutcome,
 } from '../src/index.js';
@@ -520,6 +520,34 @@ test('runs that share one signal add one listener to it, not one each (no leak w
   t.is(getEventListeners(controller.signal, 'abort').length, 0);
   await new Promise((resolve) => setImmediate(resolve));
   t.deepEqual(warnings.map((w) => w.message).filter((m) => /abort listeners/.test(m)), []);
+});
+
+test('the last subscriber leaving on the last value does not make a run whose tasks have all ended a terminated one', async (t) => {
+  const one = schedule$([typed.square(3)]);
+  const states: string[] = [];
+  one.progress$.subscribe((p) => states.push(p.state));
+  t.is((await firstValueFrom(one)).value, 9);
+  await lastValueFrom(one.progress$);
+  t.is(states.at(-1), 'completed');
+  t.deepEqual(await lastValueFrom(one.pipe(toArray())), [], 'a later subscriber gets the completion, not an error');
+
+  const three = schedule$([1, 2, 3].map((x) => typed.square(x)), { concurrency: 1 });
+  t.deepEqual(await lastValueFrom(three.ordered$.pipe(take(3), toArray())), [1, 4, 9]);
+  t.is((await lastValueFrom(three.progress$)).state, 'completed');
+});
+
+test('a subscriber that comes while a run is stopping gets the end with everyone else, once its processes are gone', async (t) => {
+  const run = schedule$([commandTask('sh', ['-c', "trap '' TERM; sleep 30"])], { killTimeout: 800 });
+  const early = run.toOrderedArray();
+  await first(run.progress$, (p) => p.running === 1);
+  const pids = run.pids();
+  t.is(pids.length, 1);
+  void run.terminate();
+  const late = await new Promise<{ alive: number[] }>((resolve) =>
+    run.subscribe({ error: () => resolve({ alive: pids.filter(isAlive) }) }),
+  );
+  t.deepEqual(late.alive, [], 'its processes were gone when the late subscriber got the end');
+  await t.throwsAsync(early, { instanceOf: RunTerminatedError });
 });
 
 test('one run executes once: subscribers share it, and a late subscriber after the end gets the end', async (t) => {
