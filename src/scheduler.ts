@@ -223,9 +223,12 @@ export class Scheduler<T = unknown> {
     if (typeof target === 'function') {
       task = target(...args);
       if (!isTask(task)) {
+        // An async function ran here: its promise, not the caller's to handle, must not end the program.
+        const promised = isThenable(task);
+        if (promised) Promise.resolve(task).then(undefined, () => {});
         throw new TypeError(
           `add(target, args): target must return a task (made by moduleTask, taskModule, commandTask or processTask), ` +
-            `it returned ${formatValue(task)}. add() calls target here, in this process, to make the task: to run a function ` +
+            `it returned ${promised ? 'a Promise (an async function ran here)' : formatValue(task)}. add() calls target here, in this process, to make the task: to run a function ` +
             `of yours in a worker, export it from a module and add taskModule(url).${target.name || 'name'}, or { module, export }; ` +
             'to add your own child process, use addProcess(() => fork(...))',
         );
@@ -321,7 +324,13 @@ export class Scheduler<T = unknown> {
     }
     const length = this.#tasks.length;
     try {
-      return Array.from(argsList, (args) => this.add(target as ExportRef, args, options));
+      return Array.from(argsList, (args, at) => {
+        if (!Array.isArray(args)) {
+          // Python's pool.map takes one argument per item; here each item is a call's argument list.
+          throw new TypeError(`map(target, argsList): each item of argsList must be an array of arguments, got ${formatValue(args)} at position ${at}; for calls of one argument each, wrap them: [[1], [2], [3]]`);
+        }
+        return this.add(target as ExportRef, args, options);
+      });
     } catch (error) {
       this.#tasks.length = length;
       this.#weights.length = length;

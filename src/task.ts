@@ -203,6 +203,10 @@ export type TaskModule<M> = {
  * // work.resize(640, 'a.png') would not compile.
  * ```
  * @param moduleUrl Where the module is (see {@link moduleTask}).
+ * An export named `task` (the handle's own method) is reached with `handle.task('task', args)`. An
+ * export named `then` cannot be a task module's: `import()` takes a module that exports `then`
+ * for a promise, and waits for it to call back.
+ *
  * @returns An object with one task factory per exported function, and `task(name, args, options)`.
  */
 export function taskModule<M>(moduleUrl: string | URL): TaskModule<M> {

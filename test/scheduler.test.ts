@@ -93,6 +93,16 @@ test('add, map, addTask and addProcess check what they are given, before anythin
     instanceOf: TypeError,
     message: /returned an array of 2\. add\(\) calls target here, in this process, to make the task: .* add taskModule\(url\)\.longCalculation/,
   });
+  // An async work function: its rejected promise must not become an unhandled rejection.
+  const asyncCalculation = async () => {
+    throw new Error('ran in the parent');
+  };
+  t.throws(() => scheduler.add(asyncCalculation as never, []), { instanceOf: TypeError, message: /returned a Promise \(an async function ran here\)/ });
+  // Python's pool.map(f, [1, 2, 3]): each item must be a list of arguments.
+  t.throws(() => scheduler.map(work.square, [1, 2, 3] as never), {
+    instanceOf: TypeError,
+    message: 'map(target, argsList): each item of argsList must be an array of arguments, got 1 at position 0; for calls of one argument each, wrap them: [[1], [2], [3]]',
+  });
   t.throws(() => scheduler.add(work.square, 3 as never), { instanceOf: TypeError, message: /args must be an array/ });
   t.throws(() => scheduler.add(work.square, [3], { weight: -1 }), { instanceOf: TypeError, message: /weight/ });
   t.throws(() => scheduler.add({ module: './relative.js', export: 'x' }, []), { instanceOf: TypeError, message: /import\.meta\.url/ });
