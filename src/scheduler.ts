@@ -235,6 +235,11 @@ export class Scheduler<T = unknown> {
       }
     } else if (isExportRef(target)) {
       task = moduleTask(target.module, target.export, args);
+    } else if (typeof target === 'object' && target !== null && 'module' in target && typeof (target as { export?: unknown }).export === 'function') {
+      const fn = (target as { export: { name?: string } }).export;
+      throw new TypeError(
+        `add(target, args): target.export must be the name of the export (a string), got a function${fn.name ? `: pass its name, '${fn.name}'` : ''}; a function cannot be sent to a worker`,
+      );
     } else {
       throw new TypeError(
         `add(target, args): target must be an export of a taskModule handle (work.resize), a function returning a task, ` +
@@ -799,11 +804,22 @@ function uncloneableTask(specs: readonly BlockingTaskSpec[], tasks: readonly Tas
     try {
       structuredClone(specs[index]);
     } catch (cloneError) {
+      // Named as run() names it: which argument, and what it is.
+      const args = specs[index]!.args;
+      const at = args.findIndex((arg) => {
+        try {
+          structuredClone(arg);
+          return false;
+        } catch {
+          return true;
+        }
+      });
+      const what = at === -1 ? 'its arguments or options' : `argument ${at} (${formatValue(args[at])})`;
       return new TaskError({
         kind: 'invalid',
         index,
         label: taskLabel(tasks[index]!),
-        detail: `its arguments or options cannot be sent to the thread that runs the schedule: ${(cloneError as Error).message}`,
+        detail: `${what} cannot be sent to the thread that runs the schedule: ${(cloneError as Error).message}`,
         cause: cloneError,
       });
     }

@@ -103,6 +103,10 @@ test('add, map, addTask and addProcess check what they are given, before anythin
     instanceOf: TypeError,
     message: 'map(target, argsList): each item of argsList must be an array of arguments, got 1 at position 0; for calls of one argument each, wrap them: [[1], [2], [3]]',
   });
+  t.throws(() => scheduler.add({ module: workUrl, export: longCalculation } as never, [1, 2]), {
+    instanceOf: TypeError,
+    message: "add(target, args): target.export must be the name of the export (a string), got a function: pass its name, 'longCalculation'; a function cannot be sent to a worker",
+  });
   t.throws(() => scheduler.add(work.square, 3 as never), { instanceOf: TypeError, message: /args must be an array/ });
   t.throws(() => scheduler.add(work.square, [3], { weight: -1 }), { instanceOf: TypeError, message: /weight/ });
   t.throws(() => scheduler.add({ module: './relative.js', export: 'x' }, []), { instanceOf: TypeError, message: /import\.meta\.url/ });
@@ -301,6 +305,7 @@ test.serial('runBlocking() refuses what cannot reach its thread, with a clear er
   const error = t.throws(() => withFunction.runBlocking(), { instanceOf: TaskError });
   t.is(error?.kind, 'invalid');
   t.is(error?.index, 1);
+  t.regex(error?.message ?? '', /argument 0 \(a function.*\) cannot be sent to the thread that runs the schedule/, 'names the argument, as run() does');
 
   const aborted = new Scheduler({ signal: AbortSignal.abort() });
   aborted.add(work.square, [1]);
