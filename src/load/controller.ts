@@ -291,7 +291,10 @@ export function nextLimit(
   // A missing part of a reading is no information: the runs of readings stay as they are.
   if (cpu !== undefined) {
     over = wantsLower ? over + 1 : 0;
-    under = cpu < cpuTarget ? under + 1 : 0;
+    // While nothing runs (the first workers still starting), a low reading says nothing of what the
+    // tasks will need: it neither counts toward a raise nor ends a streak.
+    if (cpu >= cpuTarget) under = 0;
+    else if (running > 0) under += 1;
   }
   if (share !== undefined) light = ioBound ? light + 1 : 0;
 

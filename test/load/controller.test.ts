@@ -116,6 +116,18 @@ function random(seed: number): () => number {
   };
 }
 
+test('readings taken while nothing runs yet (the first workers starting) do not count toward a raise', (t) => {
+  const starting: WorkState = { running: 0, waiting: true };
+  let step = nextLimit(2, { cpu: 20 }, starting, base, initialPolicyMemo(base));
+  for (let i = 1; i < 4; i++) step = nextLimit(step.limit, { cpu: 20 }, starting, base, step.memo);
+  t.is(step.limit, 2, 'four low readings with nothing running: no raise');
+  const runningNow: WorkState = { running: 2, waiting: true };
+  step = nextLimit(step.limit, { cpu: 20 }, runningNow, base, step.memo);
+  t.is(step.limit, 2, 'the first low reading with tasks running starts the streak');
+  step = nextLimit(step.limit, { cpu: 20 }, runningNow, base, step.memo);
+  t.true(step.limit > 2, 'and the second raises');
+});
+
 test('emits the initial state synchronously, and unsubscribing closes the sampler', (t) => {
   let closes = 0;
   const sampler: LoadSampler = { sample: () => ({ cpu: 0 }), close: () => void (closes += 1) };
