@@ -192,6 +192,10 @@ export type TaskModule<M> = {
  * A typed handle on a task module: argument and return types are inferred from the module's
  * own type, so a wrong argument is a compile error. Nothing is imported in the parent.
  *
+ * An export named `task` (the handle's own method) is reached with `handle.task('task', args)`. An
+ * export named `then` cannot be a task module's: `import()` takes a module that exports `then`
+ * for a promise, and waits for it to call back.
+ *
  * @example
  * ```ts
  * import { schedule$, taskModule } from 'async-process-scheduler';
@@ -203,10 +207,6 @@ export type TaskModule<M> = {
  * // work.resize(640, 'a.png') would not compile.
  * ```
  * @param moduleUrl Where the module is (see {@link moduleTask}).
- * An export named `task` (the handle's own method) is reached with `handle.task('task', args)`. An
- * export named `then` cannot be a task module's: `import()` takes a module that exports `then`
- * for a promise, and waits for it to call back.
- *
  * @returns An object with one task factory per exported function, and `task(name, args, options)`.
  */
 export function taskModule<M>(moduleUrl: string | URL): TaskModule<M> {

@@ -101,7 +101,7 @@ export function toPullSource<T>(input: TaskSourceInput<T>, sink: PullSink<T>): P
 }
 
 /** An error of the source's return() or teardown (see PullSource.close), which has nowhere to go. */
-function reportUnhandledError(err: unknown): void {
+function reportCloseError(err: unknown): void {
   const { onUnhandledError } = config;
   if (onUnhandledError) {
     setTimeout(() => onUnhandledError(err));
@@ -187,7 +187,7 @@ class IterableSource<T> implements PullSource<T> {
     try {
       this.#iterator!.return?.();
     } catch (err) {
-      reportUnhandledError(err);
+      reportCloseError(err);
     }
   }
 }
@@ -229,9 +229,9 @@ function asyncIterableSource<T>(input: AsyncIterable<T>, sink: PullSink<T>): Pul
         // An async generator queues return() behind a pending next(), so this is safe
         // while a request is in flight; its answer is then ignored.
         const returned = iterator!.return?.();
-        if (returned) Promise.resolve(returned).then(undefined, reportUnhandledError);
+        if (returned) Promise.resolve(returned).then(undefined, reportCloseError);
       } catch (err) {
-        reportUnhandledError(err);
+        reportCloseError(err);
       }
     },
   };
@@ -314,7 +314,7 @@ function observableSource<T>(input: Observable<T>, sink: PullSink<T>): PullSourc
         subscription?.unsubscribe();
       } catch (err) {
         // A teardown of the source's that threw (rxjs gathers them in an UnsubscriptionError).
-        reportUnhandledError(err);
+        reportCloseError(err);
       }
     },
   };

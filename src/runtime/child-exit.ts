@@ -30,3 +30,15 @@ export function afterOutputClosed(child: ChildProcess, then: () => void): void {
   const timer = setTimeout(finish, OUTPUT_CLOSE_WAIT_MS);
   for (const stream of open) stream!.once('close', () => --left === 0 && finish());
 }
+
+/** Resolves once `child` has exited (true), or after `ms` (false), whichever comes first. */
+export function exitWithin(child: ChildProcess, ms: number): Promise<boolean> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}

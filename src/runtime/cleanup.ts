@@ -15,6 +15,7 @@ import { closeSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { onExit } from 'signal-exit';
+import { exitWithin } from './child-exit.js';
 import { signalTree } from './kill.js';
 
 const live = new Set<number>();
@@ -231,7 +232,6 @@ function openTable(): number | undefined {
   return undefined;
 }
 
-/** @internal The guardian's pid while it runs (tests exclude it from their process scans). */
 /**
  * Stops the guardian now, if no child is guarded, and resolves once it has exited (at most 1 s):
  * for a thread about to end (runBlocking's), whose guardian nobody would reap once the thread,
@@ -243,18 +243,11 @@ export function stopGuardian(): Promise<void> {
   clearTimeout(guardian.idle);
   guardian.idle = undefined;
   guardian.stop();
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, 1000);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
+  return exitWithin(child, 1000).then(() => undefined);
 }
 
+/** @internal The guardian's pid while it runs (tests exclude it from their process scans). */
 export function guardianPid(): number | undefined {
   return guardian.child?.pid;
 }
-
 

@@ -23,7 +23,7 @@ export interface SpawnedJob {
   child: ChildProcess | undefined;
   /**
    * Resolves once the command is settled (its outcome reported, its pipes given up); undefined if
-   * it never started. Its pid stays tracked until its process group is gone (see LocalRuntime).
+   * it never started. The caller tracks its pid (see LocalRuntime).
    */
   settled?: Promise<void>;
 }
@@ -37,7 +37,7 @@ export interface CommandHooks {
 }
 
 /** Spawns the command; reports through `hooks` exactly once. */
-export function runCommand(task: CommandTask<unknown>, index: number, hooks: CommandHooks, track: (pid: number) => () => void): SpawnedJob {
+export function runCommand(task: CommandTask<unknown>, index: number, hooks: CommandHooks): SpawnedJob {
   const o = task.options;
   const t0 = performance.now();
   const maxBuffer = o.maxBuffer ?? DEFAULT_MAX_BUFFER;
@@ -69,7 +69,6 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
     hooks.rejected({ kind: 'invalid', detail: `cannot run ${JSON.stringify(task.file)}: ${(error as Error).message}`, remote: toRemoteErrorInfo(error) });
     return { child: undefined };
   }
-  const untrack = child.pid === undefined ? () => {} : track(child.pid);
   // Lines (in capture mode) and the tail of stderr; the output itself is the result's, so it is
   // never passed through.
   const tap = tapOutput(child.stdout, child.stderr, hooks.capture ? 'capture' : 'ignore', child.pid, () => index, hooks.line, { marks: false });
@@ -88,7 +87,6 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
     if (settled || !exit) return;
     settled = true;
     stopWaiting();
-    untrack();
     markSettled();
     tap.end();
     const durationMs = performance.now() - t0;
@@ -112,7 +110,6 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
   child.once('error', (error: NodeJS.ErrnoException) => {
     if (settled || exit) return;
     settled = true;
-    untrack();
     markSettled();
     const notFound = error.code === 'ENOENT';
     // A missing working directory is reported as ENOENT too.

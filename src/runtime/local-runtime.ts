@@ -17,6 +17,7 @@ import { TaskError, type TaskErrorInit } from '../errors.js';
 import { IdTable, RingQueue, objectArray } from '../collections.js';
 import type { OutputMode } from '../options.js';
 import { taskLabel, type ModuleTask, type Task } from '../task.js';
+import { exitWithin } from './child-exit.js';
 import { trackChild } from './cleanup.js';
 import { runCommand } from './command.js';
 import { killTree } from './kill.js';
@@ -146,7 +147,11 @@ export class LocalRuntime implements TaskRuntime {
   /** Idle workers not attached to a lane. */
   readonly #spares = new Set<WorkerProcess>();
   readonly #spareTimers = new Map<WorkerProcess, NodeJS.Timeout>();
-  /** Workers being killed on purpose, until they exit: their exit is not a crash, and pids() lists them meanwhile. */
+  /**
+   * Workers the run has let go of, until they exit or go back to the pool: being stopped, or
+   * waiting for their output to be quiet before they go back (see #lend). Their exit is not a
+   * crash, and pids() lists them meanwhile.
+   */
   readonly #abandoned = new Set<WorkerProcess>();
   /** The jobs sent to a worker and not answered yet (see collections.ts for why not a Map). */
   readonly #jobsById = new IdTable<Job>();
@@ -483,14 +488,6 @@ export class LocalRuntime implements TaskRuntime {
     this.#countExecuting(job);
     this.#armTimeout(job);
     const { task, index } = job;
-    // Commands and process tasks do not notice their parent's death: the guardian does. Tracked
-    // until their process group is gone, not only until they exit: a task may settle while what it
-    // left in its group is still being stopped, and a parent that dies then must take that too.
-    let untrack = (): void => {};
-    const track = (pid: number) => {
-      untrack = trackChild(pid, { guard: true });
-      return () => {};
-    };
     const settle = () => this.#finish(job);
     const capture = this.#options.output === 'capture';
     const line = (l: OutputLine) => this.#output.next(l);
@@ -501,7 +498,7 @@ export class LocalRuntime implements TaskRuntime {
         line,
         fulfilled: (value, durationMs, pid) => settle() && job.events.fulfilled(value, this.#stats(job, durationMs, undefined, pid)),
         rejected: (init) => settle() && job.events.rejected(this.#error(job, init)),
-      }, track);
+      });
       child = spawned.child;
       // A run ends only once its commands are settled: until then their pids are tracked.
       if (spawned.settled) this.#stop(spawned.settled);
@@ -513,11 +510,15 @@ export class LocalRuntime implements TaskRuntime {
         progress: (value) => job.state !== 'done' && job.events.progress(value),
         fulfilled: (value, durationMs, pid) => settle() && job.events.fulfilled(value, this.#stats(job, durationMs, undefined, pid)),
         rejected: (init) => settle() && job.events.rejected(this.#error(job, init)),
-      }, track);
+      });
     }
     if (child) {
       job.child = child;
       this.#children.add(child);
+      // Commands and process tasks do not notice their parent's death: the guardian does. Tracked
+      // until their process group is gone, not only until they exit: a task may settle while what
+      // it left in its group is still being stopped, and a parent that dies then must take that too.
+      const untrack = child.pid === undefined ? () => {} : trackChild(child.pid, { guard: true });
       child.once('exit', () => {
         this.#children.delete(child);
         // The task is over: whatever is left in its process group was started by it, and orphaned.
@@ -766,6 +767,8 @@ export class LocalRuntime implements TaskRuntime {
       worker.outputQuiet(LEND_QUIET_MS).then(() => {
         this.#abandoned.delete(worker);
         if (pool.give(worker)) return undefined;
+        // Died meanwhile (its exit, seen as a stop of ours, killed nothing): its group goes now.
+        if (!worker.alive) return worker.kill(this.#options.killTimeout);
         this.#abandoned.add(worker);
         return worker.retire();
       }),
@@ -1001,18 +1004,6 @@ export class LocalRuntime implements TaskRuntime {
   #error(job: Job, init: Omit<TaskErrorInit, 'index' | 'label' | 'attempt'>): TaskError {
     return new TaskError({ ...init, index: job.index, label: taskLabel(job.task), attempt: job.attempt });
   }
-}
-
-/** Resolves once `child` has exited, or after `ms`, whichever comes first. */
-function exitWithin(child: ChildProcess, ms: number): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
 }
 
 /** True if a module task waits in the lane, not yet sent to a worker. */

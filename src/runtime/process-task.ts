@@ -9,7 +9,7 @@ import type { OutputMode } from '../options.js';
 import type { ProcessTask } from '../task.js';
 import { killTree } from './kill.js';
 import { tapOutput, type OutputLine } from './output.js';
-import { afterChannelClosed } from './child-exit.js';
+import { afterChannelClosed, exitWithin } from './child-exit.js';
 import { isTagged, TAG } from './protocol.js';
 
 export interface ProcessHooks {
@@ -25,7 +25,7 @@ export interface ProcessHooks {
  * Calls the factory and watches the process. Returns the child, or undefined when the factory
  * failed (already reported through `hooks.rejected`).
  */
-export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks: ProcessHooks, track: (pid: number) => () => void): ChildProcess | undefined {
+export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks: ProcessHooks): ChildProcess | undefined {
   const t0 = performance.now();
   if (typeof task.factory !== 'function') {
     hooks.rejected({ kind: 'invalid', detail: `its factory must be a function that returns a ChildProcess, got ${formatValue(task.factory)}` });
@@ -64,7 +64,6 @@ export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks:
     });
     return undefined;
   }
-  const untrack = child.pid === undefined ? () => {} : track(child.pid);
   const tap = tapOutput(child.stdout, child.stderr, hooks.output, child.pid, () => index, hooks.line);
   let settled = false;
   const done = () => {
@@ -81,8 +80,9 @@ export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks:
     hooks.fulfilled(message, performance.now() - t0, child.pid);
     // Its work is done: it has killTimeout to finish up and exit on its own, and is stopped then.
     if (child.connected) child.disconnect();
-    const stop = setTimeout(() => void killTree(child, hooks.killTimeout), hooks.killTimeout);
-    child.once('exit', () => clearTimeout(stop));
+    void exitWithin(child, hooks.killTimeout).then((exited) => {
+      if (!exited) void killTree(child, hooks.killTimeout);
+    });
   };
   child.on('message', onMessage);
   // Every 'error' is listened to, or a second one would be thrown. Once the process has a pid it
@@ -91,7 +91,6 @@ export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks:
   child.on('error', (error: NodeJS.ErrnoException) => {
     if (settled || child.pid !== undefined) return;
     done();
-    untrack();
     hooks.rejected({
       kind: error.code === 'ENOENT' ? 'invalid' : 'spawn',
       detail: `its process could not start: ${error.message}`,
@@ -100,7 +99,6 @@ export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks:
   });
   // Messages still in the channel are delivered before it reports 'disconnect': decide after that.
   child.once('exit', (code, signal) => afterChannelClosed(child, () => {
-    untrack();
     tap.end();
     if (settled) return;
     done();
