@@ -396,12 +396,16 @@ export class Scheduler<T = unknown> {
       void run.terminate();
     };
     /** What async callbacks returned: run() settles once they have, and rejects if one rejected. */
-    const pending: Array<PromiseLike<unknown>> = [];
+    // Only those not settled yet: a long run with an async callback does not keep one per task.
+    const pending = new Set<Promise<void>>();
     const report = (finished: number) => {
       if (!onProgress || callbackError) return;
       try {
         const returned: unknown = onProgress(finished, total);
-        if (isThenable(returned)) pending.push(Promise.resolve(returned).then(undefined, failed));
+        if (isThenable(returned)) {
+          const settled: Promise<void> = Promise.resolve(returned).then(() => undefined, failed).finally(() => pending.delete(settled));
+          pending.add(settled);
+        }
       } catch (error) {
         failed(error);
       }
@@ -423,7 +427,7 @@ export class Scheduler<T = unknown> {
       release();
       if (this.#active === active) this.#active = undefined;
     };
-    const callbacksDone = () => Promise.all(pending);
+    const callbacksDone = () => Promise.all([...pending]);
     return values.then(
       async (results) => {
         await callbacksDone();
