@@ -176,9 +176,12 @@ function checkExportName(exportName: unknown): string {
 /** The names of a module's exports that are functions. */
 export type FunctionExports<M> = { [K in keyof M]: M[K] extends (...args: any[]) => unknown ? K : never }[keyof M] & string;
 
-/** A typed handle on a task module: one task factory per exported function. */
+/**
+ * A typed handle on a task module: one task factory per exported function, but for exports named
+ * `task` and `then`, which are reached through `task(name, args)`.
+ */
 export type TaskModule<M> = {
-  readonly [K in FunctionExports<M>]: M[K] extends (...args: infer A) => infer R ? (...args: A) => ModuleTask<Awaited<R>> : never;
+  readonly [K in Exclude<FunctionExports<M>, 'task' | 'then'>]: M[K] extends (...args: infer A) => infer R ? (...args: A) => ModuleTask<Awaited<R>> : never;
 } & {
   /** Like calling the export's factory, with per-task options. */
   task<K extends FunctionExports<M>>(
@@ -192,9 +195,8 @@ export type TaskModule<M> = {
  * A typed handle on a task module: argument and return types are inferred from the module's
  * own type, so a wrong argument is a compile error. Nothing is imported in the parent.
  *
- * An export named `task` (the handle's own method) is reached with `handle.task('task', args)`. An
- * export named `then` cannot be a task module's: `import()` takes a module that exports `then`
- * for a promise, and waits for it to call back.
+ * Exports named `task` (the handle's own method) and `then` (which would make the handle look like
+ * a promise to `await`) are reached with `handle.task('task', args)` and `handle.task('then', args)`.
  *
  * @example
  * ```ts

@@ -52,7 +52,8 @@ interface FunctionDef {
 
 /** Function definitions by id. */
 const functions = new Map<number, FunctionDef>();
-const modules = new Map<string, Promise<Record<string, unknown>>>();
+/** Each module's namespace, in a wrapper: see {@link reexporting}. */
+const modules = new Map<string, Promise<{ n: Record<string, unknown> }>>();
 /**
  * Tasks to run, from `head` on, flat: QUEUED_WIDTH values per task (id, fnId, args, index). A
  * cancelled one keeps its place with its id set to SKIPPED.
@@ -401,7 +402,7 @@ async function load(def: { url: string; name: string; fn?: Fn; error?: RemoteErr
   try {
     let pending = modules.get(def.url);
     if (!pending) modules.set(def.url, (pending = importModule(def.url)));
-    namespace = await pending;
+    namespace = (await pending).n;
   } catch (error) {
     const info = toRemoteErrorInfo(error);
     def.error = { ...info, message: `cannot load module ${def.url}: ${info.message}` };
@@ -429,15 +430,29 @@ async function load(def: { url: string; name: string; fn?: Fn; error?: RemoteErr
  * (the compiled library drops tsx from workers, since it slows every start) gets tsx registered
  * on first need, from the application's own dependencies.
  */
-async function importModule(url: string): Promise<Record<string, unknown>> {
+async function importModule(url: string): Promise<{ n: Record<string, unknown> }> {
   // Registered before the first import: Node caches a failed import, so there is no retry.
   if (needsTypeScript(url) && !process.execArgv.some((arg) => /tsx/.test(arg))) await (tsLoader ??= registerTsx(url));
   loadingUrl = url;
   try {
-    return (await import(url)) as Record<string, unknown>;
+    return (await import(reexporting(url))) as { n: Record<string, unknown> };
+  } catch (error) {
+    // "Cannot find module ... imported from data:...": the importer is this file's wrapper, not the user's.
+    if (error instanceof Error) error.message = error.message.replace(/ imported from data:\S*$/, '');
+    throw error;
   } finally {
     loadingUrl = undefined;
   }
+}
+
+/**
+ * A module that re-exports the task module's namespace as `n`. `import()` settles its promise
+ * with the namespace it loads, and a namespace with a `then` export is taken for a promise: its
+ * `then` is called and the import waits for it forever. Kept as a property of another namespace,
+ * never itself the value of a promise, it is not awaited.
+ */
+function reexporting(url: string): string {
+  return `data:text/javascript,${encodeURIComponent(`import*as n from${JSON.stringify(url)};export{n}`)}`;
 }
 
 let tsLoader: Promise<void> | undefined;

@@ -141,6 +141,31 @@ for (const [which, library] of Object.entries(libraries)) {
     t.is((outcomes[0] as TaskResult<number>).value, (outcomes[3] as TaskResult<number>).value, 'one worker ran them all');
   });
 
+  test(`${which}: a module that exports \`then\` loads (import() alone would take it for a promise and wait forever); its exports run, \`then\` too`, async (t) => {
+    const { moduleTask, schedule$, taskModule } = await library();
+    const esm = module(`${which}/then/a.mjs`, 'export function then(resolve) { return `then ran, not awaited: ${typeof resolve}`; }\nexport function twice(x) { return 2 * x; }\n');
+    const cjs = module(`${which}/then/b.cjs`, 'exports.then = () => "cjs then ran";\nexports.twice = (x) => 2 * x;\n');
+    const handle = taskModule<{ then(x?: unknown): string; twice(x: number): number }>(esm);
+    const values = await schedule$([handle.twice(4), handle.task('then', [undefined]), moduleTask(cjs, 'twice', [5]), moduleTask(cjs, 'then', [])], {
+      concurrency: 1,
+      timeout: 20_000,
+    }).toOrderedArray();
+    t.deepEqual(values, [8, 'then ran, not awaited: undefined', 10, 'cjs then ran']);
+    // The handle itself is not a thenable either: awaiting it gives the handle.
+    t.is(await handle, handle);
+    // @ts-expect-error: an export named `then` is reached through task('then', ...), as the type says
+    t.is(handle.then, undefined);
+  });
+
+  test(`${which}: a module that does not exist is an invalid task whose message names it, and only it`, async (t) => {
+    const { moduleTask, schedule$ } = await library();
+    const missing = new URL('missing/nowhere.mjs', pathToFileURL(join(dir, which, '/')));
+    const [outcome] = await schedule$([moduleTask(missing, 'f', [])], { settle: true }).toOrderedArray();
+    const { reason } = outcome as TaskFailure;
+    t.is(reason.kind, 'invalid');
+    t.regex(reason.remote?.message ?? '', /^cannot load module file:.*missing\/nowhere\.mjs: Cannot find module '.*missing\/nowhere\.mjs'$/);
+  });
+
   test(`${which}: a module loaded by a task and imported by another module is one module: they share its state`, async (t) => {
     const { moduleTask, schedule$ } = await library();
     const state = module(`${which}/shared/state.mjs`, `let n = 0;\nexport function bump() { return ++n; }\n`);
