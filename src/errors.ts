@@ -72,10 +72,11 @@ export interface TaskErrorInit {
  * ```ts
  * import { schedule$, moduleTask, isTaskError } from 'async-process-scheduler';
  *
+ * // work.js: export function mayThrow(x) { console.error(`checking ${x}`); if (x > 0) throw new RangeError(`${x} is too big`); return x; }
  * try {
  *   await schedule$([moduleTask(new URL('./work.js', import.meta.url), 'mayThrow', [1])]).toOrderedArray();
  * } catch (error) {
- *   if (isTaskError(error)) console.log(error.index, error.kind, error.remote?.name, error.stderrTail);
+ *   if (isTaskError(error)) console.log(error.index, error.kind, error.remote?.name, error.stderrTail); // 0 threw RangeError checking 1
  * }
  * ```
  */
@@ -134,7 +135,7 @@ export class TaskError extends Error {
  * @example
  * ```ts
  * import { schedule$, OptionError } from 'async-process-scheduler';
- * try { schedule$([], { concurrency: 0 }); } catch (e) { console.log(e instanceof OptionError, (e as OptionError).option); }
+ * try { schedule$([], { concurrency: 0 }); } catch (e) { console.log(e instanceof OptionError, (e as OptionError).option); } // true concurrency
  * ```
  */
 export class OptionError extends TypeError {

@@ -50,7 +50,8 @@ const lenders = new WeakMap<WorkerPool, WorkerLender>();
  * ```ts
  * import { WorkerPool, schedule$, moduleTask } from 'async-process-scheduler';
  *
- * const work = new URL('./work.js', import.meta.url); // export function square(x) { return x * x }
+ * // work.js: export function square(x) { return x * x; }
+ * const work = new URL('./work.js', import.meta.url);
  * const pool = new WorkerPool();
  * await pool.warm(2); // optional: start two workers now, before the first run needs them
  * for (const batch of [[1, 2], [3, 4]]) {
@@ -166,7 +167,7 @@ export class WorkerPool {
    *
    * const pool = new WorkerPool();
    * await pool.warm(1);
-   * console.log(pool.pids()); // [12345]
+   * console.log(pool.pids()); // e.g. [12345]
    * await pool.close();
    * ```
    * @returns The pids.
@@ -190,7 +191,8 @@ export class WorkerPool {
    * ```ts
    * import { WorkerPool, schedule$, moduleTask } from 'async-process-scheduler';
    *
-   * const work = new URL('./work.js', import.meta.url); // export function square(x) { return x * x }
+   * // work.js: export function square(x) { return x * x; }
+   * const work = new URL('./work.js', import.meta.url);
    * const pool = new WorkerPool();
    * await schedule$([moduleTask(work, 'square', [3])], { pool }).toOrderedArray();
    * await pool.close();

@@ -114,8 +114,11 @@ export class ScheduledRun<T, M extends RunMode = 'failFast'> extends Observable<
    * @example
    * ```ts
    * import { schedule$, moduleTask } from 'async-process-scheduler';
+   *
+   * // work.js: export function square(x) { return x * x; }
    * const work = new URL('./work.js', import.meta.url);
    * const squares = await schedule$([1, 2, 3].map((x) => moduleTask<number>(work, 'square', [x]))).toOrderedArray();
+   * console.log(squares); // [1, 4, 9]
    * ```
    * @returns A promise of the values; it rejects with the first `TaskError` in fail-fast mode,
    * and with `RunTerminatedError` if the run is terminated. The promise keeps the run going until
@@ -176,7 +179,8 @@ export class ScheduledRun<T, M extends RunMode = 'failFast'> extends Observable<
  * import { schedule$, moduleTask } from 'async-process-scheduler';
  * import { map } from 'rxjs';
  *
- * const work = new URL('./work.js', import.meta.url); // export function square(x) { return x * x }
+ * // work.js: export function square(x) { return x * x; }
+ * const work = new URL('./work.js', import.meta.url);
  * const run = schedule$([1, 2, 3, 4].map((x) => moduleTask<number>(work, 'square', [x])), { concurrency: 2 });
  *
  * run.progress$.subscribe((p) => console.log(`${p.completed}/${p.total}`));

@@ -98,7 +98,7 @@ const BLOCKING_ENTRY = new URL(`./run-blocking-worker${FROM_SOURCE ? '.ts' : '.j
  * ```ts
  * import { Scheduler, taskModule } from 'async-process-scheduler';
  *
- * // work.ts: export function longCalculation(x: number, y: number): [number, number] { ...; return [x, y]; }
+ * // work.ts: export function longCalculation(x: number, y: number): [number, number] { return [x, y]; }
  * const work = taskModule<typeof import('./work.js')>(new URL('./work.js', import.meta.url));
  *
  * const scheduler = new Scheduler<[number, number]>((finished, total) => console.log(`${finished} of ${total} tasks are complete.`));
@@ -210,9 +210,11 @@ export class Scheduler<T = unknown> {
    * ```ts
    * import { Scheduler } from 'async-process-scheduler';
    *
+   * // work.js: export function describe(n) { return n % 2 ? 'odd' : 'even'; }
    * const scheduler = new Scheduler<string>();
    * scheduler.add({ module: 'node:path', export: 'basename' }, ['/tmp/photo.png']);
    * scheduler.add({ module: new URL('./work.js', import.meta.url), export: 'describe' }, [42]);
+   * console.log(await scheduler.run()); // ['photo.png', 'even']
    * ```
    */
   add(target: ExportRef, args?: readonly unknown[], options?: TaskOptions): number;
@@ -360,12 +362,12 @@ export class Scheduler<T = unknown> {
    * ```ts
    * import { Scheduler, taskModule } from 'async-process-scheduler';
    *
+   * // work.ts: export function square(x: number) { return x * x; }
    * const work = taskModule<typeof import('./work.js')>(new URL('./work.js', import.meta.url));
    * const scheduler = new Scheduler<number>();
    * scheduler.map(work.square, [[1], [2], [3]]);
-   * const cancel = new AbortController();
-   * setTimeout(() => cancel.abort(), 60_000);
-   * const results = await scheduler.run({ signal: cancel.signal }); // [1, 4, 9]
+   * // A signal ends the run: here, if it is not done within a minute (RunTerminatedError).
+   * const results = await scheduler.run({ signal: AbortSignal.timeout(60_000) }); // [1, 4, 9]
    * ```
    * @param control A signal that terminates this run when aborted.
    * @returns The results, in the order the tasks were added.
@@ -468,6 +470,7 @@ export class Scheduler<T = unknown> {
    * ```ts
    * import { Scheduler, taskModule } from 'async-process-scheduler';
    *
+   * // work.ts: export function square(x: number) { return x * x; }
    * const work = taskModule<typeof import('./work.js')>(new URL('./work.js', import.meta.url));
    * const scheduler = new Scheduler<number>((finished, total) => console.log(`${finished}/${total}`));
    * scheduler.map(work.square, [[1], [2], [3]]);
@@ -584,6 +587,7 @@ export class Scheduler<T = unknown> {
    * ```ts
    * import { Scheduler, taskModule } from 'async-process-scheduler';
    *
+   * // work.ts: export async function slowSquare(x: number) { await new Promise((r) => setTimeout(r, 60_000)); return x * x; }
    * const work = taskModule<typeof import('./work.js')>(new URL('./work.js', import.meta.url));
    * const scheduler = new Scheduler<number>();
    * scheduler.map(work.slowSquare, [[1], [2], [3]]);
@@ -635,6 +639,7 @@ export class Scheduler<T = unknown> {
    * scheduler.add({ module: 'node:os', export: 'availableParallelism' });
    * const run = schedule$(scheduler.tasks, { ...scheduler.scheduleOptions, settle: true });
    * run.progress$.subscribe((p) => console.log(p.completed, p.running, p.concurrency));
+   * for (const outcome of await run.toOrderedArray()) console.log(outcome.index, outcome.status); // 0 fulfilled
    * ```
    */
   get tasks(): readonly Task<T>[] {

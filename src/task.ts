@@ -202,11 +202,11 @@ export type TaskModule<M> = {
  * ```ts
  * import { schedule$, taskModule } from 'async-process-scheduler';
  *
- * // work.ts: export async function resize(path: string, width: number) { ...; return { bytes: 1 }; }
+ * // work.ts: import { readFile } from 'node:fs/promises'; export async function head(path: string, n: number) { return (await readFile(path, 'utf8')).split('\n').slice(0, n); }
  * const work = taskModule<typeof import('./work.js')>(new URL('./work.js', import.meta.url));
- * const run = schedule$(['a.png', 'b.png'].map((p) => work.resize(p, 640)));
- * const sizes = await run.toOrderedArray(); // { bytes: number }[]
- * // work.resize(640, 'a.png') would not compile.
+ * const run = schedule$(['a.txt', 'b.txt'].map((p) => work.head(p, 3)));
+ * const heads = await run.toOrderedArray(); // string[][]: the first 3 lines of each file
+ * // work.head(3, 'a.txt') would not compile.
  * ```
  * @param moduleUrl Where the module is (see {@link moduleTask}).
  * @returns An object with one task factory per exported function, and `task(name, args, options)`.

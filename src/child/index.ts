@@ -20,7 +20,7 @@ import { TAG, workerHook } from '../runtime/protocol.js';
  *
  * export async function crunch(steps: number) {
  *   for (let i = 1; i <= steps; i++) {
- *     await doStep(i);
+ *     await new Promise((resolve) => setTimeout(resolve, 1)); // a step of the work
  *     if (i % 100 === 0) reportProgress({ done: i, of: steps });
  *   }
  *   return steps;
