@@ -72,6 +72,12 @@ const REBALANCE_AFTER_MS = 20;
  * back to its pool, so that the lines its last task wrote reach this run's output$.
  */
 const LEND_QUIET_MS = 10;
+/**
+ * The longest that wait lasts: what the last task wrote is in the pipes when its result comes,
+ * and is read well within it. A worker that keeps writing (a timer or a child a task left
+ * running, logging) goes back then; what it writes while idle in its pool belongs to no run.
+ */
+const LEND_QUIET_MAX_MS = 250;
 /** A worker's resident memory is read at most this often (ms), with `maxWorkerRss`. */
 const RSS_CHECK_INTERVAL_MS = 50;
 /** Consecutive workers dying before they are ready, after which the runtime stops forking. */
@@ -764,7 +770,7 @@ export class LocalRuntime implements TaskRuntime {
     // unfinished line given to this run (see OutputTap.release); listed by pids() meanwhile.
     this.#abandoned.add(worker);
     this.#stop(
-      worker.outputQuiet(LEND_QUIET_MS).then(() => {
+      worker.outputQuiet(LEND_QUIET_MS, LEND_QUIET_MAX_MS).then(() => {
         this.#abandoned.delete(worker);
         if (pool.give(worker)) return undefined;
         // Died meanwhile (its exit, seen as a stop of ours, killed nothing): its group goes now.

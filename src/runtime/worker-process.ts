@@ -292,20 +292,20 @@ export class WorkerProcess {
   }
 
   /**
-   * Resolves once no output has come from the worker for `quietMs`, RETIRE_MAX_MS have passed, or
-   * the worker has exited, whatever comes first.
+   * Resolves once no output has come from the worker for `quietMs`, `maxMs` have passed, or the
+   * worker has exited, whatever comes first.
    */
-  outputQuiet(quietMs: number): Promise<void> {
-    return Promise.race([this.#quiet(quietMs), this.exited]);
+  outputQuiet(quietMs: number, maxMs: number): Promise<void> {
+    return Promise.race([this.#quiet(quietMs, maxMs), this.exited]);
   }
 
   /**
-   * Resolves once no output has come from the worker for `quietMs` (or RETIRE_MAX_MS have passed,
+   * Resolves once no output has come from the worker for `quietMs` (or `maxMs` have passed,
    * whatever comes); never, if the worker exits first.
    */
-  #quiet(quietMs: number): Promise<void> {
+  #quiet(quietMs: number, maxMs = RETIRE_MAX_MS): Promise<void> {
     return new Promise((resolve) => {
-      const stop = afterQuiet([this.child.stdout, this.child.stderr], quietMs, RETIRE_MAX_MS, resolve, false);
+      const stop = afterQuiet([this.child.stdout, this.child.stderr], quietMs, maxMs, resolve, false);
       void this.exited.then(stop);
     });
   }

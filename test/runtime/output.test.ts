@@ -5,12 +5,12 @@
 import { spawn } from 'node:child_process';
 import { PassThrough } from 'node:stream';
 import test from 'ava';
-import { lastValueFrom, toArray } from 'rxjs';
+import { firstValueFrom, lastValueFrom, toArray } from 'rxjs';
 import { WorkerPool, commandTask, schedule$, taskModule, type OutputLine, type Task } from '../../src/index.js';
 import { tapOutput } from '../../src/runtime/output.js';
 import { outputMark } from '../../src/runtime/protocol.js';
 import { LocalRuntime } from '../../src/runtime/local-runtime.js';
-import { fixture } from '../helpers.js';
+import { fixture, waitGone } from '../helpers.js';
 
 const chaos = taskModule<typeof import('../fixtures/chaos-tasks.js')>(fixture('chaos-tasks.ts'));
 
@@ -205,4 +205,27 @@ test('capture on a pooled worker: a last line without a newline goes to its own 
   t.deepEqual(await capture('B line\n'), [[0, 'B line']]);
   t.deepEqual(await capture('C unfinished'), [[0, 'C unfinished']]);
   t.is(pool.pids().length, 1, 'one worker served all three');
+});
+
+test('capture on a pool: a worker whose task left it writing still goes back, so neither the end of its run nor a cancel waits for it to fall silent', async (t) => {
+  // A hang guard: a run used to wait for 10 ms of silence, that is, for a minute.
+  t.timeout(30_000);
+  const pool = new WorkerPool();
+  t.teardown(() => pool.close());
+  const [chatty] = await schedule$([chaos.keepWriting()], { pool, concurrency: 1, output: 'capture' }).toOrderedArray();
+  t.deepEqual(pool.pids(), [chatty], 'the run ended, its worker back in the pool, still writing');
+
+  // Cancelled while one worker hangs in a task and the other writes: that one goes back, the
+  // busy one is killed.
+  const second = schedule$([chaos.reportPidAndHang(), chaos.keepWriting()], { pool, concurrency: 2, output: 'capture' });
+  const subscription = second.subscribe();
+  const [busy, writing] = await Promise.all([
+    firstValueFrom(second.taskProgress$).then(({ value }) => (value as { pid: number }).pid),
+    firstValueFrom(second).then(({ value }) => value as number),
+  ]);
+  subscription.unsubscribe();
+  await second.terminate();
+  t.not(busy, writing);
+  t.deepEqual(pool.pids(), [writing]);
+  t.deepEqual(await waitGone([busy]), [], 'the busy worker is gone');
 });
