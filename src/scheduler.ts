@@ -605,12 +605,17 @@ export class Scheduler<T = unknown> {
       active.cancel();
       return Promise.resolve();
     }
-    return active.run.terminate();
+    // Idle once the processes are gone, as the caller who awaits this expects (to run again): the
+    // run() promise settles a little later, after the progress callbacks it waits for.
+    return active.run.terminate().then(() => {
+      if (this.#active === active) this.#active = undefined;
+    });
   }
 
   /**
    * True from the call of {@link Scheduler.run} or {@link Scheduler.runBlocking} until it returns
-   * or rejects, by which time every process of the run is gone.
+   * or rejects, by which time every process of the run is gone; after `await terminate()`, false
+   * (a new run may start at once).
    *
    * @example
    * ```ts

@@ -196,6 +196,25 @@ test.serial('terminate() rejects the run with RunTerminatedError once every proc
   await t.notThrowsAsync(scheduler.terminate(), 'terminating an idle scheduler is a no-op');
 });
 
+test.serial('once terminate() resolves the scheduler is idle: a Restart button can run() again at once', async (t) => {
+  const watch = watchChildPids();
+  const scheduler = new Scheduler(() => {}, { concurrency: 1 });
+  scheduler.add(work.hang, []);
+  const first = scheduler.run();
+  first.catch(() => {});
+  await until(() => watch.seen.size >= 1, 'a worker');
+  await scheduler.terminate();
+  t.false(scheduler.isRunning());
+  const second = scheduler.run();
+  second.catch(() => {});
+  t.true(scheduler.isRunning(), 'a new run started');
+  await until(() => watch.seen.size >= 2, "the new run's worker");
+  await scheduler.terminate();
+  await t.throwsAsync(first, { instanceOf: RunTerminatedError });
+  await t.throwsAsync(second, { instanceOf: RunTerminatedError });
+  t.deepEqual(watch.stop().filter(isAlive), []);
+});
+
 const throwingCallbacks: Array<[string, ProgressCallback]> = [
   ['throws', (finished) => {
     if (finished === 1) throw new Error('callback failed');
