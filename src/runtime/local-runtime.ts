@@ -459,6 +459,9 @@ export class LocalRuntime implements TaskRuntime {
     if (!job.counted) return;
     job.counted = false;
     this.executing--;
+    // Its outcome says so too, but an attempt that will be retried, or a job put back in the
+    // queue, has none.
+    this.#options.progress?.changed();
   }
 
   #onWorkerReady(worker: WorkerProcess): void {

@@ -2,13 +2,13 @@
  * Timeouts that kill, reported as timeouts (saying whether SIGKILL was needed), and retries
  * with attempt numbers, on real processes.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { TaskError, commandTask, schedule$, taskModule, type TaskFailure } from '../../src/index.js';
 import { leftovers, readProcs } from '../fixtures/chaos-procs.js';
-import { fixture, preload } from '../helpers.js';
+import { first, fixture, preload } from '../helpers.js';
 
 const chaosTasks = fixture('chaos-tasks.ts');
 const chaos = taskModule<typeof import('../fixtures/chaos-tasks.js')>(chaosTasks);
@@ -91,6 +91,22 @@ test('retries: a task failing once succeeds on attempt 2, and stats.attempt says
   run.subscribe((r) => (attempts[r.index] = r.stats.attempt));
   t.deepEqual(await run.toOrderedArray(), [1, 4, 7, 10]);
   t.deepEqual(attempts, [1, 2, 2, 2]);
+});
+
+test('retries: progress$ shows a task waiting for its retry as no longer running', async (t) => {
+  // A hang guard: without a snapshot when the attempt fails, the one below never comes (a fixed
+  // limit: automatic concurrency would send one with each load reading).
+  t.timeout(30_000);
+  const gate = join(tempDir(t), 'fail now');
+  const run = schedule$([chaos.failWhenFileExists(gate)], { concurrency: 1, retries: { retries: 1, delay: 60_000 }, progressInterval: 0, output: 'ignore' });
+  const done = run.toOrderedArray();
+  done.catch(() => {});
+  await first(run.progress$, (p) => p.running === 1);
+  writeFileSync(gate, '');
+  const waiting = await first(run.progress$, (p) => p.running === 0);
+  t.like(waiting, { state: 'running', completed: 0, failed: 0, queued: 1 });
+  await run.terminate();
+  await t.throwsAsync(done, { name: 'RunTerminatedError' });
 });
 
 test('retries: a task that keeps failing ends with the last attempt number, on the error and in its message', async (t) => {
