@@ -473,11 +473,13 @@ export class RunCore<T, M extends RunMode> {
     const subscription = this.#subscription;
     // Shut the runtime first, so the inner teardowns below do not each kill a process.
     const stopped = runtime ? runtime.shutdown(graceful) : Promise.resolve();
-    subscription?.unsubscribe();
     this.#stopped = stopped.then(
       () => this.#finish(state, terminal),
       (error) => this.#finish(state, { kind: 'error', error }),
     );
+    // Only now: the teardowns run user code (the source's finalize, say), which may subscribe to
+    // the run or call terminate(), and must then wait for the end above.
+    subscription?.unsubscribe();
   }
 
   #end(state: 'completed' | 'failed' | 'terminated', terminal: Terminal): void {

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
 import test from 'ava';
-import { BehaviorSubject, Observable, Subject, firstValueFrom, lastValueFrom, take, toArray } from 'rxjs';
+import { BehaviorSubject, Observable, Subject, finalize, firstValueFrom, lastValueFrom, take, toArray } from 'rxjs';
 import {
   RunTerminatedError, TaskError, commandTask, isTaskError, moduleTask, processTask, schedule$, taskModule, type Progress, type Task, type TaskOutcome,
 } from '../src/index.js';
@@ -547,6 +547,30 @@ test('a subscriber that comes while a run is stopping gets the end with everyone
     run.subscribe({ error: () => resolve({ alive: pids.filter(isAlive) }) }),
   );
   t.deepEqual(late.alive, [], 'its processes were gone when the late subscriber got the end');
+  await t.throwsAsync(early, { instanceOf: RunTerminatedError });
+});
+
+test("a subscriber that comes from the run's own teardown (its source's finalize) also gets the end once the processes are gone", async (t) => {
+  const source = new Subject<Task>();
+  let pids: number[] = [];
+  let late: Promise<number[]> | undefined;
+  const run = schedule$(
+    source.pipe(
+      finalize(() => {
+        late = new Promise((resolve) => run.subscribe({ error: () => resolve(pids.filter(isAlive)) }));
+      }),
+    ),
+    { concurrency: 1, killTimeout: 800 },
+  );
+  const early = run.toOrderedArray();
+  await first(run.progress$, (p) => p.state === 'running'); // subscribed to the source
+  source.next(commandTask('sh', ['-c', "trap '' TERM; sleep 30"]));
+  await first(run.progress$, (p) => p.running === 1);
+  pids = run.pids();
+  t.is(pids.length, 1);
+  void run.terminate();
+  t.truthy(late, 'the teardown ran, and subscribed');
+  t.deepEqual(await late, [], 'its processes were gone when the late subscriber got the end');
   await t.throwsAsync(early, { instanceOf: RunTerminatedError });
 });
 
