@@ -574,6 +574,19 @@ test("a subscriber that comes from the run's own teardown (its source's finalize
   await t.throwsAsync(early, { instanceOf: RunTerminatedError });
 });
 
+test('a subscriber that leaves in the same synchronous block starts nothing; the next one starts the run', async (t) => {
+  const run = schedule$([typed.pid()], { concurrency: 1 });
+  run.subscribe().unsubscribe();
+  const snapshots: string[] = [];
+  run.progress$.subscribe((p) => snapshots.push(p.state));
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  t.deepEqual(snapshots, ['idle'], 'not started, not ended');
+  t.deepEqual(run.pids(), []);
+  const [pid] = await run.toOrderedArray();
+  t.true(typeof pid === 'number');
+  t.is(snapshots.at(-1), 'completed');
+});
+
 test('one run executes once: subscribers share it, and a late subscriber after the end gets the end', async (t) => {
   const run = schedule$([1, 2, 3].map((x) => typed.pid()), { concurrency: 1 });
   const a = lastValueFrom(run.pipe(toArray()));
