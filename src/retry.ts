@@ -47,6 +47,7 @@ function runRetrying(
           }
           current = undefined;
           timer = setTimeout(() => attempt(n + 1), retryDelay(policy, n));
+          events.retrying?.();
         },
       },
     );

@@ -757,6 +757,11 @@ class TaskInner<T> implements JobEvents, DirectSubscription {
     this.run.state.begun++;
   }
 
+  retrying(): void {
+    // It no longer executes; no outcome says so.
+    this.run.changed();
+  }
+
   unsubscribe(): void {
     this.handle?.cancel();
   }

@@ -459,9 +459,6 @@ export class LocalRuntime implements TaskRuntime {
     if (!job.counted) return;
     job.counted = false;
     this.executing--;
-    // Its outcome says so too, but an attempt that will be retried, or a job put back in the
-    // queue, has none.
-    this.#options.progress?.changed();
   }
 
   #onWorkerReady(worker: WorkerProcess): void {
@@ -738,6 +735,8 @@ export class LocalRuntime implements TaskRuntime {
     this.#uncount(job);
     clearTimeout(job.timer);
     job.state = 'queued';
+    // No outcome follows to say it no longer executes.
+    this.#options.progress?.changed();
   }
 
   #stop<T>(promise: Promise<T>): Promise<T> {

@@ -45,6 +45,8 @@ export interface JobEvents {
   progress(value: unknown): void;
   /** The job starts executing (each attempt, and again if it is moved after a worker gave it back). */
   started?(): void;
+  /** An attempt failed, and the next starts after the retry delay: until then the job does not execute. */
+  retrying?(): void;
 }
 
 export interface JobHandle {
