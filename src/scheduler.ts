@@ -463,8 +463,9 @@ export class Scheduler<T = unknown> {
    * fields and the child's error intact), a terminated run a {@link RunTerminatedError}.
    *
    * Limitation: while the thread is blocked, its signal handlers cannot run, so Ctrl-C ends the
-   * program without the usual cleanup: worker processes still exit (their channel closes), but
-   * processes they started, and running command tasks, are left to finish on their own.
+   * program without the usual cleanup, as a SIGKILL would. What the run started still goes, within
+   * about 2 s: workers see their channel close and take their process group with them, and the
+   * guardian kills running commands.
    *
    * @example
    * ```ts
