@@ -16,7 +16,9 @@ const OPTION_ERROR_BRAND = Symbol.for('async-process-scheduler.OptionError');
  * - `exited`: the process exited with a non-zero code (or, for a process task, without sending a result).
  * - `signaled`: the process was killed by a signal it did not ask for (SIGKILL from outside, OOM killer).
  * - `timeout`: the task ran longer than its `timeout` and was killed.
- * - `cancelled`: the run was terminated (unsubscribed, aborted) while the task was running.
+ * - `cancelled`: the run was terminated (unsubscribed, aborted) while the task was running; such
+ *   errors are listed on the run's {@link RunTerminatedError} (`cancelled`), as the run delivers
+ *   no outcome for them.
  * - `invalid`: the task itself is wrong: unknown module or export, an argument that cannot be
  *   sent to a child process, a command that does not exist, a malformed task object.
  * - `spawn`: a worker process could not be started, or died while starting.
@@ -155,17 +157,28 @@ export class OptionError extends TypeError {
  * `signal`, or because every subscriber left. Subscribers still listening, and any that come
  * later, get this error; `cause` holds the abort reason when a signal was aborted.
  *
+ * A terminated run delivers no outcome for the tasks it stopped: `cancelled` lists those that
+ * were executing at that moment, each as a {@link TaskError} of kind `'cancelled'` (a task
+ * waiting between two attempts is counted in the last progress snapshot's `cancelled`, not
+ * listed here).
+ *
  * @example
  * ```ts
  * import { schedule$, commandTask, RunTerminatedError } from 'async-process-scheduler';
  * const controller = new AbortController();
- * const done = schedule$([commandTask('sleep', ['60'])], { signal: controller.signal }).toOrderedArray();
- * controller.abort();
- * await done.catch((e) => console.log(e instanceof RunTerminatedError)); // true
+ * const run = schedule$([commandTask('sleep', ['60']), commandTask('sleep', ['61'])], { concurrency: 2, signal: controller.signal });
+ * const done = run.toOrderedArray();
+ * setTimeout(() => controller.abort(), 500);
+ * await done.catch((e) => {
+ *   console.log(e instanceof RunTerminatedError); // true
+ *   if (e instanceof RunTerminatedError) console.log(e.cancelled.map((c) => c.message)); // e.g. ['task #0 (sleep) was cancelled', 'task #1 (sleep) was cancelled']
+ * });
  * ```
  */
 export class RunTerminatedError extends Error {
   override readonly name: string = 'RunTerminatedError';
+  /** The tasks that were executing when the run was terminated: kind `'cancelled'`, in input order. */
+  cancelled: readonly TaskError[] = [];
 }
 
 /**

@@ -17,7 +17,7 @@ export { TaskError, OptionError, RunTerminatedError, isTaskError, isOptionError 
 export type { TaskFailureKind, RemoteErrorInfo, TaskErrorInit } from './errors.js';
 export type { ScheduleOptions, ConcurrencyOption, OutputMode, RetryOptions } from './options.js';
 export type { Progress, TaskProgress, RunState } from './progress.js';
-export type { TaskStats, TaskRuntime, JobSpec, JobEvents, JobHandle } from './runtime/runtime.js';
+export type { TaskStats, TaskRuntime, JobSpec, JobEvents, JobHandle, ExecutingJob } from './runtime/runtime.js';
 export type { OutputLine } from './runtime/output.js';
 export type { LoadReading } from './load/samplers.js';
 export { optimalConcurrency } from './optimal-concurrency.js';

@@ -50,7 +50,7 @@ export type BlockingRunMessage =
 /** An error as it crosses between threads (structured clone would drop a TaskError's class and fields). */
 export type SerializedError =
   | { type: 'TaskError'; message: string; stack: string | undefined; init: SerializedTaskError }
-  | { type: 'RunTerminatedError'; message: string; stack: string | undefined }
+  | { type: 'RunTerminatedError'; message: string; stack: string | undefined; cancelled: SerializedError[] }
   | { type: 'Error'; name: string; message: string; stack: string | undefined; code?: string | number };
 
 interface SerializedTaskError {
@@ -247,7 +247,9 @@ export function serializeError(error: unknown): SerializedError {
       },
     };
   }
-  if (error instanceof RunTerminatedError) return { type: 'RunTerminatedError', message: error.message, stack: error.stack };
+  if (error instanceof RunTerminatedError) {
+    return { type: 'RunTerminatedError', message: error.message, stack: error.stack, cancelled: error.cancelled.map(serializeError) };
+  }
   if (error instanceof Error) {
     const code = (error as NodeJS.ErrnoException).code;
     return { type: 'Error', name: error.name, message: error.message, stack: error.stack, ...(code !== undefined ? { code } : {}) };
@@ -266,6 +268,7 @@ export function reviveError(serialized: SerializedError): Error {
     }
     case 'RunTerminatedError':
       error = new RunTerminatedError(serialized.message);
+      (error as RunTerminatedError).cancelled = serialized.cancelled.map((c) => reviveError(c) as TaskError);
       break;
     default:
       error = new Error(serialized.message);

@@ -470,6 +470,13 @@ export class RunCore<T, M extends RunMode> {
     const runtime = this.runtime;
     // What runs now is stopped, not completed: the last snapshot says so.
     if (!graceful) this.#state.cancelled = this.#state.begun;
+    // A terminated run delivers no outcome for the tasks it stops: its error lists them.
+    if (runtime && terminal.kind === 'error' && terminal.error instanceof RunTerminatedError) {
+      terminal.error.cancelled = runtime
+        .executingJobs()
+        .sort((a, b) => a.index - b.index)
+        .map((job) => new TaskError({ kind: 'cancelled', index: job.index, label: taskLabel(job.task), attempt: job.attempt, pid: job.pid }));
+    }
     const subscription = this.#subscription;
     // Shut the runtime first, so the inner teardowns below do not each kill a process.
     const stopped = runtime ? runtime.shutdown(graceful) : Promise.resolve();

@@ -559,7 +559,11 @@ export class Scheduler<T = unknown> {
           } else {
             if (callbackError) throw callbackError.error;
             const error = reviveError(message.error);
-            if (error instanceof RunTerminatedError && signal?.aborted) throw new RunTerminatedError('the run was aborted', { cause: signal.reason });
+            if (error instanceof RunTerminatedError && signal?.aborted) {
+              const aborted = new RunTerminatedError('the run was aborted', { cause: signal.reason });
+              aborted.cancelled = error.cancelled;
+              throw aborted;
+            }
             throw error;
           }
         }

@@ -173,6 +173,31 @@ test('the last snapshot of a terminated run counts the stopped tasks as cancelle
   t.deepEqual(await waitGone(pids), []);
 });
 
+test("a terminated run's RunTerminatedError lists the tasks it stopped while they executed, as 'cancelled' TaskErrors", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aps-cancelled-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const run = schedule$([0, 1, 2, 3, 4].map((i) => moduleTask(probe, 'occupy', [dir, i, 30_000])), { concurrency: 2, settle: true });
+  const done = run.toOrderedArray();
+  await first(run.progress$, (p) => p.running === 2);
+  const pids = run.pids();
+  await run.terminate();
+  const error = await done.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  t.true(error instanceof RunTerminatedError);
+  const { cancelled } = error as RunTerminatedError;
+  t.deepEqual(
+    cancelled.map((c) => [c.index, c.kind, c.isCancelled, c.attempt, c.message]),
+    [
+      [0, 'cancelled', true, 1, 'task #0 (probe.ts#occupy) was cancelled'],
+      [1, 'cancelled', true, 1, 'task #1 (probe.ts#occupy) was cancelled'],
+    ],
+  );
+  t.true(cancelled.every((c) => c instanceof TaskError && c.pid !== undefined && pids.includes(c.pid)), 'each names the process it ran in');
+  t.deepEqual(await waitGone(pids), []);
+});
+
 // A task between two attempts (its retry delay, its timed-out process being killed) is neither
 // running nor queued: it started, and was stopped. Whichever phase the termination finds it in.
 for (const [between, task, options] of [

@@ -353,6 +353,14 @@ test.serial('terminate() or aborting the signal from the progress callback stops
     t.teardown(() => rmSync(dir, { recursive: true, force: true }));
     const error = t.throws(() => scheduler.runBlocking(), { instanceOf: RunTerminatedError });
     if (how === 'abort') t.is((error?.cause as Error).message, 'user cancelled');
+    // Across the thread too, the error lists the two tasks it stopped while they ran.
+    t.deepEqual(
+      error?.cancelled.map((c) => [c.index, c.kind, c instanceof TaskError]),
+      [
+        [0, 'cancelled', true],
+        [1, 'cancelled', true],
+      ],
+    );
     t.false(scheduler.isRunning());
     const pids = pidsInFiles(dir);
     t.is(pids.length, 4, 'two workers and their grandchildren');

@@ -25,7 +25,7 @@ import type { OutputLine } from './output.js';
 import { runProcessTask } from './process-task.js';
 import { checkRss } from './rss.js';
 import { FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW } from './protocol.js';
-import type { JobEvents, JobHandle, JobSpec, TaskRuntime, TaskStats } from './runtime.js';
+import type { ExecutingJob, JobEvents, JobHandle, JobSpec, TaskRuntime, TaskStats } from './runtime.js';
 import { WorkerProcess, type FatalReport, type UnsendableTask, type WorkerConfig, type WorkerListener } from './worker-process.js';
 
 /** Keeps idle workers between runs (a WorkerPool, seen from a run). */
@@ -279,6 +279,17 @@ export class LocalRuntime implements TaskRuntime {
     for (const w of this.#abandoned) add(w);
     for (const c of this.#children) if (c.pid !== undefined && c.exitCode === null && c.signalCode === null) pids.push(c.pid);
     return pids;
+  }
+
+  executingJobs(): ExecutingJob[] {
+    const jobs: ExecutingJob[] = [];
+    for (const lane of this.#lanes) {
+      for (let i = 0; i < lane.jobs.length; i++) {
+        const job = lane.jobs.at(i)!;
+        if (job.counted) jobs.push({ task: job.task, index: job.index, attempt: job.attempt, pid: job.worker?.pid ?? job.child?.pid });
+      }
+    }
+    return jobs;
   }
 
   async shutdown(graceful: boolean): Promise<void> {

@@ -49,6 +49,14 @@ export interface JobEvents {
   retrying?(): void;
 }
 
+/** A job executing now: which task, which attempt, in which process. */
+export interface ExecutingJob {
+  task: Task;
+  index: number;
+  attempt: number;
+  pid: number | undefined;
+}
+
 export interface JobHandle {
   /** Stops the job (killing its process if it is running). No event follows. Idempotent. */
   cancel(): void;
@@ -75,6 +83,8 @@ export interface TaskRuntime {
   readonly executing: number;
   /** Process ids of every process the runtime has alive now. */
   pids(): number[];
+  /** The jobs executing right now, for the error of a run terminated under them. */
+  executingJobs(): ExecutingJob[];
   /** Lines of output, in `output: 'capture'` mode. */
   readonly output$: Observable<OutputLine>;
   /**

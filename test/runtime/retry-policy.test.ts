@@ -7,7 +7,7 @@ import { BehaviorSubject, EMPTY } from 'rxjs';
 import { OptionError, TaskError, moduleTask, type TaskFailureKind } from '../../src/index.js';
 import { resolveOptions, resolveRetry } from '../../src/options.js';
 import { DEFAULT_RETRY_ON, retryDelay, runWithRetries } from '../../src/retry.js';
-import type { JobEvents, JobSpec, TaskRuntime, TaskStats } from '../../src/runtime/runtime.js';
+import type { ExecutingJob, JobEvents, JobSpec, TaskRuntime, TaskStats } from '../../src/runtime/runtime.js';
 import { work } from '../helpers.js';
 
 test('fixed backoff waits the same delay before every retry', (t) => {
@@ -63,6 +63,9 @@ class FakeRuntime implements TaskRuntime {
   setConcurrency(): void {}
   endOfInput(): void {}
   pids(): number[] {
+    return [];
+  }
+  executingJobs(): ExecutingJob[] {
     return [];
   }
   async shutdown(): Promise<void> {}
