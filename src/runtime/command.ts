@@ -26,6 +26,8 @@ export interface SpawnedJob {
    * it never started. The caller tracks its pid (see LocalRuntime).
    */
   settled?: Promise<void>;
+  /** The tail of what it wrote to stderr so far (for a timeout's error). */
+  stderrTail?: () => string;
 }
 
 export interface CommandHooks {
@@ -81,7 +83,7 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
   let settled = false;
   let markSettled!: () => void;
   const whenSettled = new Promise<void>((resolve) => (markSettled = resolve));
-  let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  let exit: { code: number | null; signal: NodeJS.Signals | null; at: number } | undefined;
   let stopWaiting = (): void => {};
   const settle = () => {
     if (settled || !exit) return;
@@ -89,7 +91,8 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
     stopWaiting();
     markSettled();
     tap.end();
-    const durationMs = performance.now() - t0;
+    // Spawn to exit: not the time its pipes stayed open after (a background process holding them).
+    const durationMs = exit.at - t0;
     const { code, signal } = exit;
     const result: CommandResult<string | Buffer> = {
       exitCode: code,
@@ -111,6 +114,7 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
     if (settled || exit) return;
     settled = true;
     markSettled();
+    if (child.pid === undefined) releaseUnstarted(child);
     const notFound = error.code === 'ENOENT';
     // A missing working directory is reported as ENOENT too.
     const cwd = o.cwd instanceof URL ? fileURLToPath(o.cwd) : o.cwd;
@@ -130,7 +134,7 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
   // they have been quiet for CLOSE_WAIT_MS (a grandchild that keeps them open), at most
   // CLOSE_WAIT_MAX_MS after the exit.
   child.once('exit', (code, signal) => {
-    exit = { code, signal };
+    exit = { code, signal, at: performance.now() };
     stopWaiting = afterQuiet([child.stdout, child.stderr], CLOSE_WAIT_MS, CLOSE_WAIT_MAX_MS, () => {
       child.stdout?.destroy();
       child.stderr?.destroy();
@@ -138,7 +142,16 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
     });
   });
   child.once('close', () => settle());
-  return { child, settled: whenSettled };
+  return { child, settled: whenSettled, stderrTail: () => tap.stderrTail() };
+}
+
+/**
+ * Closes the pipes of a ChildProcess whose spawn failed (ENOENT, EACCES): Node leaves them open
+ * until the object is garbage-collected, and a run of many commands that cannot start would
+ * hold two file descriptors for each meanwhile.
+ */
+function releaseUnstarted(child: ChildProcess): void {
+  for (const stream of [child.stdin, child.stdout, child.stderr]) stream?.destroy();
 }
 
 /** Keeps what `stream` writes, up to `maxBuffer` bytes. */

@@ -106,6 +106,8 @@ class Job implements JobHandle {
   child: ChildProcess | undefined;
   timer: NodeJS.Timeout | undefined;
   stderrSince = 0;
+  /** A command's stderr tail so far (a module task's is its worker's). */
+  stderrTail: (() => string) | undefined = undefined;
   /** Counted in `executing`: running, and its worker (if it has one) past its start-up. */
   counted = false;
   constructor(
@@ -517,6 +519,7 @@ export class LocalRuntime implements TaskRuntime {
         rejected: (init) => settle() && job.events.rejected(this.#error(job, init)),
       });
       child = spawned.child;
+      job.stderrTail = spawned.stderrTail;
       // A run ends only once its commands are settled: until then their pids are tracked.
       if (spawned.settled) this.#stop(spawned.settled);
     } else if (task.kind === 'process') {
@@ -529,7 +532,8 @@ export class LocalRuntime implements TaskRuntime {
         rejected: (init) => settle() && job.events.rejected(this.#error(job, init)),
       });
     }
-    if (child) {
+    // One that could not start (no pid) has nothing to stop, and gets no 'exit' to forget it by.
+    if (child && child.pid !== undefined) {
       job.child = child;
       this.#children.add(child);
       // Commands and process tasks do not notice their parent's death: the guardian does. Tracked
@@ -537,6 +541,9 @@ export class LocalRuntime implements TaskRuntime {
       // it left in its group is still being stopped, and a parent that dies then must take that too.
       const untrack = child.pid === undefined ? () => {} : trackChild(child.pid, { guard: true });
       child.once('exit', () => {
+        // Its clock stops: what is left is reading its pipes (a background process may hold them
+        // for a while), not the task running past its timeout.
+        clearTimeout(job.timer);
         this.#children.delete(child);
         // The task is over: whatever is left in its process group was started by it, and orphaned.
         this.#stop(killTree(child, this.#options.killTimeout).finally(untrack));
@@ -701,15 +708,17 @@ export class LocalRuntime implements TaskRuntime {
       this.#advance(lane);
       return;
     }
-    const stderrTail = job.worker?.output.stderrTail(job.stderrSince);
-    const pid = job.worker?.pid ?? job.child?.pid;
+    const pid = worker?.pid ?? job.child?.pid;
     const kill = this.#abort(job);
     const limit = job.timeout;
-    void kill.then(({ forced }) =>
+    void kill.then(({ forced }) => {
+      // Read once it is gone: what it wrote just before may have been in its pipe, unread, when
+      // the timer fired (a busy event loop runs its timers before it reads).
+      const stderrTail = worker ? worker.output.stderrTail(job.stderrSince) : job.stderrTail?.();
       job.events.rejected(
         this.#error(job, { kind: 'timeout', detail: `it ran longer than ${limit} ms and was killed${forced ? ' (SIGKILL was needed)' : ''}`, stderrTail, pid }),
-      ),
-    );
+      );
+    });
   }
 
   /** Ends a job early, killing what runs it. Resolves when its process is gone. */

@@ -2,6 +2,7 @@
  * A command's output: its result keeps stdout and stderr, `output: 'capture'` gives its lines
  * (with its index), and a failure carries the last 8 KiB of its stderr.
  */
+import { readdirSync } from 'node:fs';
 import test from 'ava';
 import { firstValueFrom, lastValueFrom, toArray } from 'rxjs';
 import { commandTask, liveChildPids, schedule$, type OutputLine } from '../../src/index.js';
@@ -114,4 +115,38 @@ test('terminate() resolves only once a terminated command is settled: its pid is
   await run.terminate();
   t.false(liveChildPids().includes(shell!), 'no longer tracked once terminate() has resolved');
   t.deepEqual(run.pids(), []);
+});
+
+test('a command that exited 0 while a background process it left holds its pipes is fulfilled, not timed out, and not run again', async (t) => {
+  // The background writer ignores SIGTERM, so the pipes stay open until its SIGKILL, after the timeout.
+  const script = "(trap '' TERM; while :; do echo x; sleep 0.05; done) & echo done";
+  const [result] = await schedule$([commandTask('sh', ['-c', script])], { timeout: 1000, killTimeout: 3000, retries: 1, concurrency: 1 }).toOrderedArray();
+  t.is(result!.exitCode, 0);
+  t.true(result!.stdout.includes('done'));
+  t.deepEqual(liveChildPids(), []);
+});
+
+test('a command that timed out carries what it wrote to stderr', async (t) => {
+  const run = schedule$([commandTask('sh', ['-c', 'echo waiting for lock >&2; sleep 30'])], { timeout: 2000, settle: true });
+  const [outcome] = await run.toOrderedArray();
+  t.is(outcome!.status, 'rejected');
+  const reason = outcome!.status === 'rejected' ? outcome!.reason : undefined;
+  t.is(reason?.kind, 'timeout');
+  t.is(reason?.stderrTail, 'waiting for lock\n');
+});
+
+test('commands that cannot start hold no pipe and no object past their failure', async (t) => {
+  const fds = () => readdirSync('/proc/self/fd').length;
+  const before = fds();
+  let most = before;
+  function* missing() {
+    for (let i = 0; i < 300; i++) {
+      most = Math.max(most, fds());
+      yield commandTask('no-such-program-here', []);
+    }
+  }
+  const outcomes = await schedule$(missing(), { concurrency: 4, settle: true }).toOrderedArray();
+  t.true(outcomes.every((o) => o.status === 'rejected' && o.reason.kind === 'invalid'));
+  // Each failed spawn used to keep its two pipes open until a garbage collection: 600 here.
+  t.true(most - before < 60, `${most - before} more file descriptors open during the run`);
 });
