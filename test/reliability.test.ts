@@ -75,13 +75,36 @@ test('a command line in one string (as for a shell): invalid, saying there is no
   );
 });
 
-test('a command that is not executable, or a directory: invalid, EACCES', async (t) => {
-  for (const file of ['/etc/passwd', '/tmp']) {
-    const error = await failureOf(commandTask(file, []));
-    t.is(error.kind, 'invalid');
-    t.is(error.remote?.code, 'EACCES');
-    t.regex(error.message, new RegExp(`cannot run ${file}: spawn ${file} EACCES$`));
-  }
+test('a command that is not executable, or a directory: invalid, EACCES, a directory named as one', async (t) => {
+  const notExecutable = await failureOf(commandTask('/etc/passwd', []));
+  t.is(notExecutable.kind, 'invalid');
+  t.is(notExecutable.remote?.code, 'EACCES');
+  t.regex(notExecutable.message, /cannot run \/etc\/passwd: spawn \/etc\/passwd EACCES$/);
+  const directory = await failureOf(commandTask('/tmp', []));
+  t.is(directory.kind, 'invalid');
+  t.is(directory.remote?.code, 'EACCES');
+  t.is(directory.message, 'task #0 (/tmp) is invalid: cannot run /tmp: it is a directory');
+});
+
+test('a command whose working directory is a file: invalid, saying so', async (t) => {
+  const error = await failureOf(commandTask('pwd', [], { cwd: '/etc/passwd' }));
+  t.is(error.kind, 'invalid');
+  t.is(error.message, 'task #0 (pwd) is invalid: its working directory is not a directory: /etc/passwd');
+});
+
+test('a shell command line in one string: invalid, saying to run it with sh -c, not to split it', async (t) => {
+  const error = await failureOf(commandTask('ls | wc -l', []));
+  t.is(error.kind, 'invalid');
+  t.is(
+    error.message,
+    `task #0 (ls | wc -l) is invalid: command not found: ls | wc -l (ENOENT); commands run without a shell, so the name is the whole string: for shell syntax, run a shell, commandTask('sh', ['-c', "ls | wc -l"])`,
+  );
+});
+
+test('a program not in the default path, with an env that has no PATH: the message says env replaces the environment', async (t) => {
+  const error = await failureOf(commandTask('no-such-program-aps', [], { env: { FOO: 'bar' } }));
+  t.is(error.kind, 'invalid');
+  t.regex(error.message, /command not found: no-such-program-aps \(ENOENT\); its env has no PATH to look it up in \(env replaces the environment: pass \{ \.\.\.process\.env, \.\.\. \} to extend it\)$/);
 });
 
 test('a command with an empty name: invalid, not an error of the whole run', async (t) => {

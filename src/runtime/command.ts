@@ -5,7 +5,7 @@
  * @module
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { formatValue, toRemoteErrorInfo, type TaskErrorInit } from '../errors.js';
@@ -67,8 +67,14 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
       windowsHide: true,
     });
   } catch (error) {
-    // Arguments Node refuses before it tries (an empty file name, a NUL byte in an argument).
-    hooks.rejected({ kind: 'invalid', detail: `cannot run ${JSON.stringify(task.file)}: ${(error as Error).message}`, remote: toRemoteErrorInfo(error) });
+    // Arguments Node refuses before it tries (an empty file name, a NUL byte in an argument), and
+    // a working directory that is a file (ENOTDIR).
+    const code = (error as NodeJS.ErrnoException).code;
+    const detail =
+      code === 'ENOTDIR' || code === 'ENOENT' || code === 'EACCES'
+        ? spawnErrorDetail(task.file, o, error as NodeJS.ErrnoException)
+        : `cannot run ${JSON.stringify(task.file)}: ${(error as Error).message}`;
+    hooks.rejected({ kind: 'invalid', detail, remote: toRemoteErrorInfo(error) });
     return { child: undefined };
   }
   // Lines (in capture mode) and the tail of stderr; the output itself is the result's, so it is
@@ -115,17 +121,9 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
     settled = true;
     markSettled();
     if (child.pid === undefined) releaseUnstarted(child);
-    const notFound = error.code === 'ENOENT';
-    // A missing working directory is reported as ENOENT too.
-    const cwd = o.cwd instanceof URL ? fileURLToPath(o.cwd) : o.cwd;
-    const noCwd = notFound && cwd !== undefined && !existsSync(cwd);
     hooks.rejected({
-      kind: notFound || error.code === 'EACCES' ? 'invalid' : 'spawn',
-      detail: noCwd
-        ? `its working directory does not exist: ${cwd}`
-        : notFound
-          ? `command not found: ${task.file} (ENOENT)${/\s/.test(task.file) ? noShellHint(task.file) : ''}`
-          : `cannot run ${task.file}: ${error.message}`,
+      kind: error.code === 'ENOENT' || error.code === 'EACCES' || error.code === 'ENOTDIR' ? 'invalid' : 'spawn',
+      detail: spawnErrorDetail(task.file, o, error),
       remote: { name: error.name, message: error.message, code: error.code },
       durationMs: performance.now() - t0,
     });
@@ -177,8 +175,44 @@ function keep(stream: Readable | null, maxBuffer: number) {
   };
 }
 
+/** Why a command could not start, in the terms of its options: what the user has to change. */
+function spawnErrorDetail(file: string, o: CommandTask<unknown>['options'], error: NodeJS.ErrnoException): string {
+  const cwd = o.cwd instanceof URL ? fileURLToPath(o.cwd) : o.cwd;
+  // A working directory that is missing is reported as ENOENT, one that is a file as ENOTDIR.
+  if (cwd !== undefined && (error.code === 'ENOENT' || error.code === 'ENOTDIR')) {
+    if (!existsSync(cwd)) return `its working directory does not exist: ${cwd}`;
+    if (isDirectory(cwd) === false) return `its working directory is not a directory: ${cwd}`;
+  }
+  if (error.code === 'ENOENT') {
+    const noPath = o.env !== undefined && !Object.keys(o.env).some((key) => key.toUpperCase() === 'PATH') && !file.includes('/');
+    const hint = /\s/.test(file)
+      ? noShellHint(file)
+      : noPath
+        ? '; its env has no PATH to look it up in (env replaces the environment: pass { ...process.env, ... } to extend it)'
+        : '';
+    return `command not found: ${file} (ENOENT)${hint}`;
+  }
+  if (error.code === 'EACCES' && isDirectory(file)) return `cannot run ${file}: it is a directory`;
+  return `cannot run ${file}: ${error.message}`;
+}
+
+/** Whether `path` is a directory; undefined when it cannot be told (missing, no permission). */
+function isDirectory(path: string): boolean | undefined {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return undefined;
+  }
+}
+
+/** Shell syntax: what only a shell gives meaning to. */
+const SHELL_SYNTAX = /[|&;<>()$`*?"'\\]|\[/;
+
 /** For a command name with spaces in it: there is no shell to split it. */
 function noShellHint(file: string): string {
+  if (SHELL_SYNTAX.test(file)) {
+    return `; commands run without a shell, so the name is the whole string: for shell syntax, run a shell, commandTask('sh', ['-c', ${JSON.stringify(file)}])`;
+  }
   const [name, ...args] = file.trim().split(/\s+/);
   return `; commands run without a shell, so the name is the whole string: write commandTask(${JSON.stringify(name)}, ${JSON.stringify(args)})`;
 }
