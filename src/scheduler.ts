@@ -18,6 +18,7 @@ import {
 } from './run-blocking-worker.js';
 import { schedule$, type ScheduledRun } from './schedule.js';
 import { commandTask, isTask, moduleTask, processTask, taskLabel, type CommandTaskOptions, type Task, type TaskOptions } from './task.js';
+import { isThenable } from './thenable.js';
 
 /**
  * Called as tasks finish, with how much is finished and the total, like the Python library's
@@ -702,9 +703,6 @@ function startBlockingThread(data: BlockingWorkerData, port: MessagePort, execAr
   }
 }
 
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return (typeof value === 'object' || typeof value === 'function') && value !== null && typeof (value as { then?: unknown }).then === 'function';
-}
 
 /** The Scheduler's options: schedule$'s but `settle`, and its own. */
 const SCHEDULER_KEYS: ReadonlySet<string> = new Set(['onProgress', 'dynamic', 'cpuThreshold', ...[...KNOWN].filter((key) => key !== 'settle')]);

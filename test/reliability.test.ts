@@ -136,6 +136,16 @@ test('a process task whose factory returns something else: invalid, saying what 
   t.is(error.message, 'task #0 (process) is invalid: its factory must return a ChildProcess, returned 42');
 });
 
+test('an async process-task factory: invalid, saying the factory must be synchronous, and the process it resolves to is killed', async (t) => {
+  let started: ChildProcess | undefined;
+  const factory = async () => (started = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: ['ignore', 'ignore', 'ignore', 'ipc'], detached: true }));
+  const error = await failureOf(processTask(factory as never));
+  t.is(error.kind, 'invalid');
+  t.is(error.message, 'task #0 (process factory) is invalid: its factory must return a ChildProcess, returned a Promise: the factory must be synchronous (the process it resolves to is killed)');
+  t.truthy(started?.pid);
+  t.deepEqual(await waitGone([started!.pid!]), [], 'the process it made is gone: its IPC channel no longer holds this program open');
+});
+
 test('a process task whose factory returns a process that has already ended: invalid at once (its exit would never come), its pid not kept', async (t) => {
   const ended = spawn(process.execPath, ['-e', ''], { stdio: ['ignore', 'ignore', 'ignore', 'ipc'] });
   await once(ended, 'exit');

@@ -14,6 +14,7 @@ import {
   jsonExact, outputMark, pack, unpack,
   type ParentMessage, type ResultStatus, type WorkerHook, type WorkerMessage,
 } from '../runtime/protocol.js';
+import { isThenable } from '../thenable.js';
 
 type Fn = (...args: unknown[]) => unknown;
 
@@ -502,6 +503,3 @@ function fatal(error: unknown): void {
   setTimeout(exit, 1000).unref();
 }
 
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return typeof value === 'object' && value !== null && typeof (value as PromiseLike<unknown>).then === 'function';
-}

@@ -11,6 +11,7 @@ import { killTree } from './kill.js';
 import { tapOutput, type OutputLine } from './output.js';
 import { afterChannelClosed, exitWithin } from './child-exit.js';
 import { isTagged, TAG } from './protocol.js';
+import { isThenable } from '../thenable.js';
 
 export interface ProcessHooks {
   output: OutputMode;
@@ -37,6 +38,21 @@ export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks:
   } catch (error) {
     const remote = toRemoteErrorInfo(error);
     hooks.rejected({ kind: 'invalid', detail: `its process factory threw ${remote.name}: ${remote.message}`, remote });
+    return undefined;
+  }
+  if (isThenable(child)) {
+    // An async factory: the process it resolves to would run untracked, and its IPC channel
+    // would hold this program open. It is killed as soon as it comes.
+    void Promise.resolve(child).then(
+      (late: unknown) => {
+        if (late && typeof late === 'object' && typeof (late as ChildProcess).pid === 'number') void killTree(late as ChildProcess, 0);
+      },
+      () => {},
+    );
+    hooks.rejected({
+      kind: 'invalid',
+      detail: 'its factory must return a ChildProcess, returned a Promise: the factory must be synchronous (the process it resolves to is killed)',
+    });
     return undefined;
   }
   if (!child || typeof child !== 'object' || typeof child.on !== 'function' || !('pid' in child)) {
@@ -108,3 +124,4 @@ export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks:
   }));
   return child;
 }
+
