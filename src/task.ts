@@ -245,7 +245,8 @@ export function taskModule<M>(moduleUrl: string | URL): TaskModule<M> {
  * @returns A task to pass to {@link schedule$}.
  */
 export function commandTask(file: string, args?: readonly string[], options?: CommandTaskOptions & { encoding?: 'utf8' }): CommandTask<CommandResult<string>>;
-export function commandTask(file: string, args: readonly string[], options: CommandTaskOptions & { encoding: 'buffer' }): CommandTask<CommandResult<Buffer>>;
+export function commandTask(file: string, args: readonly string[] | undefined, options: CommandTaskOptions & { encoding: 'buffer' }): CommandTask<CommandResult<Buffer>>;
+export function commandTask(file: string, args: readonly string[] | undefined, options: CommandTaskOptions): CommandTask<CommandResult<string | Buffer>>;
 export function commandTask(file: string, args: readonly string[] = [], options: CommandTaskOptions = NO_OPTIONS): CommandTask<CommandResult<string | Buffer>> {
   return new CommandTaskData(file, args, options);
 }

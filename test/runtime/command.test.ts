@@ -5,7 +5,7 @@
 import { readdirSync } from 'node:fs';
 import test from 'ava';
 import { firstValueFrom, lastValueFrom, toArray } from 'rxjs';
-import { commandTask, liveChildPids, schedule$, type OutputLine } from '../../src/index.js';
+import { commandTask, liveChildPids, schedule$, type CommandResult, type CommandTask, type OutputLine } from '../../src/index.js';
 
 /** Runs commands in capture mode; returns their results and every line, as [index, stream, line]. */
 async function capture(scripts: string[]) {
@@ -149,4 +149,19 @@ test('commands that cannot start hold no pipe and no object past their failure',
   t.true(outcomes.every((o) => o.status === 'rejected' && o.reason.kind === 'invalid'));
   // Each failed spawn used to keep its two pipes open until a garbage collection: 600 here.
   t.true(most - before < 60, `${most - before} more file descriptors open during the run`);
+});
+
+test("commandTask's result type follows encoding: a string, a Buffer, or either when the encoding is only known at run time", async (t) => {
+  const encoding = (process.env.APS_NO_SUCH_VARIABLE ? 'utf8' : 'buffer') as 'utf8' | 'buffer';
+  const text: CommandTask<CommandResult<string>> = commandTask('echo', ['a']);
+  const bytes: CommandTask<CommandResult<Buffer>> = commandTask('echo', undefined, { encoding: 'buffer' });
+  const either = commandTask('echo', ['c'], { encoding });
+  // @ts-expect-error: with an encoding known only at run time, stdout may be a Buffer
+  const onlyText: CommandTask<CommandResult<string>> = either;
+  const [a] = await schedule$([text]).toOrderedArray();
+  const [b] = await schedule$([bytes]).toOrderedArray();
+  const [c] = await schedule$([onlyText]).toOrderedArray();
+  t.is(a!.stdout, 'a\n');
+  t.true(Buffer.isBuffer(b!.stdout) && b!.stdout.toString() === '\n');
+  t.true(Buffer.isBuffer(c!.stdout), 'the run-time encoding was buffer');
 });
