@@ -170,7 +170,9 @@ function keep(stream: Readable | null, maxBuffer: number) {
     },
     value(encoding: 'utf8' | 'buffer' | undefined): string | Buffer {
       const all = Buffer.concat(chunks, size);
-      return encoding === 'buffer' ? all : all.toString('utf8');
+      if (encoding === 'buffer') return all;
+      // Cut at maxBuffer: a character the cut split in two is dropped, not decoded as U+FFFD.
+      return (truncated ? withoutCutCharacter(all) : all).toString('utf8');
     },
   };
 }
@@ -194,6 +196,16 @@ function spawnErrorDetail(file: string, o: CommandTask<unknown>['options'], erro
   }
   if (error.code === 'EACCES' && isDirectory(file)) return `cannot run ${file}: it is a directory`;
   return `cannot run ${file}: ${error.message}`;
+}
+
+/** `bytes` without a last UTF-8 character that lacks some of its bytes. */
+function withoutCutCharacter(bytes: Buffer): Buffer {
+  let lead = bytes.length - 1;
+  while (lead >= 0 && bytes.length - lead < 4 && (bytes[lead]! & 0xc0) === 0x80) lead--; // continuation bytes
+  if (lead < 0) return bytes;
+  const first = bytes[lead]!;
+  const length = first >= 0xf0 ? 4 : first >= 0xe0 ? 3 : first >= 0xc0 ? 2 : 1;
+  return bytes.length - lead < length ? bytes.subarray(0, lead) : bytes;
 }
 
 /** Whether `path` is a directory; undefined when it cannot be told (missing, no permission). */

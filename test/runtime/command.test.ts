@@ -151,6 +151,15 @@ test('commands that cannot start hold no pipe and no object past their failure',
   t.true(most - before < 60, `${most - before} more file descriptors open during the run`);
 });
 
+test('maxBuffer: a character the cut splits is left out of a text result, not turned into U+FFFD', async (t) => {
+  // 'é' is two bytes: a maxBuffer of 3 cuts the second 'é' in half.
+  const [result] = await schedule$([commandTask('printf', ['éé'], { maxBuffer: 3 })], { output: 'ignore' }).toOrderedArray();
+  t.true(result!.truncated);
+  t.is(result!.stdout, 'é');
+  const [whole] = await schedule$([commandTask('printf', ['éé'], { maxBuffer: 4 })], { output: 'ignore' }).toOrderedArray();
+  t.is(whole!.stdout, 'éé');
+});
+
 test("commandTask's result type follows encoding: a string, a Buffer, or either when the encoding is only known at run time", async (t) => {
   const encoding = (process.env.APS_NO_SUCH_VARIABLE ? 'utf8' : 'buffer') as 'utf8' | 'buffer';
   const text: CommandTask<CommandResult<string>> = commandTask('echo', ['a']);
