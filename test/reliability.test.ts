@@ -4,7 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
@@ -84,6 +84,19 @@ test('a command that is not executable, or a directory: invalid, EACCES, a direc
   t.is(directory.kind, 'invalid');
   t.is(directory.remote?.code, 'EACCES');
   t.is(directory.message, 'task #0 (/tmp) is invalid: cannot run /tmp: it is a directory');
+});
+
+test('a script whose #! interpreter is missing (or carries a CRLF): invalid, naming the interpreter, not "command not found"', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aps-interp-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'crlf.sh'), '#!/bin/sh\r\necho hi\r\n', { mode: 0o755 });
+  writeFileSync(join(dir, 'other.sh'), '#!/no/such/interpreter -x\necho hi\n', { mode: 0o755 });
+  const crlf = await failureOf(commandTask(join(dir, 'crlf.sh'), []));
+  t.is(crlf.kind, 'invalid');
+  t.is(crlf.remote?.code, 'ENOENT');
+  t.regex(crlf.message, /cannot run .*crlf\.sh: its interpreter "\/bin\/sh\\r", named on its #! line, was not found \(ENOENT\): the script has Windows \(CRLF\) line ends$/);
+  const other = await failureOf(commandTask('./other.sh', [], { cwd: dir }));
+  t.regex(other.message, /cannot run \.\/other\.sh: its interpreter "\/no\/such\/interpreter", named on its #! line, was not found \(ENOENT\)$/);
 });
 
 test('a command whose working directory is a file: invalid, saying so', async (t) => {

@@ -5,7 +5,8 @@
  * @module
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { formatValue, toRemoteErrorInfo, type TaskErrorInit } from '../errors.js';
@@ -186,6 +187,8 @@ function spawnErrorDetail(file: string, o: CommandTask<unknown>['options'], erro
     if (isDirectory(cwd) === false) return `its working directory is not a directory: ${cwd}`;
   }
   if (error.code === 'ENOENT') {
+    const missingInterpreter = interpreterNotFound(file, cwd);
+    if (missingInterpreter !== undefined) return missingInterpreter;
     const noPath = o.env !== undefined && !Object.keys(o.env).some((key) => key.toUpperCase() === 'PATH') && !file.includes('/');
     const hint = /\s/.test(file)
       ? noShellHint(file)
@@ -206,6 +209,32 @@ function withoutCutCharacter(bytes: Buffer): Buffer {
   const first = bytes[lead]!;
   const length = first >= 0xf0 ? 4 : first >= 0xe0 ? 3 : first >= 0xc0 ? 2 : 1;
   return bytes.length - lead < length ? bytes.subarray(0, lead) : bytes;
+}
+
+/**
+ * For a program that exists but cannot be run because what runs it is missing (ENOENT too): the
+ * interpreter of its `#!` line (a script saved with CRLF line ends asks for `/bin/sh\r`).
+ */
+function interpreterNotFound(file: string, cwd: string | undefined): string | undefined {
+  if (!file.includes('/')) return undefined;
+  const path = resolve(cwd ?? '.', file);
+  let head: string;
+  try {
+    const fd = openSync(path, 'r');
+    try {
+      const bytes = Buffer.alloc(256);
+      head = bytes.subarray(0, readSync(fd, bytes, 0, 256, 0)).toString('latin1');
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return undefined; // not there: plainly not found
+  }
+  if (!head.startsWith('#!')) return `cannot run ${file}: it exists, but what it needs to run (its loader or a library) was not found (ENOENT)`;
+  // Not trimmed at its end: a '\r' there is the whole story.
+  const interpreter = head.slice(2).split('\n', 1)[0]!.replace(/^[ \t]+/, '').split(/[ \t]/, 1)[0]!;
+  const hint = interpreter.endsWith('\r') ? ': the script has Windows (CRLF) line ends' : '';
+  return `cannot run ${file}: its interpreter ${JSON.stringify(interpreter)}, named on its #! line, was not found (ENOENT)${hint}`;
 }
 
 /** Whether `path` is a directory; undefined when it cannot be told (missing, no permission). */
