@@ -106,7 +106,7 @@ class Job implements JobHandle {
   child: ChildProcess | undefined;
   timer: NodeJS.Timeout | undefined;
   stderrSince = 0;
-  /** A command's stderr tail so far (a module task's is its worker's). */
+  /** A command's or process task's stderr tail so far (a module task's is its worker's). */
   stderrTail: (() => string) | undefined = undefined;
   /** Counted in `executing`: running, and its worker (if it has one) past its start-up. */
   counted = false;
@@ -523,7 +523,7 @@ export class LocalRuntime implements TaskRuntime {
       // A run ends only once its commands are settled: until then their pids are tracked.
       if (spawned.settled) this.#stop(spawned.settled);
     } else if (task.kind === 'process') {
-      child = runProcessTask(task, index, {
+      const started = runProcessTask(task, index, {
         output: this.#options.output,
         killTimeout: this.#options.killTimeout,
         line,
@@ -531,6 +531,8 @@ export class LocalRuntime implements TaskRuntime {
         fulfilled: (value, durationMs, pid) => settle() && job.events.fulfilled(value, this.#stats(job, durationMs, undefined, pid)),
         rejected: (init) => settle() && job.events.rejected(this.#error(job, init)),
       });
+      child = started?.child;
+      job.stderrTail = started?.stderrTail;
     }
     // One that could not start (no pid) has nothing to stop, and gets no 'exit' to forget it by.
     if (child && child.pid !== undefined) {
@@ -539,7 +541,7 @@ export class LocalRuntime implements TaskRuntime {
       // Commands and process tasks do not notice their parent's death: the guardian does. Tracked
       // until their process group is gone, not only until they exit: a task may settle while what
       // it left in its group is still being stopped, and a parent that dies then must take that too.
-      const untrack = child.pid === undefined ? () => {} : trackChild(child.pid, { guard: true });
+      const untrack = trackChild(child.pid, { guard: true });
       child.once('exit', () => {
         // Its clock stops: what is left is reading its pipes (a background process may hold them
         // for a while), not the task running past its timeout.

@@ -22,11 +22,17 @@ export interface ProcessHooks {
   rejected(init: Omit<TaskErrorInit, 'index' | 'label' | 'attempt'>): void;
 }
 
+/** A process task's process, and the tail of what it wrote to stderr so far (for a timeout's error). */
+export interface StartedProcess {
+  child: ChildProcess;
+  stderrTail: () => string;
+}
+
 /**
- * Calls the factory and watches the process. Returns the child, or undefined when the factory
- * failed (already reported through `hooks.rejected`).
+ * Calls the factory and watches the process. Returns it, or undefined when the factory failed
+ * (already reported through `hooks.rejected`).
  */
-export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks: ProcessHooks): ChildProcess | undefined {
+export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks: ProcessHooks): StartedProcess | undefined {
   const t0 = performance.now();
   if (typeof task.factory !== 'function') {
     hooks.rejected({ kind: 'invalid', detail: `its factory must be a function that returns a ChildProcess, got ${formatValue(task.factory)}` });
@@ -122,6 +128,5 @@ export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks:
     if (signal) hooks.rejected({ ...base, kind: 'signaled' });
     else hooks.rejected({ ...base, kind: 'exited', detail: 'it sent no result' });
   }));
-  return child;
+  return { child, stderrTail: () => tap.stderrTail() };
 }
-

@@ -2,10 +2,11 @@
  * A command's output: its result keeps stdout and stderr, `output: 'capture'` gives its lines
  * (with its index), and a failure carries the last 8 KiB of its stderr.
  */
+import { spawn } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import test from 'ava';
 import { firstValueFrom, lastValueFrom, toArray } from 'rxjs';
-import { commandTask, liveChildPids, schedule$, type CommandResult, type CommandTask, type OutputLine } from '../../src/index.js';
+import { commandTask, liveChildPids, processTask, schedule$, type CommandResult, type CommandTask, type OutputLine } from '../../src/index.js';
 
 /** Runs commands in capture mode; returns their results and every line, as [index, stream, line]. */
 async function capture(scripts: string[]) {
@@ -117,22 +118,44 @@ test('terminate() resolves only once a terminated command is settled: its pid is
   t.deepEqual(run.pids(), []);
 });
 
-test('a command that exited 0 while a background process it left holds its pipes is fulfilled, not timed out, and not run again', async (t) => {
-  // The background writer ignores SIGTERM, so the pipes stay open until its SIGKILL, after the timeout.
+// Serial: the other tests here spawn hundreds of processes, and each spawn holds this event loop;
+// an exit seen seconds late would be a timeout indeed.
+test.serial('a command that exited 0 while a background process it left holds its pipes is fulfilled, not timed out, and not run again', async (t) => {
+  // The background writer ignores SIGTERM, so the pipes stay open until the run stops reading
+  // them, 5 s after the exit: past the timeout, which the shell's own exit is well within.
   const script = "(trap '' TERM; while :; do echo x; sleep 0.05; done) & echo done";
-  const [result] = await schedule$([commandTask('sh', ['-c', script])], { timeout: 1000, killTimeout: 3000, retries: 1, concurrency: 1 }).toOrderedArray();
+  const run = schedule$([commandTask('sh', ['-c', script])], { timeout: 3000, killTimeout: 8000, retries: 1, concurrency: 1 });
+  const completions = lastValueFrom(run.pipe(toArray()));
+  const [result] = await run.toOrderedArray();
   t.is(result!.exitCode, 0);
   t.true(result!.stdout.includes('done'));
-  t.deepEqual(liveChildPids(), []);
+  const { stats } = (await completions)[0]!;
+  t.is(stats.attempt, 1);
+  t.throws(() => process.kill(-stats.pid!, 0), undefined, 'its process group, the background writer included, is gone');
 });
 
-test('a command that timed out carries what it wrote to stderr', async (t) => {
-  const run = schedule$([commandTask('sh', ['-c', 'echo waiting for lock >&2; sleep 30'])], { timeout: 2000, settle: true });
-  const [outcome] = await run.toOrderedArray();
-  t.is(outcome!.status, 'rejected');
-  const reason = outcome!.status === 'rejected' ? outcome!.reason : undefined;
-  t.is(reason?.kind, 'timeout');
-  t.is(reason?.stderrTail, 'waiting for lock\n');
+test('a command or a process task that timed out carries what it wrote to stderr', async (t) => {
+  const program = "process.stderr.write('waiting for lock\\n'); setInterval(() => {}, 1000)";
+  const run = schedule$(
+    [
+      commandTask('sh', ['-c', 'echo waiting for lock >&2; sleep 30']),
+      processTask(() => spawn(process.execPath, ['-e', program], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], detached: true })),
+    ],
+    { timeout: 2000, settle: true, concurrency: 2, output: 'ignore' },
+  );
+  const outcomes = await run.toOrderedArray();
+  t.deepEqual(
+    outcomes.map((o) => (o.status === 'rejected' ? [o.reason.kind, o.reason.stderrTail] : [o.status])),
+    [
+      ['timeout', 'waiting for lock\n'],
+      ['timeout', 'waiting for lock\n'],
+    ],
+  );
+  for (const outcome of outcomes) {
+    const pid = outcome.status === 'rejected' ? outcome.reason.pid : undefined;
+    t.true(pid !== undefined);
+    t.throws(() => process.kill(-pid!, 0), undefined, 'its process group is gone');
+  }
 });
 
 test('commands that cannot start hold no pipe and no object past their failure', async (t) => {
