@@ -1,9 +1,10 @@
 // Automatic concurrency and a user's slider, with real processes. Nothing here asserts a duration:
 // the machine may be shared and slow, so only bounds and directions are checked.
+import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import test from 'ava';
 import { BehaviorSubject } from 'rxjs';
-import { moduleTask, optimalConcurrency, schedule$, type Progress, type ScheduledRun } from '../src/index.js';
+import { commandTask, moduleTask, optimalConcurrency, schedule$, type Progress, type ScheduledRun } from '../src/index.js';
 import { isAlive } from './helpers.js';
 
 const tasksModule = new URL('./load/auto-tasks.ts', import.meta.url);
@@ -57,6 +58,43 @@ test('auto: CPU-bound tasks never raise the limit above its start', async (t) =>
   t.true(limits.every((limit) => limit <= initial), `never above ${initial}: ${limits.join(' → ')}`);
   t.deepEqual(pids.filter(isAlive), [], 'every worker is gone at the end');
 });
+
+test('auto: commands that do their work in a grandchild (sh -c) count as CPU-bound: the limit never rises', async (t) => {
+  const initial = optimalConcurrency();
+  if (os.cpus().length > initial) {
+    t.pass(`skipped: ${os.cpus().length} host CPUs, ${initial} usable`);
+    return;
+  }
+  // The shell only waits; the busy loop runs in the Node process it starts (`; exit $?` keeps the
+  // shell from replacing itself with it). Measured alone, the shell would look I/O-bound.
+  const busy = `${JSON.stringify(process.execPath)} -e 'const end = Date.now() + 300; while (Date.now() < end);'; exit $?`;
+  const run = schedule$(Array.from({ length: 4 * initial }, () => commandTask('sh', ['-c', busy])), { sampleInterval: 50 });
+  const grandchildren = new Set<number>();
+  run.progress$.subscribe(() => {
+    for (const pid of run.pids()) for (const child of childrenOf(pid)) grandchildren.add(child);
+  });
+  const { values, limits, snapshots, pids } = await observe(run);
+
+  t.is(values.length, 4 * initial);
+  t.true(values.every((result) => result.exitCode === 0));
+  const loads = snapshots.flatMap((p) => (p.load ? [`${p.concurrency}:${p.load.cpu?.toFixed(0)}/${p.load.childrenDemand?.toFixed(0)}/${p.load.childrenMeasured}/r${p.running}`] : []));
+  t.true(limits.every((limit) => limit <= initial), `never above ${initial}: ${limits.join(' → ')} ${loads.join(' ')}`);
+  t.true(
+    snapshots.some((p) => (p.load?.childrenRss ?? 0) > 10 * 2 ** 20),
+    'the memory read includes the Node grandchildren, not only the shells',
+  );
+  t.true(grandchildren.size > 0, 'grandchildren were seen running');
+  t.deepEqual([...pids, ...grandchildren].filter(isAlive), [], 'every shell and grandchild is gone at the end');
+});
+
+/** The pids a process's main thread started, from /proc (none elsewhere, or once it is gone). */
+function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'latin1').split(' ').filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
 
 test('a slider drives concurrency$ and progress$ as auto mode does, without sampling anything', async (t) => {
   const slider = new BehaviorSubject(1);

@@ -15,12 +15,14 @@ export interface LoadReading {
   /**
    * CPU use of the scheduler's own child processes, summed, in percent of one core
    * (two children each keeping a core busy read 200). A pid reads 0 on its first sample.
-   * On Linux from the schedstat of their threads; elsewhere through pidusage.
+   * On Linux from the schedstat of their threads, and each child counts with the processes it
+   * started, and theirs (up to 256 processes per child); elsewhere through pidusage, the children alone.
    */
   childrenCpu?: number;
   /**
    * Resident set size of the scheduler's own child processes, summed, in bytes. On Linux from
-   * `VmRSS` in /proc/<pid>/status; elsewhere through pidusage.
+   * `VmRSS` in /proc/<pid>/status, each child with the processes it started; elsewhere through
+   * pidusage, the children alone.
    */
   childrenRss?: number;
   /**
@@ -31,7 +33,9 @@ export interface LoadReading {
    * waits for I/O or timers reads near 0 (one that wakes very often on a crowded host reads higher:
    * it waits for a CPU after each wake-up). Only children that have finished starting up count (see
    * `STARTUP_DEMAND` and `childrenMeasured`): a process's start-up says nothing about its tasks.
-   * `undefined` where `/proc/<pid>/schedstat` does not exist (not Linux).
+   * Each child counts with the processes it started, and theirs: a command run through `sh -c`
+   * does its work in a grandchild while the shell only waits. `undefined` where
+   * `/proc/<pid>/schedstat` does not exist (not Linux).
    */
   childrenDemand?: number;
   /**
@@ -39,7 +43,7 @@ export interface LoadReading {
    * percent of one core: `childrenDemand - childrenWait` is the CPU they used.
    */
   childrenWait?: number;
-  /** How many child processes `childrenDemand` covers. */
+  /** How many child processes `childrenDemand` covers (each with the processes it started). */
   childrenMeasured?: number;
 }
 
@@ -91,14 +95,19 @@ export const STARTUP_CALM_INTERVALS = 1;
 /** See {@link STARTUP_DEMAND}: a CPU-bound child never reads low, yet must count from some age on (ms since first seen). */
 export const STARTUP_MAX_MS = 5000;
 
+/**
+ * The most processes measured as one child: the child and what it started, and so on down,
+ * breadth first. A command that forks hundreds of processes at once is measured by its first
+ * 256, which is plenty to tell CPU-bound from waiting, and a reading stays cheap.
+ */
+export const MAX_TREE = 256;
+
 /** What the system sampler remembers of one child between samples. */
 interface ChildHistory {
-  /** Run + wait nanoseconds at the last sample. */
-  ns: number;
-  /** Run nanoseconds at the last sample. */
+  /** Run and wait nanoseconds at the last sample, of the child and of each process under it, by pid. */
+  members: Map<number, ProcessStat>;
+  /** Run nanoseconds of the whole tree at the last sample: the members' and what they have reaped. */
   runNs: number;
-  /** Wait nanoseconds at the last sample. */
-  waitNs: number;
   /** `process.hrtime.bigint()` when the child was first seen. */
   firstSeen: bigint;
   /** Consecutive intervals at or below {@link STARTUP_DEMAND}. */
@@ -263,29 +272,39 @@ export function systemLoadSampler(options: SystemLoadSamplerOptions = {}): LoadS
     let waitNs = 0;
     let measured = 0;
     for (const pid of pids) {
-      const stat = readSchedstat(pid);
-      if (!stat) continue; // exited
-      rss += processRss(pid) ?? 0;
-      const ns = stat.runNs + stat.waitNs;
+      const tree = readTree(pid);
+      if (!tree) continue; // exited
+      rss += tree.rss;
       const before = history.get(pid);
       const entry: ChildHistory = {
-        ns,
-        waitNs: stat.waitNs,
-        runNs: stat.runNs,
+        members: tree.members,
+        runNs: tree.runNs,
         firstSeen: before?.firstSeen ?? now,
         calm: before?.calm ?? 0,
         started: before?.started ?? false,
       };
       next.set(pid, entry);
       if (!before || !(elapsedNs > 0)) continue;
-      // Threads that ended since the last sample take their time with them: never below 0.
-      const gained = Math.max(0, ns - before.ns);
-      runNs += Math.max(0, stat.runNs - before.runNs);
-      entry.calm = (100 * gained) / elapsedNs <= STARTUP_DEMAND ? entry.calm + 1 : 0;
+      // The tree's run time counts what its members reaped: a process that exited since the last
+      // sample took its run time to its parent's. Threads that ended take their time with them:
+      // never below 0.
+      const gainedRun = Math.max(0, tree.runNs - before.runNs);
+      let gainedWait = 0;
+      for (const [member, stat] of tree.members) {
+        // A process not there at the last sample has started since: all its waiting is new.
+        gainedWait += Math.max(0, stat.waitNs - (before.members.get(member)?.waitNs ?? 0));
+      }
+      const gained = gainedRun + gainedWait;
+      runNs += gainedRun;
+      // Calm only with the same processes and threads as at the last sample: a shell whose busy
+      // child has just ended, or a process whose threads are being torn down as it exits, idles for
+      // a moment (and an ended thread takes its time with it), which says nothing about its task.
+      const calm = (100 * gained) / elapsedNs <= STARTUP_DEMAND && sameThreads(tree.members, before.members);
+      entry.calm = calm ? entry.calm + 1 : 0;
       entry.started ||= entry.calm >= STARTUP_CALM_INTERVALS || Number(now - entry.firstSeen) / 1e6 >= STARTUP_MAX_MS;
       if (entry.started) {
         demandNs += gained;
-        waitNs += Math.min(gained, Math.max(0, stat.waitNs - before.waitNs));
+        waitNs += gainedWait;
         measured += 1;
       }
     }
@@ -353,6 +372,85 @@ export function systemLoadSampler(options: SystemLoadSamplerOptions = {}): LoadS
 /** The children's part of a reading. */
 type ChildFields = Pick<LoadReading, 'childrenCpu' | 'childrenRss' | 'childrenDemand' | 'childrenWait' | 'childrenMeasured'>;
 
+/** A process's schedstat, its threads summed, and how many threads that covers. */
+interface ProcessStat extends SchedStat {
+  threads: number;
+}
+
+/** True if both readings hold the same processes, each with as many threads. */
+function sameThreads(a: ReadonlyMap<number, ProcessStat>, b: ReadonlyMap<number, ProcessStat>): boolean {
+  if (a.size !== b.size) return false;
+  for (const [pid, stat] of a) if (b.get(pid)?.threads !== stat.threads) return false;
+  return true;
+}
+
+/**
+ * One child and the processes under it (its children, theirs, and so on, breadth first, at most
+ * {@link MAX_TREE}): the schedstat of each; the run time of them all, with what they have reaped
+ * (a process that exited and was waited for hands its CPU time to its parent's `cutime` and
+ * `cstime`); and their resident memory. `undefined` when the child itself has exited. A process
+ * that exits while the tree is read is left out.
+ */
+function readTree(pid: number): { members: Map<number, ProcessStat>; runNs: number; rss: number } | undefined {
+  const members = new Map<number, ProcessStat>();
+  let runNs = 0;
+  let rss = 0;
+  const queue = [pid];
+  for (let i = 0; i < queue.length && members.size < MAX_TREE; i++) {
+    const member = queue[i]!;
+    if (members.has(member)) continue;
+    const stat = readSchedstat(member);
+    if (!stat) continue;
+    members.set(member, stat);
+    runNs += stat.runNs + reapedNs(member);
+    rss += processRss(member) ?? 0;
+    for (const child of readChildren(member)) queue.push(child);
+  }
+  return members.has(pid) ? { members, runNs, rss } : undefined;
+}
+
+/**
+ * Nanoseconds of CPU that the processes `pid` has waited for used, theirs included (`cutime` and
+ * `cstime` of `/proc/<pid>/stat`, in the kernel's fixed 100 ticks per second); 0 when unknown.
+ */
+function reapedNs(pid: number): number {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  } catch {
+    return 0;
+  }
+  // After the command name (which may hold spaces and parentheses): state is field 3, cutime 16, cstime 17.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ', 15);
+  const ticks = Number(fields[13]) + Number(fields[14]);
+  return Number.isFinite(ticks) && ticks > 0 ? ticks * (1e9 / USER_HZ) : 0;
+}
+
+/** Clock ticks per second of the times in /proc/<pid>/stat: fixed at 100 on every Linux architecture. */
+const USER_HZ = 100;
+
+/**
+ * The pids of the processes that `pid`'s main thread started and that have not exited, from
+ * `/proc/<pid>/task/<pid>/children`; none where that file does not exist (a kernel built without
+ * it). Only the main thread's: shells, Node (`child_process` runs on the thread of its JavaScript,
+ * and a worker process's tasks run on the main one) and most programs start processes from it,
+ * and reading every thread's list would double the cost of a reading for a Node worker.
+ */
+function readChildren(pid: number): number[] {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/task/${pid}/children`, 'latin1');
+  } catch {
+    return [];
+  }
+  const pids: number[] = [];
+  for (const field of text.split(' ')) {
+    const child = Number(field);
+    if (field !== '' && Number.isInteger(child) && child > 0) pids.push(child);
+  }
+  return pids;
+}
+
 /**
  * The schedstat of all of one process's threads, summed, or `undefined` when it has exited or cannot
  * be read. All threads, not just the main one: a worker's main thread may sit blocked while its
@@ -362,7 +460,7 @@ type ChildFields = Pick<LoadReading, 'childrenCpu' | 'childrenRss' | 'childrenDe
  * Read synchronously: these files are generated from memory, and a pool of 16 Node workers (about
  * 110 threads) takes about 3 ms this way, several times less than through libuv's thread pool.
  */
-function readSchedstat(pid: number): SchedStat | undefined {
+function readSchedstat(pid: number): ProcessStat | undefined {
   let tids: string[];
   try {
     tids = readdirSync(`/proc/${pid}/task`);
@@ -384,7 +482,7 @@ function readSchedstat(pid: number): SchedStat | undefined {
     waitNs += thread.waitNs;
     read += 1;
   }
-  return read > 0 ? { runNs, waitNs } : undefined;
+  return read > 0 ? { runNs, waitNs, threads: read } : undefined;
 }
 
 /**

@@ -1,8 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test from 'ava';
+import { waitGone } from '../helpers.js';
 import type { LoadReading } from '../../src/load/samplers.js';
 import {
   cpuTimesSnapshot,
@@ -225,4 +226,44 @@ test.serial('childrenDemand: a child that waits reads low, and counts once it ha
   t.true(readings.at(-1)!.childrenDemand! <= 50, `demand ${readings.at(-1)!.childrenDemand}`);
   await stop(child);
   t.like(await sampler.sample(), { childrenDemand: 0, childrenMeasured: 0 }, 'an exited child is forgotten');
+});
+
+test.serial('a child counts with the processes it started: a shell waiting on a busy grandchild demands a core, with its memory', async (t) => {
+  if (process.platform !== 'linux') {
+    t.pass('childrenDemand needs /proc/<pid>/schedstat');
+    return;
+  }
+  // `; exit $?` keeps the shell from replacing itself with Node: it waits while its child works.
+  const shell = spawn('sh', ['-c', `${JSON.stringify(process.execPath)} -e 'for (;;) {}'; exit $?`], { stdio: 'ignore', detached: true });
+  const group = shell.pid!;
+  t.teardown(() => {
+    try {
+      process.kill(-group, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  });
+  await once(shell, 'spawn');
+  let grandchild: number | undefined;
+  const until = Date.now() + 20_000;
+  while (grandchild === undefined && Date.now() < until) {
+    await sleep(20);
+    grandchild = Number(readFileSync(`/proc/${group}/task/${group}/children`, 'latin1').trim().split(' ')[0]) || undefined;
+  }
+  t.truthy(grandchild, 'the shell started its child');
+  const sampler = systemLoadSampler({ childPids: () => [group] });
+  t.teardown(() => sampler.close?.());
+  await sampler.sample();
+  // The shell only waits, but its tree is busy: it never reads calm, so it counts from STARTUP_MAX_MS on.
+  const readings = await sampleUntil(sampler, (r) => r.childrenMeasured === 1);
+  t.is(readings.at(-1)!.childrenMeasured, 1, `measured within 20 s (STARTUP_MAX_MS is ${STARTUP_MAX_MS})`);
+  await sleep(1000);
+  const later = await sampler.sample();
+  t.true(later.childrenDemand! >= 50, `demand ${later.childrenDemand} over a second: the grandchild's busy loop, not the shell's wait`);
+  t.true(later.childrenRss! > 10 * 2 ** 20, `memory ${later.childrenRss} bytes: the Node grandchild's, not only the shell's`);
+
+  const exited = once(shell, 'exit');
+  process.kill(-group, 'SIGKILL');
+  await exited;
+  t.deepEqual(await waitGone([group, grandchild!]), [], 'the shell and its child are gone');
 });
