@@ -28,7 +28,10 @@ export interface TaskOptions {
    * @default the run's `timeout` (none)
    */
   timeout?: number;
-  /** A short name used in errors and progress, e.g. `"resize photo 12"`. @default derived from the task */
+  /**
+   * A short name used in errors, e.g. `"resize photo 12"`.
+   * @default `file.ts#export` for a module task; for a command, its line as a shell would show it (`sh -c 'exit 3'`), cut at 80 characters; `process` and the factory's name for a process task
+   */
   label?: string;
   /**
    * How much this task counts in weighted progress (`Progress.weightDone`/`weightTotal`),
@@ -305,10 +308,29 @@ export function taskLabel(task: Task): string {
       return `${task.module.slice(slash + 1)}#${task.exportName}`;
     }
     case 'command':
-      return String(task.file);
+      return commandLine(task.file, task.args);
     case 'process':
       return typeof task.factory === 'function' && task.factory.name ? `process ${task.factory.name}` : 'process';
   }
+}
+
+/** The longest a command's label gets: past it, the command line is cut and ends with `…`. */
+const MAX_COMMAND_LABEL = 80;
+
+/**
+ * A command as a shell would show it: the program, then its arguments, each quoted when a shell
+ * would read it otherwise (`sh -c 'exit 3'`), cut at {@link MAX_COMMAND_LABEL} characters. Just the
+ * program when the arguments are not an array of strings (an invalid task).
+ */
+function commandLine(file: unknown, args: unknown): string {
+  let line = String(file);
+  if (Array.isArray(args) && args.every((arg) => typeof arg === 'string')) {
+    for (const arg of args as string[]) {
+      if (line.length > MAX_COMMAND_LABEL) break;
+      line += ` ${/^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`}`;
+    }
+  }
+  return line.length > MAX_COMMAND_LABEL ? `${line.slice(0, MAX_COMMAND_LABEL - 1)}…` : line;
 }
 
 /**

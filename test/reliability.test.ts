@@ -53,10 +53,23 @@ test('invalid per-task weight or retries: invalid, naming the option', async (t)
   t.is(retries.message, 'task #0 (work.ts#square) is invalid: task option retries must be an integer >= 0, got -3');
 });
 
+test('a failing command is named by its command line, quoted as a shell would read it, and cut at 80 characters', async (t) => {
+  const error = await failureOf(commandTask('sh', ['-c', "echo 'to stderr' >&2; exit 3"]));
+  t.is(error.kind, 'exited');
+  t.is(error.label, `sh -c 'echo '\\''to stderr'\\'' >&2; exit 3'`);
+  t.is(error.message, `task #0 (sh -c 'echo '\\''to stderr'\\'' >&2; exit 3') exited with code 3`);
+  t.is(error.stderrTail, 'to stderr\n');
+  const long = await failureOf(commandTask('sh', ['-c', `exit 4; ${'x'.repeat(200)}`, 'an argument']));
+  t.is(long.label, `sh -c 'exit 4; ${'x'.repeat(64)}…`);
+  t.is(long.label!.length, 80);
+  const labelled = await failureOf(commandTask('false', [], { label: 'the check' }));
+  t.is(labelled.message, 'task #0 (the check) exited with code 1', 'a label given replaces the command line');
+});
+
 test('a command whose working directory does not exist: invalid, saying so (not "command not found")', async (t) => {
   const error = await failureOf(commandTask('echo', ['x'], { cwd: '/nonexistent-aps-dir' }));
   t.is(error.kind, 'invalid');
-  t.is(error.message, 'task #0 (echo) is invalid: its working directory does not exist: /nonexistent-aps-dir');
+  t.is(error.message, 'task #0 (echo x) is invalid: its working directory does not exist: /nonexistent-aps-dir');
 });
 
 test('a command that does not exist: invalid, ENOENT', async (t) => {
