@@ -2,11 +2,13 @@
  * Bad input gets a clear, typed error naming the problem and the task, never a hang and never a
  * lost result: the rows of the table in guides/reliability.md that other test files do not cover.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import test from 'ava';
 import { BehaviorSubject, EMPTY, of } from 'rxjs';
 import { TaskError, commandTask, liveChildPids, moduleTask, processTask, schedule$, type TaskFailure } from '../src/index.js';
@@ -64,6 +66,39 @@ test('a failing command is named by its command line, quoted as a shell would re
   t.is(long.label!.length, 80);
   const labelled = await failureOf(commandTask('false', [], { label: 'the check' }));
   t.is(labelled.message, 'task #0 (the check) exited with code 1', 'a label given replaces the command line');
+});
+
+/** Runs test/fixtures/fd-shortage.ts under `ulimit -n 128` and returns what it printed. */
+async function underFdLimit(...args: string[]) {
+  const script = fileURLToPath(new URL('./fixtures/fd-shortage.ts', import.meta.url));
+  const command = `ulimit -n 128 && exec "$0" --import tsx "$@"`;
+  const { stdout } = await promisify(execFile)('sh', ['-c', command, process.execPath, script, ...args], { timeout: 60_000 });
+  return JSON.parse(stdout) as { stdouts: string[]; failures: Array<{ kind: string; message: string }>; mostRunning: number; pids: number[]; live: number[] };
+}
+
+test('more commands at once than the limit on open files allows: they wait for descriptors instead of failing', async (t) => {
+  if (process.platform === 'win32') {
+    t.pass('ulimit is POSIX');
+    return;
+  }
+  const result = await underFdLimit('crowd', '150');
+  t.deepEqual(result.failures, []);
+  t.deepEqual(result.stdouts, Array.from({ length: 150 }, (_, i) => String(i)), 'every command ran, and its result is in its place');
+  t.true(result.mostRunning < 150, `at most ${result.mostRunning} ran at once: some had to wait`);
+  t.deepEqual(result.live, [], 'the run tracked nothing alive at its end');
+  t.deepEqual(await waitGone(result.pids), [], 'every command is gone, by pid');
+});
+
+test('a command that can get no descriptor, with none of the run\'s processes left to free one: it fails, saying what to change', async (t) => {
+  if (process.platform === 'win32') {
+    t.pass('ulimit is POSIX');
+    return;
+  }
+  const result = await underFdLimit('starved');
+  t.deepEqual(result.stdouts, []);
+  t.is(result.failures.length, 1);
+  t.is(result.failures[0]!.kind, 'spawn');
+  t.regex(result.failures[0]!.message, /^task #0 \(sh -c 'sleep 0\.2; echo 0'\) could not start: cannot run sh: this process has too many open files \(EMFILE.*lower the concurrency, or raise the limit$/);
 });
 
 test('a command whose working directory does not exist: invalid, saying so (not "command not found")', async (t) => {

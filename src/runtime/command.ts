@@ -5,7 +5,7 @@
  * @module
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -198,7 +198,25 @@ function spawnErrorDetail(file: string, o: CommandTask<unknown>['options'], erro
     return `command not found: ${file} (ENOENT)${hint}`;
   }
   if (error.code === 'EACCES' && isDirectory(file)) return `cannot run ${file}: it is a directory`;
+  if (error.code === 'EMFILE') {
+    const limit = processLimit('Max open files');
+    return `cannot run ${file}: this process has too many open files (EMFILE${limit ? `; its limit, ulimit -n, is ${limit}` : ''}), and none of the run's processes is left to close some. Each running command holds two or three: lower the concurrency, or raise the limit`;
+  }
+  if (error.code === 'ENFILE') return `cannot run ${file}: the system has too many open files (ENFILE): lower the concurrency`;
+  if (error.code === 'EAGAIN') {
+    const limit = processLimit('Max processes');
+    return `cannot run ${file}: no process can be started now (EAGAIN: the limit on processes${limit ? `, ulimit -u ${limit},` : ''} or on memory is reached), and none of the run's processes is left to end: lower the concurrency`;
+  }
   return `cannot run ${file}: ${error.message}`;
+}
+
+/** The soft limit named `name` in /proc/self/limits (`Max open files`), where there is one. */
+function processLimit(name: string): string | undefined {
+  try {
+    return new RegExp(`^${name}\\s+(\\S+)`, 'm').exec(readFileSync('/proc/self/limits', 'latin1'))?.[1];
+  } catch {
+    return undefined;
+  }
 }
 
 /** `bytes` without a last UTF-8 character that lacks some of its bytes. */

@@ -83,6 +83,14 @@ const RSS_CHECK_INTERVAL_MS = 50;
 /** Consecutive workers dying before they are ready, after which the runtime stops forking. */
 const MAX_BOOT_FAILURES = 3;
 /**
+ * How long a command that cannot start for want of file descriptors or processes (EMFILE, ENFILE,
+ * EAGAIN) waits, in all, when none of the run's processes is running to free some: then it fails
+ * (kind `spawn`). While some run, it waits for them, however long they take.
+ */
+const SHORTAGE_WAIT_MAX_MS = 5000;
+/** The first pause before such a command tries again when none of the run's processes ended; it doubles up to 1 s. */
+const SHORTAGE_RETRY_MS = 10;
+/**
  * Job ids, unique in the process rather than per runtime: a pooled worker serves one run after
  * another, and an id it was told to skip, or any late message it sends, must never match a task
  * of the next run.
@@ -110,6 +118,8 @@ class Job implements JobHandle {
   stderrTail: (() => string) | undefined = undefined;
   /** Counted in `executing`: running, and its worker (if it has one) past its start-up. */
   counted = false;
+  /** When the command first could not start for want of file descriptors or processes. */
+  shortSince: number | undefined = undefined;
   constructor(
     readonly id: number,
     spec: JobSpec,
@@ -173,6 +183,14 @@ export class LocalRuntime implements TaskRuntime {
   #broken: string | undefined;
   #brokenStderr: string | undefined;
   #closing = false;
+  /**
+   * Commands that could not start for want of file descriptors or processes (see
+   * SHORTAGE_WAIT_MAX_MS), oldest first: queued again at the head of their lanes, they start one
+   * at a time as the run's processes end.
+   */
+  readonly #short: Job[] = [];
+  #shortTimer: NodeJS.Timeout | undefined;
+  #shortDelay = SHORTAGE_RETRY_MS;
   /** The run starts no new tasks (see endOfInput). */
   #inputEnded = false;
   executing = 0;
@@ -297,6 +315,8 @@ export class LocalRuntime implements TaskRuntime {
   async shutdown(graceful: boolean): Promise<void> {
     this.#closing = true;
     clearTimeout(this.#rebalanceTimer);
+    clearTimeout(this.#shortTimer);
+    this.#short.length = 0;
     const workers = new Set<WorkerProcess>(this.#spares);
     for (const timer of this.#spareTimers.values()) clearTimeout(timer);
     this.#spareTimers.clear();
@@ -516,9 +536,17 @@ export class LocalRuntime implements TaskRuntime {
         capture,
         line,
         fulfilled: (value, durationMs, pid) => settle() && job.events.fulfilled(value, this.#stats(job, durationMs, undefined, pid)),
-        rejected: (init) => settle() && job.events.rejected(this.#error(job, init)),
+        rejected: (init) => {
+          if (isShortage(init) && this.#waitForResources(job)) return;
+          if (settle()) job.events.rejected(this.#error(job, init));
+        },
       });
       child = spawned.child;
+      // It started: what it waited for was there, so the next command waiting may have it too.
+      if (child?.pid !== undefined) {
+        job.shortSince = undefined;
+        if (this.#short.length > 0) queueMicrotask(() => this.#retryShort());
+      }
       job.stderrTail = spawned.stderrTail;
       // A run ends only once its commands are settled: until then their pids are tracked.
       if (spawned.settled) this.#stop(spawned.settled);
@@ -547,10 +575,55 @@ export class LocalRuntime implements TaskRuntime {
         // for a while), not the task running past its timeout.
         clearTimeout(job.timer);
         this.#children.delete(child);
+        // Its pipes close once they are read to the end: a command waiting for descriptors tries then.
+        if (this.#short.length > 0) child.once('close', () => this.#retryShort());
         // The task is over: whatever is left in its process group was started by it, and orphaned.
         this.#stop(killTree(child, this.#options.killTimeout).finally(untrack));
       });
     }
+  }
+
+  /**
+   * A command could not start for want of file descriptors or processes: it goes back to the
+   * head of its lane, no longer counted as executing, and tries again once another of the run's
+   * processes has ended (or after a pause, since what is missing may be held by someone else).
+   * False, so that it fails, once it has waited SHORTAGE_WAIT_MAX_MS in all and none of the run's
+   * processes is left to free anything.
+   */
+  #waitForResources(job: Job): boolean {
+    if (this.#closing || job.state !== 'running') return false;
+    const now = performance.now();
+    job.shortSince ??= now;
+    if (now - job.shortSince >= SHORTAGE_WAIT_MAX_MS && this.#children.size === 0) return false;
+    this.#uncount(job);
+    clearTimeout(job.timer);
+    job.state = 'queued';
+    job.stderrTail = undefined;
+    this.#short.push(job);
+    this.#options.progress?.changed();
+    if (!this.#shortTimer) {
+      this.#shortTimer = setTimeout(() => {
+        this.#shortTimer = undefined;
+        this.#shortDelay = Math.min(1000, this.#shortDelay * 2);
+        this.#retryShort();
+      }, this.#shortDelay);
+    }
+    return true;
+  }
+
+  /** Starts the oldest command that is waiting for resources; if it starts, the next one tries too. */
+  #retryShort(): void {
+    clearTimeout(this.#shortTimer);
+    this.#shortTimer = undefined;
+    while (this.#short.length > 0 && !this.#closing) {
+      const job = this.#short.shift()!;
+      const lane = job.lane;
+      // Cancelled, or moved on meanwhile: nothing to do for it.
+      if (job.state !== 'queued' || !lane || lane.jobs.at(0) !== job) continue;
+      this.#startProcessJob(job);
+      return;
+    }
+    if (this.#short.length === 0) this.#shortDelay = SHORTAGE_RETRY_MS;
   }
 
   // ---- outcomes ------------------------------------------------------------------------------
@@ -1034,6 +1107,12 @@ export class LocalRuntime implements TaskRuntime {
   #error(job: Job, init: Omit<TaskErrorInit, 'index' | 'label' | 'attempt'>): TaskError {
     return new TaskError({ ...init, index: job.index, label: taskLabel(job.task), attempt: job.attempt });
   }
+}
+
+/** True for a command that could not start for want of file descriptors or processes, not for a fault of its own. */
+function isShortage(init: Omit<TaskErrorInit, 'index' | 'label' | 'attempt'>): boolean {
+  const code = init.remote?.code;
+  return init.kind === 'spawn' && (code === 'EMFILE' || code === 'ENFILE' || code === 'EAGAIN');
 }
 
 /** True if a module task waits in the lane, not yet sent to a worker. */
