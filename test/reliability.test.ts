@@ -94,11 +94,17 @@ test('a command that can get no descriptor, with none of the run\'s processes le
     t.pass('ulimit is POSIX');
     return;
   }
-  const result = await underFdLimit('starved');
+  const result = await underFdLimit('starved', '3');
   t.deepEqual(result.stdouts, []);
-  t.is(result.failures.length, 1);
-  t.is(result.failures[0]!.kind, 'spawn');
-  t.regex(result.failures[0]!.message, /^task #0 \(sh -c 'sleep 0\.2; echo 0'\) could not start: cannot run sh: this process has too many open files \(EMFILE.*lower the concurrency, or raise the limit$/);
+  t.deepEqual(
+    result.failures.map((failure) => failure.kind),
+    ['spawn', 'spawn', 'spawn'],
+    'each of them fails; none is left waiting once the first has given up',
+  );
+  t.regex(
+    result.failures[0]!.message,
+    /^task #0 \(sh -c 'sleep 0\.2; echo 0'\) could not start: cannot run sh: this process has too many open files \(EMFILE; its limit, ulimit -n, is 128\), and none of the run's processes is left to close some\. Each running command holds two or three: lower the concurrency, or raise the limit$/,
+  );
 });
 
 test('a command whose working directory does not exist: invalid, saying so (not "command not found")', async (t) => {

@@ -210,13 +210,23 @@ function spawnErrorDetail(file: string, o: CommandTask<unknown>['options'], erro
   return `cannot run ${file}: ${error.message}`;
 }
 
+/**
+ * The text of /proc/self/limits, read when this module loads (about 30 µs): once every descriptor
+ * is taken it could not be read any more, and that is when it is wanted. Empty where there is none.
+ */
+const limits = readLimits();
+
+function readLimits(): string {
+  try {
+    return readFileSync('/proc/self/limits', 'latin1');
+  } catch {
+    return '';
+  }
+}
+
 /** The soft limit named `name` in /proc/self/limits (`Max open files`), where there is one. */
 function processLimit(name: string): string | undefined {
-  try {
-    return new RegExp(`^${name}\\s+(\\S+)`, 'm').exec(readFileSync('/proc/self/limits', 'latin1'))?.[1];
-  } catch {
-    return undefined;
-  }
+  return new RegExp(`^${name}\\s+(\\S+)`, 'm').exec(limits)?.[1];
 }
 
 /** `bytes` without a last UTF-8 character that lacks some of its bytes. */

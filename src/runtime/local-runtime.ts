@@ -120,6 +120,8 @@ class Job implements JobHandle {
   counted = false;
   /** When the command first could not start for want of file descriptors or processes. */
   shortSince: number | undefined = undefined;
+  /** In the runtime's list of commands waiting for resources. */
+  short = false;
   constructor(
     readonly id: number,
     spec: JobSpec,
@@ -191,6 +193,8 @@ export class LocalRuntime implements TaskRuntime {
   readonly #short: Job[] = [];
   #shortTimer: NodeJS.Timeout | undefined;
   #shortDelay = SHORTAGE_RETRY_MS;
+  /** When one of the run's commands or process tasks last exited, freeing what it held. */
+  #freedAt = Number.NEGATIVE_INFINITY;
   /** The run starts no new tasks (see endOfInput). */
   #inputEnded = false;
   executing = 0;
@@ -539,12 +543,15 @@ export class LocalRuntime implements TaskRuntime {
         rejected: (init) => {
           if (isShortage(init) && this.#waitForResources(job)) return;
           if (settle()) job.events.rejected(this.#error(job, init));
+          // It gave up waiting: the others still wait, and need a timer to try again.
+          if (this.#short.length > 0) this.#armShortTimer();
         },
       });
       child = spawned.child;
       // It started: what it waited for was there, so the next command waiting may have it too.
-      if (child?.pid !== undefined) {
+      if (child?.pid !== undefined && job.shortSince !== undefined) {
         job.shortSince = undefined;
+        this.#shortDelay = SHORTAGE_RETRY_MS;
         if (this.#short.length > 0) queueMicrotask(() => this.#retryShort());
       }
       job.stderrTail = spawned.stderrTail;
@@ -575,6 +582,7 @@ export class LocalRuntime implements TaskRuntime {
         // for a while), not the task running past its timeout.
         clearTimeout(job.timer);
         this.#children.delete(child);
+        this.#freedAt = performance.now();
         // Its pipes close once they are read to the end: a command waiting for descriptors tries then.
         if (this.#short.length > 0) child.once('close', () => this.#retryShort());
         // The task is over: whatever is left in its process group was started by it, and orphaned.
@@ -587,28 +595,36 @@ export class LocalRuntime implements TaskRuntime {
    * A command could not start for want of file descriptors or processes: it goes back to the
    * head of its lane, no longer counted as executing, and tries again once another of the run's
    * processes has ended (or after a pause, since what is missing may be held by someone else).
-   * False, so that it fails, once it has waited SHORTAGE_WAIT_MAX_MS in all and none of the run's
-   * processes is left to free anything.
+   * False, so that it fails, once none of the run's processes is left to free anything and it has
+   * waited SHORTAGE_WAIT_MAX_MS since it began to wait, or since the last of them exited.
    */
   #waitForResources(job: Job): boolean {
     if (this.#closing || job.state !== 'running') return false;
     const now = performance.now();
     job.shortSince ??= now;
-    if (now - job.shortSince >= SHORTAGE_WAIT_MAX_MS && this.#children.size === 0) return false;
+    if (this.#children.size === 0 && now - Math.max(job.shortSince, this.#freedAt) >= SHORTAGE_WAIT_MAX_MS) return false;
     this.#uncount(job);
     clearTimeout(job.timer);
     job.state = 'queued';
     job.stderrTail = undefined;
-    this.#short.push(job);
-    this.#options.progress?.changed();
-    if (!this.#shortTimer) {
-      this.#shortTimer = setTimeout(() => {
-        this.#shortTimer = undefined;
-        this.#shortDelay = Math.min(1000, this.#shortDelay * 2);
-        this.#retryShort();
-      }, this.#shortDelay);
+    // Once: a waiting head its lane started again on its own (an advance) may come back here.
+    if (!job.short) {
+      job.short = true;
+      this.#short.push(job);
     }
+    this.#options.progress?.changed();
+    this.#armShortTimer();
     return true;
+  }
+
+  /** Makes sure the commands waiting for resources try again after a pause, if nothing else wakes them. */
+  #armShortTimer(): void {
+    if (this.#shortTimer || this.#closing) return;
+    this.#shortTimer = setTimeout(() => {
+      this.#shortTimer = undefined;
+      this.#shortDelay = Math.min(1000, this.#shortDelay * 2);
+      this.#retryShort();
+    }, this.#shortDelay);
   }
 
   /** Starts the oldest command that is waiting for resources; if it starts, the next one tries too. */
@@ -617,6 +633,7 @@ export class LocalRuntime implements TaskRuntime {
     this.#shortTimer = undefined;
     while (this.#short.length > 0 && !this.#closing) {
       const job = this.#short.shift()!;
+      job.short = false;
       const lane = job.lane;
       // Cancelled, or moved on meanwhile: nothing to do for it.
       if (job.state !== 'queued' || !lane || lane.jobs.at(0) !== job) continue;
