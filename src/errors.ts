@@ -171,7 +171,7 @@ export class OptionError extends TypeError {
  * setTimeout(() => controller.abort(), 500);
  * await done.catch((e) => {
  *   console.log(e instanceof RunTerminatedError); // true
- *   if (e instanceof RunTerminatedError) console.log(e.cancelled.map((c) => c.message)); // e.g. ['task #0 (sleep) was cancelled', 'task #1 (sleep) was cancelled']
+ *   if (e instanceof RunTerminatedError) console.log(e.cancelled.map((c) => c.message)); // e.g. ['task #0 (sleep 60) was cancelled', 'task #1 (sleep 61) was cancelled']
  * });
  * ```
  */

@@ -319,18 +319,36 @@ const MAX_COMMAND_LABEL = 80;
 
 /**
  * A command as a shell would show it: the program, then its arguments, each quoted when a shell
- * would read it otherwise (`sh -c 'exit 3'`), cut at {@link MAX_COMMAND_LABEL} characters. Just the
- * program when the arguments are not an array of strings (an invalid task).
+ * would read it otherwise (`sh -c 'exit 3'`, `'ls -la'` for a program name with a space), on one
+ * line (a control character, a newline say, is written as in bash's `$'a\nb'`), cut at
+ * {@link MAX_COMMAND_LABEL} characters. Just the program when the arguments are not an array of
+ * strings (an invalid task).
  */
 function commandLine(file: unknown, args: unknown): string {
-  let line = String(file);
+  let line = shellWord(String(file));
   if (Array.isArray(args) && args.every((arg) => typeof arg === 'string')) {
     for (const arg of args as string[]) {
       if (line.length > MAX_COMMAND_LABEL) break;
-      line += ` ${/^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`}`;
+      line += ` ${shellWord(arg)}`;
     }
   }
-  return line.length > MAX_COMMAND_LABEL ? `${line.slice(0, MAX_COMMAND_LABEL - 1)}…` : line;
+  if (line.length <= MAX_COMMAND_LABEL) return line;
+  // Not between the two halves of a surrogate pair, which would print as U+FFFD.
+  const cut = /[\uD800-\uDBFF]/.test(line[MAX_COMMAND_LABEL - 2]!) ? MAX_COMMAND_LABEL - 2 : MAX_COMMAND_LABEL - 1;
+  return `${line.slice(0, cut)}…`;
+}
+
+/** One word of a command line, quoted only if a shell would read it otherwise. */
+function shellWord(word: string): string {
+  if (/^[\w@%+=:,./-]+$/.test(word)) return word;
+  if (/[\x00-\x1f\x7f]/.test(word)) {
+    const escaped = word.replace(/[\\'\x00-\x1f\x7f]/g, (c) => {
+      const named: Record<string, string> = { '\\': '\\\\', "'": "\\'", '\n': '\\n', '\t': '\\t', '\r': '\\r' };
+      return named[c] ?? `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`;
+    });
+    return `$'${escaped}'`;
+  }
+  return `'${word.replaceAll("'", "'\\''")}'`;
 }
 
 /**

@@ -64,6 +64,8 @@ test('a failing command is named by its command line, quoted as a shell would re
   const long = await failureOf(commandTask('sh', ['-c', `exit 4; ${'x'.repeat(200)}`, 'an argument']));
   t.is(long.label, `sh -c 'exit 4; ${'x'.repeat(64)}…`);
   t.is(long.label!.length, 80);
+  const odd = await failureOf(commandTask('sh', ['-c', 'echo one\nexit 5', '\u001b[31m']));
+  t.is(odd.label, "sh -c $'echo one\\nexit 5' $'\\x1b[31m'", 'control characters are escaped as in bash, so the label stays on one line');
   const labelled = await failureOf(commandTask('false', [], { label: 'the check' }));
   t.is(labelled.message, 'task #0 (the check) exited with code 1', 'a label given replaces the command line');
 });
@@ -125,7 +127,7 @@ test('a command line in one string (as for a shell): invalid, saying there is no
   t.is(error.kind, 'invalid');
   t.is(
     error.message,
-    'task #0 (ls -la) is invalid: command not found: ls -la (ENOENT); commands run without a shell, so the name is the whole string: write commandTask("ls", ["-la"])',
+    "task #0 ('ls -la') is invalid: command not found: ls -la (ENOENT); commands run without a shell, so the name is the whole string: write commandTask(\"ls\", [\"-la\"])",
   );
 });
 
@@ -164,7 +166,7 @@ test('a shell command line in one string: invalid, saying to run it with sh -c, 
   t.is(error.kind, 'invalid');
   t.is(
     error.message,
-    `task #0 (ls | wc -l) is invalid: command not found: ls | wc -l (ENOENT); commands run without a shell, so the name is the whole string: for shell syntax, run a shell, commandTask('sh', ['-c', "ls | wc -l"])`,
+    `task #0 ('ls | wc -l') is invalid: command not found: ls | wc -l (ENOENT); commands run without a shell, so the name is the whole string: for shell syntax, run a shell, commandTask('sh', ['-c', "ls | wc -l"])`,
   );
 });
 
@@ -177,7 +179,7 @@ test('a program not in the default path, with an env that has no PATH: the messa
 test('a command with an empty name: invalid, not an error of the whole run', async (t) => {
   const error = await failureOf(commandTask('', []));
   t.is(error.kind, 'invalid');
-  t.regex(error.message, /^task #0 is invalid: cannot run "": .*cannot be empty/);
+  t.regex(error.message, /^task #0 \(''\) is invalid: cannot run "": .*cannot be empty/);
 });
 
 test('a command whose input is neither a string nor bytes: invalid, and no process is started', async (t) => {
