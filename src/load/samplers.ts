@@ -83,15 +83,20 @@ const CHILD_HISTORY_GAPS = 3;
 
 /**
  * A child counts in `childrenDemand` once its demand has been at most this (percent of one core) for
- * {@link STARTUP_CALM_INTERVALS} intervals in a row, or from when it is {@link STARTUP_MAX_MS} old.
+ * {@link STARTUP_CALM_MS} in a row, or from when it is {@link STARTUP_MAX_MS} old.
  * Starting a Node process keeps its threads running or runnable nearly the whole time (tens of
  * milliseconds on an idle host, over a second on a crowded one), with short pauses (page faults, a
  * file read): counted, that would make every I/O-bound task look CPU-bound right after each raise.
  * A process that has finished starting and waits for anything reads far below this.
  */
 export const STARTUP_DEMAND = 50;
-/** See {@link STARTUP_DEMAND}: one calm interval can be a pause in the middle of start-up. */
-export const STARTUP_CALM_INTERVALS = 1;
+/**
+ * See {@link STARTUP_DEMAND}: how long (ms) a child must read calm, in consecutive readings, to
+ * count: one reading at the default 250 ms interval. With short intervals it takes several: a
+ * process idles for a few tens of milliseconds here and there (a pause in its start-up, its exit,
+ * a shell whose busy child has just ended), which says nothing about its task.
+ */
+export const STARTUP_CALM_MS = 200;
 /** See {@link STARTUP_DEMAND}: a CPU-bound child never reads low, yet must count from some age on (ms since first seen). */
 export const STARTUP_MAX_MS = 5000;
 
@@ -104,14 +109,14 @@ export const MAX_TREE = 256;
 
 /** What the system sampler remembers of one child between samples. */
 interface ChildHistory {
-  /** Run and wait nanoseconds at the last sample, of the child and of each process under it, by pid. */
-  members: Map<number, ProcessStat>;
+  /** What was known of the child and of each process under it at the last sample, by pid. */
+  members: Map<number, MemberHistory>;
   /** Run nanoseconds of the whole tree at the last sample: the members' and what they have reaped. */
   runNs: number;
   /** `process.hrtime.bigint()` when the child was first seen. */
   firstSeen: bigint;
-  /** Consecutive intervals at or below {@link STARTUP_DEMAND}. */
-  calm: number;
+  /** Nanoseconds of the consecutive intervals at or below {@link STARTUP_DEMAND} just before. */
+  calmNs: number;
   /** It has finished starting up: its demand counts. */
   started: boolean;
 }
@@ -271,37 +276,47 @@ export function systemLoadSampler(options: SystemLoadSamplerOptions = {}): LoadS
     let demandNs = 0;
     let waitNs = 0;
     let measured = 0;
+    const budget = { left: MAX_READ };
     for (const pid of pids) {
-      const tree = readTree(pid);
+      const tree = readTree(pid, budget);
       if (!tree) continue; // exited
       rss += tree.rss;
       const before = history.get(pid);
+      // Each member's run time never goes down: a thread that ends takes its time out of the sum of
+      // the live threads' (while the process's own utime + stime, in ticks, keeps it).
+      const members = new Map<number, MemberHistory>();
+      let treeRunNs = 0;
+      let gainedWait = 0;
+      let endedBusy = false;
+      for (const [member, stat] of tree.members) {
+        const was = before?.members.get(member);
+        const run = Math.max(was?.runNs ?? 0, stat.runNs, stat.cpuNs);
+        // A process not there at the last sample has started since: all its time is new.
+        const gained = run - (was?.runNs ?? 0) + Math.max(0, stat.waitNs - (was?.waitNs ?? 0));
+        members.set(member, { runNs: run, waitNs: stat.waitNs, busy: elapsedNs > 0 && (100 * gained) / elapsedNs > STARTUP_DEMAND });
+        treeRunNs += run + stat.reapedNs;
+        if (before) gainedWait += Math.max(0, stat.waitNs - (was?.waitNs ?? 0));
+      }
+      // The tree's run time counts what its members reaped: a process that exited since the last
+      // sample took its run time to its parent's `cutime`.
+      if (before) for (const [member, was] of before.members) if (was.busy && !members.has(member)) endedBusy = true;
       const entry: ChildHistory = {
-        members: tree.members,
-        runNs: tree.runNs,
+        members,
+        runNs: treeRunNs,
         firstSeen: before?.firstSeen ?? now,
-        calm: before?.calm ?? 0,
+        calmNs: before?.calmNs ?? 0,
         started: before?.started ?? false,
       };
       next.set(pid, entry);
       if (!before || !(elapsedNs > 0)) continue;
-      // The tree's run time counts what its members reaped: a process that exited since the last
-      // sample took its run time to its parent's. Threads that ended take their time with them:
-      // never below 0.
-      const gainedRun = Math.max(0, tree.runNs - before.runNs);
-      let gainedWait = 0;
-      for (const [member, stat] of tree.members) {
-        // A process not there at the last sample has started since: all its waiting is new.
-        gainedWait += Math.max(0, stat.waitNs - (before.members.get(member)?.waitNs ?? 0));
-      }
+      const gainedRun = Math.max(0, treeRunNs - before.runNs);
       const gained = gainedRun + gainedWait;
       runNs += gainedRun;
-      // Calm only with the same processes and threads as at the last sample: a shell whose busy
-      // child has just ended, or a process whose threads are being torn down as it exits, idles for
-      // a moment (and an ended thread takes its time with it), which says nothing about its task.
-      const calm = (100 * gained) / elapsedNs <= STARTUP_DEMAND && sameThreads(tree.members, before.members);
-      entry.calm = calm ? entry.calm + 1 : 0;
-      entry.started ||= entry.calm >= STARTUP_CALM_INTERVALS || Number(now - entry.firstSeen) / 1e6 >= STARTUP_MAX_MS;
+      // Not calm when a process that was busy has just ended: a shell whose busy child ended
+      // idles for a moment, which says nothing about its task.
+      const calm = (100 * gained) / elapsedNs <= STARTUP_DEMAND && !endedBusy;
+      entry.calmNs = calm ? entry.calmNs + elapsedNs : 0;
+      entry.started ||= entry.calmNs / 1e6 >= STARTUP_CALM_MS || Number(now - entry.firstSeen) / 1e6 >= STARTUP_MAX_MS;
       if (entry.started) {
         demandNs += gained;
         waitNs += gainedWait;
@@ -372,58 +387,75 @@ export function systemLoadSampler(options: SystemLoadSamplerOptions = {}): LoadS
 /** The children's part of a reading. */
 type ChildFields = Pick<LoadReading, 'childrenCpu' | 'childrenRss' | 'childrenDemand' | 'childrenWait' | 'childrenMeasured'>;
 
-/** A process's schedstat, its threads summed, and how many threads that covers. */
-interface ProcessStat extends SchedStat {
-  threads: number;
+/** What the sampler remembers of one process of a child's tree between samples. */
+interface MemberHistory {
+  /** Its run nanoseconds so far, as counted: never lower than at the sample before. */
+  runNs: number;
+  /** The wait nanoseconds of its live threads. */
+  waitNs: number;
+  /** It ran or waited for more than {@link STARTUP_DEMAND} in the interval before the sample. */
+  busy: boolean;
 }
 
-/** True if both readings hold the same processes, each with as many threads. */
-function sameThreads(a: ReadonlyMap<number, ProcessStat>, b: ReadonlyMap<number, ProcessStat>): boolean {
-  if (a.size !== b.size) return false;
-  for (const [pid, stat] of a) if (b.get(pid)?.threads !== stat.threads) return false;
-  return true;
+/** One process of a child's tree, as read at one sample (nanoseconds). */
+interface MemberStat extends SchedStat {
+  /** Its `utime + stime`: ticks, so coarse, but with the time of its threads that have ended. */
+  cpuNs: number;
+  /** The CPU time of the processes it has waited for, theirs included (`cutime + cstime`). */
+  reapedNs: number;
 }
+
+/**
+ * The most processes read in one reading, all children's trees together: past it, a child is
+ * measured alone, so that a reading stays cheap (about 0.2 ms per process) whatever the trees hold.
+ */
+const MAX_READ = 1024;
 
 /**
  * One child and the processes under it (its children, theirs, and so on, breadth first, at most
- * {@link MAX_TREE}): the schedstat of each; the run time of them all, with what they have reaped
- * (a process that exited and was waited for hands its CPU time to its parent's `cutime` and
- * `cstime`); and their resident memory. `undefined` when the child itself has exited. A process
+ * {@link MAX_TREE}, and only while `budget` lasts): the schedstat and `/proc/<pid>/stat` times of
+ * each (a process that exited and was waited for hands its CPU time to its parent's `cutime` and
+ * `cstime`), and their resident memory. `undefined` when the child itself has exited. A process
  * that exits while the tree is read is left out.
  */
-function readTree(pid: number): { members: Map<number, ProcessStat>; runNs: number; rss: number } | undefined {
-  const members = new Map<number, ProcessStat>();
-  let runNs = 0;
+function readTree(pid: number, budget: { left: number }): { members: Map<number, MemberStat>; rss: number } | undefined {
+  const members = new Map<number, MemberStat>();
   let rss = 0;
   const queue = [pid];
-  for (let i = 0; i < queue.length && members.size < MAX_TREE; i++) {
+  for (let i = 0; i < queue.length && members.size < MAX_TREE && (i === 0 || budget.left > 0); i++) {
     const member = queue[i]!;
     if (members.has(member)) continue;
-    const stat = readSchedstat(member);
-    if (!stat) continue;
-    members.set(member, stat);
-    runNs += stat.runNs + reapedNs(member);
+    const sched = readSchedstat(member);
+    if (!sched) continue;
+    budget.left -= 1;
+    const times = readTimes(member);
+    members.set(member, { ...sched, cpuNs: times?.cpuNs ?? 0, reapedNs: times?.reapedNs ?? 0 });
     rss += processRss(member) ?? 0;
     for (const child of readChildren(member)) queue.push(child);
   }
-  return members.has(pid) ? { members, runNs, rss } : undefined;
+  return members.has(pid) ? { members, rss } : undefined;
 }
 
 /**
- * Nanoseconds of CPU that the processes `pid` has waited for used, theirs included (`cutime` and
- * `cstime` of `/proc/<pid>/stat`, in the kernel's fixed 100 ticks per second); 0 when unknown.
+ * From `/proc/<pid>/stat`: the CPU time of the process (`utime + stime`, its ended threads
+ * included) and of the processes it has waited for (`cutime + cstime`), in nanoseconds (the file
+ * counts in the kernel's fixed 100 ticks per second); undefined when it cannot be read.
  */
-function reapedNs(pid: number): number {
+function readTimes(pid: number): { cpuNs: number; reapedNs: number } | undefined {
   let stat: string;
   try {
     stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
   } catch {
-    return 0;
+    return undefined;
   }
-  // After the command name (which may hold spaces and parentheses): state is field 3, cutime 16, cstime 17.
+  // After the command name (which may hold spaces and parentheses), fields from the 3rd (state):
+  // utime is the 14th, stime the 15th, cutime the 16th, cstime the 17th.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ', 15);
-  const ticks = Number(fields[13]) + Number(fields[14]);
-  return Number.isFinite(ticks) && ticks > 0 ? ticks * (1e9 / USER_HZ) : 0;
+  const ns = (a: string | undefined, b: string | undefined) => {
+    const ticks = Number(a) + Number(b);
+    return Number.isFinite(ticks) && ticks > 0 ? ticks * (1e9 / USER_HZ) : 0;
+  };
+  return { cpuNs: ns(fields[11], fields[12]), reapedNs: ns(fields[13], fields[14]) };
 }
 
 /** Clock ticks per second of the times in /proc/<pid>/stat: fixed at 100 on every Linux architecture. */
@@ -460,7 +492,7 @@ function readChildren(pid: number): number[] {
  * Read synchronously: these files are generated from memory, and a pool of 16 Node workers (about
  * 110 threads) takes about 3 ms this way, several times less than through libuv's thread pool.
  */
-function readSchedstat(pid: number): ProcessStat | undefined {
+function readSchedstat(pid: number): SchedStat | undefined {
   let tids: string[];
   try {
     tids = readdirSync(`/proc/${pid}/task`);
@@ -482,7 +514,7 @@ function readSchedstat(pid: number): ProcessStat | undefined {
     waitNs += thread.waitNs;
     read += 1;
   }
-  return read > 0 ? { runNs, waitNs, threads: read } : undefined;
+  return read > 0 ? { runNs, waitNs } : undefined;
 }
 
 /**

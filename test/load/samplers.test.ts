@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readdirSync, readFileSync } from 'node:fs';
+import os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test from 'ava';
 import { waitGone } from '../helpers.js';
@@ -266,4 +267,66 @@ test.serial('a child counts with the processes it started: a shell waiting on a 
   process.kill(-group, 'SIGKILL');
   await exited;
   t.deepEqual(await waitGone([group, grandchild!]), [], 'the shell and its child are gone');
+});
+
+test.serial("a tree's CPU time is counted once: a process whose busy thread ended is not counted again when its shell reaps it", async (t) => {
+  if (process.platform !== 'linux') {
+    t.pass('trees are followed on Linux only');
+    return;
+  }
+  // A worker thread burns about 1 s and ends; then Node idles 1 s and exits; the shell reaps it.
+  const program = `const { Worker } = require('node:worker_threads'); new Worker('const end = Date.now() + 1000; while (Date.now() < end);', { eval: true }).on('exit', () => setTimeout(() => {}, 1000));`;
+  const shell = spawn('sh', ['-c', `${JSON.stringify(process.execPath)} -e "${program}"; sleep 0.5`], { stdio: 'ignore', detached: true });
+  t.teardown(() => {
+    try {
+      process.kill(-shell.pid!, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  });
+  const exited = once(shell, 'exit');
+  await once(shell, 'spawn');
+  const sampler = systemLoadSampler({ childPids: () => [shell.pid!] });
+  t.teardown(() => sampler.close?.());
+  await sampler.sample();
+  let cpuMs = 0;
+  let last = process.hrtime.bigint();
+  const readings: number[] = [];
+  let done = false;
+  void exited.then(() => (done = true));
+  while (!done) {
+    await sleep(100);
+    const reading = await sampler.sample();
+    const now = process.hrtime.bigint();
+    readings.push(reading.childrenCpu ?? 0);
+    cpuMs += ((reading.childrenCpu ?? 0) / 100) * (Number(now - last) / 1e6);
+    last = now;
+  }
+  const most = 100 * os.cpus().length;
+  t.true(readings.every((cpu) => cpu <= most + 30), `no reading above what ${os.cpus().length} CPUs can give: ${readings.map((r) => r.toFixed(0)).join(' ')}`);
+  t.true(cpuMs >= 700 && cpuMs <= 2500, `${cpuMs.toFixed(0)} ms of CPU counted for a thread that burned about 1000 ms: ${readings.map((r) => r.toFixed(0)).join(' ')}`);
+});
+
+test.serial('a command that keeps starting short processes that wait (a shell loop of sleeps) reads calm, and counts as waiting', async (t) => {
+  if (process.platform !== 'linux') {
+    t.pass('trees are followed on Linux only');
+    return;
+  }
+  // Sleeps shorter than the 100 ms between readings: no two readings see the same processes.
+  const shell = spawn('sh', ['-c', 'i=0; while [ $i -lt 100 ]; do sleep 0.03; i=$((i + 1)); done'], { stdio: 'ignore', detached: true });
+  t.teardown(() => {
+    try {
+      process.kill(-shell.pid!, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  });
+  await once(shell, 'spawn');
+  const sampler = systemLoadSampler({ childPids: () => [shell.pid!] });
+  t.teardown(() => sampler.close?.());
+  await sampler.sample();
+  const readings = await sampleUntil(sampler, (r) => r.childrenMeasured === 1);
+  const measured = readings.at(-1)!;
+  t.is(measured.childrenMeasured, 1, 'counted although its processes change from one reading to the next');
+  t.true(measured.childrenDemand! <= 50, `demand ${measured.childrenDemand}`);
 });
