@@ -91,6 +91,20 @@ test('more commands at once than the limit on open files allows: they wait for d
   t.deepEqual(await waitGone(result.pids), [], 'every command is gone, by pid');
 });
 
+test('more worker processes than the limit on open files allows: the tasks run on the workers that did start', async (t) => {
+  if (process.platform === 'win32') {
+    t.pass('ulimit is POSIX');
+    return;
+  }
+  // Before, a worker that could not be forked never ended: its tasks waited for nothing, and the
+  // program, with nothing left to wait on, exited in the middle of the run.
+  const result = await underFdLimit('modules', '120', '40');
+  t.deepEqual(result.failures, []);
+  t.deepEqual(result.stdouts, Array.from({ length: 120 }, (_, i) => String(i)), 'every task ran once, and its result is in its place');
+  t.deepEqual(result.live, []);
+  t.deepEqual(await waitGone(result.pids), [], 'every worker is gone, by pid');
+});
+
 test('a command that can get no descriptor, with none of the run\'s processes left to free one: it fails, saying what to change', async (t) => {
   if (process.platform === 'win32') {
     t.pass('ulimit is POSIX');

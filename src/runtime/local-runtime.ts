@@ -400,7 +400,8 @@ export class LocalRuntime implements TaskRuntime {
     }
     clearTimeout(lane.idleTimer);
     lane.idleTimer = undefined;
-    if (this.#broken !== undefined) {
+    // Workers cannot be started: a lane whose worker is alive goes on with it; the others fail.
+    if (this.#broken !== undefined && !lane.worker?.alive) {
       this.#failBroken(lane);
       return;
     }
@@ -676,6 +677,8 @@ export class LocalRuntime implements TaskRuntime {
       if (!job || job.worker !== worker) continue;
       this.#jobsById.delete(id);
       worker.answered();
+      // Failed meanwhile (its lane could get no worker): its outcome is given.
+      if (job.state === 'done') continue;
       const lane = job.lane;
       this.#uncount(job);
       job.state = 'done';
@@ -739,7 +742,10 @@ export class LocalRuntime implements TaskRuntime {
       // the line that says why is the one to show; the whole tail goes in stderrTail.
       const stderr = worker.output.stderrTail().trim();
       const why = /^(?:[A-Z]\w*)?(?:Error|Exception)\b.*$/m.exec(stderr)?.[0] ?? stderr.slice(-500);
-      this.#broken = `worker processes die while starting (${describeExit(code, signal)}, ${MAX_BOOT_FAILURES} times in a row)${why ? `: ${why}` : ''}`;
+      this.#broken =
+        worker.startError !== undefined
+          ? `worker processes cannot be started (${worker.startError}, ${MAX_BOOT_FAILURES} times in a row)${startErrorHint(worker.startError)}`
+          : `worker processes die while starting (${describeExit(code, signal)}, ${MAX_BOOT_FAILURES} times in a row)${why ? `: ${why}` : ''}`;
       this.#brokenStderr = stderr;
     }
     if (!owner) return;
@@ -1099,10 +1105,26 @@ export class LocalRuntime implements TaskRuntime {
     checkRss(worker.pid, limit, () => (worker.sent = Infinity));
   }
 
+  /**
+   * A lane with no worker, when workers cannot be started: its tasks that have not started move to
+   * the lanes whose workers are alive (too many processes for the machine's limits, say, while
+   * some did start), or fail when there are none.
+   */
   #failBroken(lane: Lane): void {
     const jobs = lane.jobs.takeAll();
+    let live: Lane[] | undefined;
     for (const job of jobs) {
       job.lane = undefined;
+      if (job.state === 'queued') {
+        live ??= this.#lanes.filter((other) => other !== lane && other.worker?.alive);
+        if (live.length > 0) {
+          const to = live.reduce((a, b) => (b.jobs.length < a.jobs.length ? b : a));
+          job.lane = to;
+          to.jobs.push(job);
+          this.#advanceSoon(to);
+          continue;
+        }
+      }
       if (this.#finish(job)) job.events.rejected(this.#error(job, { kind: 'spawn', detail: this.#broken, stderrTail: this.#brokenStderr }));
     }
   }
@@ -1124,6 +1146,13 @@ export class LocalRuntime implements TaskRuntime {
   #error(job: Job, init: Omit<TaskErrorInit, 'index' | 'label' | 'attempt'>): TaskError {
     return new TaskError({ ...init, index: job.index, label: taskLabel(job.task), attempt: job.attempt });
   }
+}
+
+/** What to change when workers cannot be started for want of file descriptors or processes. */
+function startErrorHint(message: string): string {
+  if (/\bE[MN]FILE\b/.test(message)) return ': too many open files; each worker holds four (its pipes and its channel): lower the concurrency, or raise the limit (ulimit -n)';
+  if (/\bEAGAIN\b/.test(message)) return ': no more processes can be started (ulimit -u, or memory): lower the concurrency';
+  return '';
 }
 
 /** True for a command that could not start for want of file descriptors or processes, not for a fault of its own. */

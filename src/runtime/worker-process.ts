@@ -115,6 +115,11 @@ export class WorkerProcess {
   exitCode: number | null = null;
   exitSignal: NodeJS.Signals | null = null;
   alive = true;
+  /**
+   * Why no process could be started at all (`spawn node EMFILE`, say), when that happened: the
+   * worker then ends at once, with no exit code, and is counted as one that died while starting.
+   */
+  startError: string | undefined;
   readonly output: OutputTap;
   readonly exited: Promise<void>;
   /** Resolves true once the worker has booted, false if it exits first. */
@@ -166,20 +171,37 @@ export class WorkerProcess {
       this.#listener.output(line),
     );
     this.child.on('message', (message: unknown) => this.#onMessage(unpack(message) as WorkerMessage));
-    // 'error' here means fork failed, or a send failed after the channel closed: 'exit' follows or has happened.
+    // 'error' here means a send failed after the channel closed ('exit' follows or has happened),
+    // or that no process could be started (below).
     this.child.on('error', () => {});
     this.exited = new Promise((resolve) => {
-      // Messages still in the channel, and output still in the pipes, come first.
-      this.child.once('exit', (code, signal) => afterChannelClosed(this.child, () => afterOutputClosed(this.child, () => {
-        this.alive = false;
-        this.exitCode = code;
-        this.exitSignal = signal;
-        this.#untrack();
-        this.output.end();
-        this.#booted(false);
-        this.#listener.exited(this, code, signal, this.#fatal);
-        resolve();
-      })));
+      let ended = false;
+      const end = (code: number | null, signal: NodeJS.Signals | null) => {
+        if (ended) return;
+        ended = true;
+        // Messages still in the channel, and output still in the pipes, come first.
+        afterChannelClosed(this.child, () => afterOutputClosed(this.child, () => {
+          this.alive = false;
+          this.exitCode = code;
+          this.exitSignal = signal;
+          this.#untrack();
+          this.output.end();
+          this.#booted(false);
+          this.#listener.exited(this, code, signal, this.#fatal);
+          resolve();
+        }));
+      };
+      this.child.once('exit', end);
+      // No process at all (too many open files or processes: EMFILE, EAGAIN): Node emits 'error'
+      // and never 'exit'. Its pipes were never connected to anything.
+      if (this.pid === undefined) {
+        this.child.once('error', (error: NodeJS.ErrnoException) => {
+          this.startError = error.message;
+          this.child.stdout?.destroy();
+          this.child.stderr?.destroy();
+          end(null, null);
+        });
+      }
     });
   }
 
