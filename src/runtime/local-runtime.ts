@@ -602,16 +602,19 @@ export class LocalRuntime implements TaskRuntime {
   #waitForResources(job: Job): boolean {
     if (this.#closing || job.state !== 'running') return false;
     const now = performance.now();
+    const again = job.shortSince !== undefined;
     job.shortSince ??= now;
     if (this.#children.size === 0 && now - Math.max(job.shortSince, this.#freedAt) >= SHORTAGE_WAIT_MAX_MS) return false;
     this.#uncount(job);
     clearTimeout(job.timer);
     job.state = 'queued';
     job.stderrTail = undefined;
-    // Once: a waiting head its lane started again on its own (an advance) may come back here.
+    // Once: a waiting head its lane started again on its own (an advance) may come back here. One
+    // that tried again and still could not start keeps its place, first in line.
     if (!job.short) {
       job.short = true;
-      this.#short.push(job);
+      if (again) this.#short.unshift(job);
+      else this.#short.push(job);
     }
     this.#options.progress?.changed();
     this.#armShortTimer();
