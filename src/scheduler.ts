@@ -703,7 +703,6 @@ function startBlockingThread(data: BlockingWorkerData, port: MessagePort, execAr
   }
 }
 
-
 /** The Scheduler's options: schedule$'s but `settle`, and its own. */
 const SCHEDULER_KEYS: ReadonlySet<string> = new Set(['onProgress', 'dynamic', 'cpuThreshold', ...[...KNOWN].filter((key) => key !== 'settle')]);
 

@@ -5,12 +5,13 @@
  * @module
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { formatValue, toRemoteErrorInfo, type TaskErrorInit } from '../errors.js';
 import type { CommandResult, CommandTask } from '../task.js';
+import { releaseUnstarted } from './child-exit.js';
 import { afterQuiet, tapOutput, type OutputLine } from './output.js';
 
 const DEFAULT_MAX_BUFFER = 64 * 1024 * 1024;
@@ -144,15 +145,6 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
   return { child, settled: whenSettled, stderrTail: () => tap.stderrTail() };
 }
 
-/**
- * Closes the pipes of a ChildProcess whose spawn failed (ENOENT, EACCES): Node leaves them open
- * until the object is garbage-collected, and a run of many commands that cannot start would
- * hold two file descriptors for each meanwhile.
- */
-function releaseUnstarted(child: ChildProcess): void {
-  for (const stream of [child.stdin, child.stdout, child.stderr]) stream?.destroy();
-}
-
 /** Keeps what `stream` writes, up to `maxBuffer` bytes. */
 function keep(stream: Readable | null, maxBuffer: number) {
   const chunks: Buffer[] = [];
@@ -183,8 +175,9 @@ function spawnErrorDetail(file: string, o: CommandTask<unknown>['options'], erro
   const cwd = o.cwd instanceof URL ? fileURLToPath(o.cwd) : o.cwd;
   // A working directory that is missing is reported as ENOENT, one that is a file as ENOTDIR.
   if (cwd !== undefined && (error.code === 'ENOENT' || error.code === 'ENOTDIR')) {
-    if (!existsSync(cwd)) return `its working directory does not exist: ${cwd}`;
-    if (isDirectory(cwd) === false) return `its working directory is not a directory: ${cwd}`;
+    const directory = isDirectory(cwd);
+    if (directory === undefined) return `its working directory does not exist: ${cwd}`;
+    if (!directory) return `its working directory is not a directory: ${cwd}`;
   }
   if (error.code === 'ENOENT') {
     const missingInterpreter = interpreterNotFound(file, cwd);

@@ -11,7 +11,7 @@ import type { OutputMode } from '../options.js';
 import { objectArray } from '../collections.js';
 import { trackChild } from './cleanup.js';
 import { runsNow, killTree, type KillReport } from './kill.js';
-import { afterChannelClosed, afterOutputClosed } from './child-exit.js';
+import { afterChannelClosed, afterOutputClosed, releaseUnstarted } from './child-exit.js';
 import { afterQuiet, tapOutput, type OutputLine, type OutputTap } from './output.js';
 import {
   INDEXED_TASK_WIDTH, isTagged, jsonExact, pack, RESULT_WIDTH, TAG, TASK_WIDTH, unpack, type ParentMessage, type RunMessage, type WorkerMessage,
@@ -197,8 +197,7 @@ export class WorkerProcess {
       if (this.pid === undefined) {
         this.child.once('error', (error: NodeJS.ErrnoException) => {
           this.startError = error.message;
-          this.child.stdout?.destroy();
-          this.child.stderr?.destroy();
+          releaseUnstarted(this.child);
           end(null, null);
         });
       }
