@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { BehaviorSubject, EMPTY, of } from 'rxjs';
 import { TaskError, commandTask, liveChildPids, moduleTask, processTask, schedule$, type TaskFailure } from '../src/index.js';
 import { leftovers } from './fixtures/chaos-procs.js';
@@ -70,32 +70,43 @@ test('a failing command is named by its command line, quoted as a shell would re
   t.is(labelled.message, 'task #0 (the check) exited with code 1', 'a label given replaces the command line');
 });
 
+/** True (the test passes, having nothing to check) where there is no `ulimit`. */
+function noUlimit(t: ExecutionContext): boolean {
+  if (process.platform !== 'win32') return false;
+  t.pass('ulimit is POSIX');
+  return true;
+}
+
 /** Runs test/fixtures/fd-shortage.ts under `ulimit -n 128` and returns what it printed. */
 async function underFdLimit(...args: string[]) {
   const script = fileURLToPath(new URL('./fixtures/fd-shortage.ts', import.meta.url));
   const command = `ulimit -n 128 && exec "$0" --import tsx "$@"`;
   const { stdout } = await promisify(execFile)('sh', ['-c', command, process.execPath, script, ...args], { timeout: 60_000 });
-  return JSON.parse(stdout) as { stdouts: string[]; failures: Array<{ kind: string; message: string }>; mostRunning: number; pids: number[]; live: number[] };
+  return JSON.parse(stdout) as {
+    stdouts: string[];
+    failures: Array<{ kind: string; message: string }>;
+    mostRunning: number;
+    strayPipes: number;
+    pids: number[];
+    live: number[];
+  };
 }
 
 test('more commands at once than the limit on open files allows: they wait for descriptors instead of failing', async (t) => {
-  if (process.platform === 'win32') {
-    t.pass('ulimit is POSIX');
-    return;
-  }
+  if (noUlimit(t)) return;
   const result = await underFdLimit('crowd', '150');
   t.deepEqual(result.failures, []);
   t.deepEqual(result.stdouts, Array.from({ length: 150 }, (_, i) => String(i)), 'every command ran, and its result is in its place');
   t.true(result.mostRunning < 150, `at most ${result.mostRunning} ran at once: some had to wait`);
+  // Before, each spawn that failed half way (its pipes made, libuv's own not) left its pipes open
+  // for good: about 100 of the 128 descriptors by the end, and the last commands failed.
+  t.true(result.strayPipes <= 3, `${result.strayPipes} pipes left open by failed spawns: at most one spawn's`);
   t.deepEqual(result.live, [], 'the run tracked nothing alive at its end');
   t.deepEqual(await waitGone(result.pids), [], 'every command is gone, by pid');
 });
 
 test('more worker processes than the limit on open files allows: the tasks run on the workers that did start', async (t) => {
-  if (process.platform === 'win32') {
-    t.pass('ulimit is POSIX');
-    return;
-  }
+  if (noUlimit(t)) return;
   // Before, a worker that could not be forked never ended: its tasks waited for nothing, and the
   // program, with nothing left to wait on, exited in the middle of the run.
   const result = await underFdLimit('modules', '120', '40');
@@ -106,10 +117,7 @@ test('more worker processes than the limit on open files allows: the tasks run o
 });
 
 test('a command that can get no descriptor, with none of the run\'s processes left to free one: it fails, saying what to change', async (t) => {
-  if (process.platform === 'win32') {
-    t.pass('ulimit is POSIX');
-    return;
-  }
+  if (noUlimit(t)) return;
   const result = await underFdLimit('starved', '3');
   t.deepEqual(result.stdouts, []);
   t.deepEqual(
@@ -119,7 +127,35 @@ test('a command that can get no descriptor, with none of the run\'s processes le
   );
   t.regex(
     result.failures[0]!.message,
-    /^task #0 \(sh -c 'sleep 0\.2; echo 0'\) could not start: cannot run sh: this process has too many open files \(EMFILE; its limit, ulimit -n, is 128\), and none of the run's processes is left to close some\. Each running command holds two or three: lower the concurrency, or raise the limit$/,
+    /^task #0 \(sh -c 'sleep 0\.2; echo 0'\) could not start: cannot run sh: this process has too many open files \(EMFILE; its limit, ulimit -n, is 128\), and none of the run's processes is left to close some\. Each running command or process holds two to four: lower the concurrency, or raise the limit$/,
+  );
+});
+
+test('more process tasks at once than the limit on open files allows: they wait for descriptors too', async (t) => {
+  if (noUlimit(t)) return;
+  // Before, a factory's process that could not be spawned (EMFILE: no pid, no IPC channel, its
+  // 'error' a tick later) was taken for no ChildProcess at all, and that error, unheard, crashed
+  // the program.
+  const result = await underFdLimit('processes', '60');
+  t.deepEqual(result.failures, []);
+  t.true(result.strayPipes <= 4, `${result.strayPipes} pipes left open by failed spawns: at most one spawn's`);
+  t.deepEqual(result.stdouts, Array.from({ length: 60 }, (_, i) => String(i)), 'every process task ran, and its result is in its place');
+  t.true(result.mostRunning < 60, `at most ${result.mostRunning} ran at once: some had to wait`);
+  t.deepEqual(result.live, []);
+  t.deepEqual(await waitGone(result.pids), [], 'every process is gone, by pid');
+});
+
+test('a process task that can get no descriptor, with none of the run\'s processes left to free one: it fails, saying what to change', async (t) => {
+  if (noUlimit(t)) return;
+  const result = await underFdLimit('starved-processes', '2');
+  t.deepEqual(result.stdouts, []);
+  t.deepEqual(
+    result.failures.map((failure) => failure.kind),
+    ['spawn', 'spawn'],
+  );
+  t.regex(
+    result.failures[0]!.message,
+    /^task #0 \(process\) could not start: its process was not started: this process has too many open files \(EMFILE; its limit, ulimit -n, is 128\), and none of the run's processes is left to close some\./,
   );
 });
 
@@ -212,6 +248,17 @@ test("a process task whose factory throws: invalid, with the factory's error", a
   t.is(error.message, 'task #0 (process) is invalid: its process factory threw TypeError: bad factory');
   t.is(error.remote?.name, 'TypeError');
   t.is(error.remote?.message, 'bad factory');
+});
+
+test('a process task whose program does not exist: invalid, ENOENT, with or without an IPC channel (the program goes on)', async (t) => {
+  // Before, a process whose spawn failed (no pid, not even as a property) was taken for no
+  // ChildProcess at all, and its 'error', a tick later and unheard, crashed the whole program.
+  for (const stdio of [['ignore', 'pipe', 'pipe', 'ipc'], undefined] as const) {
+    const error = await failureOf(processTask(() => spawn('no-such-program-aps', [], stdio ? { stdio: [...stdio] } : {})));
+    t.is(error.kind, 'invalid');
+    t.is(error.remote?.code, 'ENOENT');
+    t.is(error.message, 'task #0 (process) is invalid: its process could not start: spawn no-such-program-aps ENOENT');
+  }
 });
 
 test('a process task whose factory returns something else: invalid, saying what it returned', async (t) => {

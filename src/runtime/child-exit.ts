@@ -9,7 +9,6 @@ import type { ChildProcess } from 'node:child_process';
 /** How long output pipes may stay open after a worker exited (a process it started holds them). */
 const OUTPUT_CLOSE_WAIT_MS = 200;
 
-/** Runs `then` once the child's IPC channel is closed (at once if it already is). */
 /**
  * Closes the pipes of a ChildProcess whose spawn failed (ENOENT, EACCES, EMFILE): Node leaves them
  * open until the object is garbage-collected, and many processes that cannot start would hold
@@ -19,6 +18,7 @@ export function releaseUnstarted(child: ChildProcess): void {
   for (const stream of [child.stdin, child.stdout, child.stderr]) stream?.destroy();
 }
 
+/** Runs `then` once the child's IPC channel is closed (at once if it already is). */
 export function afterChannelClosed(child: ChildProcess, then: () => void): void {
   if (child.connected) child.once('disconnect', then);
   else then();

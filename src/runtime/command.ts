@@ -191,16 +191,25 @@ function spawnErrorDetail(file: string, o: CommandTask<unknown>['options'], erro
     return `command not found: ${file} (ENOENT)${hint}`;
   }
   if (error.code === 'EACCES' && isDirectory(file)) return `cannot run ${file}: it is a directory`;
-  if (error.code === 'EMFILE') {
+  const shortage = shortageDetail(error.code);
+  return `cannot run ${file}: ${shortage ?? error.message}`;
+}
+
+/**
+ * Why a process could not start for want of file descriptors or processes, and what to change;
+ * undefined for any other error code. Said once the run has given up waiting for them.
+ */
+export function shortageDetail(code: string | undefined): string | undefined {
+  if (code === 'EMFILE') {
     const limit = processLimit('Max open files');
-    return `cannot run ${file}: this process has too many open files (EMFILE${limit ? `; its limit, ulimit -n, is ${limit}` : ''}), and none of the run's processes is left to close some. Each running command holds two or three: lower the concurrency, or raise the limit`;
+    return `this process has too many open files (EMFILE${limit ? `; its limit, ulimit -n, is ${limit}` : ''}), and none of the run's processes is left to close some. Each running command or process holds two to four: lower the concurrency, or raise the limit`;
   }
-  if (error.code === 'ENFILE') return `cannot run ${file}: the system has too many open files (ENFILE): lower the concurrency`;
-  if (error.code === 'EAGAIN') {
+  if (code === 'ENFILE') return 'the system has too many open files (ENFILE): lower the concurrency';
+  if (code === 'EAGAIN') {
     const limit = processLimit('Max processes');
-    return `cannot run ${file}: no process can be started now (EAGAIN: the limit on processes${limit ? `, ulimit -u ${limit},` : ''} or on memory is reached), and none of the run's processes is left to end: lower the concurrency`;
+    return `no process can be started now (EAGAIN: the limit on processes${limit ? `, ulimit -u ${limit},` : ''} or on memory is reached), and none of the run's processes is left to end: lower the concurrency`;
   }
-  return `cannot run ${file}: ${error.message}`;
+  return undefined;
 }
 
 /**

@@ -12,6 +12,7 @@
  * @module
  */
 import type { ChildProcess } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
 import { BehaviorSubject, Subject, type Observable } from 'rxjs';
 import { TaskError, type TaskErrorInit } from '../errors.js';
 import { IdTable, RingQueue, objectArray } from '../collections.js';
@@ -19,7 +20,7 @@ import type { OutputMode } from '../options.js';
 import { taskLabel, type ModuleTask, type Task } from '../task.js';
 import { exitWithin } from './child-exit.js';
 import { trackChild } from './cleanup.js';
-import { runCommand } from './command.js';
+import { runCommand, shortageDetail } from './command.js';
 import { killTree } from './kill.js';
 import type { OutputLine } from './output.js';
 import { runProcessTask } from './process-task.js';
@@ -90,6 +91,11 @@ const MAX_BOOT_FAILURES = 3;
 const SHORTAGE_WAIT_MAX_MS = 5000;
 /** The first pause before such a command tries again when none of the run's processes ended; it doubles up to 1 s. */
 const SHORTAGE_RETRY_MS = 10;
+/**
+ * Descriptors a spawn may need at once: a socket pair for each of up to four piped stdio
+ * streams, and the pipe libuv makes to hear of a failed exec.
+ */
+const SPAWN_FDS = 10;
 /**
  * Job ids, unique in the process rather than per runtime: a pooled worker serves one run after
  * another, and an id it was told to skip, or any late message it sends, must never match a task
@@ -195,6 +201,8 @@ export class LocalRuntime implements TaskRuntime {
   #shortDelay = SHORTAGE_RETRY_MS;
   /** When one of the run's commands or process tasks last exited, freeing what it held. */
   #freedAt = Number.NEGATIVE_INFINITY;
+  /** A spawn of this run has failed for want of file descriptors: later ones check first (see hasSpawnHeadroom). */
+  #nearFdLimit = false;
   /** The run starts no new tasks (see endOfInput). */
   #inputEnded = false;
   executing = 0;
@@ -535,26 +543,33 @@ export class LocalRuntime implements TaskRuntime {
     const settle = () => this.#finish(job);
     const capture = this.#options.output === 'capture';
     const line = (l: OutputLine) => this.#output.next(l);
+    const rejected = (init: Omit<TaskErrorInit, 'index' | 'label' | 'attempt'>) => {
+      if (isShortage(init)) {
+        if (init.remote?.code !== 'EAGAIN') this.#nearFdLimit = true;
+        if (this.#waitForResources(job)) return;
+      }
+      if (settle()) job.events.rejected(this.#error(job, init));
+      // It gave up waiting: the others still wait, and need a timer to try again.
+      if (this.#short.length > 0) this.#armShortTimer();
+    };
+    if (this.#nearFdLimit && !hasSpawnHeadroom()) {
+      const why = shortageDetail('EMFILE')!;
+      rejected({
+        kind: 'spawn',
+        detail: task.kind === 'command' ? `cannot run ${task.file}: ${why}` : `its process was not started: ${why}`,
+        remote: { name: 'Error', message: 'too many open files to start a process', code: 'EMFILE' },
+      });
+      return;
+    }
     let child: ChildProcess | undefined;
     if (task.kind === 'command') {
       const spawned = runCommand(task, index, {
         capture,
         line,
         fulfilled: (value, durationMs, pid) => settle() && job.events.fulfilled(value, this.#stats(job, durationMs, undefined, pid)),
-        rejected: (init) => {
-          if (isShortage(init) && this.#waitForResources(job)) return;
-          if (settle()) job.events.rejected(this.#error(job, init));
-          // It gave up waiting: the others still wait, and need a timer to try again.
-          if (this.#short.length > 0) this.#armShortTimer();
-        },
+        rejected,
       });
       child = spawned.child;
-      // It started: what it waited for was there, so the next command waiting may have it too.
-      if (child?.pid !== undefined && job.shortSince !== undefined) {
-        job.shortSince = undefined;
-        this.#shortDelay = SHORTAGE_RETRY_MS;
-        if (this.#short.length > 0) queueMicrotask(() => this.#retryShort());
-      }
       job.stderrTail = spawned.stderrTail;
       // A run ends only once its commands are settled: until then their pids are tracked.
       if (spawned.settled) this.#stop(spawned.settled);
@@ -565,10 +580,16 @@ export class LocalRuntime implements TaskRuntime {
         line,
         progress: (value) => job.state !== 'done' && job.events.progress(value),
         fulfilled: (value, durationMs, pid) => settle() && job.events.fulfilled(value, this.#stats(job, durationMs, undefined, pid)),
-        rejected: (init) => settle() && job.events.rejected(this.#error(job, init)),
+        rejected,
       });
       child = started?.child;
       job.stderrTail = started?.stderrTail;
+    }
+    // It started: what it waited for was there, so the next one waiting may have it too.
+    if (child?.pid !== undefined && job.shortSince !== undefined) {
+      job.shortSince = undefined;
+      this.#shortDelay = SHORTAGE_RETRY_MS;
+      if (this.#short.length > 0) queueMicrotask(() => this.#retryShort());
     }
     // One that could not start (no pid) has nothing to stop, and gets no 'exit' to forget it by.
     if (child && child.pid !== undefined) {
@@ -593,9 +614,10 @@ export class LocalRuntime implements TaskRuntime {
   }
 
   /**
-   * A command could not start for want of file descriptors or processes: it goes back to the
-   * head of its lane, no longer counted as executing, and tries again once another of the run's
-   * processes has ended (or after a pause, since what is missing may be held by someone else).
+   * A command or process task could not start for want of file descriptors or processes: it goes
+   * back to the head of its lane, no longer counted as executing, and tries again once another of
+   * the run's processes has ended (or after a pause, since what is missing may be held by someone
+   * else). A process task's factory is called again then.
    * False, so that it fails, once none of the run's processes is left to free anything and it has
    * waited SHORTAGE_WAIT_MAX_MS since it began to wait, or since the last of them exited.
    */
@@ -621,7 +643,7 @@ export class LocalRuntime implements TaskRuntime {
     return true;
   }
 
-  /** Makes sure the commands waiting for resources try again after a pause, if nothing else wakes them. */
+  /** Makes sure the tasks waiting for resources try again after a pause, if nothing else wakes them. */
   #armShortTimer(): void {
     if (this.#shortTimer || this.#closing) return;
     this.#shortTimer = setTimeout(() => {
@@ -631,7 +653,7 @@ export class LocalRuntime implements TaskRuntime {
     }, this.#shortDelay);
   }
 
-  /** Starts the oldest command that is waiting for resources; if it starts, the next one tries too. */
+  /** Starts the oldest task that is waiting for resources; if it starts, the next one tries too. */
   #retryShort(): void {
     clearTimeout(this.#shortTimer);
     this.#shortTimer = undefined;
@@ -1158,7 +1180,27 @@ function startErrorHint(message: string): string {
   return '';
 }
 
-/** True for a command that could not start for want of file descriptors or processes, not for a fault of its own. */
+/**
+ * Whether SPAWN_FDS more file descriptors can be opened now. Near the limit, a spawn can fail half
+ * way: libuv opens the stdio pipes, then cannot make its own pipe (EMFILE), and Node, which takes
+ * EMFILE to mean that no pipe was made, never closes them (Node 20, libuv 1.46). Each such failure
+ * would take two or three descriptors for good, and a run that crosses the limit often would end
+ * with none left. About twenty system calls: asked only once a run has met the limit.
+ */
+function hasSpawnHeadroom(): boolean {
+  const fds: number[] = [];
+  try {
+    for (let i = 0; i < SPAWN_FDS; i++) fds.push(openSync('/dev/null', 'r'));
+    return true;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    return code !== 'EMFILE' && code !== 'ENFILE';
+  } finally {
+    for (const fd of fds) closeSync(fd);
+  }
+}
+
+/** True for a command or process task that could not start for want of file descriptors or processes, not for a fault of its own. */
 function isShortage(init: Omit<TaskErrorInit, 'index' | 'label' | 'attempt'>): boolean {
   const code = init.remote?.code;
   return init.kind === 'spawn' && (code === 'EMFILE' || code === 'ENFILE' || code === 'EAGAIN');

@@ -3,13 +3,14 @@
  *
  * @module
  */
-import type { ChildProcess } from 'node:child_process';
+import { ChildProcess } from 'node:child_process';
 import { formatValue, toRemoteErrorInfo, type TaskErrorInit } from '../errors.js';
 import type { OutputMode } from '../options.js';
 import type { ProcessTask } from '../task.js';
 import { killTree } from './kill.js';
 import { tapOutput, type OutputLine } from './output.js';
-import { afterChannelClosed, exitWithin } from './child-exit.js';
+import { afterChannelClosed, exitWithin, releaseUnstarted } from './child-exit.js';
+import { shortageDetail } from './command.js';
 import { isTagged, TAG } from './protocol.js';
 import { isThenable } from '../thenable.js';
 
@@ -61,11 +62,14 @@ export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks:
     });
     return undefined;
   }
-  if (!child || typeof child !== 'object' || typeof child.on !== 'function' || !('pid' in child)) {
+  // A process whose spawn failed (EMFILE, say) has no pid, not even as a property, and reports
+  // why in an 'error' a tick later: it is a ChildProcess all the same, and that error is awaited.
+  if (!child || typeof child !== 'object' || typeof child.on !== 'function' || !(child instanceof ChildProcess || 'pid' in child)) {
     hooks.rejected({ kind: 'invalid', detail: `its factory must return a ChildProcess, returned ${formatValue(child)}` });
     return undefined;
   }
-  if (typeof child.send !== 'function') {
+  const started = child.pid !== undefined;
+  if (started && typeof child.send !== 'function') {
     // No channel: the result could never arrive. Do not leave the process behind.
     void killTree(child, hooks.killTimeout);
     hooks.rejected({
@@ -75,7 +79,7 @@ export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks:
     });
     return undefined;
   }
-  if (child.exitCode !== null || child.signalCode !== null) {
+  if (started && (child.exitCode !== null || child.signalCode !== null)) {
     // Its 'exit' has been emitted already, and would never come again: a factory that returns
     // the same process every time, say, on a retry. Its pid may belong to someone else by now.
     const how = child.signalCode ? `was killed by ${child.signalCode}` : `exited with code ${child.exitCode}`;
@@ -113,9 +117,11 @@ export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks:
   child.on('error', (error: NodeJS.ErrnoException) => {
     if (settled || child.pid !== undefined) return;
     done();
+    releaseUnstarted(child);
+    const shortage = shortageDetail(error.code);
     hooks.rejected({
       kind: error.code === 'ENOENT' ? 'invalid' : 'spawn',
-      detail: `its process could not start: ${error.message}`,
+      detail: `its process could not start: ${error.message}${shortage ? `: ${shortage}` : ''}`,
       remote: toRemoteErrorInfo(error),
     });
   });
