@@ -1,5 +1,5 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import os from 'node:os';
+import * as os from 'node:os';
 import pidusage from 'pidusage';
 import { processRss } from '../runtime/rss.js';
 
