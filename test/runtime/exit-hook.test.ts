@@ -16,7 +16,9 @@ test.serial('the exit hook is installed while children are alive, once for a run
     return on.call(this, event, listener);
   } as typeof process.on;
   try {
-    const run = schedule$(Array.from({ length: 5 }, () => commandTask('true')), { concurrency: 1 });
+    // Each lasts long enough for a progress snapshot (every 50 ms) to see it running: five
+    // `true`s could all be done within one interval, and no snapshot would say running 1.
+    const run = schedule$(Array.from({ length: 5 }, () => commandTask('sleep', ['0.1'])), { concurrency: 1 });
     const done = run.toOrderedArray();
     await first(run.progress$, (p) => p.running === 1);
     t.true(process.listenerCount('SIGTERM') > before, 'hooked while a child is alive');
