@@ -253,38 +253,64 @@ export function reviveRemoteError(info: RemoteErrorInfo): Error {
 
 /** Turns anything thrown into a cloneable description. Used on the child side. */
 export function toRemoteErrorInfo(error: unknown, depth = 0): RemoteErrorInfo {
+  try {
+    return remoteInfo(error, depth);
+  } catch {
+    // A Proxy whose every trap throws, say: nothing of it can be read, not even its keys.
+    return { name: 'NonErrorThrown', message: 'a value was thrown that cannot be inspected (reading it threw)' };
+  }
+}
+
+function remoteInfo(error: unknown, depth: number): RemoteErrorInfo {
   if (!(error instanceof Error)) {
     const info: RemoteErrorInfo = { name: 'NonErrorThrown', message: `a non-Error value was thrown: ${formatValue(error)}` };
     // A plain object thrown as an error (`throw { code: 'E_BUSY' }`) keeps its fields.
     if (typeof error === 'object' && error !== null) {
-      const message = (error as { message?: unknown }).message;
+      const message = read(error, 'message');
       if (typeof message === 'string') info.message += ` with message ${formatValue(message)}`;
       copyFields(error, info, ['message']);
     }
     return info;
   }
+  // Each field read on its own: a getter that throws (a broken or hostile error class) costs that
+  // field, not the rest, nor the worker.
+  const constructorName = read(read(error, 'constructor'), 'name');
+  const name = read(error, 'name');
+  const message = read(error, 'message');
   const info: RemoteErrorInfo = {
-    name: error.constructor?.name && error.constructor.name !== 'Error' ? error.constructor.name : error.name,
-    message: error.message,
+    name: typeof constructorName === 'string' && constructorName !== '' && constructorName !== 'Error' ? constructorName : typeof name === 'string' ? name : 'Error',
+    message: typeof message === 'string' ? message : message === undefined ? '(its message could not be read)' : formatValue(message),
   };
-  if (error.name && error.name !== 'Error' && error.name !== info.name) info.name = error.name;
-  if (error.stack !== undefined) info.stack = error.stack;
-  if ('cause' in error && error.cause !== undefined && depth < 8) {
-    info.cause = error.cause instanceof Error ? toRemoteErrorInfo(error.cause, depth + 1) : primitiveOrString(error.cause);
+  if (typeof name === 'string' && name && name !== 'Error' && name !== info.name) info.name = name;
+  const stack = read(error, 'stack');
+  if (typeof stack === 'string') info.stack = stack;
+  const cause = read(error, 'cause');
+  if (cause !== undefined && depth < 8) {
+    info.cause = cause instanceof Error ? toRemoteErrorInfo(cause, depth + 1) : primitiveOrString(cause);
   }
   copyFields(error, info, ['cause', 'stack', 'message', 'name']);
   return info;
 }
 
+/** `from[key]`, or undefined when reading it throws (a getter, a Proxy). */
+function read(from: unknown, key: string): unknown {
+  if (from === null || from === undefined) return undefined;
+  try {
+    return (from as Record<string, unknown>)[key];
+  } catch {
+    return undefined;
+  }
+}
+
 /** `code` (a string or number) and the other own enumerable fields of `from`, but those named in `skip`. */
 function copyFields(from: object, info: RemoteErrorInfo, skip: readonly string[]): void {
-  const code = (from as { code?: unknown }).code;
+  const code = read(from, 'code');
   if (typeof code === 'string' || typeof code === 'number') info.code = code;
   const props: Record<string, unknown> = {};
   let any = false;
   for (const key of Object.keys(from)) {
     if (key === 'code' || skip.includes(key)) continue;
-    props[key] = primitiveOrString((from as Record<string, unknown>)[key]);
+    props[key] = primitiveOrString(read(from, key));
     any = true;
   }
   if (any) info.props = props;
@@ -310,6 +336,12 @@ export function formatValue(value: unknown): string {
   if (typeof value === 'bigint') return `${value}n`;
   if (typeof value === 'symbol') return value.toString();
   if (value === null || typeof value !== 'object') return String(value);
-  if (Array.isArray(value)) return `an array of ${value.length}`;
-  return `an object (${value.constructor?.name ?? 'null prototype'})`;
+  try {
+    if (Array.isArray(value)) return `an array of ${value.length}`;
+    const name: unknown = value.constructor?.name;
+    return `an object (${typeof name === 'string' ? name : 'null prototype'})`;
+  } catch {
+    // A Proxy whose traps throw, or a constructor getter that does.
+    return 'an object that cannot be inspected';
+  }
 }

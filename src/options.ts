@@ -256,6 +256,10 @@ export function resolveOptions(options: ScheduleOptions | undefined, names: { cp
   if (o.workerEnv !== undefined && (typeof o.workerEnv !== 'object' || o.workerEnv === null)) {
     throw new OptionError('workerEnv', 'an object', o.workerEnv);
   }
+  if (o.workerEnv !== undefined) {
+    const key = nonStringEnvKey(o.workerEnv);
+    if (key !== undefined) throw new OptionError(`workerEnv.${key}`, 'a string (or undefined, to leave it out)', (o.workerEnv as Record<string, unknown>)[key]);
+  }
   if (o.pool !== undefined && !(o.pool instanceof WorkerPool)) throw new OptionError('pool', 'a WorkerPool', o.pool);
   return {
     concurrency,
@@ -376,11 +380,24 @@ export function checkTaskOptions(options: unknown, kind: 'module' | 'command' | 
   return kind === 'command' ? checkCommandOptions(o) : undefined;
 }
 
+/**
+ * The first variable of an environment whose value is neither a string nor undefined: Node
+ * would pass `null` as "null" and an object as "[object Object]".
+ */
+function nonStringEnvKey(env: object): string | undefined {
+  for (const [key, value] of Object.entries(env)) if (value !== undefined && typeof value !== 'string') return key;
+  return undefined;
+}
+
 function checkCommandOptions(o: Record<string, unknown>): string | undefined {
   if (o.cwd !== undefined && typeof o.cwd !== 'string' && !(o.cwd instanceof URL)) {
     return `task option cwd must be a string or a file: URL, got ${formatValue(o.cwd)}`;
   }
   if (o.env !== undefined && (typeof o.env !== 'object' || o.env === null)) return `task option env must be an object, got ${formatValue(o.env)}`;
+  const envKey = o.env === undefined ? undefined : nonStringEnvKey(o.env);
+  if (envKey !== undefined) {
+    return `task option env.${envKey} must be a string (or undefined, to leave it out), got ${formatValue((o.env as Record<string, unknown>)[envKey])}`;
+  }
   if (o.input !== undefined && typeof o.input !== 'string' && !(o.input instanceof Uint8Array)) {
     return `task option input must be a string or a Uint8Array, got ${formatValue(o.input)}`;
   }

@@ -9,7 +9,7 @@ import {
   type Observer, type Subscriber,
 } from 'rxjs';
 import { whenAborted } from './abort.js';
-import { RunTerminatedError, TaskError, formatValue } from './errors.js';
+import { RunTerminatedError, TaskError, formatValue, toRemoteErrorInfo } from './errors.js';
 import { autoConcurrency$ } from './load/controller.js';
 import { systemLoadSampler } from './load/samplers.js';
 import {
@@ -26,7 +26,7 @@ import { LocalRuntime } from './runtime/local-runtime.js';
 import type { OutputLine } from './runtime/output.js';
 import { workerHook } from './runtime/protocol.js';
 import type { JobEvents, JobHandle, TaskRuntime, TaskStats } from './runtime/runtime.js';
-import { isTask, taskLabel, type Task, type TaskValue } from './task.js';
+import { isTask, taskLabel, taskShapeProblem, type Task, type TaskValue } from './task.js';
 
 /** A task that ended well. The run emits these, in the order tasks finish. */
 export interface TaskResult<T> {
@@ -447,15 +447,21 @@ export class RunCore<T, M extends RunMode> {
     const valid = isTask(task);
     const inner = new TaskInner<T>(this.#innerContext, sink, index, valid ? weightOf(task.options) : 1);
     this.#state.weightPulled += inner.weight;
-    const invalid = !valid
-      ? `it is not a task: expected one made by moduleTask, taskModule, commandTask or processTask, got ${formatValue(task)}`
-      : // Here only: the runtimes take the task as well formed. The arguments first:
-        // moduleTask(url, 'f', 1, 2) is a mistake in the arguments, not the options.
-        task.kind === 'module' && !Array.isArray(task.args)
-        ? `its arguments must be an array, got ${formatValue(task.args)}`
-        : checkTaskOptions(task.options, task.kind);
+    let invalid: string | undefined;
+    let label: string | undefined;
+    try {
+      // Here only: the runtimes take the task as well formed.
+      invalid = !valid
+        ? `it is not a task: expected one made by moduleTask, taskModule, commandTask or processTask, got ${formatValue(task)}`
+        : (taskShapeProblem(task) ?? checkTaskOptions(task.options, task.kind));
+      if (invalid !== undefined && valid) label = taskLabel(task);
+    } catch (error) {
+      // A task whose fields are getters that throw (plain JavaScript can make anything).
+      const thrown = toRemoteErrorInfo(error);
+      invalid = `reading it threw ${thrown.name}: ${thrown.message}`;
+    }
     if (invalid !== undefined) {
-      inner.rejected(new TaskError({ kind: 'invalid', index, label: valid ? taskLabel(task) : undefined, detail: invalid }));
+      inner.rejected(new TaskError({ kind: 'invalid', index, label, detail: invalid }));
       return inner;
     }
     inner.handle = runWithRetries(runtime, task, index, this.#options, inner);
@@ -780,7 +786,12 @@ class TaskInner<T> implements JobEvents, DirectSubscription {
  * task made in plain JavaScript may be anything.
  */
 function weightOf(options: unknown): number {
-  const weight = typeof options === 'object' && options !== null ? (options as { weight?: unknown }).weight : undefined;
+  let weight: unknown;
+  try {
+    weight = typeof options === 'object' && options !== null ? (options as { weight?: unknown }).weight : undefined;
+  } catch {
+    // A getter that throws: the task is invalid (startTask says why); it counts 1 meanwhile.
+  }
   return isWeight(weight) ? weight : 1;
 }
 

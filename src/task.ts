@@ -294,7 +294,32 @@ export function processTask<T = unknown>(factory: () => ChildProcess, options: T
  * @returns Whether the scheduler can run it.
  */
 export function isTask(value: unknown): value is Task {
-  return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[TASK_BRAND] === true;
+  if (typeof value !== 'object' || value === null) return false;
+  try {
+    return (value as Record<symbol, unknown>)[TASK_BRAND] === true;
+  } catch {
+    return false; // a Proxy whose get trap throws
+  }
+}
+
+/**
+ * What is wrong with the fields of a task that carries the brand (a task changed after it was
+ * made, or made by hand): its kind, and what that kind needs to run. Undefined when nothing is.
+ * The arguments of a module task come before its options: moduleTask(url, 'f', 1, 2) is a
+ * mistake in the arguments.
+ */
+export function taskShapeProblem(task: Task): string | undefined {
+  switch (task.kind) {
+    case 'module':
+      if (typeof task.module !== 'string') return `its module must be a URL string, got ${formatValue(task.module)}`;
+      if (typeof task.exportName !== 'string') return `its export name must be a string, got ${formatValue(task.exportName)}`;
+      return Array.isArray(task.args) ? undefined : `its arguments must be an array, got ${formatValue(task.args)}`;
+    case 'command': // its program and arguments are checked when it starts (runCommand)
+    case 'process': // its factory, when it is called
+      return undefined;
+    default:
+      return `its kind must be 'module', 'command' or 'process', got ${formatValue((task as { kind: unknown }).kind)}`;
+  }
 }
 
 /** A short human name for a task, used in errors. */
@@ -304,13 +329,15 @@ export function taskLabel(task: Task): string {
   if (typeof label === 'string' && label !== '') return label;
   switch (task.kind) {
     case 'module': {
-      const slash = task.module.lastIndexOf('/');
-      return `${task.module.slice(slash + 1)}#${task.exportName}`;
+      const module = String(task.module);
+      return `${module.slice(module.lastIndexOf('/') + 1)}#${String(task.exportName)}`;
     }
     case 'command':
       return commandLine(task.file, task.args);
     case 'process':
       return typeof task.factory === 'function' && task.factory.name ? `process ${task.factory.name}` : 'process';
+    default:
+      return String((task as { kind: unknown }).kind);
   }
 }
 

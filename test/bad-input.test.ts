@@ -184,3 +184,59 @@ test('an exception thrown in a timer of a task fails that task with the error, a
   t.regex(error!.message, /uncaught in the worker/);
   t.is(after, undefined);
 });
+
+test('an error whose fields throw when read: the task threw, with what could be read; its worker lives on', async (t) => {
+  // Before, the worker's error serializer read them unguarded and threw: the worker died, and
+  // the task was reported with the getter's error, as uncaught, or the next task was blamed.
+  const tasks = [moduleTask(work, 'throwUnreadable', [false]), moduleTask(work, 'throwUnreadable', [true]), moduleTask(work, 'pid', [])];
+  const outcomes = await schedule$(tasks, { settle: true, concurrency: 1 }).toOrderedArray();
+  const [broken, proxy] = [outcomes[0], outcomes[1]].map((o) => (o as TaskFailure).reason);
+  t.is(broken!.kind, 'threw');
+  t.is(broken!.remote?.code, 'E_BROKEN', 'the fields that can be read are kept');
+  t.is(broken!.remote?.message, '(its message could not be read)');
+  t.is(proxy!.kind, 'threw');
+  t.is(proxy!.remote?.message, 'a value was thrown that cannot be inspected (reading it threw)');
+  t.is(outcomes[2]!.status, 'fulfilled');
+  t.is(broken!.pid, (outcomes[2] as TaskResult<number>).value, 'the same worker ran the task after them');
+});
+
+test('a task source or a task whose fields throw when read: an error of the run or an invalid task, not a crash', async (t) => {
+  const hostile = new Proxy({}, { get: () => { throw new Error('proxy get'); } });
+  const [fromProxy] = await failures([hostile]);
+  t.is(fromProxy!.kind, 'invalid');
+  t.regex(fromProxy!.message, /it is not a task: .*got an object that cannot be inspected$/);
+
+  const options = { get timeout(): number { throw new Error('timeout getter'); } };
+  const [fromGetter] = await failures([moduleTask(work, 'square', [2], options)]);
+  t.is(fromGetter!.kind, 'invalid');
+  t.regex(fromGetter!.message, /is invalid: reading it threw Error: timeout getter$/);
+
+  // An iterator whose result's `done` is a getter that throws: the run errors with that error.
+  const source = {
+    [Symbol.iterator]: () => ({ next: () => ({ get done(): boolean { throw new Error('done getter'); }, value: undefined }) }),
+  };
+  await t.throwsAsync(schedule$(source as never).toOrderedArray(), { message: 'done getter' });
+  const asyncSource = {
+    [Symbol.asyncIterator]: () => ({ next: async () => ({ done: false, get value(): unknown { throw new Error('value getter'); } }) }),
+  };
+  await t.throwsAsync(schedule$(asyncSource as never).toOrderedArray(), { message: 'value getter' });
+});
+
+test('a task changed after it was made, to a kind there is not: invalid, not a run that never ends', async (t) => {
+  // Before, it was counted as running and nothing ran it: the run never settled.
+  const task = commandTask('echo', ['hi']);
+  (task as { kind: string }).kind = 'Command';
+  const moved = moduleTask(work, 'square', [2]);
+  (moved as unknown as { module: unknown }).module = new URL(String(work));
+  const [kind, module] = await failures([task, moved]);
+  t.is(kind!.kind, 'invalid');
+  t.is(kind!.message, `task #0 (Command) is invalid: its kind must be 'module', 'command' or 'process', got "Command"`);
+  t.regex(module!.message, /is invalid: its module must be a URL string, got an object \(URL\)$/);
+});
+
+test('an environment variable that is not a string: the command is invalid, naming it (Node would pass "null" or "[object Object]")', async (t) => {
+  const [error] = await failures([commandTask('env', [], { env: { PATH: process.env.PATH, A: null } as never })]);
+  t.is(error!.kind, 'invalid');
+  t.is(error!.message, 'task #0 (env) is invalid: task option env.A must be a string (or undefined, to leave it out), got null');
+  t.throws(() => schedule$([], { workerEnv: { A: 1 } as never }), { name: 'OptionError', message: 'options.workerEnv.A must be a string (or undefined, to leave it out), got 1' });
+});

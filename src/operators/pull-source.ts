@@ -164,20 +164,24 @@ class IterableSource<T> implements PullSource<T> {
 
   request(): void {
     if (this.#state !== 'open') return;
-    let result: IteratorResult<T>;
+    let done: unknown;
+    let value: T;
     try {
       this.#iterator ??= this.input[Symbol.iterator]();
-      result = this.#iterator.next();
+      const result = this.#iterator.next();
       if (result === null || typeof result !== 'object') throw invalidResult(result);
+      // Read here, inside the try: a result's `done` or `value` may be a getter that throws.
+      done = result.done;
+      value = result.value;
     } catch (err) {
       this.#state = 'ended';
       return this.sink.error(err);
     }
-    if (result.done) {
+    if (done) {
       this.#state = 'ended';
       return this.sink.done();
     }
-    this.sink.item(result.value);
+    this.sink.item(value);
   }
 
   close(): void {
@@ -203,11 +207,19 @@ function asyncIterableSource<T>(input: AsyncIterable<T>, sink: PullSink<T>): Pul
   const answer = (result: IteratorResult<T>): void => {
     if (state !== 'open') return;
     if (result === null || typeof result !== 'object') return fail(invalidResult(result));
-    if (result.done) {
+    let done: unknown;
+    let value: T;
+    try {
+      done = result.done;
+      value = result.value;
+    } catch (err) {
+      return fail(err); // a getter that throws
+    }
+    if (done) {
       state = 'ended';
       return sink.done();
     }
-    sink.item(result.value);
+    sink.item(value);
   };
   return {
     request() {
