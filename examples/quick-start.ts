@@ -8,7 +8,7 @@ const work = new URL('./work.js', import.meta.url);
 const tasks = Array.from({ length: 16 }, (_, i) => moduleTask(work, 'longCalculation', [i, i + 1]));
 
 const run = schedule$(tasks, { concurrency: 4 });
-// A snapshot comes when tasks start too: print only when the count of completed ones changes.
+// Snapshots come for other changes too (tasks starting): print when the completed count changes.
 run.progress$
   .pipe(distinctUntilKeyChanged('completed'))
   .subscribe((p) => console.log(`${p.completed} of ${p.total} tasks are complete.`));

@@ -440,8 +440,11 @@ function normalizeModuleUrl(moduleUrl: string | URL): string {
   if (/^(file|node|data):/.test(moduleUrl)) return moduleUrl;
   if (isAbsolute(moduleUrl)) return pathToFileURL(moduleUrl).href;
   const relative = moduleUrl.startsWith('.') ? moduleUrl : `./${moduleUrl}`;
+  // 'lodash' or '@scope/pkg/x.js' may be a file next to this one, or a package.
+  const bare = !moduleUrl.startsWith('.') && /^(@[\w.-]+\/)?[\w.-]+(\/|$)/.test(moduleUrl);
   throw new TypeError(
     `moduleUrl must be a URL, a file: URL string or an absolute path, got ${JSON.stringify(moduleUrl)}; ` +
-      `use new URL('${relative}', import.meta.url) (in CommonJS: path.join(__dirname, '${relative}'))`,
+      `use new URL('${relative}', import.meta.url) (in CommonJS: path.join(__dirname, '${relative}'))` +
+      (bare ? `, or, for a package, import.meta.resolve('${moduleUrl}') (in CommonJS: require.resolve('${moduleUrl}'))` : ''),
   );
 }

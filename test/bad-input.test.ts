@@ -21,6 +21,7 @@ test('a missing export lists the function exports there are', async (t) => {
   t.is(error!.kind, 'invalid');
   t.is(error!.remote!.name, 'ExportNotFoundError');
   t.regex(error!.remote!.message, /has no export named 'squar' \(its function exports: .*square/);
+  t.notRegex(error!.remote!.message, /CustomError/, 'a class it exports is not offered as a function to call');
 });
 
 test('an export that is not a function says what it is', async (t) => {
@@ -156,7 +157,12 @@ test('a malformed command or process task (from plain JavaScript) is that task\'
 });
 
 test('a relative module path is refused when the task is made, with the fix in the message', (t) => {
-  t.throws(() => moduleTask('./work.js', 'square', []), { instanceOf: TypeError, message: /use new URL\('\.\/work\.js', import\.meta\.url\) \(in CommonJS: path\.join\(__dirname, '\.\/work\.js'\)\)/ });
+  t.throws(() => moduleTask('./work.js', 'square', []), { instanceOf: TypeError, message: /use new URL\('\.\/work\.js', import\.meta\.url\) \(in CommonJS: path\.join\(__dirname, '\.\/work\.js'\)\)$/ });
+  // A bare name may be a package: the message says how to give one too.
+  t.throws(() => moduleTask('lodash', 'chunk', []), {
+    instanceOf: TypeError,
+    message: /, or, for a package, import\.meta\.resolve\('lodash'\) \(in CommonJS: require\.resolve\('lodash'\)\)$/,
+  });
 });
 
 test('an export name that is not a string is refused when the task is made, naming what it got', (t) => {

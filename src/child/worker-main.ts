@@ -413,7 +413,8 @@ async function load(def: { url: string; name: string; fn?: Fn; error?: RemoteErr
   if (typeof candidate === 'function') {
     def.fn = candidate as Fn;
   } else if (!(def.name in namespace)) {
-    const names = Object.keys(namespace).filter((k) => typeof namespace[k] === 'function');
+    // Classes are functions too, but not ones a task can call.
+    const names = Object.keys(namespace).filter((k) => typeof namespace[k] === 'function' && !isClass(namespace[k] as Fn));
     def.error = {
       name: 'ExportNotFoundError',
       message: `module ${def.url} has no export named '${def.name}' (its function exports: ${names.join(', ') || 'none'})`,
@@ -423,6 +424,14 @@ async function load(def: { url: string; name: string; fn?: Fn; error?: RemoteErr
       name: 'ExportNotFunctionError',
       message: `export '${def.name}' of module ${def.url} is not a function (it is ${candidate === null ? 'null' : typeof candidate})`,
     };
+  }
+}
+
+function isClass(fn: Fn): boolean {
+  try {
+    return /^class\b/.test(Function.prototype.toString.call(fn));
+  } catch {
+    return false;
   }
 }
 
