@@ -246,3 +246,12 @@ test('an environment variable that is not a string: the command is invalid, nami
   t.is(error!.message, 'task #0 (env) is invalid: task option env.A must be a string (or undefined, to leave it out), got null');
   t.throws(() => schedule$([], { workerEnv: { A: 1 } as never }), { name: 'OptionError', message: 'options.workerEnv.A must be a string (or undefined, to leave it out), got 1' });
 });
+
+test("a task that removes the process's 'message' listeners: its worker still hears the next tasks", async (t) => {
+  // Before, the tasks sent next were dropped, unheard, and the run waited for them forever.
+  t.timeout(30_000);
+  const tasks = [moduleTask(work, 'deafen', []), moduleTask(work, 'square', [2]), moduleTask(work, 'pid', [])];
+  const [pid, four, samePid] = await schedule$(tasks, { concurrency: 1 }).toOrderedArray();
+  t.is(four, 4);
+  t.is(samePid, pid, 'in the same worker');
+});

@@ -125,7 +125,9 @@ for (const stream of [process.stdout, process.stderr]) {
   } as typeof write;
 }
 
-process.on('message', (received: unknown) => {
+process.on('message', onMessage);
+
+function onMessage(received: unknown): void {
   const message = unpack(received) as ParentMessage;
   if (typeof message !== 'object' || message === null) return;
   if (message[TAG] === 'run') {
@@ -162,13 +164,26 @@ process.on('message', (received: unknown) => {
       }
     }
   }
-});
+}
+
+/**
+ * A task that removed the process's 'message' listeners (process.removeAllListeners(), say) would
+ * leave this worker deaf: the tasks sent next would be dropped, and the run would wait for them.
+ * Listened to again after every task, before the next message can come. A count, not a search
+ * for our own listener: it is cheap enough for every tiny task.
+ */
+function keepListening(): void {
+  if (process.listenerCount('message') === 0) process.on('message', onMessage);
+  if (process.listenerCount('disconnect') === 0) process.on('disconnect', onDisconnect);
+}
 
 // The parent let go of this worker (it retires it, exited, or was killed): nothing will read our
 // results. Output still buffered for a full pipe would be lost by process.exit, so it drains first
 // (a live parent reads it; a dead parent's pipe fails at once: EPIPE). Then whatever tasks started in this worker's
 // process group goes with it: after a parent's SIGKILL, no one else is left to end it.
-process.on('disconnect', () => {
+process.on('disconnect', onDisconnect);
+
+function onDisconnect(): void {
   const leave = () => {
     try {
       process.kill(-process.pid, 'SIGKILL');
@@ -194,7 +209,7 @@ process.on('disconnect', () => {
     last = current;
     if (now - stalledSince >= DRAIN_STALL_MS || now - since >= DRAIN_MAX_MS) leave();
   }, 250);
-});
+}
 
 // A message that cannot be sent because the parent let go meanwhile (EPIPE: a worker it stopped
 // while booting, a parent that died) is reported on \`process\` as 'error', and would otherwise
@@ -315,6 +330,7 @@ function runReady(): Stop {
     let value: unknown;
     try {
       value = def.fn!(...args);
+      keepListening();
       if (isThenable(value)) {
         // Results waiting in the outbox should not wait for a slow task.
         flush();
@@ -341,6 +357,7 @@ function runReady(): Stop {
 /** Records the result of the task that started at `t0`; returns its duration in µs. */
 function finish(def: FunctionDef, id: number, status: ResultStatus, value: unknown, t0: number, cpu0: NodeJS.CpuUsage | undefined, async: boolean): number {
   const t1 = performance.now();
+  keepListening();
   const durationUs = Math.round((t1 - t0) * 1000);
   let cpuUs = -1;
   if (cpu0) {
