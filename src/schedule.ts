@@ -445,7 +445,7 @@ export class RunCore<T, M extends RunMode> {
   /** Starts one task's inner (see TaskObservable): its outcome goes to `sink`. */
   startTask(runtime: TaskRuntime, task: Task, index: number, sink: InnerSink<TaskOutcome<T>>): TaskInner<T> {
     const valid = isTask(task);
-    const inner = new TaskInner<T>(this.#innerContext, sink, index, valid ? weightOf(task.options) : 1);
+    const inner = new TaskInner<T>(this.#innerContext, sink, index, valid ? weightOf(task) : 1);
     this.#state.weightPulled += inner.weight;
     let invalid: string | undefined;
     let label: string | undefined;
@@ -785,9 +785,10 @@ class TaskInner<T> implements JobEvents, DirectSubscription {
  * none, or none that is valid (such a task fails as invalid, and still ends). The options of a
  * task made in plain JavaScript may be anything.
  */
-function weightOf(options: unknown): number {
+function weightOf(task: Task): number {
   let weight: unknown;
   try {
+    const options: unknown = task.options;
     weight = typeof options === 'object' && options !== null ? (options as { weight?: unknown }).weight : undefined;
   } catch {
     // A getter that throws: the task is invalid (startTask says why); it counts 1 meanwhile.
@@ -800,7 +801,7 @@ function sumOfWeights(tasks: readonly unknown[]): number {
   let sum = 0;
   for (let i = 0; i < tasks.length; i++) {
     const task = tasks[i];
-    sum += isTask(task) ? weightOf(task.options) : 1;
+    sum += isTask(task) ? weightOf(task) : 1;
   }
   return sum;
 }

@@ -216,6 +216,17 @@ test('a task source or a task whose fields throw when read: an error of the run 
   const [fromGetter] = await failures([moduleTask(work, 'square', [2], options)]);
   t.is(fromGetter!.kind, 'invalid');
   t.regex(fromGetter!.message, /is invalid: reading it threw Error: timeout getter$/);
+  // A real task behind a Proxy whose `options` throws: that task fails, in an array too (whose
+  // weights are summed when the run is made).
+  const proxied = new Proxy(moduleTask(work, 'square', [2]), {
+    get: (target, key) => {
+      if (key === 'options') throw new Error('options getter');
+      return Reflect.get(target, key) as unknown;
+    },
+  });
+  const [fromProxiedTask, after] = await failures([proxied, moduleTask(work, 'square', [3])]);
+  t.regex(fromProxiedTask!.message, /is invalid: reading it threw Error: options getter$/);
+  t.is(after, undefined, 'the next task ran');
 
   // An iterator whose result's `done` is a getter that throws: the run errors with that error.
   const source = {
@@ -250,8 +261,11 @@ test('an environment variable that is not a string: the command is invalid, nami
 test("a task that removes the process's 'message' listeners: its worker still hears the next tasks", async (t) => {
   // Before, the tasks sent next were dropped, unheard, and the run waited for them forever.
   t.timeout(30_000);
-  const tasks = [moduleTask(work, 'deafen', []), moduleTask(work, 'square', [2]), moduleTask(work, 'pid', [])];
-  const [pid, four, samePid] = await schedule$(tasks, { concurrency: 1 }).toOrderedArray();
-  t.is(four, 4);
-  t.is(samePid, pid, 'in the same worker');
+  // Removed, or taken over (a listener of the task's own added, as a library might).
+  for (const fn of ['deafen', 'hijack']) {
+    const tasks = [moduleTask(work, fn, []), moduleTask(work, 'square', [2]), moduleTask(work, 'pid', [])];
+    const [pid, four, samePid] = await schedule$(tasks, { concurrency: 1 }).toOrderedArray();
+    t.is(four, 4, fn);
+    t.is(samePid, pid, `${fn}: in the same worker`);
+  }
 });

@@ -2,7 +2,7 @@
  * Bad input gets a clear, typed error naming the problem and the task, never a hang and never a
  * lost result: the rows of the table in guides/reliability.md that other test files do not cover.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { ChildProcess, execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -155,7 +155,7 @@ test('a process task that can get no descriptor, with none of the run\'s process
   );
   t.regex(
     result.failures[0]!.message,
-    /^task #0 \(process\) could not start: its process was not started: this process has too many open files \(EMFILE; its limit, ulimit -n, is 128\), and none of the run's processes is left to close some\./,
+    /^task #0 \(process\) could not start: this process has too many open files \(EMFILE; its limit, ulimit -n, is 128\), and none of the run's processes is left to close some\./,
   );
 });
 
@@ -292,6 +292,16 @@ test('a process task whose factory returns a process that has already ended: inv
   const [outcome] = await schedule$([processTask(() => made, { retries: 1 })], { settle: true }).toOrderedArray();
   t.is((outcome as TaskFailure).reason.kind, 'invalid');
   t.regex((outcome as TaskFailure).reason.message, /had already ended \(it exited with code 0\)/);
+
+  // One whose spawn failed before (its 'error' long gone), and one never spawned: neither would
+  // ever say anything more, and the run would wait for them.
+  const failed = spawn('no-such-program-aps', [], { stdio: ['ignore', 'ignore', 'ignore', 'ipc'] });
+  await once(failed, 'error');
+  const failedError = await failureOf(processTask(() => failed));
+  t.is(failedError.kind, 'invalid');
+  t.regex(failedError.message, /had already ended \(it could not start, ENOENT\); the factory must start a new process each time it is called$/);
+  const unspawned = await failureOf(processTask(() => new ChildProcess()));
+  t.is(unspawned.message, 'task #0 (process) is invalid: its factory must return a ChildProcess, returned an object (ChildProcess)');
 });
 
 test('a process task that closes its IPC channel and goes on: an error on a later send is not a failure to start; its exit decides, and it is tracked until then', async (t) => {

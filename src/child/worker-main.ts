@@ -167,14 +167,22 @@ function onMessage(received: unknown): void {
 }
 
 /**
- * A task that removed the process's 'message' listeners (process.removeAllListeners(), say) would
- * leave this worker deaf: the tasks sent next would be dropped, and the run would wait for them.
- * Listened to again after every task, before the next message can come. A count, not a search
- * for our own listener: it is cheap enough for every tiny task.
+ * A task that removed the process's listeners (process.removeAllListeners(), say, or a library
+ * that takes over 'message') would leave this worker deaf: the tasks sent next would be dropped,
+ * and the run would wait for them. Node says so through 'removeListener'; our listeners are put
+ * back after the task, before the next message can come. A flag to test on every tiny task.
  */
+let listenersRemoved = false;
+const onRemoveListener = (_event: string | symbol, listener: unknown): void => {
+  if (ours.some(([, own]) => own === listener)) listenersRemoved = true;
+};
+
 function keepListening(): void {
-  if (process.listenerCount('message') === 0) process.on('message', onMessage);
-  if (process.listenerCount('disconnect') === 0) process.on('disconnect', onDisconnect);
+  // The count too: process.removeAllListeners('removeListener') first would leave us unwarned.
+  if (!listenersRemoved && process.listenerCount('message') > 0) return;
+  listenersRemoved = false;
+  const emitter = process as NodeJS.EventEmitter;
+  for (const [event, listener] of ours) if (!emitter.listeners(event).includes(listener)) emitter.on(event, listener);
 }
 
 // The parent let go of this worker (it retires it, exited, or was killed): nothing will read our
@@ -215,12 +223,27 @@ function onDisconnect(): void {
 // while booting, a parent that died) is reported on \`process\` as 'error', and would otherwise
 // be an uncaught exception printed as one. Nothing is lost: no one is left to read it, and the
 // 'disconnect' handler above ends this process.
-process.on('error', () => {});
+const onError = (): void => {};
+process.on('error', onError);
 
 // A task that calls process.exit() must not take the results of earlier tasks with it.
-process.on('exit', () => flush());
-process.on('uncaughtException', (error) => fatal(error));
-process.on('unhandledRejection', (reason) => fatal(reason));
+const onExit = (): void => flush();
+process.on('exit', onExit);
+const onUncaught = (error: unknown): void => fatal(error);
+process.on('uncaughtException', onUncaught);
+process.on('unhandledRejection', onUncaught);
+
+/** This worker's own listeners on `process`, which a task must not take away (see keepListening). */
+const ours: Array<[string, (...args: any[]) => void]> = [
+  ['message', onMessage],
+  ['disconnect', onDisconnect],
+  ['error', onError],
+  ['exit', onExit],
+  ['uncaughtException', onUncaught],
+  ['unhandledRejection', onUncaught],
+  ['removeListener', onRemoveListener],
+];
+process.on('removeListener', onRemoveListener);
 
 post({ [TAG]: 'ready' });
 

@@ -13,6 +13,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
+import { devNull } from 'node:os';
 import { BehaviorSubject, Subject, type Observable } from 'rxjs';
 import { TaskError, type TaskErrorInit } from '../errors.js';
 import { IdTable, RingQueue, objectArray } from '../collections.js';
@@ -556,7 +557,7 @@ export class LocalRuntime implements TaskRuntime {
       const why = shortageDetail('EMFILE')!;
       rejected({
         kind: 'spawn',
-        detail: task.kind === 'command' ? `cannot run ${task.file}: ${why}` : `its process was not started: ${why}`,
+        detail: task.kind === 'command' ? `cannot run ${task.file}: ${why}` : why,
         remote: { name: 'Error', message: 'too many open files to start a process', code: 'EMFILE' },
       });
       return;
@@ -1188,17 +1189,21 @@ function startErrorHint(message: string): string {
  * with none left. About twenty system calls: asked only once a run has met the limit.
  */
 function hasSpawnHeadroom(): boolean {
+  if (!headroomCheckable) return true;
   const fds: number[] = [];
   try {
-    for (let i = 0; i < SPAWN_FDS; i++) fds.push(openSync('/dev/null', 'r'));
+    for (let i = 0; i < SPAWN_FDS; i++) fds.push(openSync(devNull, 'r'));
     return true;
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    return code !== 'EMFILE' && code !== 'ENFILE';
+    if (code === 'EMFILE' || code === 'ENFILE') return false;
+    headroomCheckable = false; // no null device to open: spawns go unchecked, as before
+    return true;
   } finally {
     for (const fd of fds) closeSync(fd);
   }
 }
+let headroomCheckable = true;
 
 /** True for a command or process task that could not start for want of file descriptors or processes, not for a fault of its own. */
 function isShortage(init: Omit<TaskErrorInit, 'index' | 'label' | 'attempt'>): boolean {

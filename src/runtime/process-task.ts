@@ -4,6 +4,7 @@
  * @module
  */
 import { ChildProcess } from 'node:child_process';
+import { getSystemErrorName } from 'node:util';
 import { formatValue, toRemoteErrorInfo, type TaskErrorInit } from '../errors.js';
 import type { OutputMode } from '../options.js';
 import type { ProcessTask } from '../task.js';
@@ -64,28 +65,39 @@ export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks:
   }
   // A process whose spawn failed (EMFILE, say) has no pid, not even as a property, and reports
   // why in an 'error' a tick later: it is a ChildProcess all the same, and that error is awaited.
-  if (!child || typeof child !== 'object' || typeof child.on !== 'function' || !(child instanceof ChildProcess || 'pid' in child)) {
+  // One that was never spawned (new ChildProcess()) would report nothing, ever.
+  if (
+    !child ||
+    typeof child !== 'object' ||
+    typeof child.on !== 'function' ||
+    !(child instanceof ChildProcess ? child.spawnfile : 'pid' in child)
+  ) {
     hooks.rejected({ kind: 'invalid', detail: `its factory must return a ChildProcess, returned ${formatValue(child)}` });
     return undefined;
   }
   const started = child.pid !== undefined;
+  if (child.exitCode !== null || child.signalCode !== null) {
+    // Its 'exit' (or, for a spawn that failed, its 'error') has been emitted already, and would
+    // never come again: a factory that returns the same process every time, say, on a retry. Its
+    // pid may belong to someone else by now.
+    const how = !started
+      ? `could not start, ${errorName(child.exitCode)}`
+      : child.signalCode
+        ? `was killed by ${child.signalCode}`
+        : `exited with code ${child.exitCode}`;
+    hooks.rejected({
+      kind: 'invalid',
+      detail: `its factory returned a process that had already ended (it ${how}); the factory must start a new process each time it is called`,
+      pid: child.pid,
+    });
+    return undefined;
+  }
   if (started && typeof child.send !== 'function') {
     // No channel: the result could never arrive. Do not leave the process behind.
     void killTree(child, hooks.killTimeout);
     hooks.rejected({
       kind: 'invalid',
       detail: "its process has no IPC channel; create it with fork(), or spawn() with 'ipc' in stdio",
-      pid: child.pid,
-    });
-    return undefined;
-  }
-  if (started && (child.exitCode !== null || child.signalCode !== null)) {
-    // Its 'exit' has been emitted already, and would never come again: a factory that returns
-    // the same process every time, say, on a retry. Its pid may belong to someone else by now.
-    const how = child.signalCode ? `was killed by ${child.signalCode}` : `exited with code ${child.exitCode}`;
-    hooks.rejected({
-      kind: 'invalid',
-      detail: `its factory returned a process that had already ended (it ${how}); the factory must start a new process each time it is called`,
       pid: child.pid,
     });
     return undefined;
@@ -119,9 +131,12 @@ export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks:
     done();
     releaseUnstarted(child);
     const shortage = shortageDetail(error.code);
+    // As for commands: a program that is missing or cannot be run is the task's fault, for good.
+    const invalid = error.code === 'ENOENT' || error.code === 'EACCES' || error.code === 'ENOTDIR';
     hooks.rejected({
-      kind: error.code === 'ENOENT' ? 'invalid' : 'spawn',
-      detail: `its process could not start: ${error.message}${shortage ? `: ${shortage}` : ''}`,
+      kind: invalid ? 'invalid' : 'spawn',
+      // Kind spawn already says "could not start".
+      detail: `${invalid ? 'its process could not start: ' : ''}${error.message}${shortage ? `: ${shortage}` : ''}`,
       remote: toRemoteErrorInfo(error),
     });
   });
@@ -135,4 +150,13 @@ export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks:
     else hooks.rejected({ ...base, kind: 'exited', detail: 'it sent no result' });
   }));
   return { child, stderrTail: () => tap.stderrTail() };
+}
+
+/** ENOENT for -2: what a ChildProcess whose spawn failed keeps as its exit code. */
+function errorName(code: number | null): string {
+  try {
+    return getSystemErrorName(code as number);
+  } catch {
+    return String(code);
+  }
 }
