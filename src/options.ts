@@ -183,7 +183,7 @@ export const KNOWN = new Set<string>([
 
 /** Throws the OptionError for options that are not an object; `where` prefixes the message (`warm(count, options): `). */
 export function checkOptionsObject(options: unknown, where = ''): asserts options is object {
-  if (typeof options !== 'object' || options === null) {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
     throw new OptionError('(options)', '', options, `${where}options must be an object, got ${formatValue(options)}`);
   }
 }
@@ -212,7 +212,8 @@ export function resolveOptions(options: ScheduleOptions | undefined, names: { cp
   const cpus = optimalConcurrency();
   const o = options;
   const cpuTargetName = names.cpuTarget ?? 'cpuTarget';
-  const concurrency = o.concurrency ?? 'auto';
+  // Left out means automatic; null is a mistake (a value that was meant to be there), said so below.
+  const concurrency = o.concurrency === undefined ? 'auto' : o.concurrency;
   if (!(concurrency === 'auto' || isObservable(concurrency) || isPositiveInteger(concurrency) || concurrency === Infinity)) {
     throw new OptionError('concurrency', "a positive integer, Infinity, an Observable<number> or 'auto'", concurrency);
   }
@@ -357,7 +358,7 @@ const COMMAND_OPTION_KEYS: ReadonlySet<string> = new Set([...TASK_OPTION_KEYS, '
  * Returns a message or undefined.
  */
 export function checkTaskOptions(options: unknown, kind: 'module' | 'command' | 'process'): string | undefined {
-  if (typeof options !== 'object' || options === null) return 'task options must be an object';
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) return `task options must be an object, got ${formatValue(options)}`;
   const o = options as Record<string, unknown>;
   const known = kind === 'command' ? COMMAND_OPTION_KEYS : TASK_OPTION_KEYS;
   // A misspelt option would otherwise be dropped without a word (a timeout that never fires).

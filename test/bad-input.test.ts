@@ -130,7 +130,7 @@ test('options that are not an object, and an invalid weight, are that task\'s er
   run.progress$.subscribe((p) => snapshots.push(p));
   const outcomes = await run.toOrderedArray();
   t.deepEqual(outcomes.map((o) => (o.status === 'rejected' ? (o as TaskFailure).reason.message : (o as TaskResult<number>).value)), [
-    'task #0 (work.ts#square) is invalid: task options must be an object',
+    'task #0 (work.ts#square) is invalid: task options must be an object, got null',
     'task #1 (work.ts#square) is invalid: task option weight must be a finite number >= 0, got "x"',
     9,
   ]);

@@ -85,6 +85,14 @@ test('options that are not an object are an OptionError that says so', (t) => {
   t.is(error.option, '(options)');
 });
 
+test('an array as options, and a null concurrency, are OptionErrors (before, both were taken as the defaults)', (t) => {
+  t.throws(() => schedule$([], [] as never), { instanceOf: OptionError, message: 'options must be an object, got an array of 0' });
+  t.throws(() => schedule$([], { concurrency: null } as never), {
+    instanceOf: OptionError,
+    message: "options.concurrency must be a positive integer, Infinity, an Observable<number> or 'auto', got null",
+  });
+});
+
 test('defaults are filled in', (t) => {
   const o = resolveOptions(undefined);
   t.is(o.concurrency, 'auto');
