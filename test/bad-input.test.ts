@@ -269,3 +269,10 @@ test("a task that removes the process's 'message' listeners: its worker still he
     t.is(samePid, pid, `${fn}: in the same worker`);
   }
 });
+
+test('reportProgress with a value that cannot be cloned: the task threw, naming reportProgress', async (t) => {
+  const [error] = await failures([moduleTask(work, 'reportUncloneable', [])]);
+  t.is(error!.kind, 'threw');
+  t.is(error!.remote?.name, 'TypeError');
+  t.regex(error!.remote!.message, /^reportProgress: the value cannot be sent to the parent process: .*could not be cloned/);
+});

@@ -88,7 +88,12 @@ const CPU_TIMING_MIN_US = 100;
 const hook: WorkerHook = {
   reportProgress(value: unknown) {
     if (currentId === undefined) return;
-    post({ [TAG]: 'progress', id: currentId, value });
+    try {
+      post({ [TAG]: 'progress', id: currentId, value });
+    } catch (error) {
+      // Else the task fails with V8's bare "() => 1 could not be cloned", which names no call.
+      throw new TypeError(`reportProgress: the value cannot be sent to the parent process: ${(error as Error).message}`, { cause: error });
+    }
   },
   get taskId() {
     return currentId;
