@@ -365,14 +365,14 @@ function commandLine(file: unknown, args: unknown): string {
   return `${line.slice(0, cut)}…`;
 }
 
+/** What bash writes in `$'...'` for these characters; others as `\xNN`. */
+const ANSI_C_ESCAPES: Readonly<Record<string, string>> = { '\\': '\\\\', "'": "\\'", '\n': '\\n', '\t': '\\t', '\r': '\\r' };
+
 /** One word of a command line, quoted only if a shell would read it otherwise. */
 function shellWord(word: string): string {
   if (/^[\w@%+=:,./-]+$/.test(word)) return word;
   if (/[\x00-\x1f\x7f]/.test(word)) {
-    const escaped = word.replace(/[\\'\x00-\x1f\x7f]/g, (c) => {
-      const named: Record<string, string> = { '\\': '\\\\', "'": "\\'", '\n': '\\n', '\t': '\\t', '\r': '\\r' };
-      return named[c] ?? `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`;
-    });
+    const escaped = word.replace(/[\\'\x00-\x1f\x7f]/g, (c) => ANSI_C_ESCAPES[c] ?? `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
     return `$'${escaped}'`;
   }
   return `'${word.replaceAll("'", "'\\''")}'`;

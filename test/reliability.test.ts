@@ -92,18 +92,26 @@ async function underFdLimit(...args: string[]) {
   };
 }
 
-test('more commands at once than the limit on open files allows: they wait for descriptors instead of failing', async (t) => {
-  if (noUlimit(t)) return;
-  const result = await underFdLimit('crowd', '150');
-  t.deepEqual(result.failures, []);
-  t.deepEqual(result.stdouts, Array.from({ length: 150 }, (_, i) => String(i)), 'every command ran, and its result is in its place');
-  t.true(result.mostRunning < 150, `at most ${result.mostRunning} ran at once: some had to wait`);
-  // Before, each spawn that failed half way (its pipes made, libuv's own not) left its pipes open
-  // for good: about 100 of the 128 descriptors by the end, and the last commands failed.
-  t.true(result.strayPipes <= 3, `${result.strayPipes} pipes left open by failed spawns: at most one spawn's`);
-  t.deepEqual(result.live, [], 'the run tracked nothing alive at its end');
-  t.deepEqual(await waitGone(result.pids), [], 'every command is gone, by pid');
-});
+// Commands and process tasks wait alike. Before, for process tasks, a factory's process that
+// could not be spawned (EMFILE: no pid, no IPC channel, its 'error' a tick later) was taken for
+// no ChildProcess at all, and that error, unheard, crashed the program. For both, each spawn that
+// failed half way (its pipes made, libuv's own not) left its pipes open for good: about 100 of the
+// 128 descriptors by the end, and the last commands failed.
+for (const { what, mode, count, strayMax } of [
+  { what: 'commands', mode: 'crowd', count: 150, strayMax: 3 },
+  { what: 'process tasks', mode: 'processes', count: 60, strayMax: 4 },
+]) {
+  test(`more ${what} at once than the limit on open files allows: they wait for descriptors instead of failing`, async (t) => {
+    if (noUlimit(t)) return;
+    const result = await underFdLimit(mode, String(count));
+    t.deepEqual(result.failures, []);
+    t.deepEqual(result.stdouts, Array.from({ length: count }, (_, i) => String(i)), 'every task ran, and its result is in its place');
+    t.true(result.mostRunning < count, `at most ${result.mostRunning} ran at once: some had to wait`);
+    t.true(result.strayPipes <= strayMax, `${result.strayPipes} pipes left open by failed spawns: at most one spawn's`);
+    t.deepEqual(result.live, [], 'the run tracked nothing alive at its end');
+    t.deepEqual(await waitGone(result.pids), [], 'every process is gone, by pid');
+  });
+}
 
 test('more worker processes than the limit on open files allows: the tasks run on the workers that did start', async (t) => {
   if (noUlimit(t)) return;
@@ -116,48 +124,32 @@ test('more worker processes than the limit on open files allows: the tasks run o
   t.deepEqual(await waitGone(result.pids), [], 'every worker is gone, by pid');
 });
 
-test('a command that can get no descriptor, with none of the run\'s processes left to free one: it fails, saying what to change', async (t) => {
-  if (noUlimit(t)) return;
-  const result = await underFdLimit('starved', '3');
-  t.deepEqual(result.stdouts, []);
-  t.deepEqual(
-    result.failures.map((failure) => failure.kind),
-    ['spawn', 'spawn', 'spawn'],
-    'each of them fails; none is left waiting once the first has given up',
-  );
-  t.regex(
-    result.failures[0]!.message,
-    /^task #0 \(sh -c 'sleep 0\.2; echo 0'\) could not start: cannot run sh: this process has too many open files \(EMFILE; its limit, ulimit -n, is 128\), and none of the run's processes is left to close some\. Each running command or process holds two to four: lower the concurrency, or raise the limit$/,
-  );
-});
-
-test('more process tasks at once than the limit on open files allows: they wait for descriptors too', async (t) => {
-  if (noUlimit(t)) return;
-  // Before, a factory's process that could not be spawned (EMFILE: no pid, no IPC channel, its
-  // 'error' a tick later) was taken for no ChildProcess at all, and that error, unheard, crashed
-  // the program.
-  const result = await underFdLimit('processes', '60');
-  t.deepEqual(result.failures, []);
-  t.true(result.strayPipes <= 4, `${result.strayPipes} pipes left open by failed spawns: at most one spawn's`);
-  t.deepEqual(result.stdouts, Array.from({ length: 60 }, (_, i) => String(i)), 'every process task ran, and its result is in its place');
-  t.true(result.mostRunning < 60, `at most ${result.mostRunning} ran at once: some had to wait`);
-  t.deepEqual(result.live, []);
-  t.deepEqual(await waitGone(result.pids), [], 'every process is gone, by pid');
-});
-
-test('a process task that can get no descriptor, with none of the run\'s processes left to free one: it fails, saying what to change', async (t) => {
-  if (noUlimit(t)) return;
-  const result = await underFdLimit('starved-processes', '2');
-  t.deepEqual(result.stdouts, []);
-  t.deepEqual(
-    result.failures.map((failure) => failure.kind),
-    ['spawn', 'spawn'],
-  );
-  t.regex(
-    result.failures[0]!.message,
-    /^task #0 \(process\) could not start: this process has too many open files \(EMFILE; its limit, ulimit -n, is 128\), and none of the run's processes is left to close some\./,
-  );
-});
+for (const { what, mode, label, message } of [
+  {
+    what: 'command',
+    mode: 'starved',
+    label: "sh -c 'sleep 0.2; echo 0'",
+    message: 'cannot run sh: this process has too many open files (EMFILE; its limit, ulimit -n, is 128), and none of the run\'s processes is left to close some. Each running command or process holds two to four: lower the concurrency, or raise the limit',
+  },
+  {
+    what: 'process task',
+    mode: 'starved-processes',
+    label: 'process',
+    message: 'this process has too many open files (EMFILE; its limit, ulimit -n, is 128), and none of the run\'s processes is left to close some. Each running command or process holds two to four: lower the concurrency, or raise the limit',
+  },
+]) {
+  test(`a ${what} that can get no descriptor, with none of the run's processes left to free one: it fails, saying what to change`, async (t) => {
+    if (noUlimit(t)) return;
+    const result = await underFdLimit(mode, '3');
+    t.deepEqual(result.stdouts, []);
+    t.deepEqual(
+      result.failures.map((failure) => failure.kind),
+      ['spawn', 'spawn', 'spawn'],
+      'each of them fails; none is left waiting once the first has given up',
+    );
+    t.is(result.failures[0]!.message, `task #0 (${label}) could not start: ${message}`);
+  });
+}
 
 test('a command whose working directory does not exist: invalid, saying so (not "command not found")', async (t) => {
   const error = await failureOf(commandTask('echo', ['x'], { cwd: '/nonexistent-aps-dir' }));

@@ -358,8 +358,9 @@ function runReady(): Stop {
     let value: unknown;
     try {
       value = def.fn!(...args);
-      keepListening();
       if (isThenable(value)) {
+        // Before the await: messages may come meanwhile (finish listens again for the others).
+        keepListening();
         // Results waiting in the outbox should not wait for a slow task.
         flush();
         stopDef = def;

@@ -10,9 +10,10 @@ import type { ChildProcess } from 'node:child_process';
 const OUTPUT_CLOSE_WAIT_MS = 200;
 
 /**
- * Closes the pipes of a ChildProcess whose spawn failed (ENOENT, EACCES, EMFILE): Node leaves them
- * open until the object is garbage-collected, and many processes that cannot start would hold
- * their file descriptors meanwhile.
+ * Closes the pipes of a ChildProcess whose spawn failed (ENOENT, EACCES): Node leaves them open
+ * until the object is garbage-collected, and many processes that cannot start would hold their
+ * file descriptors meanwhile. (After EMFILE or ENFILE Node makes no streams, and what libuv opened
+ * cannot be reached from here: see hasSpawnHeadroom in local-runtime.ts.)
  */
 export function releaseUnstarted(child: ChildProcess): void {
   for (const stream of [child.stdin, child.stdout, child.stderr]) stream?.destroy();

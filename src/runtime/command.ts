@@ -124,7 +124,7 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
     markSettled();
     if (child.pid === undefined) releaseUnstarted(child);
     hooks.rejected({
-      kind: error.code === 'ENOENT' || error.code === 'EACCES' || error.code === 'ENOTDIR' ? 'invalid' : 'spawn',
+      kind: spawnFailureKind(error.code),
       detail: spawnErrorDetail(task.file, o, error),
       remote: { name: error.name, message: error.message, code: error.code },
       durationMs: performance.now() - t0,
@@ -193,6 +193,14 @@ function spawnErrorDetail(file: string, o: CommandTask<unknown>['options'], erro
   if (error.code === 'EACCES' && isDirectory(file)) return `cannot run ${file}: it is a directory`;
   const shortage = shortageDetail(error.code);
   return `cannot run ${file}: ${shortage ?? error.message}`;
+}
+
+/**
+ * How a process that could not be spawned fails: `invalid` when its program is missing or cannot
+ * be run (the task's fault, for good: not retried), `spawn` otherwise (EMFILE, EAGAIN: the machine's).
+ */
+export function spawnFailureKind(code: string | undefined): 'invalid' | 'spawn' {
+  return code === 'ENOENT' || code === 'EACCES' || code === 'ENOTDIR' ? 'invalid' : 'spawn';
 }
 
 /**

@@ -85,12 +85,12 @@ const RSS_CHECK_INTERVAL_MS = 50;
 /** Consecutive workers dying before they are ready, after which the runtime stops forking. */
 const MAX_BOOT_FAILURES = 3;
 /**
- * How long a command that cannot start for want of file descriptors or processes (EMFILE, ENFILE,
- * EAGAIN) waits, in all, when none of the run's processes is running to free some: then it fails
+ * How long a command or process task that cannot start for want of file descriptors or processes
+ * (EMFILE, ENFILE, EAGAIN) waits, in all, when none of the run's processes is running to free some: then it fails
  * (kind `spawn`). While some run, it waits for them, however long they take.
  */
 const SHORTAGE_WAIT_MAX_MS = 5000;
-/** The first pause before such a command tries again when none of the run's processes ended; it doubles up to 1 s. */
+/** The first pause before such a task tries again when none of the run's processes ended; it doubles up to 1 s. */
 const SHORTAGE_RETRY_MS = 10;
 /**
  * Descriptors a spawn may need at once: a socket pair for each of up to four piped stdio
@@ -125,9 +125,9 @@ class Job implements JobHandle {
   stderrTail: (() => string) | undefined = undefined;
   /** Counted in `executing`: running, and its worker (if it has one) past its start-up. */
   counted = false;
-  /** When the command first could not start for want of file descriptors or processes. */
+  /** When the command or process task first could not start for want of file descriptors or processes. */
   shortSince: number | undefined = undefined;
-  /** In the runtime's list of commands waiting for resources. */
+  /** In the runtime's list of tasks waiting for resources (#short). */
   short = false;
   constructor(
     readonly id: number,
@@ -193,7 +193,7 @@ export class LocalRuntime implements TaskRuntime {
   #brokenStderr: string | undefined;
   #closing = false;
   /**
-   * Commands that could not start for want of file descriptors or processes (see
+   * Commands and process tasks that could not start for want of file descriptors or processes (see
    * SHORTAGE_WAIT_MAX_MS), oldest first: queued again at the head of their lanes, they start one
    * at a time as the run's processes end.
    */

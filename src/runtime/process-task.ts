@@ -11,7 +11,7 @@ import type { ProcessTask } from '../task.js';
 import { killTree } from './kill.js';
 import { tapOutput, type OutputLine } from './output.js';
 import { afterChannelClosed, exitWithin, releaseUnstarted } from './child-exit.js';
-import { shortageDetail } from './command.js';
+import { shortageDetail, spawnFailureKind } from './command.js';
 import { isTagged, TAG } from './protocol.js';
 import { isThenable } from '../thenable.js';
 
@@ -131,12 +131,11 @@ export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks:
     done();
     releaseUnstarted(child);
     const shortage = shortageDetail(error.code);
-    // As for commands: a program that is missing or cannot be run is the task's fault, for good.
-    const invalid = error.code === 'ENOENT' || error.code === 'EACCES' || error.code === 'ENOTDIR';
+    const kind = spawnFailureKind(error.code);
     hooks.rejected({
-      kind: invalid ? 'invalid' : 'spawn',
+      kind,
       // Kind spawn already says "could not start".
-      detail: `${invalid ? 'its process could not start: ' : ''}${error.message}${shortage ? `: ${shortage}` : ''}`,
+      detail: `${kind === 'invalid' ? 'its process could not start: ' : ''}${error.message}${shortage ? `: ${shortage}` : ''}`,
       remote: toRemoteErrorInfo(error),
     });
   });
