@@ -139,7 +139,7 @@ export interface ScheduleOptions {
   progressInterval?: number;
   /** Extra Node flags for worker processes, added to the parent's `execArgv`. @default [] */
   workerExecArgv?: readonly string[];
-  /** Environment of worker processes. @default process.env */
+  /** Environment of worker processes; each value a string (or undefined, left out). @default process.env */
   workerEnv?: NodeJS.ProcessEnv;
   /**
    * Take module-task workers from this {@link WorkerPool}, and give back those idle when the run

@@ -49,7 +49,8 @@ export interface CommandTaskOptions extends TaskOptions {
   /**
    * The command's whole environment: it replaces the parent's rather than adding to it, as with
    * `child_process.spawn` (so `PATH` must be in it for a command found by name). To add a
-   * variable, pass `{ ...process.env, NAME: 'value' }`. @default the parent's `process.env`
+   * variable, pass `{ ...process.env, NAME: 'value' }`. Each value is a string, or undefined to
+   * leave the variable out; any other value makes the task invalid. @default the parent's `process.env`
    */
   env?: NodeJS.ProcessEnv;
   /** Written to the command's stdin, which is then closed. @default stdin is empty */
