@@ -25,13 +25,26 @@ function firstLine(stream: Readable): Promise<string> {
 }
 
 test('a group whose only member is a zombie nobody reaps: treeAlive says it is gone, and killTree stops waiting for it', async (t) => {
-  // In the background, setsid gives `sh -c 'exit 0'` a group of its own, and it exits at once. The
-  // outer sh then becomes `sleep`, which never reaps it: a zombie, alone in its group, for 30 s.
-  const parent = spawn('/bin/sh', ['-c', 'setsid /bin/sh -c "exit 0" & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  t.teardown(() => parent.kill('SIGKILL'));
+  // In the background, setsid makes `sleep` the leader of a group of its own; the outer sh then
+  // becomes `sleep` too, which never reaps a child. Once it has, the inner sleep is killed: a zombie,
+  // alone in its group, until the test ends. (Letting the inner process exit by itself raced: dash
+  // reaps children that end before its `exec`.)
+  const parent = spawn('/bin/sh', ['-c', 'setsid sleep 30 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'inherit'] });
   const zombie = Number(await firstLine(parent.stdout!));
+  t.teardown(() => {
+    parent.kill('SIGKILL');
+    try {
+      process.kill(zombie, 'SIGKILL');
+    } catch {
+      // Already a zombie, or reaped.
+    }
+  });
   t.true(zombie > 0);
-  for (let i = 0; i < 200 && state(zombie) !== 'Z'; i++) await new Promise((r) => setTimeout(r, 25));
+  const settled = (): boolean => readStat(parent.pid!)?.comm === 'sleep' && readStat(zombie)?.pgrp === zombie && readStat(zombie)?.comm === 'sleep';
+  for (let i = 0; i < 400 && !settled(); i++) await new Promise((r) => setTimeout(r, 25));
+  t.true(settled(), 'the outer sh has become sleep, and the inner sleep leads its own group');
+  process.kill(zombie, 'SIGKILL');
+  for (let i = 0; i < 400 && state(zombie) !== 'Z'; i++) await new Promise((r) => setTimeout(r, 25));
   t.is(state(zombie), 'Z', 'the process is a zombie');
   t.notThrows(() => process.kill(-zombie, 0), 'signal 0 still reaches its group');
 
