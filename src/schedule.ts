@@ -26,7 +26,7 @@ import { LocalRuntime } from './runtime/local-runtime.js';
 import type { OutputLine } from './runtime/output.js';
 import { workerHook } from './runtime/protocol.js';
 import type { JobEvents, JobHandle, TaskRuntime, TaskStats } from './runtime/runtime.js';
-import { isTask, taskLabel, taskShapeProblem, type Task, type TaskValue } from './task.js';
+import { NO_OPTIONS, isTask, taskLabel, taskShapeProblem, type Task, type TaskValue } from './task.js';
 
 /** A task that ended well. The run emits these, in the order tasks finish. */
 export interface TaskResult<T> {
@@ -241,7 +241,6 @@ export class RunCore<T, M extends RunMode> {
   /** The streams have ended (#finish ran): the run's processes are gone. */
   #finished = false;
   #progressTimer: NodeJS.Timeout | undefined;
-  #progressQueued = false;
   #lastProgressAt = 0;
   #abortListener: (() => void) | undefined;
   /** What every task's inner needs of the run: one object per run, not closures per task. */
@@ -453,7 +452,7 @@ export class RunCore<T, M extends RunMode> {
       // Here only: the runtimes take the task as well formed.
       invalid = !valid
         ? `it is not a task: expected one made by moduleTask, taskModule, commandTask or processTask, got ${formatValue(task)}`
-        : (taskShapeProblem(task) ?? checkTaskOptions(task.options, task.kind));
+        : (taskShapeProblem(task) ?? (task.options === NO_OPTIONS ? undefined : checkTaskOptions(task.options, task.kind)));
       if (invalid !== undefined && valid) label = taskLabel(task);
     } catch (error) {
       // A task whose fields are getters that throw (plain JavaScript can make anything).
@@ -465,7 +464,7 @@ export class RunCore<T, M extends RunMode> {
       return inner;
     }
     inner.handle = runWithRetries(runtime, task, index, this.#options, inner);
-    this.#progressChanged();
+    if (!this.#innerContext.progressQueued) this.#progressChanged();
     return inner;
   }
 
@@ -523,8 +522,9 @@ export class RunCore<T, M extends RunMode> {
 
   /** Coalesces progress snapshots (see `progressInterval`). Called about twice per task. */
   #progressChanged(): void {
-    if (this.#progressQueued || this.#terminal) return;
-    this.#progressQueued = true;
+    const context = this.#innerContext;
+    if (context.progressQueued || this.#terminal) return;
+    context.progressQueued = true;
     const wait = this.#lastProgressAt + this.#options.progressInterval - performance.now();
     if (wait <= 0) queueMicrotask(this.#emitProgress);
     else this.#progressTimer = setTimeout(this.#emitProgress, wait);
@@ -532,7 +532,7 @@ export class RunCore<T, M extends RunMode> {
 
   /** Made once: a closure made in #progressChanged would cost a context on every call. */
   readonly #emitProgress = (): void => {
-    this.#progressQueued = false;
+    this.#innerContext.progressQueued = false;
     if (this.#terminal) return;
     this.#lastProgressAt = performance.now();
     this.progress.next(this.#state.snapshot(this.runtime?.executing ?? 0));
@@ -618,9 +618,15 @@ class InnerContext {
     readonly taskProgress: Subject<TaskProgress>,
   ) {}
 
-  /** Schedules a progress snapshot. */
+  /**
+   * A snapshot is queued (see RunCore.#progressChanged): kept here, where the calls made for
+   * every task can see it without going through the run.
+   */
+  progressQueued = false;
+
+  /** Schedules a progress snapshot, unless one is queued already. */
   changed(): void {
-    this.core.progressChanged();
+    if (!this.progressQueued) this.core.progressChanged();
   }
 }
 
@@ -789,6 +795,7 @@ function weightOf(task: Task): number {
   let weight: unknown;
   try {
     const options: unknown = task.options;
+    if (options === NO_OPTIONS) return 1;
     weight = typeof options === 'object' && options !== null ? (options as { weight?: unknown }).weight : undefined;
   } catch {
     // A getter that throws: the task is invalid (startTask says why); it counts 1 meanwhile.

@@ -11,10 +11,11 @@ import { formatValue } from './errors.js';
 
 const TASK_BRAND = Symbol.for('async-process-scheduler.Task');
 /**
- * The options of every task made without any: one frozen object, not one per task (a million
- * tasks are a million objects fewer). Tasks are descriptions and never change.
+ * @internal The options of every task made without any: one frozen object, not one per task (a
+ * million tasks are a million objects fewer). Tasks are descriptions and never change. Being
+ * frozen and empty, it is valid for every kind of task, and the run need not check it again.
  */
-const NO_OPTIONS: TaskOptions & CommandTaskOptions = Object.freeze({});
+export const NO_OPTIONS: TaskOptions & CommandTaskOptions = Object.freeze({});
 
 /**
  * Options every kind of task accepts. A key not listed here (nor, for a command task, in

@@ -180,14 +180,21 @@ export class LocalRuntime implements TaskRuntime {
    * crash, and pids() lists them meanwhile.
    */
   readonly #abandoned = new Set<WorkerProcess>();
-  /** The jobs sent to a worker and not answered yet (see collections.ts for why not a Map). */
-  readonly #jobsById = new IdTable<Job>();
+  /**
+   * The jobs sent to a worker and not answered yet (see collections.ts for why not a Map). Room
+   * from the start for what two lanes pipeline at full depth (2 × MAX_DEPTH, with gaps): a table
+   * that grows once V8 has optimized the code that fills it throws that code away (a deoptimization
+   * for a path it had not seen), and costs a second compilation early in every cold run.
+   */
+  readonly #jobsById = new IdTable<Job>(1024);
   readonly #children = new Set<ChildProcess>();
   readonly #stopping = new Set<Promise<unknown>>();
   readonly #depth = new BehaviorSubject(1);
   readonly #output = new Subject<OutputLine>();
   #target: number;
   #avgUs: number | undefined;
+  /** What #depth holds: read for every result, and a BehaviorSubject's value is three calls away. */
+  #depthNow = 1;
   #bootFailures = 0;
   #broken: string | undefined;
   #brokenStderr: string | undefined;
@@ -708,7 +715,7 @@ export class LocalRuntime implements TaskRuntime {
       const lane = job.lane;
       this.#uncount(job);
       job.state = 'done';
-      clearTimeout(job.timer);
+      if (job.timer !== undefined) clearTimeout(job.timer); // most tasks have none: no call for them
       if (lane) {
         // Results come in lane order, so this is nearly always the head (remove finds it first).
         lane.jobs.remove(job);
@@ -1160,9 +1167,9 @@ export class LocalRuntime implements TaskRuntime {
   #learnDuration(us: number): void {
     this.#avgUs = this.#avgUs === undefined ? us : this.#avgUs + (us - this.#avgUs) * 0.1;
     const want = Math.max(1, Math.min(MAX_DEPTH, Math.floor(PIPELINE_BUDGET_US / Math.max(this.#avgUs, 1))));
-    const have = this.#depth.value;
+    const have = this.#depthNow;
     // Hysteresis: small wobbles in task duration do not move the admission limit.
-    if (want !== have && (want === 1 || want > have * 1.3 || want < have * 0.75)) this.#depth.next(want);
+    if (want !== have && (want === 1 || want > have * 1.3 || want < have * 0.75)) this.#depth.next((this.#depthNow = want));
   }
 
   #stats(job: Job, durationMs: number, cpuMs: number | undefined, pid: number | undefined): TaskStats {
