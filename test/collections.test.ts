@@ -105,7 +105,8 @@ for (const seed of [1, 7, 99]) {
         queue.removeAt(at);
         model.splice(at, 1);
       } else {
-        const item = model[Math.floor(random() * model.length)]!;
+        // Half the time the head, which remove() takes without a search (a lane's results come in its order).
+        const item = model[random() < 0.5 ? 0 : Math.floor(random() * model.length)]!;
         t.true(queue.remove(item));
         model.splice(model.indexOf(item), 1);
         t.false(queue.remove(item));
