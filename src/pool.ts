@@ -7,6 +7,7 @@ import { defaultMaxConcurrency } from './load/controller.js';
 import { optimalConcurrency } from './optimal-concurrency.js';
 import { checkOptionsObject, numberIn, resolveOptions, unknownKey, type ScheduleOptions } from './options.js';
 import { OptionError, formatValue } from './errors.js';
+import { normalizeModuleUrl } from './task.js';
 import type { WorkerLender } from './runtime/local-runtime.js';
 import type { KillReport } from './runtime/kill.js';
 import { WorkerProcess, type WorkerConfig, type WorkerListener } from './runtime/worker-process.js';
@@ -24,10 +25,22 @@ export interface WorkerPoolOptions {
   killTimeout?: number;
 }
 
-/** The worker settings {@link WorkerPool.warm} starts workers with; a run uses them only if its own match. */
-export type WarmOptions = Pick<ScheduleOptions, 'output' | 'workerExecArgv' | 'workerEnv'>;
+/**
+ * What {@link WorkerPool.warm} prepares: the worker settings it starts workers with (a run uses
+ * them only if its own match), and the task modules they load.
+ */
+export interface WarmOptions extends Pick<ScheduleOptions, 'output' | 'workerExecArgv' | 'workerEnv'> {
+  /**
+   * Task modules every idle worker with these settings imports before `warm()` resolves, as
+   * `moduleTask` takes them (a URL, a `file:` URL string, or an absolute path). The first task of
+   * a module then does not wait for its module to load; the module is evaluated once per worker,
+   * as without `warm()`. A module that cannot be loaded makes `warm()` reject, naming it.
+   * @default []
+   */
+  modules?: ReadonlyArray<string | URL>;
+}
 const POOL_KEYS: ReadonlySet<string> = new Set(['idleTimeout', 'maxIdleWorkers', 'killTimeout']);
-const WARM_KEYS: ReadonlySet<string> = new Set(['output', 'workerExecArgv', 'workerEnv']);
+const WARM_KEYS: ReadonlySet<string> = new Set(['output', 'workerExecArgv', 'workerEnv', 'modules']);
 
 const lenders = new WeakMap<WorkerPool, WorkerLender>();
 
@@ -109,22 +122,31 @@ export class WorkerPool {
   /**
    * Starts workers until `count` idle ones with these settings are in the pool (never more than
    * `maxIdleWorkers`), and waits until they have booted. A run that begins afterwards starts on
-   * them at once.
+   * them at once. With `modules`, every idle worker with these settings also imports those task
+   * modules before this resolves, so that their first tasks do not wait for them.
    *
    * @example
    * ```ts
-   * import { WorkerPool } from 'async-process-scheduler';
+   * import { WorkerPool, schedule$, taskModule } from 'async-process-scheduler';
    *
+   * // work.ts: export function square(x: number) { return x * x; }
+   * const url = new URL('./work.js', import.meta.url);
+   * const work = taskModule<typeof import('./work.js')>(url);
    * const pool = new WorkerPool();
-   * await pool.warm(4);
+   * await pool.warm(4, { modules: [url] }); // four workers started, work.js loaded in each
    * console.log(pool.pids().length); // 4
+   * console.log(await schedule$([work.square(3)], { pool }).toOrderedArray()); // [9], at once
    * await pool.close();
    * ```
    * @param count How many idle workers to have: at most 4 × CPUs (at least 16), since they start at once.
-   * @param options The worker settings of the runs that will use them (by default, a run's defaults).
-   * @returns Resolves once they have booted.
-   * @throws {OptionError} for a bad `count` or setting (checked as `schedule$` checks them); rejects with an Error naming the cause when a worker dies while starting,
-   *   or saying so when the pool is closed meanwhile.
+   * @param options The worker settings of the runs that will use them (by default, a run's
+   *   defaults), and the task modules to load in them.
+   * @returns Resolves once they have booted, and have loaded `modules`.
+   * @throws {OptionError} for a bad `count`, setting or module URL (checked as `schedule$` and
+   *   `moduleTask` check them); rejects with an Error naming the cause when a worker dies while
+   *   starting or loading, naming the module when one cannot be loaded (the workers stay in the
+   *   pool, and that module's tasks fail as they would have), or saying so when the pool is closed
+   *   meanwhile.
    */
   async warm(count: number, options: WarmOptions = {}): Promise<void> {
     // Workers start all at once: a count far past what the machine can run would fork them all.
@@ -135,6 +157,7 @@ export class WorkerPool {
     checkOptionsObject(options, 'warm(count, options): ');
     const unknown = unknownKey(options, WARM_KEYS);
     if (unknown !== undefined) throw new OptionError(unknown, '', undefined, `warm(count, options): ${unknown} is not a warm() option; they are ${[...WARM_KEYS].join(', ')}`);
+    const modules = warmModules(options.modules);
     if (this.#closed) throw new Error('the WorkerPool is closed: warm() cannot start workers in it');
     // The same validation and defaults as a run's, so that the workers fit the runs meant to use them.
     const { output, workerExecArgv, workerEnv } = resolveOptions({ output: options.output, workerExecArgv: options.workerExecArgv, workerEnv: options.workerEnv });
@@ -148,12 +171,28 @@ export class WorkerPool {
     }
     // Booting workers keep the program alive, so that an awaited warm() is not cut short.
     const booted = await Promise.all(started.map((w) => w.booted));
-    for (const worker of started) if (this.#idle.has(worker)) worker.setRef(false);
     const failed = started.find((_, i) => !booted[i]);
+    if (failed || modules.length === 0) for (const worker of started) if (this.#idle.has(worker)) worker.setRef(false);
     if (failed && this.#closed) throw new Error('the WorkerPool was closed while warm() was starting its workers');
     if (failed) {
       const why = failed.output.stderrTail().trim().split('\n').slice(-3).join('\n');
       throw new Error(`a worker process exited while starting (${failed.exitSignal ?? `exit code ${failed.exitCode}`})${why ? `: ${why}` : ''}`);
+    }
+    if (modules.length > 0) await this.#preload(config, modules);
+  }
+
+  /** Has every idle worker with these settings import `modules`; rejects naming the first module that failed. */
+  async #preload(config: WorkerConfig, modules: readonly string[]): Promise<void> {
+    const workers = [...this.#idle.keys()].filter((w) => w.fits(config) && w.usable);
+    // Loading, they keep the program alive too (a worker a run takes meanwhile is the run's).
+    for (const worker of workers) worker.setRef(true);
+    const answers = await Promise.allSettled(workers.map((w) => w.preload(modules)));
+    for (const worker of workers) if (this.#idle.has(worker)) worker.setRef(false);
+    if (this.#closed) throw new Error('the WorkerPool was closed while warm() was loading modules');
+    for (const [i, answer] of answers.entries()) {
+      if (answer.status === 'rejected') throw answer.reason as Error;
+      const failure = answer.value[0];
+      if (failure) throw new Error(`warm(): worker ${workers[i]!.pid} cannot load module ${failure.url}: ${failure.error.name}: ${failure.error.message}`);
     }
   }
 
@@ -257,6 +296,19 @@ export class WorkerPool {
     this.#stopping.add(promise);
     void promise.finally(() => this.#stopping.delete(promise));
   }
+}
+
+/** The `modules` option of warm(), as URL strings; an OptionError names a bad one. */
+function warmModules(modules: unknown): string[] {
+  if (modules === undefined) return [];
+  if (!Array.isArray(modules)) throw new OptionError('modules', 'an array of module URLs', modules, `warm(count, options): options.modules must be an array of module URLs, got ${formatValue(modules)}`);
+  return modules.map((url: unknown, i) => {
+    try {
+      return normalizeModuleUrl(url as string | URL);
+    } catch (error) {
+      throw new OptionError('modules', '', url, `warm(count, options): options.modules[${i}]: ${(error as Error).message.replace(/^moduleUrl /, 'a module ')}`);
+    }
+  });
 }
 
 /** @internal The pool's side of the runtime seam, for the runs that use it. */

@@ -434,7 +434,8 @@ class ProcessTaskData extends TaskData implements ProcessTask<never> {
  * Normalizes where a module is to a URL string. Relative paths and bare names are refused
  * here: the worker would resolve them from its own location, which is never what was meant.
  */
-function normalizeModuleUrl(moduleUrl: string | URL): string {
+/** @internal A task module's URL as moduleTask takes it: a URL, a file: URL string or an absolute path. */
+export function normalizeModuleUrl(moduleUrl: string | URL): string {
   if (moduleUrl instanceof URL) return moduleUrl.href;
   if (typeof moduleUrl !== 'string') {
     throw new TypeError(`moduleUrl must be a URL or a string, got ${typeof moduleUrl}`);

@@ -3,10 +3,12 @@
  * which stayed in the pool, and that all of them are gone once the pool is closed.
  */
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test from 'ava';
 import {
-  OptionError, WorkerPool, schedule$, taskModule, type ScheduleOptions, type TaskResult,
+  OptionError, WorkerPool, moduleTask, schedule$, taskModule, type ScheduleOptions, type TaskError, type TaskResult,
 } from '../src/index.js';
 import { fixture, isAlive, waitGone, work } from './helpers.js';
 
@@ -49,6 +51,58 @@ test('warm(n) boots workers before the first run, which then uses them', async (
   t.deepEqual(await pidsServing(pool, 10), warmed);
   await pool.close();
   t.deepEqual(warmed.filter(isAlive), []);
+});
+
+const preloaded = taskModule<typeof import('./fixtures/preloaded.js')>(fixture('preloaded.ts'));
+
+test('warm(n, { modules }) loads them in every idle worker before it resolves, new or already there: their tasks find them loaded, evaluated once', async (t) => {
+  const pool = newPool(t);
+  await pool.warm(1);
+  const [first] = pool.pids();
+  await pool.warm(2, { modules: [fixture('preloaded.ts')] });
+  const warmedAt = Date.now();
+  const warmed = pool.pids().sort();
+  t.is(warmed.length, 2);
+  t.true(warmed.includes(first!), 'the worker already idle was kept');
+  const infos = await schedule$(Array.from({ length: 10 }, () => preloaded.loadInfo()), { pool, concurrency: 2 }).toOrderedArray();
+  t.deepEqual([...new Set(infos.map((info) => info.pid))].sort(), warmed, 'the warmed workers served');
+  t.deepEqual(infos.filter((info) => info.loadedAt > warmedAt), [], 'every worker had loaded the module when warm() resolved');
+  t.deepEqual([...new Set(infos.map((info) => info.evaluations))], [1], 'once per worker: its tasks used the module warm() loaded');
+  await pool.close();
+  t.deepEqual(warmed.filter(isAlive), []);
+});
+
+test('warm() rejects naming a module that cannot be loaded; its worker stays, and that module\'s tasks fail as invalid', async (t) => {
+  const pool = newPool(t);
+  const missing = new URL('./no-such-module.js', work);
+  await t.throwsAsync(pool.warm(1, { modules: [missing] }), {
+    instanceOf: Error,
+    message: new RegExp(`^warm\\(\\): worker \\d+ cannot load module ${missing.href.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: Error: Cannot find module`),
+  });
+  const [worker] = pool.pids();
+  t.truthy(worker, 'the worker stays in the pool');
+  const outcomes = await schedule$([moduleTask(missing, 'f'), w.pid()], { pool, concurrency: 1, settle: true }).toOrderedArray();
+  t.is(outcomes[0]!.status, 'rejected');
+  t.like((outcomes[0] as { reason: TaskError }).reason, { kind: 'invalid' });
+  t.regex((outcomes[0] as { reason: TaskError }).reason.message, /cannot load module .*no-such-module\.js/);
+  t.deepEqual(outcomes[1], { ...outcomes[1]!, status: 'fulfilled', value: worker }, 'a task of another module runs on it');
+  await pool.close();
+  t.false(isAlive(worker!));
+});
+
+test('close() while warm() is loading modules: warm() rejects saying so, and the workers are gone', async (t) => {
+  const pool = new WorkerPool();
+  const dir = mkdtempSync(join(tmpdir(), 'aps-preload-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const mark = join(dir, 'loading');
+  const warming = pool.warm(1, { modules: [fixture('preloaded.ts')], workerEnv: { ...process.env, SLOW_LOAD_MARK: mark, SLOW_LOAD_MS: '30000' } });
+  const [worker] = pool.pids();
+  for (let i = 0; i < 600 && !existsSync(mark); i++) await new Promise((r) => setTimeout(r, 50));
+  t.true(existsSync(mark), 'the worker started loading the module');
+  await pool.close();
+  await t.throwsAsync(warming, { message: 'the WorkerPool was closed while warm() was loading modules' });
+  t.false(isAlive(worker!));
+  t.deepEqual(pool.pids(), []);
 });
 
 test('a worker idle longer than idleTimeout exits, and the pool forgets it', async (t) => {
@@ -273,8 +327,11 @@ test('bad pool options and a bad pool are OptionErrors that name the option', as
   await t.throwsAsync(pool.warm(1, { output: 'loud' as never }), { instanceOf: OptionError, message: /options\.output must be/ });
   await t.throwsAsync(pool.warm(1, { concurrency: 2 } as never), {
     instanceOf: OptionError,
-    message: 'warm(count, options): concurrency is not a warm() option; they are output, workerExecArgv, workerEnv',
+    message: 'warm(count, options): concurrency is not a warm() option; they are output, workerExecArgv, workerEnv, modules',
   });
+  await t.throwsAsync(pool.warm(1, { modules: work.href as never }), { instanceOf: OptionError, message: /^warm\(count, options\): options\.modules must be an array of module URLs, got / });
+  await t.throwsAsync(pool.warm(1, { modules: [work, 42 as never] }), { instanceOf: OptionError, message: 'warm(count, options): options.modules[1]: a module must be a URL or a string, got number' });
+  await t.throwsAsync(pool.warm(1, { modules: ['work.js'] }), { instanceOf: OptionError, message: /^warm\(count, options\): options\.modules\[0\]: a module must be a URL, a file: URL string or an absolute path, got "work\.js"; use new URL/ });
   t.deepEqual(pool.pids(), [], 'nothing was started for a bad warm()');
 });
 

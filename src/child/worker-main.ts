@@ -104,6 +104,8 @@ const hook: WorkerHook = {
 };
 /** The task module being imported: a run started meanwhile would start in every worker (see schedule$). */
 let loadingUrl: string | undefined;
+/** Imports under way: a preload and a task's import may overlap (a run takes a worker warm() is loading). */
+let loadings = 0;
 (globalThis as Record<symbol, unknown>)[WORKER_HOOK] = hook;
 
 // In `output: 'capture'` mode (the parent then sends each task's index) the first write of each
@@ -158,6 +160,8 @@ function onMessage(received: unknown): void {
       count--;
     }
     post({ [TAG]: 'reclaimed', ids, seq: message.seq });
+  } else if (message[TAG] === 'preload') {
+    void preload(message.urls, message.seq);
   } else if (message[TAG] === 'skip') {
     // The parent sends a skip only after the task itself (see WorkerProcess.skip). Not found in
     // the queue, it has started or run already: its result is on its way, and will be ignored.
@@ -444,6 +448,28 @@ function flush(): void {
   }
 }
 
+/**
+ * Imports task modules ahead of their tasks (WorkerPool.warm): into the same cache their tasks
+ * load from, so a module is evaluated once either way, and one that fails fails its tasks as it
+ * would have. One at a time, like the imports tasks start. Answers with the ones that failed.
+ */
+async function preload(urls: unknown, seq: unknown): Promise<void> {
+  const failures: Array<{ url: string; error: RemoteErrorInfo }> = [];
+  for (const url of Array.isArray(urls) ? urls : []) {
+    if (typeof url !== 'string') continue;
+    let pending = modules.get(url);
+    if (!pending) modules.set(url, (pending = importModule(url)));
+    try {
+      await pending;
+    } catch (error) {
+      failures.push({ url, error: toRemoteErrorInfo(error) });
+    }
+  }
+  // A module's top level is task code too: it may have taken this worker's listeners away.
+  keepListening();
+  post({ [TAG]: 'preloaded', seq: typeof seq === 'number' ? seq : -1, failures });
+}
+
 async function load(def: { url: string; name: string; fn?: Fn; error?: RemoteErrorInfo }): Promise<void> {
   let namespace: Record<string, unknown>;
   try {
@@ -490,6 +516,7 @@ async function importModule(url: string): Promise<{ n: Record<string, unknown> }
   // Registered before the first import: Node caches a failed import, so there is no retry.
   if (needsTypeScript(url) && !process.execArgv.some((arg) => /tsx/.test(arg))) await (tsLoader ??= registerTsx(url));
   loadingUrl = url;
+  loadings++;
   try {
     return (await import(reexporting(url))) as { n: Record<string, unknown> };
   } catch (error) {
@@ -497,7 +524,7 @@ async function importModule(url: string): Promise<{ n: Record<string, unknown> }
     if (error instanceof Error) error.message = error.message.replace(/ imported from data:\S*$/, '');
     throw error;
   } finally {
-    loadingUrl = undefined;
+    if (--loadings === 0) loadingUrl = undefined;
   }
 }
 

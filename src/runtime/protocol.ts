@@ -64,7 +64,18 @@ export interface ReclaimMessage {
   seq: number;
 }
 
-export type ParentMessage = RunMessage | SkipMessage | ReclaimMessage;
+/**
+ * Parent -> worker: import these task modules now (see WorkerPool.warm), so that the first task of
+ * each does not wait for its module. Answered by a {@link PreloadedMessage}.
+ */
+export interface PreloadMessage {
+  [TAG]: 'preload';
+  urls: string[];
+  /** Echoed in the answer. */
+  seq: number;
+}
+
+export type ParentMessage = RunMessage | SkipMessage | ReclaimMessage | PreloadMessage;
 
 /**
  * Status codes of a result: fulfilled; the function threw or rejected; the task could
@@ -117,7 +128,14 @@ export interface ReclaimedMessage {
   seq: number;
 }
 
-export type WorkerMessage = ReadyMessage | DoneMessage | ProgressMessage | FatalMessage | ReclaimedMessage;
+/** Worker -> parent: the answer to a {@link PreloadMessage}: the modules that could not be loaded, and why. */
+export interface PreloadedMessage {
+  [TAG]: 'preloaded';
+  seq: number;
+  failures: Array<{ url: string; error: RemoteErrorInfo }>;
+}
+
+export type WorkerMessage = ReadyMessage | DoneMessage | ProgressMessage | FatalMessage | ReclaimedMessage | PreloadedMessage;
 
 /** True for any tagged library message; everything else is a user's own message. */
 export function isTagged(message: unknown): message is { [TAG]: string } {

@@ -127,6 +127,9 @@ export class WorkerProcess {
 
   /** Numbers the reclaims; from a random start, so that task code cannot guess the answer's. */
   #reclaimSeq = Math.floor(Math.random() * 2 ** 30);
+  /** The preloads asked and not answered, by seq (numbered like the reclaims, for the same reason). */
+  readonly #preloads = new Map<number, (failures: PreloadFailure[]) => void>();
+  #preloadSeq = Math.floor(Math.random() * 2 ** 30);
   #fnIds = new Map<string, Map<string, number>>();
   #fnCount = 0;
   // Arrays of objects from the start (see objectArray), as every batch's are.
@@ -381,6 +384,22 @@ export class WorkerProcess {
   }
 
   /**
+   * Has the worker import task modules now (see WorkerPool.warm). Resolves with the ones it could
+   * not load, and why (none: all loaded); rejects if the worker exits first.
+   */
+  preload(urls: readonly string[]): Promise<PreloadFailure[]> {
+    if (!this.alive || !this.child.connected) return Promise.reject(new Error(`worker ${this.pid} has exited`));
+    const seq = ++this.#preloadSeq;
+    return new Promise((resolve, reject) => {
+      this.#preloads.set(seq, resolve);
+      this.#post({ [TAG]: 'preload', urls: [...urls], seq });
+      void this.exited.then(() => {
+        if (this.#preloads.delete(seq)) reject(new Error(`worker ${this.pid} exited (${this.exitSignal ?? `exit code ${this.exitCode}`}) while it was loading modules`));
+      });
+    });
+  }
+
+  /**
    * Asks the worker to give back up to `count` of its queued tasks that have not started, the
    * ones sent last first; the answer comes to the listener's `reclaimed`.
    */
@@ -421,6 +440,15 @@ export class WorkerProcess {
         this.#listener.reclaimed(this, ids);
         break;
       }
+      case 'preloaded': {
+        const done = this.#preloads.get(message.seq);
+        const failures = message.failures as unknown;
+        // Only an answer to a preload asked, whole: as for a reclaim, task code must not forge one.
+        if (!done || !Array.isArray(failures) || !failures.every(isPreloadFailure)) break;
+        this.#preloads.delete(message.seq);
+        done(failures);
+        break;
+      }
       case 'fatal':
         if (typeof message.error !== 'object' || message.error === null) break;
         this.#fatal = { id: typeof message.id === 'number' ? message.id : undefined, error: message.error };
@@ -429,6 +457,18 @@ export class WorkerProcess {
   }
 }
 
+
+/** A module a worker could not preload, and why. */
+export interface PreloadFailure {
+  url: string;
+  error: RemoteErrorInfo;
+}
+
+function isPreloadFailure(value: unknown): value is PreloadFailure {
+  if (typeof value !== 'object' || value === null) return false;
+  const { url, error } = value as Record<string, unknown>;
+  return typeof url === 'string' && typeof error === 'object' && error !== null && typeof (error as RemoteErrorInfo).message === 'string';
+}
 
 function allJsonExact(values: readonly unknown[]): boolean {
   for (let i = 0; i < values.length; i++) if (!jsonExact(values[i])) return false;
