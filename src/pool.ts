@@ -34,7 +34,9 @@ export interface WarmOptions extends Pick<ScheduleOptions, 'output' | 'workerExe
    * Task modules every idle worker with these settings imports before `warm()` resolves, as
    * `moduleTask` takes them (a URL, a `file:` URL string, or an absolute path). The first task of
    * a module then does not wait for its module to load; the module is evaluated once per worker,
-   * as without `warm()`. A module that cannot be loaded makes `warm()` reject, naming it.
+   * as without `warm()`. A module that cannot be loaded makes `warm()` reject, naming it. While a
+   * worker loads, no run takes it, and its idle time has not started. What a module's top level
+   * prints then belongs to no run (with `output: 'capture'`, it is dropped).
    * @default []
    */
   modules?: ReadonlyArray<string | URL>;
@@ -171,8 +173,9 @@ export class WorkerPool {
     }
     // Booting workers keep the program alive, so that an awaited warm() is not cut short.
     const booted = await Promise.all(started.map((w) => w.booted));
+    // Idle from now on: booting was not being idle either.
+    for (const worker of started) if (this.#idle.has(worker)) this.#park(worker);
     const failed = started.find((_, i) => !booted[i]);
-    if (failed || modules.length === 0) for (const worker of started) if (this.#idle.has(worker)) worker.setRef(false);
     if (failed && this.#closed) throw new Error('the WorkerPool was closed while warm() was starting its workers');
     if (failed) {
       const why = failed.output.stderrTail().trim().split('\n').slice(-3).join('\n');
@@ -181,16 +184,19 @@ export class WorkerPool {
     if (modules.length > 0) await this.#preload(config, modules);
   }
 
-  /** Has every idle worker with these settings import `modules`; rejects naming the first module that failed. */
+  /**
+   * Has every idle worker with these settings import `modules`; rejects naming the first module
+   * that failed. Meanwhile they keep the program alive (see WorkerProcess.preload), no run takes
+   * them (a task would run while a module's top level does, and the top level's schedule$ guard
+   * could not tell the two apart), and their idle time starts only once they have loaded.
+   */
   async #preload(config: WorkerConfig, modules: readonly string[]): Promise<void> {
     const workers = [...this.#idle.keys()].filter((w) => w.fits(config) && w.usable);
-    // Loading, they keep the program alive too (a worker a run takes meanwhile is the run's).
-    for (const worker of workers) worker.setRef(true);
     const answers = await Promise.allSettled(workers.map((w) => w.preload(modules)));
-    for (const worker of workers) if (this.#idle.has(worker)) worker.setRef(false);
+    for (const worker of workers) if (this.#idle.has(worker)) this.#park(worker);
     if (this.#closed) throw new Error('the WorkerPool was closed while warm() was loading modules');
     for (const [i, answer] of answers.entries()) {
-      if (answer.status === 'rejected') throw answer.reason as Error;
+      if (answer.status === 'rejected') throw new Error(`warm(): ${(answer.reason as Error).message}`);
       const failure = answer.value[0];
       if (failure) throw new Error(`warm(): worker ${workers[i]!.pid} cannot load module ${failure.url}: ${failure.error.name}: ${failure.error.message}`);
     }
@@ -252,7 +258,7 @@ export class WorkerPool {
 
   #take(config: WorkerConfig, maxTasks: number): WorkerProcess | undefined {
     for (const [worker, timer] of this.#idle) {
-      if (worker.sent >= maxTasks || !worker.fits(config)) continue;
+      if (worker.sent >= maxTasks || !worker.fits(config) || worker.preloading) continue;
       clearTimeout(timer);
       this.#idle.delete(worker);
       if (!worker.usable) {
@@ -282,9 +288,13 @@ export class WorkerPool {
     return true;
   }
 
+  /** Keeps `worker` idle in the pool, its idle time starting now (again, if it was there). */
   #park(worker: WorkerProcess, ref = false): void {
     worker.setRef(ref);
+    clearTimeout(this.#idle.get(worker));
     const timer = setTimeout(() => {
+      // Booting, or loading modules for warm(), is not being idle: its idle time starts again after.
+      if (worker.preloading || !worker.ready) return;
       this.#idle.delete(worker);
       this.#stop(worker.retire());
     }, this.#idleTimeout);

@@ -105,6 +105,55 @@ test('close() while warm() is loading modules: warm() rejects saying so, and the
   t.deepEqual(pool.pids(), []);
 });
 
+test('a run while warm() loads modules takes no worker that is loading: it starts its own, and warm() resolves with the module loaded', async (t) => {
+  const pool = newPool(t, { idleTimeout: 1000 });
+  const dir = mkdtempSync(join(tmpdir(), 'aps-preload-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  // The run has the same settings: without the loading, it would take the worker.
+  const workerEnv = { ...process.env, SLOW_LOAD_MARK: join(dir, 'loading'), SLOW_LOAD_MS: '1500' };
+  const warming = pool.warm(1, { modules: [fixture('preloaded.ts')], workerEnv });
+  const [loading] = pool.pids();
+  for (let i = 0; i < 600 && !existsSync(workerEnv.SLOW_LOAD_MARK); i++) await new Promise((r) => setTimeout(r, 50));
+  t.true(existsSync(workerEnv.SLOW_LOAD_MARK), 'the worker started loading the module');
+  const served = await schedule$([w.pid()], { pool, workerEnv }).toOrderedArray();
+  t.notDeepEqual(served, [loading], 'the run did not take the worker that was loading');
+  // The load outlasts the pool's idleTimeout: loading is not being idle.
+  await warming;
+  t.true(pool.pids().includes(loading!), 'the worker that loaded stays in the pool');
+  const [info] = await schedule$([preloaded.loadInfo()], { pool, concurrency: 1, workerEnv }).toOrderedArray();
+  t.is(info!.evaluations, 1);
+  await pool.close();
+  t.deepEqual([loading!, ...served].filter(isAlive), []);
+});
+
+test('two warm() at once, the second loading a module in the worker the first boots: an awaited warm() is not cut short', async (t) => {
+  const child = spawn(process.execPath, ['--import', 'tsx', fixture('warm-race.ts').pathname], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, SLOW_LOAD_MS: '1500' },
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c: Buffer) => (stdout += c));
+  child.stderr.on('data', (c: Buffer) => (stderr += c));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 100_000);
+  const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+  clearTimeout(timer);
+  const lines = stdout.trim().split('\n');
+  t.is(code, 0, stderr);
+  t.deepEqual([lines[0], lines[1], lines[3]], ['a', 'b', 'closed'], `the program went on to its end: ${stdout}${stderr}`);
+  const pids = JSON.parse(lines[2] ?? '[]') as number[];
+  t.is(pids.length, 1, 'one worker, warmed by both');
+  t.deepEqual(await waitGone(pids), []);
+});
+
+test('a module whose top level exits its worker: warm() rejects naming the module, with what the worker wrote to stderr', async (t) => {
+  const pool = newPool(t);
+  await t.throwsAsync(pool.warm(1, { modules: [fixture('preloaded.ts')], workerEnv: { ...process.env, EXIT_ON_LOAD: '3' } }), {
+    message: new RegExp(`^warm\\(\\): worker \\d+ exited \\(exit code 3\\) while it was loading ${fixture('preloaded.ts').href.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: [^]*preloaded\\.ts: exiting as asked`),
+  });
+  t.deepEqual(pool.pids(), [], 'the pool forgets it');
+});
+
 test('a worker idle longer than idleTimeout exits, and the pool forgets it', async (t) => {
   const pool = newPool(t, { idleTimeout: 200 });
   const served = await pidsServing(pool, 4);

@@ -104,8 +104,14 @@ const hook: WorkerHook = {
 };
 /** The task module being imported: a run started meanwhile would start in every worker (see schedule$). */
 let loadingUrl: string | undefined;
-/** Imports under way: a preload and a task's import may overlap (a run takes a worker warm() is loading). */
+/**
+ * Imports under way. A pool lends no worker while it preloads (WorkerPool.warm), and preloads go
+ * one after the other, so imports do not overlap; a count all the same, so that `loading` is
+ * cleared only once none is under way.
+ */
 let loadings = 0;
+/** The preloads asked, one after the other (see onMessage). */
+let preloads: Promise<void> = Promise.resolve();
 (globalThis as Record<symbol, unknown>)[WORKER_HOOK] = hook;
 
 // In `output: 'capture'` mode (the parent then sends each task's index) the first write of each
@@ -161,7 +167,9 @@ function onMessage(received: unknown): void {
     }
     post({ [TAG]: 'reclaimed', ids, seq: message.seq });
   } else if (message[TAG] === 'preload') {
-    void preload(message.urls, message.seq);
+    // One preload after the other, so the module being loaded is always the one `loading` names.
+    const { urls, seq } = message;
+    preloads = preloads.then(() => preload(urls, seq));
   } else if (message[TAG] === 'skip') {
     // The parent sends a skip only after the task itself (see WorkerProcess.skip). Not found in
     // the queue, it has started or run already: its result is on its way, and will be ignored.
@@ -457,9 +465,9 @@ async function preload(urls: unknown, seq: unknown): Promise<void> {
   const failures: Array<{ url: string; error: RemoteErrorInfo }> = [];
   for (const url of Array.isArray(urls) ? urls : []) {
     if (typeof url !== 'string') continue;
-    let pending = modules.get(url);
-    if (!pending) modules.set(url, (pending = importModule(url)));
     try {
+      let pending = modules.get(url);
+      if (!pending) modules.set(url, (pending = importModule(url)));
       await pending;
     } catch (error) {
       failures.push({ url, error: toRemoteErrorInfo(error) });

@@ -130,6 +130,10 @@ export class WorkerProcess {
   /** The preloads asked and not answered, by seq (numbered like the reclaims, for the same reason). */
   readonly #preloads = new Map<number, (failures: PreloadFailure[]) => void>();
   #preloadSeq = Math.floor(Math.random() * 2 ** 30);
+  /** Preloads under way. While there are any, the worker keeps the program alive, whatever setRef says. */
+  #preloading = 0;
+  /** What setRef asked last. */
+  #wantRef = true;
   #fnIds = new Map<string, Map<string, number>>();
   #fnCount = 0;
   // Arrays of objects from the start (see objectArray), as every batch's are.
@@ -240,6 +244,16 @@ export class WorkerProcess {
    * a program may end while its pool holds workers (they are killed on exit).
    */
   setRef(ref: boolean): void {
+    this.#wantRef = ref;
+    this.#applyRef(ref || this.#preloading > 0);
+  }
+
+  /** Whether it is loading modules for a preload (see WorkerPool.warm): a pool does not lend it meanwhile. */
+  get preloading(): boolean {
+    return this.#preloading > 0;
+  }
+
+  #applyRef(ref: boolean): void {
     const handles = [this.child, this.child.channel, this.child.stdout, this.child.stderr] as Array<{ ref?(): void; unref?(): void } | null | undefined>;
     for (const handle of handles) {
       if (ref) handle?.ref?.();
@@ -390,13 +404,24 @@ export class WorkerProcess {
   preload(urls: readonly string[]): Promise<PreloadFailure[]> {
     if (!this.alive || !this.child.connected) return Promise.reject(new Error(`worker ${this.pid} has exited`));
     const seq = ++this.#preloadSeq;
-    return new Promise((resolve, reject) => {
+    // An awaited warm() must not be cut short: the worker keeps the program alive until it answers.
+    this.#preloading++;
+    this.#applyRef(true);
+    const answered = new Promise<PreloadFailure[]>((resolve, reject) => {
       this.#preloads.set(seq, resolve);
       this.#post({ [TAG]: 'preload', urls: [...urls], seq });
       void this.exited.then(() => {
-        if (this.#preloads.delete(seq)) reject(new Error(`worker ${this.pid} exited (${this.exitSignal ?? `exit code ${this.exitCode}`}) while it was loading modules`));
+        if (!this.#preloads.delete(seq)) return;
+        const why = this.output.stderrTail().trim().split('\n').slice(-3).join('\n');
+        reject(new Error(`worker ${this.pid} exited (${this.exitSignal ?? `exit code ${this.exitCode}`}) while it was loading ${urls.join(', ')}${why ? `: ${why}` : ''}`));
       });
     });
+    const settled = (): void => {
+      this.#preloading--;
+      this.#applyRef(this.#wantRef || this.#preloading > 0);
+    };
+    answered.then(settled, settled);
+    return answered;
   }
 
   /**
