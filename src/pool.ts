@@ -169,12 +169,11 @@ export class WorkerPool {
     for (; have < count && this.#idle.size < this.#maxIdle; have++) {
       const worker = new WorkerProcess({ ...config, killTimeout: this.#killTimeout }, this.#listener);
       started.push(worker);
-      this.#park(worker, true);
+      // Booting, it keeps the program alive, so that an awaited warm() is not cut short; it is idle
+      // (and lets the program end) once it is ready.
+      this.#park(worker);
     }
-    // Booting workers keep the program alive, so that an awaited warm() is not cut short.
     const booted = await Promise.all(started.map((w) => w.booted));
-    // Idle from now on: booting was not being idle either.
-    for (const worker of started) if (this.#idle.has(worker)) this.#park(worker);
     const failed = started.find((_, i) => !booted[i]);
     if (failed && this.#closed) throw new Error('the WorkerPool was closed while warm() was starting its workers');
     if (failed) {
@@ -276,25 +275,40 @@ export class WorkerPool {
     if (this.#closed || !worker.usable || worker.inFlight > 0 || this.#maxIdle === 0) return false;
     // Full: the worker idle the longest makes room (the Map keeps them in the order they were
     // parked). Else runs of a second kind (other output, env or flags) would never find a worker
-    // of theirs kept, with the pool full of the first kind.
+    // of theirs kept, with the pool full of the first kind. Not one that warm() is still booting
+    // or loading: then the worker given back goes instead.
     for (const [oldest, timer] of this.#idle) {
       if (this.#idle.size < this.#maxIdle) break;
+      if (!oldest.ready || oldest.preloading) continue;
       clearTimeout(timer);
       this.#idle.delete(oldest);
       this.#stop(oldest.retire());
     }
+    if (this.#idle.size >= this.#maxIdle) return false;
     worker.adopt(this.#listener, this.#killTimeout);
     this.#park(worker);
     return true;
   }
 
-  /** Keeps `worker` idle in the pool, its idle time starting now (again, if it was there). */
-  #park(worker: WorkerProcess, ref = false): void {
-    worker.setRef(ref);
+  /**
+   * Keeps `worker` idle in the pool, its idle time starting now (again, if it was there). A worker
+   * still booting is not idle yet: it keeps the program alive (an awaited warm() may be waiting
+   * for it, whoever parked it), and is parked again once it is ready.
+   */
+  #park(worker: WorkerProcess): void {
     clearTimeout(this.#idle.get(worker));
+    if (!worker.ready) {
+      worker.setRef(true);
+      this.#idle.set(worker, undefined);
+      void worker.booted.then((ready) => {
+        if (ready && this.#idle.has(worker) && this.#idle.get(worker) === undefined) this.#park(worker);
+      });
+      return;
+    }
+    worker.setRef(false);
     const timer = setTimeout(() => {
-      // Booting, or loading modules for warm(), is not being idle: its idle time starts again after.
-      if (worker.preloading || !worker.ready) return;
+      // Loading modules for warm() is not being idle: #preload parks it again once it has loaded.
+      if (worker.preloading) return;
       this.#idle.delete(worker);
       this.#stop(worker.retire());
     }, this.#idleTimeout);

@@ -3,7 +3,7 @@
  * which stayed in the pool, and that all of them are gone once the pool is closed.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
@@ -117,17 +117,21 @@ test('a run while warm() loads modules takes no worker that is loading: it start
   t.true(existsSync(workerEnv.SLOW_LOAD_MARK), 'the worker started loading the module');
   const served = await schedule$([w.pid()], { pool, workerEnv }).toOrderedArray();
   t.notDeepEqual(served, [loading], 'the run did not take the worker that was loading');
-  // The load outlasts the pool's idleTimeout: loading is not being idle.
-  await warming;
-  t.true(pool.pids().includes(loading!), 'the worker that loaded stays in the pool');
+  // The load outlasts the pool's idleTimeout: loading is not being idle. (Read when warm()
+  // resolves: once it has, the worker's idle time runs, and the run above may have taken long.)
+  t.true((await warming.then(() => pool.pids())).includes(loading!), 'the worker that loaded is in the pool');
   const [info] = await schedule$([preloaded.loadInfo()], { pool, concurrency: 1, workerEnv }).toOrderedArray();
   t.is(info!.evaluations, 1);
   await pool.close();
   t.deepEqual([loading!, ...served].filter(isAlive), []);
 });
 
-test('two warm() at once, the second loading a module in the worker the first boots: an awaited warm() is not cut short', async (t) => {
-  const child = spawn(process.execPath, ['--import', 'tsx', fixture('warm-race.ts').pathname], {
+for (const [mode, title] of [
+  ['two-warms', 'two warm() at once, the second loading a module in the worker the first boots'],
+  ['give-back', 'a run takes a worker warm() is booting and gives it back before it is ready'],
+] as const) {
+test(`${title}: an awaited warm() is not cut short`, async (t) => {
+  const child = spawn(process.execPath, ['--import', 'tsx', fixture('warm-race.ts').pathname, mode], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, SLOW_LOAD_MS: '1500' },
   });
@@ -142,8 +146,51 @@ test('two warm() at once, the second loading a module in the worker the first bo
   t.is(code, 0, stderr);
   t.deepEqual([lines[0], lines[1], lines[3]], ['a', 'b', 'closed'], `the program went on to its end: ${stdout}${stderr}`);
   const pids = JSON.parse(lines[2] ?? '[]') as number[];
-  t.is(pids.length, 1, 'one worker, warmed by both');
+  t.is(pids.length, mode === 'two-warms' ? 1 : 2, 'the workers warm() asked for');
   t.deepEqual(await waitGone(pids), []);
+});
+}
+
+test('a worker given back before it is ready is idle once it is: it exits after idleTimeout', async (t) => {
+  const pool = newPool(t, { idleTimeout: 50 });
+  await pool.warm(1);
+  // The ready worker runs both tasks; the run's second lane forks a worker that it gives back
+  // before that one is ready.
+  const run = schedule$([w.square(2), w.square(3)], { pool, concurrency: 2 });
+  await run.toOrderedArray();
+  const all = [...pool.pids()];
+  for (let i = 0; i < 200 && pool.pids().length > 0; i++) await new Promise((r) => setTimeout(r, 25));
+  t.deepEqual(pool.pids(), [], 'every worker left the pool after its idle time');
+  t.deepEqual(await waitGone(all), []);
+});
+
+test('maxIdleWorkers: a worker given back to a pool full of one warm() is loading does not push it out; it goes instead', async (t) => {
+  const pool = newPool(t, { maxIdleWorkers: 1 });
+  const dir = mkdtempSync(join(tmpdir(), 'aps-preload-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const release = join(dir, 'release');
+  const workerEnv = { ...process.env, SLOW_LOAD_MARK: join(dir, 'loading'), LOAD_UNTIL_FILE: release };
+  const warming = pool.warm(1, { modules: [fixture('preloaded.ts')], workerEnv });
+  const [loading] = pool.pids();
+  for (let i = 0; i < 600 && !existsSync(workerEnv.SLOW_LOAD_MARK); i++) await new Promise((r) => setTimeout(r, 50));
+  const served = await schedule$([w.pid()], { pool, workerEnv }).toOrderedArray();
+  t.notDeepEqual(served, [loading]);
+  t.deepEqual(pool.pids(), [loading], 'the loading worker stayed; the run\'s did not take its place');
+  writeFileSync(release, '');
+  await warming;
+  t.deepEqual(pool.pids(), [loading]);
+  t.deepEqual(await waitGone(served as number[]), []);
+});
+
+test("output: 'capture': what a module prints while warm() loads it reaches no run", async (t) => {
+  const pool = newPool(t);
+  const workerEnv = { ...process.env, PRINT_LINES: '3000' };
+  await pool.warm(1, { output: 'capture', modules: [fixture('preloaded.ts')], workerEnv });
+  const run = schedule$([preloaded.loadInfo()], { pool, output: 'capture', workerEnv });
+  const lines: string[] = [];
+  run.output$.subscribe((line) => lines.push(line.line));
+  await run.toOrderedArray();
+  t.deepEqual(lines.filter((text) => text.includes('top level line')), []);
 });
 
 test('a module whose top level exits its worker: warm() rejects naming the module, with what the worker wrote to stderr', async (t) => {

@@ -416,12 +416,15 @@ export class WorkerProcess {
         reject(new Error(`worker ${this.pid} exited (${this.exitSignal ?? `exit code ${this.exitCode}`}) while it was loading ${urls.join(', ')}${why ? `: ${why}` : ''}`));
       });
     });
+    // In capture mode, what the modules printed may still be in the pipes when the answer comes:
+    // it stays loading (so no run takes it) until they are quiet, and those lines go to no run.
+    const done = this.#capture ? answered.then((failures) => this.outputQuiet(PRELOAD_QUIET_MS, PRELOAD_QUIET_MAX_MS).then(() => failures)) : answered;
     const settled = (): void => {
       this.#preloading--;
       this.#applyRef(this.#wantRef || this.#preloading > 0);
     };
-    answered.then(settled, settled);
-    return answered;
+    done.then(settled, settled);
+    return done;
   }
 
   /**
@@ -482,6 +485,10 @@ export class WorkerProcess {
   }
 }
 
+
+/** After a preload in `output: 'capture'` mode: how long (ms) the pipes must be quiet, and the longest wait. */
+const PRELOAD_QUIET_MS = 10;
+const PRELOAD_QUIET_MAX_MS = 250;
 
 /** A module a worker could not preload, and why. */
 export interface PreloadFailure {
