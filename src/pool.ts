@@ -83,6 +83,14 @@ export class WorkerPool {
   readonly #maxIdle: number;
   readonly #killTimeout: number;
   #closed = false;
+  /**
+   * Workers a warm() started and is still waiting for (to boot, then to load its modules),
+   * wherever they are: in the pool, they keep the program alive and their idle time waits; a run
+   * may take one meanwhile, and give it back.
+   */
+  readonly #held = new Set<WorkerProcess>();
+  /** Those of #held a run has taken: if one of them dies, it was the run's doing, not a failed start. */
+  readonly #lent = new Set<WorkerProcess>();
   readonly #listener: WorkerListener = {
     results: () => {},
     progress: () => {},
@@ -169,18 +177,28 @@ export class WorkerPool {
     for (; have < count && this.#idle.size < this.#maxIdle; have++) {
       const worker = new WorkerProcess({ ...config, killTimeout: this.#killTimeout }, this.#listener);
       started.push(worker);
-      // Booting, it keeps the program alive, so that an awaited warm() is not cut short; it is idle
-      // (and lets the program end) once it is ready.
+      // Held until this warm() is done (see #held): it keeps the program alive meanwhile, so that an
+      // awaited warm() is not cut short, and its idle time has not started.
+      this.#held.add(worker);
       this.#park(worker);
     }
-    const booted = await Promise.all(started.map((w) => w.booted));
-    const failed = started.find((_, i) => !booted[i]);
-    if (failed && this.#closed) throw new Error('the WorkerPool was closed while warm() was starting its workers');
-    if (failed) {
-      const why = failed.output.stderrTail().trim().split('\n').slice(-3).join('\n');
-      throw new Error(`a worker process exited while starting (${failed.exitSignal ?? `exit code ${failed.exitCode}`})${why ? `: ${why}` : ''}`);
+    try {
+      const booted = await Promise.all(started.map((w) => w.booted));
+      // One a run took and stopped (terminated, say) was the run's: nothing went wrong here.
+      const failed = started.find((w, i) => !booted[i] && !this.#lent.has(w));
+      if (failed && this.#closed) throw new Error('the WorkerPool was closed while warm() was starting its workers');
+      if (failed) {
+        const why = failed.output.stderrTail().trim().split('\n').slice(-3).join('\n');
+        throw new Error(`a worker process exited while starting (${failed.exitSignal ?? `exit code ${failed.exitCode}`})${why ? `: ${why}` : ''}`);
+      }
+      if (modules.length > 0) await this.#preload(config, modules);
+    } finally {
+      for (const worker of started) {
+        this.#held.delete(worker);
+        this.#lent.delete(worker);
+        if (this.#idle.has(worker)) this.#park(worker);
+      }
     }
-    if (modules.length > 0) await this.#preload(config, modules);
   }
 
   /**
@@ -266,6 +284,7 @@ export class WorkerPool {
         continue;
       }
       worker.setRef(true);
+      if (this.#held.has(worker)) this.#lent.add(worker);
       return worker;
     }
     return undefined;
@@ -279,7 +298,7 @@ export class WorkerPool {
     // or loading: then the worker given back goes instead.
     for (const [oldest, timer] of this.#idle) {
       if (this.#idle.size < this.#maxIdle) break;
-      if (!oldest.ready || oldest.preloading) continue;
+      if (!oldest.ready || oldest.preloading || this.#held.has(oldest)) continue;
       clearTimeout(timer);
       this.#idle.delete(oldest);
       this.#stop(oldest.retire());
@@ -291,18 +310,22 @@ export class WorkerPool {
   }
 
   /**
-   * Keeps `worker` idle in the pool, its idle time starting now (again, if it was there). A worker
-   * still booting is not idle yet: it keeps the program alive (an awaited warm() may be waiting
-   * for it, whoever parked it), and is parked again once it is ready.
+   * Keeps `worker` idle in the pool, its idle time starting now (again, if it was there). One that
+   * a warm() holds, or that is still booting, is not idle yet, and has no idle time running: a
+   * held one keeps the program alive (its warm() parks it again when done); a booting one a run
+   * gave back does not, and is parked again once it is ready.
    */
   #park(worker: WorkerProcess): void {
     clearTimeout(this.#idle.get(worker));
-    if (!worker.ready) {
-      worker.setRef(true);
+    const held = this.#held.has(worker);
+    if (held || !worker.ready) {
+      worker.setRef(held);
       this.#idle.set(worker, undefined);
-      void worker.booted.then((ready) => {
-        if (ready && this.#idle.has(worker) && this.#idle.get(worker) === undefined) this.#park(worker);
-      });
+      if (!held) {
+        void worker.booted.then((ready) => {
+          if (ready && this.#idle.has(worker) && this.#idle.get(worker) === undefined && !this.#held.has(worker)) this.#park(worker);
+        });
+      }
       return;
     }
     worker.setRef(false);

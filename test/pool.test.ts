@@ -151,6 +151,46 @@ test(`${title}: an awaited warm() is not cut short`, async (t) => {
 });
 }
 
+test('warm(2) with idleTimeout shorter than one worker\'s start: the one ready first waits for it, and warm() resolves with both', async (t) => {
+  const pool = newPool(t, { idleTimeout: 300 });
+  const warming = pool.warm(2);
+  const [, late] = pool.pids();
+  process.kill(late!, 'SIGSTOP');
+  setTimeout(() => process.kill(late!, 'SIGCONT'), 1500);
+  // Read when warm() resolves: from then on their idle time runs.
+  const idle = await warming.then(() => pool.pids());
+  t.is(idle.length, 2);
+  t.true(idle.includes(late!));
+});
+
+test('a run takes a worker warm() is booting and is terminated: warm() does not reject for the worker the run stopped', async (t) => {
+  const pool = newPool(t);
+  const warming = pool.warm(1);
+  const [booting] = pool.pids();
+  const run = schedule$([w.sleepThen(10_000, 1)], { pool });
+  run.toOrderedArray().catch(() => {});
+  for (let i = 0; i < 100 && !run.pids().includes(booting!); i++) await new Promise((r) => setTimeout(r, 5));
+  t.true(run.pids().includes(booting!), 'the run took the booting worker');
+  await run.terminate();
+  await t.notThrowsAsync(warming);
+  t.false(isAlive(booting!));
+});
+
+test('a worker a run gives back while its start is stalled does not keep the program from ending', async (t) => {
+  const child = spawn(process.execPath, ['--import', 'tsx', fixture('warm-race.ts').pathname, 'stalled'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c: Buffer) => (stdout += c));
+  child.stderr.on('data', (c: Buffer) => (stderr += c));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 100_000);
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('exit', (c, s) => resolve([c, s])));
+  clearTimeout(timer);
+  t.deepEqual([code, signal], [0, null], `it ended by itself: ${stdout}${stderr}`);
+  const pids = JSON.parse(stdout.trim().split('\n')[0] ?? '[]') as number[];
+  t.true(pids.length >= 1);
+  t.deepEqual(await waitGone(pids), [], 'its workers, the stopped one too, went with it');
+});
+
 test('a worker given back before it is ready is idle once it is: it exits after idleTimeout', async (t) => {
   const pool = newPool(t, { idleTimeout: 50 });
   await pool.warm(1);

@@ -475,6 +475,15 @@ async function preload(urls: unknown, seq: unknown): Promise<void> {
   }
   // A module's top level is task code too: it may have taken this worker's listeners away.
   keepListening();
+  // What the modules printed is in the pipes before the answer leaves (writes to a pipe are
+  // asynchronous): the parent waits for the pipes to be quiet, so those lines go to no run.
+  await Promise.all([process.stdout, process.stderr].map((stream) => new Promise<void>((resolve) => {
+    try {
+      stream.write('', () => resolve());
+    } catch {
+      resolve();
+    }
+  })));
   post({ [TAG]: 'preloaded', seq: typeof seq === 'number' ? seq : -1, failures });
 }
 
