@@ -112,14 +112,16 @@ test('a run while warm() loads modules takes no worker that is loading: it start
   // The run has the same settings: without the loading, it would take the worker.
   const workerEnv = { ...process.env, SLOW_LOAD_MARK: join(dir, 'loading'), SLOW_LOAD_MS: '1500' };
   const warming = pool.warm(1, { modules: [fixture('preloaded.ts')], workerEnv });
+  // Read as warm() resolves: from then on the worker's idle time runs, and the run below may take
+  // longer than that on a loaded machine.
+  const idleWhenWarm = warming.then(() => pool.pids());
   const [loading] = pool.pids();
   for (let i = 0; i < 600 && !existsSync(workerEnv.SLOW_LOAD_MARK); i++) await new Promise((r) => setTimeout(r, 50));
   t.true(existsSync(workerEnv.SLOW_LOAD_MARK), 'the worker started loading the module');
   const served = await schedule$([w.pid()], { pool, workerEnv }).toOrderedArray();
   t.notDeepEqual(served, [loading], 'the run did not take the worker that was loading');
-  // The load outlasts the pool's idleTimeout: loading is not being idle. (Read when warm()
-  // resolves: once it has, the worker's idle time runs, and the run above may have taken long.)
-  t.true((await warming.then(() => pool.pids())).includes(loading!), 'the worker that loaded is in the pool');
+  // The load outlasts the pool's idleTimeout: loading is not being idle.
+  t.true((await idleWhenWarm).includes(loading!), 'the worker that loaded is in the pool');
   const [info] = await schedule$([preloaded.loadInfo()], { pool, concurrency: 1, workerEnv }).toOrderedArray();
   t.is(info!.evaluations, 1);
   await pool.close();
