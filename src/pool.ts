@@ -89,8 +89,6 @@ export class WorkerPool {
    * may take one meanwhile, and give it back.
    */
   readonly #held = new Set<WorkerProcess>();
-  /** Those of #held a run has taken: if one of them dies, it was the run's doing, not a failed start. */
-  readonly #lent = new Set<WorkerProcess>();
   readonly #listener: WorkerListener = {
     results: () => {},
     progress: () => {},
@@ -173,20 +171,22 @@ export class WorkerPool {
     const { output, workerExecArgv, workerEnv } = resolveOptions({ output: options.output, workerExecArgv: options.workerExecArgv, workerEnv: options.workerEnv });
     const config: WorkerConfig = { output, execArgv: workerExecArgv, env: workerEnv };
     const started: WorkerProcess[] = [];
-    let have = [...this.#idle.keys()].filter((w) => w.fits(config)).length;
-    for (; have < count && this.#idle.size < this.#maxIdle; have++) {
-      const worker = new WorkerProcess({ ...config, killTimeout: this.#killTimeout }, this.#listener);
-      started.push(worker);
-      // Held until this warm() is done (see #held): it keeps the program alive meanwhile, so that an
-      // awaited warm() is not cut short, and its idle time has not started.
-      this.#held.add(worker);
-      this.#park(worker);
-    }
+    // Idle ones another warm() is still starting count too: this one waits for them as well.
+    const counted = [...this.#idle.keys()].filter((w) => w.fits(config)).slice(0, count);
     try {
-      const booted = await Promise.all(started.map((w) => w.booted));
-      // One a run took and stopped (terminated, say) was the run's: nothing went wrong here.
-      const failed = started.find((w, i) => !booted[i] && !this.#lent.has(w));
-      if (failed && this.#closed) throw new Error('the WorkerPool was closed while warm() was starting its workers');
+      for (let have = counted.length; have < count && this.#idle.size < this.#maxIdle; have++) {
+        const worker = new WorkerProcess({ ...config, killTimeout: this.#killTimeout }, this.#listener);
+        started.push(worker);
+        counted.push(worker);
+        // Held until this warm() is done (see #held): it keeps the program alive meanwhile, so that
+        // an awaited warm() is not cut short, and its idle time has not started.
+        this.#held.add(worker);
+        this.#park(worker);
+      }
+      const booted = await Promise.all(counted.map((w) => w.booted));
+      if (this.#closed && booted.includes(false)) throw new Error('the WorkerPool was closed while warm() was starting its workers');
+      // One stopped by the library (a run that took it and was terminated, say) did not fail.
+      const failed = counted.find((w, i) => !booted[i] && !w.stopped);
       if (failed) {
         const why = failed.output.stderrTail().trim().split('\n').slice(-3).join('\n');
         throw new Error(`a worker process exited while starting (${failed.exitSignal ?? `exit code ${failed.exitCode}`})${why ? `: ${why}` : ''}`);
@@ -195,7 +195,6 @@ export class WorkerPool {
     } finally {
       for (const worker of started) {
         this.#held.delete(worker);
-        this.#lent.delete(worker);
         if (this.#idle.has(worker)) this.#park(worker);
       }
     }
@@ -284,7 +283,6 @@ export class WorkerPool {
         continue;
       }
       worker.setRef(true);
-      if (this.#held.has(worker)) this.#lent.add(worker);
       return worker;
     }
     return undefined;

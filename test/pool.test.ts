@@ -193,6 +193,23 @@ test('a worker a run gives back while its start is stalled does not keep the pro
   t.deepEqual(await waitGone(pids), [], 'its workers, the stopped one too, went with it');
 });
 
+test('a second warm() counts the workers another is starting, and waits for them: when they cannot start, both reject', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aps-bootfail-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const crash = join(dir, 'crash.mjs');
+  writeFileSync(crash, "throw new Error('boot hook failed');\n");
+  const options = { workerExecArgv: ['--import', crash] };
+  const pool = newPool(t);
+  const warming = pool.warm(1, options);
+  const counting = pool.warm(1, options);
+  const [first, second] = await Promise.allSettled([warming, counting]);
+  const message = /^a worker process exited while starting \(exit code 1\)/;
+  t.is(first.status, 'rejected');
+  t.regex((first as PromiseRejectedResult).reason.message, message);
+  t.regex((second as PromiseRejectedResult).reason?.message ?? 'it resolved', message, 'the second waited for the worker the first started');
+  t.deepEqual(pool.pids(), []);
+});
+
 test('a worker given back before it is ready is idle once it is: it exits after idleTimeout', async (t) => {
   const pool = newPool(t, { idleTimeout: 50 });
   await pool.warm(1);

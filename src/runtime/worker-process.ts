@@ -315,9 +315,13 @@ export class WorkerProcess {
     this.#post({ [TAG]: 'skip', id });
   }
 
+  /** The library asked it to end (retire or kill) while it was alive: its exit is no failure of its own. */
+  stopped = false;
+
   /** Asks the worker to exit once it is idle (it exits when its IPC channel closes); one still starting is killed. */
   retire(): Promise<KillReport> {
     if (!this.alive) return Promise.resolve({ forced: false });
+    this.stopped = true;
     // Still starting: it has run no task, and would otherwise be waited for until it is ready.
     if (!this.ready) return this.kill(this.#killTimeout);
     if (this.child.connected) this.child.disconnect();
@@ -350,6 +354,8 @@ export class WorkerProcess {
 
   /** Terminates the worker and its process group (SIGTERM, then SIGKILL after `graceMs`). */
   kill(graceMs: number): Promise<KillReport> {
+    // Not for one already dead: what is killed then is only what it left in its group.
+    if (this.alive) this.stopped = true;
     // Resolves once its output is read to the end too, so that nothing it wrote is lost.
     if (this.pid === undefined) return killTree(this.child, graceMs);
     return killTree(this.child, graceMs).then((report) => this.exited.then(() => report));
