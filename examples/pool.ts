@@ -4,11 +4,13 @@
  * instead of once per run.
  *
  * Three batches run without a pool (each starts and stops its own workers), then three on a pool
- * warmed beforehand: the pooled batches all run on the same two processes. `close()` stops them.
+ * warmed beforehand, its task module loaded in both workers: the pooled batches all run on the
+ * same two processes. `close()` stops them.
  */
 import { WorkerPool, liveChildPids, schedule$, taskModule } from '../src/index.js';
 
-const work = taskModule<typeof import('./work.js')>(new URL('./work.js', import.meta.url));
+const workUrl = new URL('./work.js', import.meta.url);
+const work = taskModule<typeof import('./work.js')>(workUrl);
 
 async function batch(name: string, numbers: number[], pool?: WorkerPool): Promise<number[]> {
   const started = performance.now();
@@ -25,7 +27,7 @@ const requests = [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]];
 for (const [i, numbers] of requests.entries()) await batch(`no pool, batch ${i + 1}`, numbers);
 
 const pool = new WorkerPool({ idleTimeout: 60_000 });
-await pool.warm(2); // both workers boot now, before the first request
+await pool.warm(2, { modules: [workUrl] }); // both workers boot and load work.js now, before the first request
 console.log(`pool warmed: workers ${pool.pids().sort().join(', ')}`);
 const served = new Set<number>();
 for (const [i, numbers] of requests.entries()) for (const pid of await batch(`pool, batch ${i + 1}`, numbers, pool)) served.add(pid);

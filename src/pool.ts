@@ -10,7 +10,7 @@ import { OptionError, formatValue } from './errors.js';
 import { normalizeModuleUrl } from './task.js';
 import type { WorkerLender } from './runtime/local-runtime.js';
 import type { KillReport } from './runtime/kill.js';
-import { WorkerProcess, type WorkerConfig, type WorkerListener } from './runtime/worker-process.js';
+import { WorkerProcess, describeExit, type WorkerConfig, type WorkerListener } from './runtime/worker-process.js';
 
 /** Options of a {@link WorkerPool}. */
 export interface WorkerPoolOptions {
@@ -188,8 +188,8 @@ export class WorkerPool {
       // One stopped by the library (a run that took it and was terminated, say) did not fail.
       const failed = counted.find((w, i) => !booted[i] && !w.stopped);
       if (failed) {
-        const why = failed.output.stderrTail().trim().split('\n').slice(-3).join('\n');
-        throw new Error(`a worker process exited while starting (${failed.exitSignal ?? `exit code ${failed.exitCode}`})${why ? `: ${why}` : ''}`);
+        const why = failed.stderrReason();
+        throw new Error(`a worker process exited while starting (${describeExit(failed.exitCode, failed.exitSignal)})${why ? `: ${why}` : ''}`);
       }
       if (modules.length > 0) await this.#preload(config, modules);
     } finally {
@@ -349,9 +349,9 @@ function warmModules(modules: unknown): string[] {
   if (!Array.isArray(modules)) throw new OptionError('modules', 'an array of module URLs', modules, `warm(count, options): options.modules must be an array of module URLs, got ${formatValue(modules)}`);
   return modules.map((url: unknown, i) => {
     try {
-      return normalizeModuleUrl(url as string | URL);
+      return normalizeModuleUrl(url as string | URL, 'a module');
     } catch (error) {
-      throw new OptionError('modules', '', url, `warm(count, options): options.modules[${i}]: ${(error as Error).message.replace(/^moduleUrl /, 'a module ')}`);
+      throw new OptionError('modules', '', url, `warm(count, options): options.modules[${i}]: ${(error as Error).message}`);
     }
   });
 }

@@ -431,14 +431,14 @@ class ProcessTaskData extends TaskData implements ProcessTask<never> {
 }
 
 /**
- * Normalizes where a module is to a URL string. Relative paths and bare names are refused
- * here: the worker would resolve them from its own location, which is never what was meant.
+ * @internal Where a task module is, as a URL string: from a URL, a file: URL string or an absolute
+ * path. Relative paths and bare names are refused here: the worker would resolve them from its own
+ * location, which is never what was meant. `name` is what the messages call the value.
  */
-/** @internal A task module's URL as moduleTask takes it: a URL, a file: URL string or an absolute path. */
-export function normalizeModuleUrl(moduleUrl: string | URL): string {
+export function normalizeModuleUrl(moduleUrl: string | URL, name = 'moduleUrl'): string {
   if (moduleUrl instanceof URL) return moduleUrl.href;
   if (typeof moduleUrl !== 'string') {
-    throw new TypeError(`moduleUrl must be a URL or a string, got ${typeof moduleUrl}`);
+    throw new TypeError(`${name} must be a URL or a string, got ${typeof moduleUrl}`);
   }
   if (/^(file|node|data):/.test(moduleUrl)) return moduleUrl;
   if (isAbsolute(moduleUrl)) return pathToFileURL(moduleUrl).href;
@@ -446,7 +446,7 @@ export function normalizeModuleUrl(moduleUrl: string | URL): string {
   // 'lodash' or '@scope/pkg/x.js' may be a file next to this one, or a package.
   const bare = !moduleUrl.startsWith('.') && /^(@[\w.-]+\/)?[\w.-]+(\/|$)/.test(moduleUrl);
   throw new TypeError(
-    `moduleUrl must be a URL, a file: URL string or an absolute path, got ${JSON.stringify(moduleUrl)}; ` +
+    `${name} must be a URL, a file: URL string or an absolute path, got ${JSON.stringify(moduleUrl)}; ` +
       `use new URL('${relative}', import.meta.url) (in CommonJS: path.join(__dirname, '${relative}'))` +
       (bare ? `, or, for a package, import.meta.resolve('${moduleUrl}') (in CommonJS: require.resolve('${moduleUrl}'))` : ''),
   );

@@ -105,12 +105,9 @@ const hook: WorkerHook = {
 /** The task module being imported: a run started meanwhile would start in every worker (see schedule$). */
 let loadingUrl: string | undefined;
 /**
- * Imports under way. A pool lends no worker while it preloads (WorkerPool.warm), and preloads go
- * one after the other, so imports do not overlap; a count all the same, so that `loading` is
- * cleared only once none is under way.
+ * The preloads asked, one after the other (see onMessage). A pool lends no worker while it
+ * preloads (WorkerPool.warm), so no import overlaps another, and `loadingUrl` names the one under way.
  */
-let loadings = 0;
-/** The preloads asked, one after the other (see onMessage). */
 let preloads: Promise<void> = Promise.resolve();
 (globalThis as Record<symbol, unknown>)[WORKER_HOOK] = hook;
 
@@ -167,7 +164,6 @@ function onMessage(received: unknown): void {
     }
     post({ [TAG]: 'reclaimed', ids, seq: message.seq });
   } else if (message[TAG] === 'preload') {
-    // One preload after the other, so the module being loaded is always the one `loading` names.
     const { urls, seq } = message;
     preloads = preloads.then(() => preload(urls, seq));
   } else if (message[TAG] === 'skip') {
@@ -533,7 +529,6 @@ async function importModule(url: string): Promise<{ n: Record<string, unknown> }
   // Registered before the first import: Node caches a failed import, so there is no retry.
   if (needsTypeScript(url) && !process.execArgv.some((arg) => /tsx/.test(arg))) await (tsLoader ??= registerTsx(url));
   loadingUrl = url;
-  loadings++;
   try {
     return (await import(reexporting(url))) as { n: Record<string, unknown> };
   } catch (error) {
@@ -541,7 +536,7 @@ async function importModule(url: string): Promise<{ n: Record<string, unknown> }
     if (error instanceof Error) error.message = error.message.replace(/ imported from data:\S*$/, '');
     throw error;
   } finally {
-    if (--loadings === 0) loadingUrl = undefined;
+    loadingUrl = undefined;
   }
 }
 

@@ -141,14 +141,7 @@ class MergeRun<T, R> implements PullSink<T>, InnerSink<R> {
   #pulled = 0;
   #requesting = false;
   #sourceDone = false;
-  /**
-   * Errored, completed or unsubscribed: no more work of any kind. The engine is over when this is
-   * true or its subscriber is closed: the subscriber closes before our teardown exists when a
-   * downstream take() unsubscribes during the synchronous part of subscribe(), and the loop must
-   * see that too. (Tested inline, not in a method: it is tested several times per task, and
-   * before V8 optimizes the engine every method is a call.)
-   */
-  #finished = false;
+  #finished = false; // errored, completed or unsubscribed: no more work of any kind
   #draining = false;
   /**
    * The running inners, each knowing its position: removal swaps the last one in. (A Set with an
@@ -203,13 +196,13 @@ class MergeRun<T, R> implements PullSink<T>, InnerSink<R> {
 
   item(value: T): void {
     this.#requesting = false;
-    if (!(this.#finished || this.subscriber.closed)) this.#startInner(value);
+    if (!this.#isOver()) this.#startInner(value);
     if (!this.#draining) this.#drain();
   }
 
   done(): void {
     this.#requesting = false;
-    if (this.#finished || this.subscriber.closed || this.#sourceDone) return;
+    if (this.#isOver() || this.#sourceDone) return;
     this.#sourceDone = true;
     try {
       this.options.onSourceDone?.(this.#pulled);
@@ -238,6 +231,12 @@ class MergeRun<T, R> implements PullSink<T>, InnerSink<R> {
 
   // ---- the engine ---------------------------------------------------------------------------
 
+  // The subscriber closes before our teardown exists when a downstream take() unsubscribes
+  // during the synchronous part of subscribe(); the loop must see that too.
+  #isOver(): boolean {
+    return this.#finished || this.subscriber.closed;
+  }
+
   #fail(err: unknown): void {
     if (this.#finished) return;
     this.#finished = true;
@@ -261,11 +260,11 @@ class MergeRun<T, R> implements PullSink<T>, InnerSink<R> {
   #drain(): void {
     this.#draining = true;
     try {
-      while (!(this.#finished || this.subscriber.closed) && !this.#requesting && !this.#sourceDone && this.#active < this.#limit) {
+      while (!this.#isOver() && !this.#requesting && !this.#sourceDone && this.#active < this.#limit) {
         this.#requesting = true;
         this.#source!.request();
       }
-      if (!(this.#finished || this.subscriber.closed) && this.#sourceDone && this.#active === 0) {
+      if (!this.#isOver() && this.#sourceDone && this.#active === 0) {
         this.#finished = true;
         this.subscriber.complete();
       }
@@ -286,7 +285,7 @@ class MergeRun<T, R> implements PullSink<T>, InnerSink<R> {
     }
     inner.innerSlot = -1;
     this.#active--;
-    if (!(this.#finished || this.subscriber.closed) && !this.#draining) this.#drain();
+    if (!this.#isOver() && !this.#draining) this.#drain();
   }
 
   #startInner(value: T): void {
@@ -306,7 +305,7 @@ class MergeRun<T, R> implements PullSink<T>, InnerSink<R> {
       // Ended inside its start: its complete() found nothing to free, so its slot is freed here
       // (and the caller's drain() fills it). Else the same checks as for an rxjs inner below.
       if (started.closed) this.#active--;
-      else if (this.#finished || this.subscriber.closed) started.unsubscribe();
+      else if (this.#isOver()) started.unsubscribe();
       else this.#keep(started);
       return;
     }
@@ -314,7 +313,7 @@ class MergeRun<T, R> implements PullSink<T>, InnerSink<R> {
     const subscription = (inner.subscription = (input as Observable<R>).subscribe(this));
     // The output may have ended during subscribe (a downstream take(1), an error elsewhere),
     // and its teardown did not see this inner, which was not in `inners` yet.
-    if (this.#finished || this.subscriber.closed) subscription.unsubscribe();
+    if (this.#isOver()) subscription.unsubscribe();
     // Added after subscribe, so it runs after the inner's own teardown (at once, if the inner
     // already ended inside subscribe): a slot frees only once its inner is torn down.
     this.#keep(inner);

@@ -28,7 +28,7 @@ import { runProcessTask } from './process-task.js';
 import { checkRss } from './rss.js';
 import { FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW } from './protocol.js';
 import type { ExecutingJob, JobEvents, JobHandle, JobSpec, TaskRuntime, TaskStats } from './runtime.js';
-import { WorkerProcess, type FatalReport, type UnsendableTask, type WorkerConfig, type WorkerListener } from './worker-process.js';
+import { HANDOVER_QUIET_MAX_MS, HANDOVER_QUIET_MS, WorkerProcess, describeExit, type FatalReport, type UnsendableTask, type WorkerConfig, type WorkerListener } from './worker-process.js';
 
 /** Keeps idle workers between runs (a WorkerPool, seen from a run). */
 export interface WorkerLender {
@@ -69,17 +69,6 @@ const MAX_DEPTH = 128;
  * to it. Tiny tasks are done by then: only a head that runs long sets it off.
  */
 const REBALANCE_AFTER_MS = 20;
-/**
- * In `output: 'capture'` mode, how long (ms) a worker's pipes must have been quiet before it goes
- * back to its pool, so that the lines its last task wrote reach this run's output$.
- */
-const LEND_QUIET_MS = 10;
-/**
- * The longest that wait lasts: what the last task wrote is in the pipes when its result comes,
- * and is read well within it. A worker that keeps writing (a timer or a child a task left
- * running, logging) goes back then; what it writes while idle in its pool belongs to no run.
- */
-const LEND_QUIET_MAX_MS = 250;
 /** A worker's resident memory is read at most this often (ms), with `maxWorkerRss`. */
 const RSS_CHECK_INTERVAL_MS = 50;
 /** Consecutive workers dying before they are ready, after which the runtime stops forking. */
@@ -771,15 +760,13 @@ export class LocalRuntime implements TaskRuntime {
     this.#stop(worker.kill(this.#options.killTimeout));
     if (worker.ready) this.#bootFailures = 0;
     else if (++this.#bootFailures >= MAX_BOOT_FAILURES) {
-      // Node prints an uncaught error as source line, caret, then `Error: why`, then the stack:
-      // the line that says why is the one to show; the whole tail goes in stderrTail.
-      const stderr = worker.output.stderrTail().trim();
-      const why = /^(?:[A-Z]\w*)?(?:Error|Exception)\b.*$/m.exec(stderr)?.[0] ?? stderr.slice(-500);
+      // The line that says why is the one to show; the whole tail goes in stderrTail.
+      const why = worker.stderrReason();
       this.#broken =
         worker.startError !== undefined
           ? `worker processes cannot be started (${worker.startError}, ${MAX_BOOT_FAILURES} times in a row)${startErrorHint(worker.startError)}`
           : `worker processes die while starting (${describeExit(code, signal)}, ${MAX_BOOT_FAILURES} times in a row)${why ? `: ${why}` : ''}`;
-      this.#brokenStderr = stderr;
+      this.#brokenStderr = worker.output.stderrTail().trim();
     }
     if (!owner) return;
     // The lane's head is the task the worker was running, as far as this process knows; the
@@ -923,7 +910,7 @@ export class LocalRuntime implements TaskRuntime {
     // unfinished line given to this run (see OutputTap.release); listed by pids() meanwhile.
     this.#abandoned.add(worker);
     this.#stop(
-      worker.outputQuiet(LEND_QUIET_MS, LEND_QUIET_MAX_MS).then(() => {
+      worker.outputQuiet(HANDOVER_QUIET_MS, HANDOVER_QUIET_MAX_MS).then(() => {
         this.#abandoned.delete(worker);
         if (pool.give(worker)) return undefined;
         // Died meanwhile (its exit, seen as a stop of ours, killed nothing): its group goes now.
@@ -1233,6 +1220,3 @@ function hasSuspects(lane: Lane): boolean {
   return lane.suspects.size > 0;
 }
 
-function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
-  return signal ? `killed by ${signal}` : `exit code ${code}`;
-}

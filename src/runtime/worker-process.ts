@@ -125,6 +125,9 @@ export class WorkerProcess {
   /** Resolves true once the worker has booted, false if it exits first. */
   readonly booted: Promise<boolean>;
 
+  /** The library asked it to end (retire or kill) while it was alive: its exit is no failure of its own. */
+  stopped = false;
+
   /** Numbers the reclaims; from a random start, so that task code cannot guess the answer's. */
   #reclaimSeq = Math.floor(Math.random() * 2 ** 30);
   /** The preloads asked and not answered, by seq (numbered like the reclaims, for the same reason). */
@@ -315,9 +318,6 @@ export class WorkerProcess {
     this.#post({ [TAG]: 'skip', id });
   }
 
-  /** The library asked it to end (retire or kill) while it was alive: its exit is no failure of its own. */
-  stopped = false;
-
   /** Asks the worker to exit once it is idle (it exits when its IPC channel closes); one still starting is killed. */
   retire(): Promise<KillReport> {
     if (!this.alive) return Promise.resolve({ forced: false });
@@ -404,6 +404,15 @@ export class WorkerProcess {
   }
 
   /**
+   * The line of what it wrote to stderr that says why it died: Node prints an uncaught error as
+   * source line, caret, then `Error: why`, then the stack. Else the end of its stderr.
+   */
+  stderrReason(): string {
+    const stderr = this.output.stderrTail().trim();
+    return /^(?:[A-Z]\w*)?(?:Error|Exception)\b.*$/m.exec(stderr)?.[0] ?? stderr.slice(-500);
+  }
+
+  /**
    * Has the worker import task modules now (see WorkerPool.warm). Resolves with the ones it could
    * not load, and why (none: all loaded); rejects if the worker exits first.
    */
@@ -418,13 +427,13 @@ export class WorkerProcess {
       this.#post({ [TAG]: 'preload', urls: [...urls], seq });
       void this.exited.then(() => {
         if (!this.#preloads.delete(seq)) return;
-        const why = this.output.stderrTail().trim().split('\n').slice(-3).join('\n');
-        reject(new Error(`worker ${this.pid} exited (${this.exitSignal ?? `exit code ${this.exitCode}`}) while it was loading ${urls.join(', ')}${why ? `: ${why}` : ''}`));
+        const why = this.stderrReason();
+        reject(new Error(`worker ${this.pid} exited (${describeExit(this.exitCode, this.exitSignal)}) while it was loading ${urls.join(', ')}${why ? `: ${why}` : ''}`));
       });
     });
     // In capture mode, what the modules printed may still be in the pipes when the answer comes:
     // it stays loading (so no run takes it) until they are quiet, and those lines go to no run.
-    const done = this.#capture ? answered.then((failures) => this.outputQuiet(PRELOAD_QUIET_MS, PRELOAD_QUIET_MAX_MS).then(() => failures)) : answered;
+    const done = this.#capture ? answered.then((failures) => this.outputQuiet(HANDOVER_QUIET_MS, HANDOVER_QUIET_MAX_MS).then(() => failures)) : answered;
     const settled = (): void => {
       this.#preloading--;
       this.#applyRef(this.#wantRef || this.#preloading > 0);
@@ -492,9 +501,23 @@ export class WorkerProcess {
 }
 
 
-/** After a preload in `output: 'capture'` mode: how long (ms) the pipes must be quiet, and the longest wait. */
-const PRELOAD_QUIET_MS = 10;
-const PRELOAD_QUIET_MAX_MS = 250;
+/**
+ * In `output: 'capture'` mode, how long (ms) a worker's pipes must have been quiet before it changes
+ * hands (a run gives it back to its pool; a pool's preload ends), so that what was written before
+ * reaches the one it belongs to.
+ */
+export const HANDOVER_QUIET_MS = 10;
+/**
+ * The longest that wait lasts: what was written is in the pipes when the result or answer comes,
+ * and is read well within it. A worker that keeps writing (a timer or a child a task left
+ * running, logging) changes hands then; what it writes while idle in its pool belongs to no run.
+ */
+export const HANDOVER_QUIET_MAX_MS = 250;
+
+/** How a process ended, for a message: its exit code, or the signal that killed it. */
+export function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
+  return signal ? `killed by ${signal}` : `exit code ${code}`;
+}
 
 /** A module a worker could not preload, and why. */
 export interface PreloadFailure {
