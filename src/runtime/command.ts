@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { formatValue, toRemoteErrorInfo, type TaskErrorInit } from '../errors.js';
 import type { CommandResult, CommandTask } from '../task.js';
 import { releaseUnstarted } from './child-exit.js';
-import { afterQuiet, tapOutput, type OutputLine } from './output.js';
+import { afterQuiet, Tail, tapOutput, type OutputLine } from './output.js';
 
 const DEFAULT_MAX_BUFFER = 64 * 1024 * 1024;
 /** How long to wait, after the program exited, for its pipes to close (a grandchild may hold them). */
@@ -59,6 +59,7 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
     return { child: undefined };
   }
   let child: ChildProcess;
+  let endLines = (): void => {};
   try {
     child = spawn(task.file, [...task.args], {
       cwd: o.cwd,
@@ -79,11 +80,25 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
     hooks.rejected({ kind: 'invalid', detail, remote: toRemoteErrorInfo(error) });
     return { child: undefined };
   }
-  // Lines (in capture mode) and the tail of stderr; the output itself is the result's, so it is
-  // never passed through.
-  const tap = tapOutput(child.stdout, child.stderr, hooks.capture ? 'capture' : 'ignore', child.pid, () => index, hooks.line, { marks: false });
-  const out = keep(child.stdout, maxBuffer);
-  const err = keep(child.stderr, maxBuffer);
+  // The output is the result's, so it is never passed through. In capture mode it is split into
+  // lines as well; otherwise only the tail of stderr is kept apart, for error messages (one
+  // listener per stream: a run of short commands pays for each one it adds).
+  let stderrTail: () => string;
+  let tail: Tail | undefined;
+  if (hooks.capture) {
+    const tap = tapOutput(child.stdout, child.stderr, 'capture', child.pid, () => index, hooks.line, { marks: false });
+    stderrTail = () => tap.stderrTail();
+    endLines = () => tap.end();
+  } else {
+    tail = new Tail();
+    const kept = tail;
+    stderrTail = () => kept.bytes().toString('utf8');
+    // A read error on a child's pipe is not the command's failure; its exit status tells that.
+    child.stdout?.on('error', ignoreError);
+    child.stderr?.on('error', ignoreError);
+  }
+  const out = new Kept(child.stdout, maxBuffer);
+  const err = new Kept(child.stderr, maxBuffer, tail);
   if (o.input !== undefined && child.stdin) {
     child.stdin.on('error', () => {}); // the program may exit without reading its input
     child.stdin.end(o.input);
@@ -98,7 +113,7 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
     settled = true;
     stopWaiting();
     markSettled();
-    tap.end();
+    endLines();
     // Spawn to exit: not the time its pipes stayed open after (a background process holding them).
     const durationMs = exit.at - t0;
     const { code, signal } = exit;
@@ -111,9 +126,9 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
       truncated: out.truncated || err.truncated,
     };
     if (signal) {
-      hooks.rejected({ kind: 'signaled', signal, exitCode: code, stderrTail: tap.stderrTail(), pid: child.pid, durationMs });
+      hooks.rejected({ kind: 'signaled', signal, exitCode: code, stderrTail: stderrTail(), pid: child.pid, durationMs });
     } else if (code !== 0 && o.reject !== false) {
-      hooks.rejected({ kind: 'exited', exitCode: code, stderrTail: tap.stderrTail(), pid: child.pid, durationMs });
+      hooks.rejected({ kind: 'exited', exitCode: code, stderrTail: stderrTail(), pid: child.pid, durationMs });
     } else {
       hooks.fulfilled(result, durationMs, child.pid);
     }
@@ -135,39 +150,44 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
   // CLOSE_WAIT_MAX_MS after the exit.
   child.once('exit', (code, signal) => {
     exit = { code, signal, at: performance.now() };
-    stopWaiting = afterQuiet([child.stdout, child.stderr], CLOSE_WAIT_MS, CLOSE_WAIT_MAX_MS, () => {
+    stopWaiting = afterQuiet(() => out.chunks + err.chunks, CLOSE_WAIT_MS, CLOSE_WAIT_MAX_MS, () => {
       child.stdout?.destroy();
       child.stderr?.destroy();
       settle();
     });
   });
   child.once('close', () => settle());
-  return { child, settled: whenSettled, stderrTail: () => tap.stderrTail() };
+  return { child, settled: whenSettled, stderrTail };
 }
 
-/** Keeps what `stream` writes, up to `maxBuffer` bytes. */
-function keep(stream: Readable | null, maxBuffer: number) {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  let truncated = false;
-  stream?.on('data', (chunk: Buffer) => {
-    const room = maxBuffer - size;
-    if (room < chunk.length) truncated = true;
-    if (room <= 0) return;
-    chunks.push(room >= chunk.length ? chunk : chunk.subarray(0, room));
-    size += Math.min(room, chunk.length);
-  });
-  return {
-    get truncated() {
-      return truncated;
-    },
-    value(encoding: 'utf8' | 'buffer' | undefined): string | Buffer {
-      const all = Buffer.concat(chunks, size);
-      if (encoding === 'buffer') return all;
-      // Cut at maxBuffer: a character the cut split in two is dropped, not decoded as U+FFFD.
-      return (truncated ? withoutCutCharacter(all) : all).toString('utf8');
-    },
-  };
+const ignoreError = (): void => {};
+
+/** Keeps what a stream writes, up to `maxBuffer` bytes, and counts the chunks; with `tail`, its last 8 KiB too. */
+class Kept {
+  /** Chunks read so far, kept or not. */
+  chunks = 0;
+  truncated = false;
+  #kept: Buffer[] = [];
+  #size = 0;
+
+  constructor(stream: Readable | null, readonly maxBuffer: number, tail?: Tail) {
+    stream?.on('data', (chunk: Buffer) => {
+      this.chunks++;
+      tail?.push(chunk);
+      const room = this.maxBuffer - this.#size;
+      if (room < chunk.length) this.truncated = true;
+      if (room <= 0) return;
+      this.#kept.push(room >= chunk.length ? chunk : chunk.subarray(0, room));
+      this.#size += Math.min(room, chunk.length);
+    });
+  }
+
+  value(encoding: 'utf8' | 'buffer' | undefined): string | Buffer {
+    const all = Buffer.concat(this.#kept, this.#size);
+    if (encoding === 'buffer') return all;
+    // Cut at maxBuffer: a character the cut split in two is dropped, not decoded as U+FFFD.
+    return (this.truncated ? withoutCutCharacter(all) : all).toString('utf8');
+  }
 }
 
 /** Why a command could not start, in the terms of its options: what the user has to change. */

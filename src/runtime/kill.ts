@@ -106,15 +106,34 @@ function livingInGroup(pgid: number): boolean | undefined {
   return false;
 }
 
+/**
+ * Whether `Error.stackTraceLimit` may be set (not under frozen intrinsics): the probe below fails
+ * with an error after almost every command, and the stack Node captures for it costs more than
+ * the system call.
+ */
+const stackLimitWritable = Object.getOwnPropertyDescriptor(Error, 'stackTraceLimit')?.writable === true && !Object.isFrozen(Error);
+
 /** True while the process group led by `pid` has a process in it. */
 function groupAlive(pid: number): boolean {
+  const limit = Error.stackTraceLimit;
+  if (stackLimitWritable) Error.stackTraceLimit = 0;
   try {
     process.kill(-pid, 0);
     return true;
   } catch (error) {
     // EPERM: there is someone, but not ours to signal; let the full path decide.
     return (error as NodeJS.ErrnoException).code === 'EPERM';
+  } finally {
+    if (stackLimitWritable) Error.stackTraceLimit = limit;
   }
+}
+
+/**
+ * True when `child` has exited and left no one in its process group: then there is nothing for
+ * {@link killTree} to do, and it is not called (its promise costs a command a few allocations).
+ */
+export function treeGone(child: ChildProcess): boolean {
+  return child.pid !== undefined && (child.exitCode !== null || child.signalCode !== null) && !groupAlive(child.pid);
 }
 
 /**

@@ -22,7 +22,7 @@ import { taskLabel, type ModuleTask, type Task } from '../task.js';
 import { exitWithin } from './child-exit.js';
 import { trackChild } from './cleanup.js';
 import { runCommand, shortageDetail } from './command.js';
-import { killTree } from './kill.js';
+import { killTree, treeGone } from './kill.js';
 import type { OutputLine } from './output.js';
 import { runProcessTask } from './process-task.js';
 import { checkRss } from './rss.js';
@@ -605,7 +605,8 @@ export class LocalRuntime implements TaskRuntime {
         // Its pipes close once they are read to the end: a command waiting for descriptors tries then.
         if (this.#short.length > 0) child.once('close', () => this.#retryShort());
         // The task is over: whatever is left in its process group was started by it, and orphaned.
-        this.#stop(killTree(child, this.#options.killTimeout).finally(untrack));
+        if (treeGone(child)) untrack();
+        else this.#stop(killTree(child, this.#options.killTimeout).finally(untrack));
       });
     }
   }

@@ -44,7 +44,7 @@ export interface OutputTap {
  * The last 8 KiB (at least) of a stream, kept as the chunks they came in: a chunk
  * costs no copy, the bytes are joined only when someone asks for them.
  */
-class Tail {
+export class Tail {
   #chunks: Buffer[] = [];
   /** Index of the oldest chunk still kept (dropping from the front without shifting). */
   #first = 0;
@@ -204,14 +204,16 @@ export function tapOutput(
  * Calls `onQuiet` once `streams` have given no data for `quietMs`, or once `maxMs` have passed
  * (at the next check), whichever comes first; returns what cancels the wait. A loaded event loop
  * may run an overdue timer before it reads what waits in a pipe, so a quiet spell counts only if
- * no data came in the poll phase after it either (checked with setImmediate).
+ * no data came in the poll phase after it either (checked with setImmediate). Instead of streams,
+ * `activity` may be a count of the chunks read so far that someone else keeps.
  *
  * @param ref - whether the wait keeps the event loop alive
  */
-export function afterQuiet(streams: ReadonlyArray<Readable | null>, quietMs: number, maxMs: number, onQuiet: () => void, ref = true): () => void {
-  const watched = streams.filter((stream): stream is Readable => stream !== null);
+export function afterQuiet(activity: ReadonlyArray<Readable | null> | (() => number), quietMs: number, maxMs: number, onQuiet: () => void, ref = true): () => void {
+  const watched = typeof activity === 'function' ? [] : activity.filter((stream): stream is Readable => stream !== null);
   const since = performance.now();
   let chunks = 0;
+  const seenSoFar = typeof activity === 'function' ? activity : () => chunks;
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   const count = (): void => void chunks++;
@@ -221,11 +223,11 @@ export function afterQuiet(streams: ReadonlyArray<Readable | null>, quietMs: num
     for (const stream of watched) stream.off('data', count);
   };
   const arm = (): void => {
-    const seen = chunks;
+    const seen = seenSoFar();
     timer = setTimeout(() => {
       setImmediate(() => {
         if (stopped) return;
-        if (chunks !== seen && performance.now() - since < maxMs) return arm();
+        if (seenSoFar() !== seen && performance.now() - since < maxMs) return arm();
         stop();
         onQuiet();
       });
