@@ -1,4 +1,5 @@
 /** Shared test helpers: fixture URLs and process-liveness checks by PID. */
+import { spawn } from 'node:child_process';
 import { firstValueFrom, filter, type Observable } from 'rxjs';
 
 export const fixture = (name: string): URL => new URL(`./fixtures/${name}`, import.meta.url);
@@ -59,5 +60,18 @@ export function nextWarning(pattern: RegExp): Promise<Error> {
       resolve(warning);
     };
     process.on('warning', onWarning);
+  });
+}
+
+/** Runs a parent program (test/fixtures/parent-run.ts, with `args`) to its end; returns what it printed. */
+export function runParent(args: string[]): Promise<{ stdout: string; stderr: string; code: number | null }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', fixture('parent-run.ts').pathname, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c));
+    child.stderr.on('data', (c: Buffer) => (stderr += c));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ stdout, stderr, code }));
   });
 }

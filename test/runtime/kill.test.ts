@@ -8,6 +8,7 @@ import type { Readable } from 'node:stream';
 import test from 'ava';
 import { killTree, treeAlive } from '../../src/runtime/kill.js';
 import { readStat } from '../fixtures/chaos-procs.js';
+import { runParent } from '../helpers.js';
 
 function state(pid: number): string | undefined {
   return readStat(pid)?.state;
@@ -62,4 +63,12 @@ test('a living process in the group still counts', async (t) => {
   const report = await killTree(child, 1000);
   t.false(report.forced, 'sleep ends on SIGTERM');
   t.false(treeAlive(child.pid!));
+});
+
+test('a program that froze Error after loading the library: commands still settle and are no longer tracked', async (t) => {
+  // The probe of a command's group after it exits mutes error stacks where it can: a frozen Error
+  // must not make that throw from the exit handler (an uncaught exception, and pids tracked forever).
+  const { stdout, stderr, code } = await runParent(['frozen-error']);
+  t.is(code, 0, stderr);
+  t.regex(stdout, /^frozen \["fulfilled","rejected"\] tracked \[\]$/m, stderr);
 });

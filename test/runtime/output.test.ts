@@ -2,7 +2,6 @@
  * Child output is never swallowed and never blocks a child: passed through by default; in
  * `output: 'capture'` mode, whole lines on `run.output$`, each with the task that wrote it.
  */
-import { spawn } from 'node:child_process';
 import { PassThrough } from 'node:stream';
 import test from 'ava';
 import { firstValueFrom, lastValueFrom, toArray } from 'rxjs';
@@ -10,22 +9,9 @@ import { WorkerPool, commandTask, schedule$, taskModule, type OutputLine, type T
 import { tapOutput } from '../../src/runtime/output.js';
 import { outputMark } from '../../src/runtime/protocol.js';
 import { LocalRuntime } from '../../src/runtime/local-runtime.js';
-import { fixture, waitGone } from '../helpers.js';
+import { fixture, runParent, waitGone } from '../helpers.js';
 
 const chaos = taskModule<typeof import('../fixtures/chaos-tasks.js')>(fixture('chaos-tasks.ts'));
-
-/** Runs a parent program (a fixture) to its end; returns what it printed. */
-function runParent(args: string[]): Promise<{ stdout: string; stderr: string; code: number | null }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', fixture('parent-run.ts').pathname, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c));
-    child.stderr.on('data', (c: Buffer) => (stderr += c));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ stdout, stderr, code }));
-  });
-}
 
 test("by default a worker's stdout and stderr pass through to the parent's", async (t) => {
   const { stdout, stderr, code } = await runParent(['print']);
