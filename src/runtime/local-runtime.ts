@@ -64,8 +64,6 @@ export interface LocalRuntimeOptions {
 /** Pipelining aims to keep about this much work (µs) queued in each worker. */
 const PIPELINE_BUDGET_US = 1000;
 const MAX_DEPTH = 128;
-/** A duration sample counts as at most this many times the average so far (see #learnDuration). */
-const SAMPLE_MAX_FACTOR = 8;
 /**
  * How long a lane may sit idle, with tasks waiting behind another lane's head, before they move
  * to it. Tiny tasks are done by then: only a head that runs long sets it off.
@@ -1155,12 +1153,7 @@ export class LocalRuntime implements TaskRuntime {
   // ---- helpers -------------------------------------------------------------------------------
 
   #learnDuration(us: number): void {
-    const avg = this.#avgUs;
-    // One sample moves the average by at most 70%: a task that took long once (the machine
-    // paused the worker for 2 ms, say) would otherwise drop the depth from 128 to 4 for the tiny
-    // tasks around it, and every step back up is an admission change. Tasks that have really
-    // become long take the average there in a dozen results.
-    this.#avgUs = avg === undefined ? us : avg + (Math.min(us, Math.max(avg, 1) * SAMPLE_MAX_FACTOR) - avg) * 0.1;
+    this.#avgUs = this.#avgUs === undefined ? us : this.#avgUs + (us - this.#avgUs) * 0.1;
     const want = Math.max(1, Math.min(MAX_DEPTH, Math.floor(PIPELINE_BUDGET_US / Math.max(this.#avgUs, 1))));
     const have = this.#depthNow;
     // Hysteresis: small wobbles in task duration do not move the admission limit.
