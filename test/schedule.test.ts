@@ -512,6 +512,15 @@ test('warm workers are reused by default', async (t) => {
   t.true(new Set(pids).size <= 2);
 });
 
+test('a workerEnv value of undefined leaves that variable out of the workers, which still run (the FAQ drops NODE_EXTRA_CA_CERTS so)', async (t) => {
+  t.truthy(process.env.PATH, 'this test needs a variable the parent always has');
+  const [[pid, dropped]] = (await schedule$([typed.pidAndEnv('PATH')], { concurrency: 1, workerEnv: { ...process.env, PATH: undefined } }).toOrderedArray()) as [[number, string | undefined]];
+  t.is(dropped, undefined);
+  const [[, inherited]] = (await schedule$([typed.pidAndEnv('PATH')], { concurrency: 1 }).toOrderedArray()) as [[number, string | undefined]];
+  t.is(inherited, process.env.PATH, "without workerEnv, the parent's value");
+  t.deepEqual(await waitGone([pid]), []);
+});
+
 test('aborting the signal terminates the run with RunTerminatedError and kills its processes', async (t) => {
   const controller = new AbortController();
   const run = schedule$([typed.hang(), typed.hang()], { concurrency: 2, signal: controller.signal, killTimeout: 500 });
