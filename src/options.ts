@@ -65,7 +65,13 @@ export interface ScheduleOptions {
    * @default 'auto'
    */
   concurrency?: ConcurrencyOption;
-  /** `'auto'` mode: raise concurrency while system CPU use (percent) is below this. @default 85 */
+  /**
+   * `'auto'` mode: raise concurrency while system CPU use (percent) is below this, or, on Linux,
+   * while the tasks are I/O-bound (each wants at most a quarter of a core, time waiting for a CPU
+   * included) and one more of them fits within this percent of the CPUs, counting the CPU they use.
+   * So tasks that mostly wait keep growing on a host that other programs keep busy.
+   * @default 85
+   */
   cpuTarget?: number;
   /**
    * `'auto'` mode: lower concurrency only when CPU use exceeds `cpuTarget` by this many points.
