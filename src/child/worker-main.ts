@@ -4,7 +4,9 @@
  *
  * @module
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { serialize } from 'node:v8';
 import { objectArray } from '../collections.js';
@@ -530,13 +532,94 @@ async function importModule(url: string): Promise<{ n: Record<string, unknown> }
   if (needsTypeScript(url) && !process.execArgv.some((arg) => /tsx/.test(arg))) await (tsLoader ??= registerTsx(url));
   loadingUrl = url;
   try {
-    return (await import(reexporting(url))) as { n: Record<string, unknown> };
+    return loadSync(url) ?? ((await import(reexporting(url))) as { n: Record<string, unknown> });
   } catch (error) {
     // "Cannot find module ... imported from data:...": the importer is this file's wrapper, not the user's.
     if (error instanceof Error) error.message = error.message.replace(/ imported from data:\S*$/, '');
     throw error;
   } finally {
     loadingUrl = undefined;
+  }
+}
+
+/**
+ * Where Node can `require()` an ES module (20.19+, 22.12+), and nothing in this process changes
+ * how modules load (`--import`, `--loader`, `--require`: hooks that `require()` would bypass, or
+ * a transform that would load the file as CommonJS). Checked once: a worker's flags do not change.
+ */
+const requireWorks =
+  (process.features as { require_module?: boolean }).require_module === true &&
+  ![...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((arg) => /^(--import|--loader|--experimental-loader|--require|-r)(=|$)/.test(arg));
+
+/**
+ * Loads a task module with `require()`, when that loads it exactly as `import()` would: a
+ * `file:` URL with no query or hash, of a file Node takes for an ES module whoever loads it
+ * (`.mjs`, or `.js` under `"type": "module"`), and no TypeScript loader registered. The module
+ * then lands in the same cache `import()` reads, evaluated once, and the worker is spared
+ * starting Node's asynchronous module loader: 4 to 7 ms of every worker's start here (see
+ * bench/README.md). Undefined when that does not apply (a file that is not there included:
+ * `import()` reports it as it always has), or for a module with top-level await, which
+ * `require()` refuses before evaluating it.
+ */
+function loadSync(url: string): { n: Record<string, unknown> } | undefined {
+  if (!requireWorks || tsLoader !== undefined || !url.startsWith('file:')) return undefined;
+  let path: string;
+  try {
+    const parsed = new URL(url);
+    if (parsed.search !== '' || parsed.hash !== '') return undefined;
+    path = fileURLToPath(parsed);
+  } catch {
+    return undefined;
+  }
+  if (!(path.endsWith('.mjs') || (path.endsWith('.js') && inModuleScope(dirname(path)))) || !isFile(path)) return undefined;
+  let loaded: unknown;
+  try {
+    loaded = createRequire(path)(path);
+  } catch (error) {
+    // Top-level await: refused before evaluation, so import() evaluates it, once. Any other error
+    // is the module's (syntax, a missing export, its code threw) and import() would give the same
+    // one; it is not asked, since Node does not import a module again after require() failed it.
+    const code = (error as { code?: unknown } | null)?.code;
+    if (code === 'ERR_REQUIRE_ASYNC_MODULE' || code === 'ERR_REQUIRE_ESM') return undefined;
+    throw error;
+  }
+  // Loaded as CommonJS after all (a package.json read differently): import() gives the namespace
+  // it would have, from the module require() left in its cache, without evaluating it again.
+  if (Object.prototype.toString.call(loaded) !== '[object Module]') return undefined;
+  return { n: loaded as Record<string, unknown> };
+}
+
+/** A file, not a folder named like one: `require()` would load a folder's index.js, where `import()` refuses. */
+function isFile(path: string): boolean {
+  try {
+    return statSync(path, { throwIfNoEntry: false })?.isFile() === true;
+  } catch {
+    return false; // ENOTDIR, EACCES: import() says what is wrong
+  }
+}
+
+/**
+ * Whether the nearest package.json above `dir` says `"type": "module"`, read as Node reads it:
+ * the first one found, and none past a `node_modules` folder.
+ */
+function inModuleScope(dir: string): boolean {
+  for (;;) {
+    let text: string | undefined;
+    try {
+      text = readFileSync(join(dir, 'package.json'), 'utf8');
+    } catch {
+      // none here
+    }
+    if (text !== undefined) {
+      try {
+        return (JSON.parse(text) as { type?: unknown }).type === 'module';
+      } catch {
+        return false;
+      }
+    }
+    const parent = dirname(dir);
+    if (parent === dir || basename(dir) === 'node_modules') return false;
+    dir = parent;
   }
 }
 

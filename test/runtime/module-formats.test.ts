@@ -176,3 +176,46 @@ for (const [which, library] of Object.entries(libraries)) {
     t.deepEqual(values, [1, 2, 3]);
   });
 }
+
+for (const [which, library] of Object.entries(libraries)) {
+  test(`${which}: an ES module importing a name its dependency lacks is an invalid task with Node's message; the worker lives on`, async (t) => {
+    const { moduleTask, schedule$ } = await library();
+    const dep = module(`${which}/link/dep.mjs`, 'export const there = 1;\n');
+    const url = module(`${which}/link/a.mjs`, `import { missing } from ${JSON.stringify(dep.href)};\nexport function f() { return missing; }\n`);
+    const fine = module(`${which}/link/fine.mjs`, 'export function pid() { return process.pid; }\n');
+    const outcomes = await schedule$([moduleTask<number>(fine, 'pid', []), moduleTask(url, 'f', []), moduleTask(url, 'f', []), moduleTask<number>(fine, 'pid', [])], {
+      concurrency: 1,
+      settle: true,
+    }).toOrderedArray();
+    for (const outcome of outcomes.slice(1, 3)) {
+      const { reason } = outcome as TaskFailure;
+      t.is(reason.kind, 'invalid');
+      t.is(reason.remote?.name, 'SyntaxError');
+      t.regex(reason.remote?.message ?? '', /^cannot load module .*link\/a\.mjs: The requested module '.*dep\.mjs' does not provide an export named 'missing'$/);
+    }
+    t.is((outcomes[0] as TaskResult<number>).value, (outcomes[3] as TaskResult<number>).value, 'one worker ran them all');
+  });
+}
+
+// The compiled worker loads an ES module with require() where Node allows it (see loadSync in
+// src/child/worker-main.ts), sparing each worker the start of Node's asynchronous loader. Each
+// module here records the stack its top level ran under, which names the path it took.
+test('compiled: ES modules load through require() where that loads them as import() would, and through import() elsewhere', async (t) => {
+  const { moduleTask, schedule$ } = (await compiledCopy()).lib;
+  const recorder = 'const limit = Error.stackTraceLimit;\nError.stackTraceLimit = 100;\nconst stack = new Error().stack;\nError.stackTraceLimit = limit;\n';
+  const esm = `${recorder}export function stack_() { return stack; }\n`;
+  const cjs = `${recorder}exports.stack_ = () => stack;\n`;
+  const cases: Array<[string, URL, boolean]> = [
+    ['.mjs', module('route/a.mjs', esm), true],
+    ['.js under "type": "module"', (module('route/typed/package.json', '{ "type": "module" }'), module('route/typed/a.js', esm)), true],
+    ['.cjs', module('route/b.cjs', cjs), false],
+    ['.js under no "type"', (module('route/plain/package.json', '{}'), module('route/plain/a.js', cjs)), false],
+    ['top-level await', module('route/tla.mjs', `await null;\n${esm}`), false],
+    ['a URL with a query (a fresh instance each)', new URL('?v=2', module('route/q.mjs', esm)), false],
+  ];
+  const stacks = await schedule$(cases.map(([, url]) => moduleTask<string>(url, 'stack_', [])), { concurrency: 1 }).toOrderedArray();
+  const requireModule = (process.features as { require_module?: boolean }).require_module === true;
+  cases.forEach(([name, , sync], i) => {
+    t.is(/\bloadSync\b/.test(stacks[i]!), sync && requireModule, `${name}: ${stacks[i]!.split('\n').slice(1, 4).join(' | ')}`);
+  });
+});
