@@ -74,7 +74,8 @@ export interface ScheduleOptions {
    */
   cpuTarget?: number;
   /**
-   * `'auto'` mode: lower concurrency only when CPU use exceeds `cpuTarget` by this many points.
+   * `'auto'` mode: lower concurrency only when CPU use exceeds `cpuTarget` by this many points
+   * (and not for I/O-bound tasks that fit, as `cpuTarget` describes).
    * `cpuTarget + cpuHysteresis` must be below 100 (an {@link OptionError} otherwise): readings
    * never go above 100, so the limit could rise and never come down.
    * @default 10

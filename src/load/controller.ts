@@ -10,11 +10,16 @@ export interface AutoConcurrencyOptions {
   min: number;
   /** The limit never goes above this. @default {@link defaultMaxConcurrency}, passed by the caller */
   max: number;
-  /** System CPU percent to stay at or above: the limit rises while the CPU is below it. @default {@link DEFAULT_CPU_TARGET} */
+  /**
+   * System CPU percent to stay at or above: the limit rises while the CPU is below it, and also
+   * above it while the tasks are I/O-bound and one more fits (see {@link nextLimit}).
+   * @default {@link DEFAULT_CPU_TARGET}
+   */
   cpuTarget: number;
   /**
    * Width of the band above `cpuTarget`, in percent points, inside which the limit holds: it is
-   * lowered only when the CPU is above `cpuTarget + hysteresis`. The sum is below 100 (resolveOptions
+   * lowered only when the CPU is above `cpuTarget + hysteresis`, and not for I/O-bound tasks that
+   * fit (see {@link nextLimit}). The sum is below 100 (resolveOptions
    * rejects the rest), or the limit could never come down. @default {@link DEFAULT_HYSTERESIS}
    */
   hysteresis: number;
