@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -530,17 +530,31 @@ function isClass(fn: Fn): boolean {
 async function importModule(url: string): Promise<{ n: Record<string, unknown> }> {
   // Registered before the first import: Node caches a failed import, so there is no retry.
   if (needsTypeScript(url) && !process.execArgv.some((arg) => /tsx/.test(arg))) await (tsLoader ??= registerTsx(url));
+  const first = !loadedAny;
+  loadedAny = true;
   loadingUrl = url;
   try {
-    return loadSync(url) ?? ((await import(reexporting(url))) as { n: Record<string, unknown> });
+    return (first ? loadSync(url) : undefined) ?? ((await import(reexporting(url))) as { n: Record<string, unknown> });
   } catch (error) {
     // "Cannot find module ... imported from data:...": the importer is this file's wrapper, not the user's.
     if (error instanceof Error) error.message = error.message.replace(/ imported from data:\S*$/, '');
     throw error;
   } finally {
+    // What the module's top level deferred (a promise callback, an await) still runs as part of
+    // its loading, as it does before import() settles: a run started there is refused like one
+    // started at the top level (see hook.loading).
+    if (evaluatedSync) {
+      evaluatedSync = false;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
     loadingUrl = undefined;
   }
 }
+
+/** Whether this worker has loaded a task module yet: only the first may be loaded by loadSync. */
+let loadedAny = false;
+/** loadSync evaluated a module (or tried to): importModule waits for what its top level deferred. */
+let evaluatedSync = false;
 
 /**
  * Where Node can `require()` an ES module (20.19+, 22.12+), and nothing in this process changes
@@ -549,17 +563,24 @@ async function importModule(url: string): Promise<{ n: Record<string, unknown> }
  */
 const requireWorks =
   (process.features as { require_module?: boolean }).require_module === true &&
-  ![...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((arg) => /^(--import|--loader|--experimental-loader|--require|-r)(=|$)/.test(arg));
+  ![...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((arg) =>
+    /^(--import|--loader|--experimental-loader|--require|-r|--experimental-wasm-modules|--experimental-network-imports)(=|$)/.test(arg),
+  );
 
 /**
- * Loads a task module with `require()`, when that loads it exactly as `import()` would: a
- * `file:` URL with no query or hash, of a file Node takes for an ES module whoever loads it
- * (`.mjs`, or `.js` under `"type": "module"`), and no TypeScript loader registered. The module
+ * Loads a worker's first task module with `require()`, when that loads it exactly as `import()`
+ * would: a `file:` URL with no query or hash, of a file Node takes for an ES module whoever loads
+ * it (`.mjs`, or `.js` under `"type": "module"`), and no TypeScript loader registered. The module
  * then lands in the same cache `import()` reads, evaluated once, and the worker is spared
  * starting Node's asynchronous module loader: 4 to 7 ms of every worker's start here (see
  * bench/README.md). Undefined when that does not apply (a file that is not there included:
  * `import()` reports it as it always has), or for a module with top-level await, which
  * `require()` refuses before evaluating it.
+ *
+ * The first module only: once task code has run, it may have left an `import()` under way (a
+ * `require()` of a module that import is still loading fails inside Node), registered loader
+ * hooks with `module.register()` (which `require()` does not run), or patched `require()`
+ * itself. Later modules are loaded by `import()`.
  */
 function loadSync(url: string): { n: Record<string, unknown> } | undefined {
   if (!requireWorks || tsLoader !== undefined || !url.startsWith('file:')) return undefined;
@@ -571,8 +592,9 @@ function loadSync(url: string): { n: Record<string, unknown> } | undefined {
   } catch {
     return undefined;
   }
-  if (!(path.endsWith('.mjs') || (path.endsWith('.js') && inModuleScope(dirname(path)))) || !isFile(path)) return undefined;
+  if (!(path.endsWith('.mjs') || (path.endsWith('.js') && inModuleScope(dirname(path)))) || !isFile(path) || bomAndShebang(path)) return undefined;
   let loaded: unknown;
+  evaluatedSync = true;
   try {
     loaded = createRequire(path)(path);
   } catch (error) {
@@ -587,6 +609,22 @@ function loadSync(url: string): { n: Record<string, unknown> } | undefined {
   // it would have, from the module require() left in its cache, without evaluating it again.
   if (Object.prototype.toString.call(loaded) !== '[object Module]') return undefined;
   return { n: loaded as Record<string, unknown> };
+}
+
+/** A byte-order mark, then `#!`: Node 20's `require()` of an ES module refuses that, where `import()` takes it. */
+function bomAndShebang(path: string): boolean {
+  try {
+    const head = Buffer.alloc(5);
+    const fd = openSync(path, 'r');
+    try {
+      readSync(fd, head, 0, 5, 0);
+    } finally {
+      closeSync(fd);
+    }
+    return head.equals(Buffer.from([0xef, 0xbb, 0xbf, 0x23, 0x21]));
+  } catch {
+    return true; // unreadable: import() says why
+  }
 }
 
 /** A file, not a folder named like one: `require()` would load a folder's index.js, where `import()` refuses. */

@@ -212,10 +212,54 @@ test('compiled: ES modules load through require() where that loads them as impor
     ['.js under no "type"', (module('route/plain/package.json', '{}'), module('route/plain/a.js', cjs)), false],
     ['top-level await', module('route/tla.mjs', `await null;\n${esm}`), false],
     ['a URL with a query (a fresh instance each)', new URL('?v=2', module('route/q.mjs', esm)), false],
+    ['a byte-order mark and a #! line (which require() refuses)', module('route/bom.mjs', `\uFEFF#!/usr/bin/env node\n${esm}`), false],
   ];
-  const stacks = await schedule$(cases.map(([, url]) => moduleTask<string>(url, 'stack_', [])), { concurrency: 1 }).toOrderedArray();
+  // A fresh worker for each: only a worker's first module may take the require() path.
+  const stacks = await schedule$(cases.map(([, url]) => moduleTask<string>(url, 'stack_', [])), { concurrency: 1, maxTasksPerWorker: 1 }).toOrderedArray();
   const requireModule = (process.features as { require_module?: boolean }).require_module === true;
   cases.forEach(([name, , sync], i) => {
     t.is(/\bloadSync\b/.test(stacks[i]!), sync && requireModule, `${name}: ${stacks[i]!.split('\n').slice(1, 4).join(' | ')}`);
   });
 });
+
+// What task code does once it runs can make require() load differently from import(): only a
+// worker's first module is loaded by require(); these check the later ones.
+for (const [which, library] of Object.entries(libraries)) {
+  test(`${which}: a module left loading by an import() that a module's top level did not await loads for a later task, once`, async (t) => {
+    const { moduleTask, schedule$ } = await library();
+    const slow = module(`${which}/race/slow.mjs`, counted('export const s = "slow";\nexport function runs() { return globalThis.evaluations; }\n'));
+    const first = module(`${which}/race/first.mjs`, `const lazy = import(${JSON.stringify(slow.href)});\nexport function f() { return 'first'; }\n`);
+    const second = module(`${which}/race/second.mjs`, `import { s, runs } from ${JSON.stringify(slow.href)};\nexport function f() { return s + ' ' + runs(); }\n`);
+    const values = await schedule$([moduleTask<string>(first, 'f', []), moduleTask<string>(second, 'f', [])], { concurrency: 1 }).toOrderedArray();
+    t.deepEqual(values, ['first', 'slow 1']);
+  });
+
+  test(`${which}: loader hooks a task module registers at run time apply to the modules loaded after it`, async (t) => {
+    const { moduleTask, schedule$ } = await library();
+    const hooks = module(
+      `${which}/hooks/hooks.mjs`,
+      'export async function load(url, context, next) {\n  const result = await next(url, context);\n' +
+        '  if (url.endsWith("target.mjs")) result.source = String(result.source).replace("ORIGINAL", "HOOKED");\n  return result;\n}\n',
+    );
+    const registers = module(`${which}/hooks/register.mjs`, `import { register } from 'node:module';\nregister(${JSON.stringify(hooks.href)});\nexport function f() { return 'registered'; }\n`);
+    const target = module(`${which}/hooks/target.mjs`, 'export function f() { return "ORIGINAL"; }\n');
+    const values = await schedule$([moduleTask<string>(registers, 'f', []), moduleTask<string>(target, 'f', [])], { concurrency: 1 }).toOrderedArray();
+    t.deepEqual(values, ['registered', 'HOOKED']);
+  });
+
+  test(`${which}: a run started by what a task module's top level deferred (a promise callback, an await) is refused like one started at the top level`, async (t) => {
+    const { moduleTask, schedule$ } = await library();
+    const lib = await libraryUrls[which as keyof typeof libraryUrls]();
+    // Nothing is subscribed: a run that were let through would start nothing here, only say so.
+    const url = module(
+      `${which}/deferred/a.mjs`,
+      `import { moduleTask, schedule$ } from ${JSON.stringify(lib.href)};\n` +
+        'const seen = {};\n' +
+        'function attempt(label) {\n  try { schedule$([moduleTask(import.meta.url, "work", [])]); seen[label] = "let through"; }\n  catch (error) { seen[label] = /was loading the task module/.test(error.message) ? "refused" : error.message; }\n}\n' +
+        'attempt("sync");\nPromise.resolve().then(() => attempt("promise callback"));\n(async () => { await null; attempt("await"); })();\n' +
+        'export function work() { return 1; }\nexport function seenThen() { return seen; }\n',
+    );
+    const [seen] = await schedule$([moduleTask<Record<string, string>>(url, 'seenThen', [])], { concurrency: 1 }).toOrderedArray();
+    t.deepEqual(seen, { sync: 'refused', 'promise callback': 'refused', await: 'refused' });
+  });
+}
