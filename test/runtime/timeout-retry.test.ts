@@ -84,9 +84,12 @@ test('retries: a task failing once succeeds on attempt 2, and stats.attempt says
   const dir = tempDir(t);
   const plans = ['ok', 'throw-once', 'exit-once', 'kill-once'] as const;
   const tasks = plans.map((plan, i) => chaos.chaos(i, plan, dir));
-  // One at a time: with two tasks in flight on a worker that a signal kills, neither is to blame
-  // for sure, and both run again as attempts they were already on (see the crash tests).
-  const run = schedule$(tasks, { concurrency: 1, retries: { retries: 1, delay: 10 }, output: 'ignore' });
+  // One at a time, each in its own worker: with two tasks on a worker that a signal kills (one
+  // done but its result not yet sent, say: a worker sends results in batches), neither is to
+  // blame for sure, and both run again as attempts they were already on (see the crash tests).
+  // Concurrency 1 alone still lets a worker hold the next task, and whether two end up in one
+  // batch depends on how fast the replacement worker starts.
+  const run = schedule$(tasks, { concurrency: 1, maxTasksPerWorker: 1, retries: { retries: 1, delay: 10 }, output: 'ignore' });
   const attempts: number[] = [];
   run.subscribe((r) => (attempts[r.index] = r.stats.attempt));
   t.deepEqual(await run.toOrderedArray(), [1, 4, 7, 10]);
