@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -530,31 +530,23 @@ function isClass(fn: Fn): boolean {
 async function importModule(url: string): Promise<{ n: Record<string, unknown> }> {
   // Registered before the first import: Node caches a failed import, so there is no retry.
   if (needsTypeScript(url) && !process.execArgv.some((arg) => /tsx/.test(arg))) await (tsLoader ??= registerTsx(url));
-  const first = !loadedAny;
+  // Only the first module: see requirablePath.
+  const path = loadedAny ? undefined : requirablePath(url);
   loadedAny = true;
   loadingUrl = url;
   try {
-    return (first ? loadSync(url) : undefined) ?? ((await import(reexporting(url))) as { n: Record<string, unknown> });
+    return (path !== undefined ? await requireSettled(path) : undefined) ?? ((await import(reexporting(url))) as { n: Record<string, unknown> });
   } catch (error) {
     // "Cannot find module ... imported from data:...": the importer is this file's wrapper, not the user's.
     if (error instanceof Error) error.message = error.message.replace(/ imported from data:\S*$/, '');
     throw error;
   } finally {
-    // What the module's top level deferred (a promise callback, an await) still runs as part of
-    // its loading, as it does before import() settles: a run started there is refused like one
-    // started at the top level (see hook.loading).
-    if (evaluatedSync) {
-      evaluatedSync = false;
-      await new Promise((resolve) => setImmediate(resolve));
-    }
     loadingUrl = undefined;
   }
 }
 
-/** Whether this worker has loaded a task module yet: only the first may be loaded by loadSync. */
+/** Whether this worker has loaded a task module yet. */
 let loadedAny = false;
-/** loadSync evaluated a module (or tried to): importModule waits for what its top level deferred. */
-let evaluatedSync = false;
 
 /**
  * Where Node can `require()` an ES module (20.19+, 22.12+), and nothing in this process changes
@@ -568,22 +560,21 @@ const requireWorks =
   );
 
 /**
- * Loads a worker's first task module with `require()`, when that loads it exactly as `import()`
- * would: a `file:` URL with no query or hash, of a file Node takes for an ES module whoever loads
- * it (`.mjs`, or `.js` under `"type": "module"`), and no TypeScript loader registered. The module
- * then lands in the same cache `import()` reads, evaluated once, and the worker is spared
- * starting Node's asynchronous module loader: 4 to 7 ms of every worker's start here (see
- * bench/README.md). Undefined when that does not apply (a file that is not there included:
- * `import()` reports it as it always has), or for a module with top-level await, which
- * `require()` refuses before evaluating it.
+ * The path to load a worker's first task module from with `require()`, when that loads it exactly
+ * as `import()` would: a `file:` URL with no query or hash, of a file Node takes for an ES module
+ * whoever loads it (`.mjs`, or `.js` under `"type": "module"`). The module then lands in the same
+ * cache `import()` reads, evaluated once, and the worker is spared starting Node's asynchronous
+ * module loader: 4 to 7 ms of every worker's start here (see bench/README.md). Undefined when
+ * that does not apply (a file that is not there included: `import()` reports it as it always has).
  *
  * The first module only: once task code has run, it may have left an `import()` under way (a
  * `require()` of a module that import is still loading fails inside Node), registered loader
  * hooks with `module.register()` (which `require()` does not run), or patched `require()`
- * itself. Later modules are loaded by `import()`.
+ * itself. Later modules are loaded by `import()`. (A TypeScript loader, registered for a first
+ * module that needs one, leaves no `.js` or `.mjs` file to require.)
  */
-function loadSync(url: string): { n: Record<string, unknown> } | undefined {
-  if (!requireWorks || tsLoader !== undefined || !url.startsWith('file:')) return undefined;
+function requirablePath(url: string): string | undefined {
+  if (!requireWorks || !url.startsWith('file:')) return undefined;
   let path: string;
   try {
     const parsed = new URL(url);
@@ -592,11 +583,21 @@ function loadSync(url: string): { n: Record<string, unknown> } | undefined {
   } catch {
     return undefined;
   }
-  if (!(path.endsWith('.mjs') || (path.endsWith('.js') && inModuleScope(dirname(path)))) || !isFile(path) || bomAndShebang(path)) return undefined;
-  let loaded: unknown;
-  evaluatedSync = true;
+  return (path.endsWith('.mjs') || (path.endsWith('.js') && inModuleScope(dirname(path)))) && plainFile(path) ? path : undefined;
+}
+
+/**
+ * Loads an ES module with `require()`; undefined when `import()` is to load it after all. Then
+ * waits a turn of the event loop: what the module's top level deferred (a promise callback, an
+ * await) still runs while it counts as loading, as it does before `import()` settles, so a run
+ * started there is refused like one started at the top level (see hook.loading).
+ */
+async function requireSettled(path: string): Promise<{ n: Record<string, unknown> } | undefined> {
   try {
-    loaded = createRequire(path)(path);
+    const loaded: unknown = createRequire(path)(path);
+    // Loaded as CommonJS after all (a package.json read differently): import() gives the namespace
+    // it would have, from the module require() left in its cache, without evaluating it again.
+    return Object.prototype.toString.call(loaded) === '[object Module]' ? { n: loaded as Record<string, unknown> } : undefined;
   } catch (error) {
     // Top-level await: refused before evaluation, so import() evaluates it, once. Any other error
     // is the module's (syntax, a missing export, its code threw) and import() would give the same
@@ -604,37 +605,32 @@ function loadSync(url: string): { n: Record<string, unknown> } | undefined {
     const code = (error as { code?: unknown } | null)?.code;
     if (code === 'ERR_REQUIRE_ASYNC_MODULE' || code === 'ERR_REQUIRE_ESM') return undefined;
     throw error;
+  } finally {
+    await new Promise((resolve) => setImmediate(resolve));
   }
-  // Loaded as CommonJS after all (a package.json read differently): import() gives the namespace
-  // it would have, from the module require() left in its cache, without evaluating it again.
-  if (Object.prototype.toString.call(loaded) !== '[object Module]') return undefined;
-  return { n: loaded as Record<string, unknown> };
 }
 
-/** A byte-order mark, then `#!`: Node 20's `require()` of an ES module refuses that, where `import()` takes it. */
-function bomAndShebang(path: string): boolean {
+/**
+ * A regular file (`require()` would load a folder's index.js, where `import()` refuses one) that
+ * does not start with a byte-order mark and `#!` (Node 20's `require()` of an ES module refuses
+ * those, where `import()` takes them). False when it cannot be read: `import()` says why.
+ */
+function plainFile(path: string): boolean {
+  let fd: number | undefined;
   try {
+    fd = openSync(path, 'r');
+    if (!fstatSync(fd).isFile()) return false;
     const head = Buffer.alloc(5);
-    const fd = openSync(path, 'r');
-    try {
-      readSync(fd, head, 0, 5, 0);
-    } finally {
-      closeSync(fd);
-    }
-    return head.equals(Buffer.from([0xef, 0xbb, 0xbf, 0x23, 0x21]));
+    readSync(fd, head, 0, 5, 0);
+    return !head.equals(BOM_SHEBANG);
   } catch {
-    return true; // unreadable: import() says why
+    return false;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
 }
 
-/** A file, not a folder named like one: `require()` would load a folder's index.js, where `import()` refuses. */
-function isFile(path: string): boolean {
-  try {
-    return statSync(path, { throwIfNoEntry: false })?.isFile() === true;
-  } catch {
-    return false; // ENOTDIR, EACCES: import() says what is wrong
-  }
-}
+const BOM_SHEBANG = Buffer.from([0xef, 0xbb, 0xbf, 0x23, 0x21]);
 
 /**
  * Whether the nearest package.json above `dir` says `"type": "module"`, read as Node reads it:

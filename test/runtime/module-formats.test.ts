@@ -5,7 +5,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import * as source from '../../src/index.js';
 import type { TaskFailure, TaskOutcome, TaskResult } from '../../src/index.js';
 import { compiledLibrary, type CompiledLibrary } from '../fixtures/chaos-compiled.js';
@@ -39,6 +39,16 @@ function module(name: string, text: string): URL {
   mkdirSync(join(path, '..'), { recursive: true });
   writeFileSync(path, text);
   return pathToFileURL(path);
+}
+
+/** Checks that a task failed as a module that could not be loaded, with the error's class and message. */
+function assertLoadFailure(t: ExecutionContext, outcome: TaskOutcome<unknown> | undefined, name: string, message: string | RegExp): TaskFailure {
+  const failure = outcome as TaskFailure;
+  t.is(failure.reason.kind, 'invalid');
+  t.is(failure.reason.remote?.name, name);
+  if (typeof message === 'string') t.is(failure.reason.remote?.message, message);
+  else t.regex(failure.reason.remote?.message ?? '', message);
+  return failure;
 }
 
 // Each module counts its evaluations in the worker, and says so through `runs`.
@@ -79,12 +89,7 @@ for (const [which, library] of Object.entries(libraries)) {
       concurrency: 1,
       settle: true,
     }).toOrderedArray();
-    for (const outcome of outcomes.slice(0, 2)) {
-      const { reason } = outcome as TaskFailure;
-      t.is(reason.kind, 'invalid');
-      t.is(reason.remote?.name, 'RangeError');
-      t.is(reason.remote?.message, `cannot load module ${url.href}: no config`);
-    }
+    for (const outcome of outcomes.slice(0, 2)) assertLoadFailure(t, outcome, 'RangeError', `cannot load module ${url.href}: no config`);
     t.is((outcomes[2] as TaskResult<number>).value, 1);
   });
 
@@ -92,10 +97,7 @@ for (const [which, library] of Object.entries(libraries)) {
     const { moduleTask, schedule$ } = await library();
     const url = module(`${which}/syntax/a.mjs`, 'export const x = ;\n');
     const [outcome] = await schedule$([moduleTask(url, 'x', [])], { settle: true }).toOrderedArray();
-    const { reason } = outcome as TaskFailure;
-    t.is(reason.kind, 'invalid');
-    t.is(reason.remote?.name, 'SyntaxError');
-    t.regex(reason.remote?.message ?? '', new RegExp(`^cannot load module ${url.href.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: Unexpected token`));
+    assertLoadFailure(t, outcome, 'SyntaxError', new RegExp(`^cannot load module ${url.href.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: Unexpected token`));
   });
 
   // Serial: it counts the processes below this one, which the other tests here would add to.
@@ -178,26 +180,23 @@ for (const [which, library] of Object.entries(libraries)) {
 }
 
 for (const [which, library] of Object.entries(libraries)) {
+  // The failing module comes first, so that the compiled worker loads it with require().
   test(`${which}: an ES module importing a name its dependency lacks is an invalid task with Node's message; the worker lives on`, async (t) => {
     const { moduleTask, schedule$ } = await library();
     const dep = module(`${which}/link/dep.mjs`, 'export const there = 1;\n');
     const url = module(`${which}/link/a.mjs`, `import { missing } from ${JSON.stringify(dep.href)};\nexport function f() { return missing; }\n`);
     const fine = module(`${which}/link/fine.mjs`, 'export function pid() { return process.pid; }\n');
-    const outcomes = await schedule$([moduleTask<number>(fine, 'pid', []), moduleTask(url, 'f', []), moduleTask(url, 'f', []), moduleTask<number>(fine, 'pid', [])], {
+    const outcomes = await schedule$([moduleTask(url, 'f', []), moduleTask(url, 'f', []), moduleTask<number>(fine, 'pid', [])], {
       concurrency: 1,
       settle: true,
     }).toOrderedArray();
-    for (const outcome of outcomes.slice(1, 3)) {
-      const { reason } = outcome as TaskFailure;
-      t.is(reason.kind, 'invalid');
-      t.is(reason.remote?.name, 'SyntaxError');
-      t.regex(reason.remote?.message ?? '', /^cannot load module .*link\/a\.mjs: The requested module '.*dep\.mjs' does not provide an export named 'missing'$/);
-    }
-    t.is((outcomes[0] as TaskResult<number>).value, (outcomes[3] as TaskResult<number>).value, 'one worker ran them all');
+    const message = /^cannot load module .*link\/a\.mjs: The requested module '.*dep\.mjs' does not provide an export named 'missing'$/;
+    const failures = outcomes.slice(0, 2).map((outcome) => assertLoadFailure(t, outcome, 'SyntaxError', message));
+    t.is(failures[0]!.reason.pid, (outcomes[2] as TaskResult<number>).value, 'the worker that failed to load the module ran the next task');
   });
 }
 
-// The compiled worker loads an ES module with require() where Node allows it (see loadSync in
+// The compiled worker loads an ES module with require() where Node allows it (see requirablePath in
 // src/child/worker-main.ts), sparing each worker the start of Node's asynchronous loader. Each
 // module here records the stack its top level ran under, which names the path it took.
 test('compiled: ES modules load through require() where that loads them as import() would, and through import() elsewhere', async (t) => {
@@ -218,7 +217,7 @@ test('compiled: ES modules load through require() where that loads them as impor
   const stacks = await schedule$(cases.map(([, url]) => moduleTask<string>(url, 'stack_', [])), { concurrency: 1, maxTasksPerWorker: 1 }).toOrderedArray();
   const requireModule = (process.features as { require_module?: boolean }).require_module === true;
   cases.forEach(([name, , sync], i) => {
-    t.is(/\bloadSync\b/.test(stacks[i]!), sync && requireModule, `${name}: ${stacks[i]!.split('\n').slice(1, 4).join(' | ')}`);
+    t.is(/\brequireSettled\b/.test(stacks[i]!), sync && requireModule, `${name}: ${stacks[i]!.split('\n').slice(1, 4).join(' | ')}`);
   });
 });
 
