@@ -9,6 +9,7 @@ import { BehaviorSubject, Observable, Subject, finalize, firstValueFrom, lastVal
 import {
   RunTerminatedError, TaskError, commandTask, isTaskError, moduleTask, processTask, schedule$, taskModule, type Progress, type Task, type TaskOutcome,
 } from '../src/index.js';
+import { MAX_DEPTH } from '../src/runtime/local-runtime.js';
 import { first, fixture, isAlive, prng, waitGone, work } from './helpers.js';
 
 const probe = fixture('probe.ts');
@@ -371,10 +372,10 @@ test('tiny tasks sent ahead to a worker busy with a long async task move to an i
 });
 
 test('a lazy generator is pulled only as slots free up', async (t) => {
-  // In flight at most: 2 workers × the deepest pipeline (128 tasks each). How far the source
+  // In flight at most: 2 workers × the deepest pipeline (MAX_DEPTH tasks each). How far the source
   // runs ahead of the completions is what is bounded; how many tasks end before the first five
   // in input order depends on how far apart the two workers start, so that is not asserted.
-  const bound = 2 * 128;
+  const bound = 2 * MAX_DEPTH;
   let pulled = 0;
   let ended = 0;
   let mostAhead = 0;

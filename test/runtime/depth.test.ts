@@ -1,6 +1,6 @@
 /**
  * Pipelining depth: how many tasks a lane sends its worker ahead, learned from the durations of
- * the results. Tiny tasks go up to 128 ahead; long ones one at a time.
+ * the results. Tiny tasks go up to MAX_DEPTH (256) ahead; long ones one at a time.
  */
 import test from 'ava';
 import { moduleTask, type Task } from '../../src/index.js';
