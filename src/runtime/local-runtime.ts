@@ -63,11 +63,11 @@ export interface LocalRuntimeOptions {
 
 /**
  * Pipelining aims to keep about this much work (µs) queued in each worker, and at most
- * MAX_DEPTH tasks. With tiny tasks the cap is what binds: every batch sent wakes the worker,
- * and on a host with as many CPUs as processes busy the woken worker often takes the parent's
- * CPU for a while, so fewer, larger batches keep the parent (the bottleneck then) running.
- * 256 rather than 128: warm runs of tiny tasks 5 to 16% faster, steady ones about 18%, a lazy
- * million 20 to 35% (interleaved A/Bs, bench/README.md).
+ * MAX_DEPTH tasks. With tiny tasks the cap is what binds. Every batch sent wakes the worker,
+ * and the woken worker often takes the parent's CPU for a while (the more so, the fewer the
+ * CPUs): fewer, larger batches keep the parent, the bottleneck with tiny tasks, running.
+ * 256 rather than 128: tiny tasks about 5% faster cold, 10% warm, 15% steady and lazily
+ * generated (interleaved A/Bs, bench/README.md, "a deeper pipeline after all").
  */
 const PIPELINE_BUDGET_US = 2000;
 export const MAX_DEPTH = 256;
