@@ -1,3 +1,4 @@
+/// <reference types="node" preserve="true" />
 /**
  * async-process-scheduler: run many tasks in child processes behind an RxJS API.
  *

@@ -152,6 +152,17 @@ test('the packed package installs and runs JavaScript and TypeScript task module
     );
     t.is(checked, 'ok', `TypeScript (${settings.join(' ')}) finds the types of both entry points`);
   }
+  // No "types" listed, as TypeScript 6 and later default to: the declarations load Node's types
+  // themselves (a reference directive), where they would otherwise miss the NodeJS namespace.
+  writeFileSync(join(dir, 'tsconfig.no-types.json'), JSON.stringify({
+    files: ['check.cts'],
+    compilerOptions: { noEmit: true, strict: true, target: 'es2022', module: 'nodenext', typeRoots: [join(root, 'node_modules', '@types')], types: [] },
+  }));
+  const withoutTypes = await run(process.execPath, [tsc, '-p', 'tsconfig.no-types.json'], { cwd: dir, timeout: 60_000 }).then(
+    () => 'ok',
+    (error: { stdout?: string }) => error.stdout ?? String(error),
+  );
+  t.is(withoutTypes, 'ok', 'TypeScript with "types": [] finds Node\'s types through the package');
 
   // npm unpacks a package without keeping the files' times, the bundle first: it may be a few
   // milliseconds older than the compiled entry in a fresh install, and is still used.

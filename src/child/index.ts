@@ -1,3 +1,4 @@
+/// <reference types="node" preserve="true" />
 /**
  * The API a task uses from inside its child process:
  * `import { reportProgress } from 'async-process-scheduler/child'`.
