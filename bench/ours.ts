@@ -183,7 +183,9 @@ export async function ipc({ megabytes, trips }: { megabytes: number; trips: numb
   });
 
   const timeRun = async (count: number): Promise<number> => {
-    const work = Array.from({ length: count }, echoTask);
+    // A Buffer of its own for each task: one Buffer shared by tasks that travel in one message
+    // would be written once, the others as references to it, and measure nothing.
+    const work = Array.from({ length: count }, (_, i) => moduleTask(echoModule, 'echo', [Buffer.alloc(payload.byteLength, i)]));
     const start = performance.now();
     const values = await schedule$(work, { concurrency: 1 }).toOrderedArray();
     const elapsed = performance.now() - start;

@@ -44,6 +44,26 @@ for (const output of ['inherit', 'capture'] as const) {
   });
 }
 
+test('an argument that throws when it is read fails that task only, naming the argument', async (t) => {
+  // The run weighs arguments before it sends them (how many to pipeline), and structured clone
+  // reads them again: neither may throw out of the run.
+  const trap = () => {
+    throw new Error('trap');
+  };
+  const hostile = new Proxy([1, 2], { get: trap, has: trap, ownKeys: trap, getOwnPropertyDescriptor: trap, getPrototypeOf: trap });
+  const getter = { get boom(): number { throw new Error('getter'); } };
+  const tasks = [moduleTask(work, 'echo', [hostile]), moduleTask(work, 'square', [2]), moduleTask(work, 'echo', [{ nested: getter }])];
+  const outcomes = await schedule$(tasks, { settle: true, concurrency: 1 }).toOrderedArray();
+  t.deepEqual(outcomes.map((o) => o.status), ['rejected', 'fulfilled', 'rejected']);
+  for (const [i, why] of [[0, /could not be cloned/], [2, /getter/]] as const) {
+    const error = (outcomes[i] as TaskFailure).reason;
+    t.is(error.kind, 'invalid');
+    t.is(error.index, i);
+    t.regex(error.message, /argument 0 \(.*\) cannot be sent to a child process: /);
+    t.regex(error.message, why);
+  }
+});
+
 test('a result that cannot be cloned is an invalid task, and the worker lives on', async (t) => {
   const [bad, good] = await failures([moduleTask(work, 'returnsFunction', []), moduleTask(work, 'square', [2])]);
   t.is(bad!.kind, 'invalid');

@@ -9,7 +9,7 @@ import { BehaviorSubject, Observable, Subject, finalize, firstValueFrom, lastVal
 import {
   RunTerminatedError, TaskError, commandTask, isTaskError, moduleTask, processTask, schedule$, taskModule, type Progress, type Task, type TaskOutcome,
 } from '../src/index.js';
-import { MAX_DEPTH } from '../src/runtime/local-runtime.js';
+import { MAX_DEPTH, PIPELINE_BUDGET_BYTES } from '../src/runtime/local-runtime.js';
 import { first, fixture, isAlive, prng, waitGone, work } from './helpers.js';
 
 const probe = fixture('probe.ts');
@@ -398,6 +398,30 @@ test('a lazy generator is pulled only as slots free up', async (t) => {
   t.true(pulled > 5 && pulled < 1_000_000, `pulled ${pulled}`);
   t.true(mostAhead <= bound, `the source ran ${mostAhead} tasks ahead of the completions`);
   t.log(`pulled ${pulled}, ended ${ended}, at most ${mostAhead} ahead`);
+});
+
+test('a lazy source of tasks with large arguments is pulled only as far as the byte budget allows', async (t) => {
+  // Each task's argument is half the budget: a lane pipelines two of them, and the source runs
+  // a few tasks ahead of the completions, not the hundreds that tiny tasks would allow.
+  const size = PIPELINE_BUDGET_BYTES / 2;
+  let pulled = 0;
+  let ended = 0;
+  let mostAhead = 0;
+  function* large() {
+    for (let i = 0; i < 300; i++) {
+      pulled++;
+      mostAhead = Math.max(mostAhead, pulled - ended);
+      yield moduleTask<number>(work, 'echo', [new Uint8Array(size).fill(i & 255)]);
+    }
+  }
+  const run = schedule$(large(), { concurrency: 2 });
+  run.subscribe(() => ended++);
+  const values = (await run.toOrderedArray()) as unknown as Uint8Array[];
+  t.is(values.length, 300);
+  t.true(values.every((v, i) => v.length === size && v[0] === (i & 255)));
+  t.true(mostAhead <= 16, `the source ran ${mostAhead} tasks ahead of the completions`);
+  t.deepEqual(run.pids(), []);
+  t.log(`at most ${mostAhead} ahead`);
 });
 
 test('async iterables and Observables are task sources too', async (t) => {

@@ -27,7 +27,7 @@ export const ipc: Workload<IpcSizes> = {
       name: 'ours',
       description:
         'this library, moduleTask echoing its Buffer, concurrency 1. round trip: tasks fed one at a time through an Observable, ' +
-        'the next only after the previous result, median after the first; pipelined: (run of 1 + trips tasks − run of 1 task) / trips, median of 3 pairs',
+        'the next only after the previous result, median after the first; pipelined: (run of 1 + trips tasks, each with a Buffer of its own, − run of 1 task) / trips, median of 3 pairs',
       usesOurs: true,
       measure: async (sizes) => (await import('../ours.js')).ipc(sizes),
     },

@@ -26,7 +26,7 @@ import { killTree, treeGone } from './kill.js';
 import type { OutputLine } from './output.js';
 import { runProcessTask } from './process-task.js';
 import { checkRss } from './rss.js';
-import { FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW } from './protocol.js';
+import { FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW, roughSize } from './protocol.js';
 import type { ExecutingJob, JobEvents, JobHandle, JobSpec, TaskRuntime, TaskStats } from './runtime.js';
 import { HANDOVER_QUIET_MAX_MS, HANDOVER_QUIET_MS, WorkerProcess, describeExit, type FatalReport, type UnsendableTask, type WorkerConfig, type WorkerListener } from './worker-process.js';
 
@@ -69,8 +69,14 @@ export interface LocalRuntimeOptions {
  * 256 rather than 128: tiny tasks about 5% faster cold, 10% warm, 15% steady and lazily
  * generated (interleaved A/Bs, bench/README.md, "a deeper pipeline after all").
  */
-const PIPELINE_BUDGET_US = 2000;
+const PIPELINE_BUDGET_US = 1000;
 export const MAX_DEPTH = 256;
+/**
+ * And about this many bytes of arguments ({@link roughSize}) sent ahead to each worker, which
+ * holds them until it runs them: tasks with large arguments are pipelined only as deep as this
+ * allows, or not at all, and the run admits no more of them than its lanes may hold.
+ */
+export const PIPELINE_BUDGET_BYTES = 4 * 1024 * 1024;
 /**
  * How long a lane may sit idle, with tasks waiting behind another lane's head, before they move
  * to it. Tiny tasks are done by then: only a head that runs long sets it off.
@@ -189,6 +195,8 @@ export class LocalRuntime implements TaskRuntime {
   readonly #output = new Subject<OutputLine>();
   #target: number;
   #avgUs: number | undefined;
+  /** What a task's arguments weigh ({@link roughSize}), a moving average over the tasks sent. */
+  #avgBytes: number | undefined;
   /** What #depth holds: read for every result, and a BehaviorSubject's value is three calls away. */
   #depthNow = 1;
   #bootFailures = 0;
@@ -456,6 +464,12 @@ export class LocalRuntime implements TaskRuntime {
     // Not for a successor: it was started early so that its start-up overlaps work.
     if (!worker.ready && !worker.successor && this.#someWorkerReady()) return false;
     const task = job.task as ModuleTask;
+    // Large arguments: no more ahead than the byte budget allows, judged by the average with this
+    // task in it (so that a first large task after small ones waits for most of them to be done).
+    const bytes = roughSize(task.args);
+    const avgBytes = this.#avgBytes === undefined ? bytes : this.#avgBytes + (bytes - this.#avgBytes) * 0.1;
+    if (worker.inFlight > 0 && worker.inFlight * avgBytes >= PIPELINE_BUDGET_BYTES) return false;
+    this.#avgBytes = avgBytes;
     job.state = 'sent';
     job.worker = worker;
     this.#jobsById.set(job);
@@ -1161,7 +1175,7 @@ export class LocalRuntime implements TaskRuntime {
 
   #learnDuration(us: number): void {
     this.#avgUs = this.#avgUs === undefined ? us : this.#avgUs + (us - this.#avgUs) * 0.1;
-    const want = Math.max(1, Math.min(MAX_DEPTH, Math.floor(PIPELINE_BUDGET_US / Math.max(this.#avgUs, 1))));
+    const want = Math.max(1, Math.min(MAX_DEPTH, Math.floor(PIPELINE_BUDGET_US / Math.max(this.#avgUs, 1)), Math.floor(PIPELINE_BUDGET_BYTES / Math.max(this.#avgBytes ?? 0, 1))));
     const have = this.#depthNow;
     // Hysteresis: small wobbles in task duration do not move the admission limit.
     if (want !== have && (want === 1 || want > have * 1.3 || want < have * 0.75)) this.#depth.next((this.#depthNow = want));

@@ -1,17 +1,18 @@
 /**
  * Pipelining depth: how many tasks a lane sends its worker ahead, learned from the durations of
- * the results. Tiny tasks go up to MAX_DEPTH (256) ahead; long ones one at a time.
+ * the results and the size of the arguments. Tiny tasks go up to MAX_DEPTH (256) ahead; long ones
+ * one at a time; those with large arguments no more than PIPELINE_BUDGET_BYTES allows.
  */
 import test from 'ava';
 import { moduleTask, type Task } from '../../src/index.js';
-import { LocalRuntime } from '../../src/runtime/local-runtime.js';
+import { LocalRuntime, PIPELINE_BUDGET_BYTES } from '../../src/runtime/local-runtime.js';
 import { work } from '../helpers.js';
 
 /** One lane; every depth it announces, in order. */
-function oneLane(t: { teardown(fn: () => unknown): void }) {
+function oneLane(t: { teardown(fn: () => unknown): void }, workerExecArgv: string[] = []) {
   const runtime = new LocalRuntime({
     concurrency: 1, maxTasksPerWorker: Infinity, idleTimeout: 5000, killTimeout: 1000, maxWorkerRss: undefined,
-    output: 'inherit', workerExecArgv: [], workerEnv: undefined,
+    output: 'inherit', workerExecArgv, workerEnv: undefined,
   });
   t.teardown(() => runtime.shutdown(false));
   const depths: number[] = [];
@@ -42,4 +43,19 @@ test('tasks that have become long are sent one at a time', async (t) => {
   t.true(depths.at(-1)! >= 64, `tiny tasks pipeline deeply (depths ${depths.join(' ')})`);
   await Promise.all(Array.from({ length: 30 }, () => moduleTask(work, 'spin', [3])).map(start));
   t.is(depths.at(-1), 1, `depths: ${depths.join(' ')}`);
+});
+
+test('tasks with large arguments are sent ahead only as far as the byte budget allows', async (t) => {
+  // After tiny tasks the depth is high; 40 tasks of 8 MB each, started at once, would all go to
+  // the worker in one message (320 MB it holds until it runs them) if only the depth counted.
+  const { depths, start } = oneLane(t, ['--expose-gc']);
+  await Promise.all(tiny(600).map(start));
+  t.true(depths.at(-1)! >= 64, `tiny tasks pipeline deeply (depths ${depths.join(' ')})`);
+  const size = 2 * PIPELINE_BUDGET_BYTES;
+  const held = (await Promise.all(Array.from({ length: 40 }, () => start(moduleTask(work, 'heldBytes', [new Uint8Array(size)]))))) as number[];
+  const most = Math.max(...held);
+  // Two or three go out before the average size has caught up; then one at a time.
+  t.true(most <= 4 * size, `the worker held ${(most / 2 ** 20).toFixed(0)} MB of arguments besides the running task's`);
+  t.is(depths.at(-1), 1, `depths: ${depths.join(' ')}`);
+  t.log(`held at most ${(most / 2 ** 20).toFixed(0)} MB besides the running task's`);
 });
