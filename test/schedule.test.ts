@@ -401,8 +401,8 @@ test('a lazy generator is pulled only as slots free up', async (t) => {
 });
 
 test('a lazy source of tasks with large arguments is pulled only as far as the byte budget allows', async (t) => {
-  // Each task's argument is half the budget: a lane pipelines two of them, and the source runs
-  // a few tasks ahead of the completions, not the hundreds that tiny tasks would allow.
+  // Each task's argument is a little over half the budget: a lane takes one at a time, and the
+  // source runs a few tasks ahead of the completions, not the hundreds that tiny tasks would allow.
   const size = PIPELINE_BUDGET_BYTES / 2;
   let pulled = 0;
   let ended = 0;
@@ -422,6 +422,32 @@ test('a lazy source of tasks with large arguments is pulled only as far as the b
   t.true(mostAhead <= 16, `the source ran ${mostAhead} tasks ahead of the completions`);
   t.deepEqual(run.pids(), []);
   t.log(`at most ${mostAhead} ahead`);
+});
+
+test('large tasks after tiny ones: the run admits only a few of them, not the depth the tiny ones had', async (t) => {
+  // The depth tiny tasks reach (hundreds a slot) drops as the first large tasks start, not once
+  // they are sent (which waits for the tiny ones ahead): the run pulls only a few large tasks ahead.
+  const size = PIPELINE_BUDGET_BYTES / 2;
+  let largePulled = 0;
+  let largeEnded = 0;
+  let mostLarge = 0;
+  function* source() {
+    for (let i = 0; i < 2000; i++) yield typed.square(i);
+    for (let i = 0; i < 60; i++) {
+      largePulled++;
+      mostLarge = Math.max(mostLarge, largePulled - largeEnded);
+      yield moduleTask<number>(work, 'echo', [new Uint8Array(size)]);
+    }
+  }
+  const run = schedule$(source(), { concurrency: 2 });
+  run.subscribe((r) => {
+    if (r.index >= 2000) largeEnded++;
+  });
+  const values = await run.toOrderedArray();
+  t.is(values.length, 2060);
+  t.true(mostLarge <= 8, `${mostLarge} large tasks were admitted at once`);
+  t.deepEqual(run.pids(), []);
+  t.log(`at most ${mostLarge} large tasks admitted at once`);
 });
 
 test('async iterables and Observables are task sources too', async (t) => {

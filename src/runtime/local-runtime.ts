@@ -26,7 +26,7 @@ import { killTree, treeGone } from './kill.js';
 import type { OutputLine } from './output.js';
 import { runProcessTask } from './process-task.js';
 import { checkRss } from './rss.js';
-import { FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW, roughSize } from './protocol.js';
+import { FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW, roughSize, roughSizeOf } from './protocol.js';
 import type { ExecutingJob, JobEvents, JobHandle, JobSpec, TaskRuntime, TaskStats } from './runtime.js';
 import { HANDOVER_QUIET_MAX_MS, HANDOVER_QUIET_MS, WorkerProcess, describeExit, type FatalReport, type UnsendableTask, type WorkerConfig, type WorkerListener } from './worker-process.js';
 
@@ -74,7 +74,8 @@ export const MAX_DEPTH = 256;
 /**
  * And about this many bytes of arguments ({@link roughSize}) sent ahead to each worker, which
  * holds them until it runs them: tasks with large arguments are pipelined only as deep as this
- * allows, or not at all, and the run admits no more of them than its lanes may hold.
+ * allows, or not at all, and the run admits only as many as its lanes may hold, from the moment
+ * they start (see #weigh).
  */
 export const PIPELINE_BUDGET_BYTES = 4 * 1024 * 1024;
 /**
@@ -127,6 +128,8 @@ class Job implements JobHandle {
   stderrTail: (() => string) | undefined = undefined;
   /** Counted in `executing`: running, and its worker (if it has one) past its start-up. */
   counted = false;
+  /** What a module task's arguments weigh ({@link roughSize}), set when it starts; 0 for other tasks. */
+  bytes = 0;
   /** When the command or process task first could not start for want of file descriptors or processes. */
   shortSince: number | undefined = undefined;
   /** In the runtime's list of tasks waiting for resources (#short). */
@@ -195,8 +198,10 @@ export class LocalRuntime implements TaskRuntime {
   readonly #output = new Subject<OutputLine>();
   #target: number;
   #avgUs: number | undefined;
-  /** What a task's arguments weigh ({@link roughSize}), a moving average over the tasks sent. */
+  /** What a task's arguments weigh ({@link roughSize}), a moving average over the tasks started. */
   #avgBytes: number | undefined;
+  /** The arguments of the module task started last (see #weigh). */
+  #lastArgs: readonly unknown[] = [];
   /** What #depth holds: read for every result, and a BehaviorSubject's value is three calls away. */
   #depthNow = 1;
   #bootFailures = 0;
@@ -271,6 +276,7 @@ export class LocalRuntime implements TaskRuntime {
       return job;
     }
     // The task is well formed (arguments an array, options valid): RunCore.startTask checked it.
+    if (job.task.kind === 'module') this.#weigh(job, job.task.args);
     const lane = this.#pickLane();
     job.lane = lane;
     lane.jobs.push(job);
@@ -464,12 +470,9 @@ export class LocalRuntime implements TaskRuntime {
     // Not for a successor: it was started early so that its start-up overlaps work.
     if (!worker.ready && !worker.successor && this.#someWorkerReady()) return false;
     const task = job.task as ModuleTask;
-    // Large arguments: no more ahead than the byte budget allows, judged by the average with this
-    // task in it (so that a first large task after small ones waits for most of them to be done).
-    const bytes = roughSize(task.args);
-    const avgBytes = this.#avgBytes === undefined ? bytes : this.#avgBytes + (bytes - this.#avgBytes) * 0.1;
-    if (worker.inFlight > 0 && worker.inFlight * avgBytes >= PIPELINE_BUDGET_BYTES) return false;
-    this.#avgBytes = avgBytes;
+    // Large arguments: no more ahead than the byte budget allows, judged by the larger of the
+    // average and this task's own weight (so a first large task after small ones waits for them).
+    if (worker.inFlight > 0 && worker.inFlight * Math.max(this.#avgBytes ?? 0, job.bytes) >= PIPELINE_BUDGET_BYTES) return false;
     job.state = 'sent';
     job.worker = worker;
     this.#jobsById.set(job);
@@ -1173,9 +1176,35 @@ export class LocalRuntime implements TaskRuntime {
 
   // ---- helpers -------------------------------------------------------------------------------
 
+  /**
+   * Weighs a module task's arguments as it starts, and lowers the admitted depth at once when they
+   * are large: waiting for results would let a run that had tiny tasks admit hundreds of large
+   * ones meanwhile. An object that was also an argument of the task started just before counts
+   * once: tasks sharing a lookup table travel together in a batch, which carries it once.
+   */
+  #weigh(job: Job, args: readonly unknown[]): void {
+    const last = this.#lastArgs;
+    let bytes = 0;
+    for (let i = 0; i < args.length; i++) {
+      const arg = args[i];
+      if (typeof arg === 'object' && arg !== null && last.includes(arg)) continue;
+      bytes += roughSizeOf(arg);
+    }
+    this.#lastArgs = args;
+    job.bytes = bytes;
+    const before = this.#avgBytes;
+    this.#avgBytes = before === undefined ? bytes : before + (bytes - before) * 0.1;
+    if (bytes > PIPELINE_BUDGET_BYTES / MAX_DEPTH) this.#updateDepth();
+  }
+
   #learnDuration(us: number): void {
     this.#avgUs = this.#avgUs === undefined ? us : this.#avgUs + (us - this.#avgUs) * 0.1;
-    const want = Math.max(1, Math.min(MAX_DEPTH, Math.floor(PIPELINE_BUDGET_US / Math.max(this.#avgUs, 1)), Math.floor(PIPELINE_BUDGET_BYTES / Math.max(this.#avgBytes ?? 0, 1))));
+    this.#updateDepth();
+  }
+
+  #updateDepth(): void {
+    const byTime = this.#avgUs === undefined ? 1 : Math.floor(PIPELINE_BUDGET_US / Math.max(this.#avgUs, 1));
+    const want = Math.max(1, Math.min(MAX_DEPTH, byTime, Math.floor(PIPELINE_BUDGET_BYTES / Math.max(this.#avgBytes ?? 0, 1))));
     const have = this.#depthNow;
     // Hysteresis: small wobbles in task duration do not move the admission limit.
     if (want !== have && (want === 1 || want > have * 1.3 || want < have * 0.75)) this.#depth.next((this.#depthNow = want));

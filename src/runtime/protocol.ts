@@ -162,51 +162,63 @@ export function jsonExact(value: unknown): boolean {
 
 /**
  * A rough size, in bytes, of a task's arguments as sent: what strings and binary data hold,
- * and the lengths of arrays, Maps and Sets (an array's elements judged by its first few). It
- * looks at a bounded number of values, so a large argument costs no more to weigh than a small
- * one, and reads them as structured clone would (getters run). The pipeline keeps what it sends ahead to a worker under a budget by it (local-runtime.ts).
+ * with containers (arrays, plain objects, Maps, Sets) judged by a few of their entries and
+ * their length. It visits at most {@link SIZE_VISITS} values per argument, and reads them as
+ * structured clone would (getters run). The pipeline keeps what it sends ahead to a worker under
+ * a budget by it (local-runtime.ts).
  */
 export function roughSize(args: readonly unknown[]): number {
   let size = 0;
-  try {
-    for (let i = 0; i < args.length; i++) size += sizeOf(args[i], SIZE_DEPTH);
-  } catch {
-    // A Proxy or a getter that throws: sending it fails too, and that failure names the argument.
-  }
+  for (let i = 0; i < args.length; i++) size += roughSizeOf(args[i]);
   return size;
 }
 
-/** How deep {@link roughSize} looks into nested objects, and how many of a container's entries it weighs. */
-const SIZE_DEPTH = 3;
-const SIZE_SAMPLE = 4;
+/** {@link roughSize} of one value. */
+export function roughSizeOf(value: unknown): number {
+  if (typeof value !== 'object' || value === null) return sizeOf(value);
+  visits = SIZE_VISITS;
+  try {
+    return sizeOf(value);
+  } catch {
+    // A Proxy or a getter that throws: sending it fails too, and that failure names the argument.
+    return 0;
+  }
+}
 
-function sizeOf(value: unknown, depth: number): number {
+/** How many values {@link roughSize} looks at in one argument, and at most in one container. */
+const SIZE_VISITS = 64;
+const SIZE_SAMPLE = 5;
+let visits = 0;
+
+function sizeOf(value: unknown): number {
   if (typeof value === 'string') return 8 + value.length;
   if (typeof value !== 'object' || value === null) return 8;
   if (ArrayBuffer.isView(value)) return 8 + value.byteLength;
   if (value instanceof ArrayBuffer || value instanceof SharedArrayBuffer) return 8 + value.byteLength;
-  if (depth === 0) return 64;
-  if (Array.isArray(value)) return 8 + sampledSize(value, value.length, depth - 1);
-  if (value instanceof Map || value instanceof Set) return 8 + sampledSize(value.values(), value.size * (value instanceof Map ? 2 : 1), depth - 1);
-  let size = 8;
-  let seen = 0;
-  for (const key in value) {
-    if (seen++ === 4 * SIZE_SAMPLE) break;
-    size += 8 + key.length + sizeOf((value as Record<string, unknown>)[key], depth - 1);
+  if (--visits < 0) return 64;
+  if (Array.isArray(value)) {
+    const n = value.length;
+    if (n === 0) return 8;
+    // The first entries, the middle one and the last: a large one after small ones counts too.
+    const picks = n <= SIZE_SAMPLE ? Array.from({ length: n }, (_, i) => i) : [0, 1, 2, n >> 1, n - 1];
+    return 8 + Math.round((picks.reduce((sum, i) => sum + sizeOf(value[i]), 0) / picks.length) * n);
   }
-  return size;
-}
-
-/** `count` entries, weighed by the first few that `values` gives. */
-function sampledSize(values: Iterable<unknown>, count: number, depth: number): number {
-  if (count === 0) return 0;
+  if (value instanceof Map || value instanceof Set) {
+    if (value.size === 0) return 8;
+    let sum = 0;
+    let seen = 0;
+    for (const entry of value.values()) {
+      sum += sizeOf(entry);
+      if (++seen === SIZE_SAMPLE) break;
+    }
+    return 8 + Math.round((sum / seen) * value.size * (value instanceof Map ? 2 : 1));
+  }
+  const keys = Object.keys(value);
+  if (keys.length === 0) return 8;
+  const picks = keys.length <= SIZE_SAMPLE ? keys : [keys[0]!, keys[1]!, keys[2]!, keys[keys.length >> 1]!, keys[keys.length - 1]!];
   let sum = 0;
-  let n = 0;
-  for (const value of values) {
-    sum += sizeOf(value, depth);
-    if (++n === SIZE_SAMPLE) break;
-  }
-  return Math.round((sum / n) * count);
+  for (const key of picks) sum += 8 + key.length + sizeOf((value as Record<string, unknown>)[key]);
+  return 8 + Math.round((sum / picks.length) * keys.length);
 }
 
 /** The start of a packed message: JSON text of an object whose first key is the tag. */

@@ -59,3 +59,13 @@ test('tasks with large arguments are sent ahead only as far as the byte budget a
   t.is(depths.at(-1), 1, `depths: ${depths.join(' ')}`);
   t.log(`held at most ${(most / 2 ** 20).toFixed(0)} MB besides the running task's`);
 });
+
+test('an argument shared by consecutive tasks counts once: they still pipeline deeply', async (t) => {
+  // A lookup table passed to every task travels once per batch; weighed once per task, it would
+  // send the tasks one at a time, each message with a copy.
+  const { depths, start } = oneLane(t);
+  const table = new Uint8Array(2 * PIPELINE_BUDGET_BYTES);
+  const values = await Promise.all(Array.from({ length: 600 }, (_, i) => start(moduleTask(work, 'echo', [i, table]))));
+  t.is(values.length, 600);
+  t.true(depths.at(-1)! >= 64, `depths: ${depths.join(' ')}`);
+});

@@ -35,6 +35,9 @@ test('roughSize weighs arguments within a factor of two of their serialized size
     [new Map(Array.from({ length: 20_000 }, (_, i) => [`key ${i}`, 'v'.repeat(40)]))],
     [new Set(Array.from({ length: 50_000 }, (_, i) => `item ${i} `.repeat(2)))],
     [Array.from({ length: 10_000 }, (_, i) => ({ name: `row ${i}`, values: [i, i + 1, i + 2] }))],
+    [{ a: { b: { c: { d: { e: Buffer.alloc(mb) } } } } }],
+    [[1, 2, 3, 4, 5, 6, Buffer.alloc(mb)]],
+    [Object.fromEntries(Array.from({ length: 20_000 }, (_, i) => [`key ${i}`, 'v'.repeat(40)]))],
   ];
   for (const args of cases) {
     const actual = serialize(args).byteLength;
