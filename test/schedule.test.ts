@@ -371,23 +371,37 @@ test('tiny tasks sent ahead to a worker busy with a long async task move to an i
   t.deepEqual(run.pids(), []);
 });
 
+/**
+ * How far a lazy source runs ahead of the completions: call pulled() as it yields a task counted,
+ * ended() as such a task ends; `most` is the largest gap seen.
+ */
+function lookahead() {
+  const count = { pulled: 0, ended: 0, most: 0 };
+  return Object.assign(count, {
+    pull(): void {
+      count.pulled++;
+      count.most = Math.max(count.most, count.pulled - count.ended);
+    },
+    end(): void {
+      count.ended++;
+    },
+  });
+}
+
 test('a lazy generator is pulled only as slots free up', async (t) => {
   // In flight at most: 2 workers × the deepest pipeline (MAX_DEPTH tasks each). How far the source
   // runs ahead of the completions is what is bounded; how many tasks end before the first five
   // in input order depends on how far apart the two workers start, so that is not asserted.
   const bound = 2 * MAX_DEPTH;
-  let pulled = 0;
-  let ended = 0;
-  let mostAhead = 0;
+  const ahead = lookahead();
   function* million() {
     for (let i = 0; i < 1_000_000; i++) {
-      pulled++;
-      mostAhead = Math.max(mostAhead, pulled - ended);
+      ahead.pull();
       yield typed.square(i);
     }
   }
   const run = schedule$(million(), { concurrency: 2 });
-  const counting = run.subscribe(() => ended++);
+  const counting = run.subscribe(() => ahead.end());
   t.teardown(() => counting.unsubscribe());
   const firstFive = await lastValueFrom(run.ordered$.pipe(take(5), toArray()));
   counting.unsubscribe();
@@ -395,59 +409,53 @@ test('a lazy generator is pulled only as slots free up', async (t) => {
   await run.terminate();
   t.deepEqual(run.pids(), []);
   t.deepEqual(firstFive, [0, 1, 4, 9, 16]);
-  t.true(pulled > 5 && pulled < 1_000_000, `pulled ${pulled}`);
-  t.true(mostAhead <= bound, `the source ran ${mostAhead} tasks ahead of the completions`);
-  t.log(`pulled ${pulled}, ended ${ended}, at most ${mostAhead} ahead`);
+  t.true(ahead.pulled > 5 && ahead.pulled < 1_000_000, `pulled ${ahead.pulled}`);
+  t.true(ahead.most <= bound, `the source ran ${ahead.most} tasks ahead of the completions`);
+  t.log(`pulled ${ahead.pulled}, ended ${ahead.ended}, at most ${ahead.most} ahead`);
 });
 
 test('a lazy source of tasks with large arguments is pulled only as far as the byte budget allows', async (t) => {
   // Each task's argument is a little over half the budget: a lane takes one at a time, and the
   // source runs a few tasks ahead of the completions, not the hundreds that tiny tasks would allow.
   const size = PIPELINE_BUDGET_BYTES / 2;
-  let pulled = 0;
-  let ended = 0;
-  let mostAhead = 0;
+  const ahead = lookahead();
   function* large() {
     for (let i = 0; i < 300; i++) {
-      pulled++;
-      mostAhead = Math.max(mostAhead, pulled - ended);
+      ahead.pull();
       yield moduleTask<number>(work, 'echo', [new Uint8Array(size).fill(i & 255)]);
     }
   }
   const run = schedule$(large(), { concurrency: 2 });
-  run.subscribe(() => ended++);
+  run.subscribe(() => ahead.end());
   const values = (await run.toOrderedArray()) as unknown as Uint8Array[];
   t.is(values.length, 300);
   t.true(values.every((v, i) => v.length === size && v[0] === (i & 255)));
-  t.true(mostAhead <= 16, `the source ran ${mostAhead} tasks ahead of the completions`);
+  t.true(ahead.most <= 16, `the source ran ${ahead.most} tasks ahead of the completions`);
   t.deepEqual(run.pids(), []);
-  t.log(`at most ${mostAhead} ahead`);
+  t.log(`at most ${ahead.most} ahead`);
 });
 
 test('large tasks after tiny ones: the run admits only a few of them, not the depth the tiny ones had', async (t) => {
   // The depth tiny tasks reach (hundreds a slot) drops as the first large tasks start, not once
   // they are sent (which waits for the tiny ones ahead): the run pulls only a few large tasks ahead.
   const size = PIPELINE_BUDGET_BYTES / 2;
-  let largePulled = 0;
-  let largeEnded = 0;
-  let mostLarge = 0;
+  const large = lookahead();
   function* source() {
     for (let i = 0; i < 2000; i++) yield typed.square(i);
     for (let i = 0; i < 60; i++) {
-      largePulled++;
-      mostLarge = Math.max(mostLarge, largePulled - largeEnded);
+      large.pull();
       yield moduleTask<number>(work, 'echo', [new Uint8Array(size)]);
     }
   }
   const run = schedule$(source(), { concurrency: 2 });
   run.subscribe((r) => {
-    if (r.index >= 2000) largeEnded++;
+    if (r.index >= 2000) large.end();
   });
   const values = await run.toOrderedArray();
   t.is(values.length, 2060);
-  t.true(mostLarge <= 8, `${mostLarge} large tasks were admitted at once`);
+  t.true(large.most <= 8, `${large.most} large tasks were admitted at once`);
   t.deepEqual(run.pids(), []);
-  t.log(`at most ${mostLarge} large tasks admitted at once`);
+  t.log(`at most ${large.most} large tasks admitted at once`);
 });
 
 test('async iterables and Observables are task sources too', async (t) => {

@@ -26,7 +26,7 @@ import { killTree, treeGone } from './kill.js';
 import type { OutputLine } from './output.js';
 import { runProcessTask } from './process-task.js';
 import { checkRss } from './rss.js';
-import { FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW, roughSize, roughSizeOf } from './protocol.js';
+import { FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW, roughSize } from './protocol.js';
 import type { ExecutingJob, JobEvents, JobHandle, JobSpec, TaskRuntime, TaskStats } from './runtime.js';
 import { HANDOVER_QUIET_MAX_MS, HANDOVER_QUIET_MS, WorkerProcess, describeExit, type FatalReport, type UnsendableTask, type WorkerConfig, type WorkerListener } from './worker-process.js';
 
@@ -1188,7 +1188,7 @@ export class LocalRuntime implements TaskRuntime {
     for (let i = 0; i < args.length; i++) {
       const arg = args[i];
       if (typeof arg === 'object' && arg !== null && last.includes(arg)) continue;
-      bytes += roughSizeOf(arg);
+      bytes += roughSize(arg);
     }
     this.#lastArgs = args;
     job.bytes = bytes;

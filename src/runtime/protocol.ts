@@ -161,20 +161,13 @@ export function jsonExact(value: unknown): boolean {
 }
 
 /**
- * A rough size, in bytes, of a task's arguments as sent: what strings and binary data hold,
- * with containers (arrays, plain objects, Maps, Sets) judged by a few of their entries and
- * their length. It visits at most {@link SIZE_VISITS} values per argument, and reads them as
- * structured clone would (getters run). The pipeline keeps what it sends ahead to a worker under
- * a budget by it (local-runtime.ts).
+ * A rough size, in bytes, of one of a task's arguments as sent: what strings and binary data
+ * hold, with containers (arrays, plain objects, Maps, Sets) judged by a few of their entries
+ * and their length. It reads the value as structured clone would (getters run) and never
+ * throws. The pipeline keeps what it sends ahead to a worker under a budget by it
+ * (local-runtime.ts).
  */
-export function roughSize(args: readonly unknown[]): number {
-  let size = 0;
-  for (let i = 0; i < args.length; i++) size += roughSizeOf(args[i]);
-  return size;
-}
-
-/** {@link roughSize} of one value. */
-export function roughSizeOf(value: unknown): number {
+export function roughSize(value: unknown): number {
   if (typeof value !== 'object' || value === null) return sizeOf(value);
   visits = SIZE_VISITS;
   try {
@@ -185,10 +178,19 @@ export function roughSizeOf(value: unknown): number {
   }
 }
 
-/** How many values {@link roughSize} looks at in one argument, and at most in one container. */
+/** How many containers {@link roughSize} looks into, in all, in one argument. */
 const SIZE_VISITS = 64;
+/** How many entries of one container it weighs. */
 const SIZE_SAMPLE = 5;
 let visits = 0;
+
+/**
+ * The k-th entry (k < SIZE_SAMPLE) weighed out of `n`: all of them when there are few, else the
+ * first three, the middle one and the last, so that a large entry after small ones counts too.
+ */
+function pick(k: number, n: number): number {
+  return n <= SIZE_SAMPLE || k < 3 ? k : k === 3 ? n >> 1 : n - 1;
+}
 
 function sizeOf(value: unknown): number {
   if (typeof value === 'string') return 8 + value.length;
@@ -196,13 +198,6 @@ function sizeOf(value: unknown): number {
   if (ArrayBuffer.isView(value)) return 8 + value.byteLength;
   if (value instanceof ArrayBuffer || value instanceof SharedArrayBuffer) return 8 + value.byteLength;
   if (--visits < 0) return 64;
-  if (Array.isArray(value)) {
-    const n = value.length;
-    if (n === 0) return 8;
-    // The first entries, the middle one and the last: a large one after small ones counts too.
-    const picks = n <= SIZE_SAMPLE ? Array.from({ length: n }, (_, i) => i) : [0, 1, 2, n >> 1, n - 1];
-    return 8 + Math.round((picks.reduce((sum, i) => sum + sizeOf(value[i]), 0) / picks.length) * n);
-  }
   if (value instanceof Map || value instanceof Set) {
     if (value.size === 0) return 8;
     let sum = 0;
@@ -213,12 +208,16 @@ function sizeOf(value: unknown): number {
     }
     return 8 + Math.round((sum / seen) * value.size * (value instanceof Map ? 2 : 1));
   }
-  const keys = Object.keys(value);
-  if (keys.length === 0) return 8;
-  const picks = keys.length <= SIZE_SAMPLE ? keys : [keys[0]!, keys[1]!, keys[2]!, keys[keys.length >> 1]!, keys[keys.length - 1]!];
+  const keys = Array.isArray(value) ? undefined : Object.keys(value);
+  const n = keys ? keys.length : (value as unknown[]).length;
+  if (n === 0) return 8;
+  const weighed = Math.min(n, SIZE_SAMPLE);
   let sum = 0;
-  for (const key of picks) sum += 8 + key.length + sizeOf((value as Record<string, unknown>)[key]);
-  return 8 + Math.round((sum / picks.length) * keys.length);
+  for (let k = 0; k < weighed; k++) {
+    const i = pick(k, n);
+    sum += keys ? 8 + keys[i]!.length + sizeOf((value as Record<string, unknown>)[keys[i]!]) : sizeOf((value as unknown[])[i]);
+  }
+  return 8 + Math.round((sum / weighed) * n);
 }
 
 /** The start of a packed message: JSON text of an object whose first key is the tag. */
