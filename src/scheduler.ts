@@ -830,7 +830,7 @@ function uncloneableTask(specs: readonly BlockingTaskSpec[], tasks: readonly Tas
           return true;
         }
       });
-      const what = at === -1 ? 'its arguments or options' : `argument ${at} (${formatValue(args[at])})`;
+      const what = at === -1 ? 'its arguments or options' : `args[${at}] (${formatValue(args[at])})`;
       return new TaskError({
         kind: 'invalid',
         index,

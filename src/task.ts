@@ -171,10 +171,12 @@ export function moduleTask<T = unknown>(
  */
 function checkExportName(exportName: unknown): string {
   if (typeof exportName === 'string' && exportName !== '') return exportName;
-  const hint =
-    typeof exportName === 'function' && exportName.name
+  let hint = '';
+  if (typeof exportName === 'function') {
+    hint = exportName.name
       ? `: pass its name, '${exportName.name}', or use taskModule(url).${exportName.name}(...); a function cannot be sent to a worker`
-      : '';
+      : ': pass the name of the export, or use taskModule(url).<name>(...); a function cannot be sent to a worker';
+  }
   throw new TypeError(`exportName must be the name of an export of the module (a string), got ${formatValue(exportName)}${hint}`);
 }
 

@@ -324,7 +324,7 @@ test.serial('runBlocking() refuses what cannot reach its thread, with a clear er
   const error = t.throws(() => withFunction.runBlocking(), { instanceOf: TaskError });
   t.is(error?.kind, 'invalid');
   t.is(error?.index, 1);
-  t.regex(error?.message ?? '', /argument 0 \(a function.*\) cannot be sent to the thread that runs the schedule/, 'names the argument, as run() does');
+  t.regex(error?.message ?? '', /args\[0\] \(a function.*\) cannot be sent to the thread that runs the schedule/, 'names the argument, as run() does');
 
   const aborted = new Scheduler({ signal: AbortSignal.abort() });
   aborted.add(work.square, [1]);

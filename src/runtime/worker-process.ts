@@ -571,7 +571,7 @@ function findUncloneable(args: readonly unknown[]): string | undefined {
     try {
       serialize(args[i]);
     } catch (error) {
-      return `argument ${i} (${formatValue(args[i])}) cannot be sent to a child process: ${(error as Error).message}`;
+      return `args[${i}] (${formatValue(args[i])}) cannot be sent to a child process: ${(error as Error).message}`;
     }
   }
   try {
