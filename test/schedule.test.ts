@@ -376,16 +376,18 @@ test('tiny tasks sent ahead to a worker busy with a long async task move to an i
  * ended() as such a task ends; `most` is the largest gap seen.
  */
 function lookahead() {
-  const count = { pulled: 0, ended: 0, most: 0 };
-  return Object.assign(count, {
+  return {
+    pulled: 0,
+    ended: 0,
+    most: 0,
     pull(): void {
-      count.pulled++;
-      count.most = Math.max(count.most, count.pulled - count.ended);
+      this.pulled++;
+      this.most = Math.max(this.most, this.pulled - this.ended);
     },
     end(): void {
-      count.ended++;
+      this.ended++;
     },
-  });
+  };
 }
 
 test('a lazy generator is pulled only as slots free up', async (t) => {

@@ -215,7 +215,8 @@ function sizeOf(value: unknown): number {
   let sum = 0;
   for (let k = 0; k < weighed; k++) {
     const i = pick(k, n);
-    sum += keys ? 8 + keys[i]!.length + sizeOf((value as Record<string, unknown>)[keys[i]!]) : sizeOf((value as unknown[])[i]);
+    const key = keys?.[i];
+    sum += key === undefined ? sizeOf((value as unknown[])[i]) : 8 + key.length + sizeOf((value as Record<string, unknown>)[key]);
   }
   return 8 + Math.round((sum / weighed) * n);
 }
