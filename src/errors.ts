@@ -329,6 +329,14 @@ function primitiveOrString(value: unknown): unknown {
   }
 }
 
+/**
+ * How messages name a task's argument that cannot be sent: `args[1] (a function (f))`, an index
+ * no one reads as a count.
+ */
+export function argumentName(args: readonly unknown[], index: number): string {
+  return `args[${index}] (${formatValue(args[index])})`;
+}
+
 /** A short, safe rendering of any value for messages. */
 export function formatValue(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value.length > 80 ? `${value.slice(0, 77)}...` : value);

@@ -9,7 +9,7 @@ import type { ChildProcess } from 'node:child_process';
 import { MessageChannel, receiveMessageOnPort, Worker, type MessagePort } from 'node:worker_threads';
 import { isObservable } from 'rxjs';
 import { whenAborted } from './abort.js';
-import { formatValue, OptionError, RunTerminatedError, TaskError } from './errors.js';
+import { argumentName, formatValue, OptionError, RunTerminatedError, TaskError } from './errors.js';
 import { optimalConcurrency } from './optimal-concurrency.js';
 import { AUTO_ONLY, KNOWN, checkOptionsObject, checkTaskOptions, resolveOptions, unknownKey, type ScheduleOptions } from './options.js';
 import {
@@ -830,7 +830,7 @@ function uncloneableTask(specs: readonly BlockingTaskSpec[], tasks: readonly Tas
           return true;
         }
       });
-      const what = at === -1 ? 'its arguments or options' : `args[${at}] (${formatValue(args[at])})`;
+      const what = at === -1 ? 'its arguments or options' : argumentName(args, at);
       return new TaskError({
         kind: 'invalid',
         index,

@@ -6,7 +6,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { serialize } from 'node:v8';
-import { formatValue, type RemoteErrorInfo } from '../errors.js';
+import { argumentName, type RemoteErrorInfo } from '../errors.js';
 import type { OutputMode } from '../options.js';
 import { objectArray } from '../collections.js';
 import { trackChild } from './cleanup.js';
@@ -571,7 +571,7 @@ function findUncloneable(args: readonly unknown[]): string | undefined {
     try {
       serialize(args[i]);
     } catch (error) {
-      return `args[${i}] (${formatValue(args[i])}) cannot be sent to a child process: ${(error as Error).message}`;
+      return `${argumentName(args, i)} cannot be sent to a child process: ${(error as Error).message}`;
     }
   }
   try {
