@@ -20,7 +20,7 @@ export type OutputMode = 'inherit' | 'capture' | 'ignore';
 
 /** How failed tasks are retried. */
 export interface RetryOptions {
-  /** How many times a failed task runs again. @default 0 */
+  /** How many times a failed task runs again. Required in a policy (with no `retries` option at all, tasks are not retried). */
   retries: number;
   /** Milliseconds before the first retry. @default 100 */
   delay?: number;
@@ -112,7 +112,7 @@ export interface ScheduleOptions {
    * @default 0 (no retries)
    */
   retries?: number | RetryOptions;
-  /** Milliseconds between SIGTERM and SIGKILL when a process is terminated. @default 3000 */
+  /** Milliseconds between SIGTERM and SIGKILL when a process is terminated (`0`: SIGKILL at once). @default 3000 */
   killTimeout?: number;
   /**
    * A module-task worker is replaced after this many tasks. `1` gives every task a fresh
@@ -122,11 +122,17 @@ export interface ScheduleOptions {
    * @default Infinity
    */
   maxTasksPerWorker?: number;
-  /** A worker idle this long (ms) exits; the pool grows again on demand. @default 5000 */
+  /**
+   * A worker idle this long (ms) exits; the pool grows again on demand. `0` stops a worker as soon
+   * as it has nothing to do, so a task that comes later starts a new one.
+   * @default 5000
+   */
   idleTimeout?: number;
   /**
    * A worker whose resident memory exceeds this many bytes after a task is replaced, once the
    * tasks already sent to it are done (memory is read when results come, at most every 50 ms).
+   * At least 16 MiB (`16 * 2 ** 20`): every Node process takes more, so a smaller number (megabytes
+   * meant, say) is an OptionError rather than a new worker after every task.
    * @default none
    */
   maxWorkerRss?: number;
@@ -285,7 +291,7 @@ export function resolveOptions(options: ScheduleOptions | undefined, names: { cp
     killTimeout: numberIn('killTimeout', o.killTimeout, 3000, 0, 2 ** 31 - 1),
     maxTasksPerWorker: o.maxTasksPerWorker === Infinity ? Infinity : positiveInteger('maxTasksPerWorker', o.maxTasksPerWorker, Infinity),
     idleTimeout: numberIn('idleTimeout', o.idleTimeout, 5000, 0, 2 ** 31 - 1),
-    maxWorkerRss: o.maxWorkerRss === undefined ? undefined : numberIn('maxWorkerRss', o.maxWorkerRss, 0, 1, Number.MAX_VALUE),
+    maxWorkerRss: o.maxWorkerRss === undefined ? undefined : workerRssLimit(o.maxWorkerRss),
     output,
     progressInterval: numberIn('progressInterval', o.progressInterval, 50, 0, 2 ** 31 - 1),
     workerExecArgv: o.workerExecArgv ?? [],
@@ -302,6 +308,26 @@ function positiveInteger(name: string, value: unknown, fallback: number): number
   if (value === undefined) return fallback;
   if (!isPositiveInteger(value)) throw new OptionError(name, 'a positive integer', value);
   return value;
+}
+
+/**
+ * The smallest `maxWorkerRss`: a Node process takes more than this as soon as it starts, so a
+ * smaller limit would replace every worker after every task. Such a number is nearly always
+ * megabytes written where bytes are meant.
+ */
+const MIN_WORKER_RSS = 16 * 2 ** 20;
+
+function workerRssLimit(value: unknown): number {
+  if (typeof value === 'number' && value > 0 && value < MIN_WORKER_RSS) {
+    const hint = value >= 1 ? `; for ${value} MiB write ${value} * 2 ** 20` : '';
+    throw new OptionError(
+      'maxWorkerRss',
+      '',
+      value,
+      `options.maxWorkerRss is in bytes and must be at least ${MIN_WORKER_RSS} (16 MiB, less than any Node process takes), got ${value}${hint}`,
+    );
+  }
+  return numberIn('maxWorkerRss', value, 0, MIN_WORKER_RSS, Number.MAX_VALUE);
 }
 
 /** A number option from `min` to `max`, or `fallback` when it is undefined. @throws {OptionError} */
