@@ -236,7 +236,7 @@ export function taskModule<M>(moduleUrl: string | URL): TaskModule<M> {
  * Describes an external program to run, spawned without a shell (arguments are passed as they
  * are, never interpreted). Resolves with `{ exitCode, signal, stdout, stderr, durationMs }`.
  * A non-zero exit fails the task unless `reject: false`; a program that does not exist fails
- * it with `kind: 'invalid'` and code `ENOENT`.
+ * it with `kind: 'invalid'` and `remote.code` `'ENOENT'`.
  *
  * @example
  * ```ts
