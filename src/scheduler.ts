@@ -241,7 +241,7 @@ export class Scheduler<T = unknown> {
     } else if (typeof target === 'object' && target !== null && 'module' in target && typeof (target as { export?: unknown }).export === 'function') {
       const fn = (target as { export: { name?: string } }).export;
       throw new TypeError(
-        `add(target, args): target.export must be the name of the export (a string), got a function${fn.name ? `: pass its name, '${fn.name}'` : ''}; a function cannot be sent to a worker`,
+        `add(target, args): target.export must be the name of the export (a string), got a function: pass ${fn.name ? `its name, '${fn.name}'` : 'the name it is exported under'}; a function cannot be sent to a worker`,
       );
     } else {
       throw new TypeError(

@@ -107,6 +107,11 @@ test('add, map, addTask and addProcess check what they are given, before anythin
     instanceOf: TypeError,
     message: "add(target, args): target.export must be the name of the export (a string), got a function: pass its name, 'longCalculation'; a function cannot be sent to a worker",
   });
+  // An anonymous one has no name to suggest: the message says which name is meant.
+  t.throws(() => scheduler.add({ module: workUrl, export: (() => () => 0)() } as never, []), {
+    instanceOf: TypeError,
+    message: 'add(target, args): target.export must be the name of the export (a string), got a function: pass the name it is exported under; a function cannot be sent to a worker',
+  });
   t.throws(() => scheduler.add(work.square, 3 as never), { instanceOf: TypeError, message: /args must be an array/ });
   t.throws(() => scheduler.add(work.square, [3], { weight: -1 }), { instanceOf: TypeError, message: /weight/ });
   t.throws(() => scheduler.add({ module: './relative.js', export: 'x' }, []), { instanceOf: TypeError, message: /import\.meta\.url/ });
