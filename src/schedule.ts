@@ -242,7 +242,8 @@ export class RunCore<T, M extends RunMode> {
   #finished = false;
   #progressTimer: NodeJS.Timeout | undefined;
   #progressQueued = false;
-  #lastProgressAt = 0;
+  /** When the last snapshot went out; none yet, so the run's first change shows at once. */
+  #lastProgressAt = -Infinity;
   #abortListener: (() => void) | undefined;
   /** What every task's inner needs of the run: one object per run, not closures per task. */
   readonly #innerContext: InnerContext;

@@ -562,6 +562,18 @@ test('progress$ replays the latest snapshot and ends with consistent counts', as
   t.like(last, { state: 'completed', total: 5, completed: 5, failed: 0, running: 0, queued: 0, etaMs: 0, weightDone: 5, weightTotal: 5 });
 });
 
+test("progress$: a run's first change shows at once, however young the process; progressInterval spaces the later ones", async (t) => {
+  // An interval longer than this process has lived: counted from the process's start (as it
+  // was), the first change would wait out the rest of it, and the run would go from idle to done.
+  const run = schedule$([typed.pidAfter(300)], { concurrency: 1, progressInterval: 2 ** 31 - 1 });
+  const states: string[] = [];
+  run.progress$.subscribe((p) => states.push(p.state));
+  const [pid] = await run.toOrderedArray();
+  await lastValueFrom(run.progress$);
+  t.deepEqual(states, ['idle', 'running', 'completed']);
+  t.deepEqual(await waitGone([pid!]), []);
+});
+
 test('maxTasksPerWorker: 1 runs every task in a fresh process', async (t) => {
   const pids = await schedule$([1, 2, 3, 4].map(() => typed.pid()), { concurrency: 2, maxTasksPerWorker: 1 }).toOrderedArray();
   t.is(new Set(pids).size, 4);
