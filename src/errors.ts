@@ -35,8 +35,12 @@ export interface RemoteErrorInfo {
   stack?: string;
   /** `error.code`, when the child's error had one (e.g. `ENOENT`). */
   code?: string | number;
-  /** The error's `cause`, recursively, when it had one. */
-  cause?: RemoteErrorInfo | unknown;
+  /**
+   * The error's `cause`, when it had one: an Error cause as a `RemoteErrorInfo` of its own
+   * (recursively, 8 deep), any other value as it was cloned, or described as a string when it
+   * could not be. Typed `unknown` for that reason: test it before reading `name` or `message`.
+   */
+  cause?: unknown;
   /** Other own enumerable properties that could be cloned. */
   props?: Record<string, unknown>;
 }

@@ -93,7 +93,10 @@ export class ScheduledRun<T, M extends RunMode = 'failFast'> extends Observable<
   readonly taskProgress$: Observable<TaskProgress>;
   /** Lines children write, with `output: 'capture'` (nothing in the other modes). */
   readonly output$: Observable<OutputLine>;
-  /** The concurrency limit in force; a subscriber gets the current one at once. */
+  /**
+   * The concurrency limit in force; a subscriber gets the current one at once. With an Observable
+   * limit that has not emitted yet there is none (no task starts), and the first comes when it emits.
+   */
   readonly concurrency$: Observable<number>;
   readonly #core: RunCore<T, M>;
 
