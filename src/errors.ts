@@ -8,6 +8,7 @@
 
 const TASK_ERROR_BRAND = Symbol.for('async-process-scheduler.TaskError');
 const OPTION_ERROR_BRAND = Symbol.for('async-process-scheduler.OptionError');
+const TERMINATED_BRAND = Symbol.for('async-process-scheduler.RunTerminatedError');
 
 /**
  * Why a task failed.
@@ -180,9 +181,14 @@ export class OptionError extends TypeError {
  * ```
  */
 export class RunTerminatedError extends Error {
+  declare readonly [TERMINATED_BRAND]: true;
   override readonly name: string = 'RunTerminatedError';
   /** The tasks that were executing when the run was terminated: kind `'cancelled'`, in input order. */
   cancelled: readonly TaskError[] = [];
+  constructor(message?: string, options?: { cause?: unknown }) {
+    super(message, options);
+    Object.defineProperty(this, TERMINATED_BRAND, { value: true });
+  }
 }
 
 /**
@@ -213,6 +219,23 @@ export function isTaskError(value: unknown): value is TaskError {
  */
 export function isOptionError(value: unknown): value is OptionError {
   return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[OPTION_ERROR_BRAND] === true;
+}
+
+/**
+ * True when `value` is a {@link RunTerminatedError}, from this or any other copy of the library.
+ *
+ * @example
+ * ```ts
+ * import { commandTask, isRunTerminatedError, schedule$ } from 'async-process-scheduler';
+ * const run = schedule$([commandTask('sleep', ['60'])]);
+ * run.subscribe({ error: (e) => console.log(isRunTerminatedError(e)) }); // true
+ * await run.terminate();
+ * ```
+ * @param value Anything.
+ * @returns Whether it is a RunTerminatedError.
+ */
+export function isRunTerminatedError(value: unknown): value is RunTerminatedError {
+  return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[TERMINATED_BRAND] === true;
 }
 
 function describeFailure(init: TaskErrorInit): string {

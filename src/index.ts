@@ -14,7 +14,7 @@ export { moduleTask, taskModule, commandTask, processTask, isTask } from './task
 export type {
   Task, TaskValue, TaskOptions, ModuleTask, CommandTask, ProcessTask, CommandTaskOptions, CommandResult, TaskModule, FunctionExports,
 } from './task.js';
-export { TaskError, OptionError, RunTerminatedError, isTaskError, isOptionError } from './errors.js';
+export { TaskError, OptionError, RunTerminatedError, isTaskError, isOptionError, isRunTerminatedError } from './errors.js';
 export type { TaskFailureKind, RemoteErrorInfo, TaskErrorInit } from './errors.js';
 export type { ScheduleOptions, ConcurrencyOption, OutputMode, RetryOptions } from './options.js';
 export type { Progress, TaskProgress, RunState } from './progress.js';

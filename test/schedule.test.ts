@@ -7,7 +7,7 @@ import { inspect } from 'node:util';
 import test from 'ava';
 import { BehaviorSubject, Observable, Subject, finalize, firstValueFrom, lastValueFrom, take, toArray } from 'rxjs';
 import {
-  RunTerminatedError, TaskError, commandTask, isTaskError, moduleTask, processTask, schedule$, taskModule, type Progress, type Task, type TaskOutcome,
+  RunTerminatedError, TaskError, commandTask, isRunTerminatedError, isTaskError, moduleTask, processTask, schedule$, taskModule, type Progress, type Task, type TaskOutcome,
 } from '../src/index.js';
 import { MAX_DEPTH, PIPELINE_BUDGET_BYTES } from '../src/runtime/local-runtime.js';
 import { first, fixture, isAlive, prng, waitGone, work } from './helpers.js';
@@ -174,6 +174,16 @@ test('the last snapshot of a terminated run counts the stopped tasks as cancelle
   t.deepEqual(await waitGone(pids), []);
 });
 
+test('isRunTerminatedError checks the brand: a RunTerminatedError of another copy of the library passes, other errors do not', (t) => {
+  t.true(isRunTerminatedError(new RunTerminatedError('stopped')));
+  // What another copy's instance carries: the same registered symbol, set by its constructor.
+  const foreign = Object.defineProperty(new Error('stopped'), Symbol.for('async-process-scheduler.RunTerminatedError'), { value: true });
+  t.true(isRunTerminatedError(foreign));
+  t.false(isRunTerminatedError(new Error('the run was terminated')));
+  t.false(isRunTerminatedError(new TaskError({ kind: 'cancelled', index: 0 })));
+  t.false(isRunTerminatedError(null));
+});
+
 test("a terminated run's RunTerminatedError lists the tasks it stopped while they executed, as 'cancelled' TaskErrors", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'aps-cancelled-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -187,6 +197,7 @@ test("a terminated run's RunTerminatedError lists the tasks it stopped while the
     (e: unknown) => e,
   );
   t.true(error instanceof RunTerminatedError);
+  t.true(isRunTerminatedError(error));
   const { cancelled } = error as RunTerminatedError;
   t.deepEqual(
     cancelled.map((c) => [c.index, c.kind, c.isCancelled, c.attempt, c.message]),
