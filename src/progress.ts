@@ -39,9 +39,12 @@ export interface Progress {
   load: LoadReading | undefined;
   /** True while starts are held because free memory is low (automatic mode). */
   memoryHeld: boolean;
-  /** Milliseconds since the run started. */
+  /** Milliseconds since the run started, whole. */
   elapsedMs: number;
-  /** Estimated milliseconds until the end, once the total is known and a task has ended. */
+  /**
+   * Estimated milliseconds until the end (whole), once the total is known and a task has ended;
+   * 0 once the run has ended, however it ended.
+   */
   etaMs: number | undefined;
   /** Sum of the weights of the tasks that ended (see `TaskOptions.weight`). */
   weightDone: number;
@@ -98,7 +101,7 @@ export class ProgressState {
     if (this.state !== 'running') etaMs = this.state === 'idle' ? undefined : 0;
     else if (total !== undefined && ended > 0) {
       const doneShare = weightTotal ? this.weightDone / weightTotal : ended / total;
-      etaMs = doneShare > 0 ? (elapsedMs / doneShare) * (1 - doneShare) : undefined;
+      etaMs = doneShare > 0 ? Math.round((elapsedMs / doneShare) * (1 - doneShare)) : undefined;
     }
     return {
       state: this.state,
@@ -111,7 +114,7 @@ export class ProgressState {
       concurrency: this.concurrency,
       load: this.load,
       memoryHeld: this.memoryHeld,
-      elapsedMs,
+      elapsedMs: Math.round(elapsedMs),
       etaMs,
       weightDone: this.weightDone,
       weightTotal,

@@ -568,9 +568,14 @@ test('progress$ replays the latest snapshot and ends with consistent counts', as
   const idle = await first(run.progress$, () => true);
   t.is(idle.state, 'idle');
   t.is(idle.total, 5);
+  const etas: number[] = [];
+  run.progress$.subscribe((p) => p.state === 'running' && p.etaMs !== undefined && etas.push(p.etaMs));
   await run.toOrderedArray();
   const last = await lastValueFrom(run.progress$);
+  t.true(etas.length > 0, 'an estimate while the run went on');
+  t.true(etas.every(Number.isInteger), `whole milliseconds: ${etas.join(', ')}`);
   t.like(last, { state: 'completed', total: 5, completed: 5, failed: 0, running: 0, queued: 0, etaMs: 0, weightDone: 5, weightTotal: 5 });
+  t.true(Number.isInteger(last.elapsedMs) && last.elapsedMs > 0, `whole milliseconds: ${last.elapsedMs}`);
 });
 
 test("progress$: a run's first change shows at once, however young the process; progressInterval spaces the later ones", async (t) => {
