@@ -17,7 +17,7 @@ import {
   type BlockingControlMessage, type BlockingRunMessage, type BlockingTaskSpec, type BlockingWorkerData,
 } from './run-blocking-worker.js';
 import { schedule$, type ScheduledRun } from './schedule.js';
-import { commandTask, isTask, moduleTask, processTask, taskLabel, type CommandTaskOptions, type Task, type TaskOptions } from './task.js';
+import { commandTask, isTask, moduleTask, nameToPass, processTask, taskLabel, type CommandTaskOptions, type Task, type TaskOptions } from './task.js';
 import { isThenable } from './thenable.js';
 
 /**
@@ -241,7 +241,7 @@ export class Scheduler<T = unknown> {
     } else if (typeof target === 'object' && target !== null && 'module' in target && typeof (target as { export?: unknown }).export === 'function') {
       const fn = (target as { export: { name?: string } }).export;
       throw new TypeError(
-        `add(target, args): target.export must be the name of the export (a string), got a function: pass ${fn.name ? `its name, '${fn.name}'` : 'the name it is exported under'}; a function cannot be sent to a worker`,
+        `add(target, args): target.export must be the name of the export (a string), got a function: pass ${nameToPass(fn)}; a function cannot be sent to a worker`,
       );
     } else {
       throw new TypeError(

@@ -171,13 +171,19 @@ export function moduleTask<T = unknown>(
  */
 function checkExportName(exportName: unknown): string {
   if (typeof exportName === 'string' && exportName !== '') return exportName;
-  let hint = '';
-  if (typeof exportName === 'function') {
-    hint = exportName.name
-      ? `: pass its name, '${exportName.name}', or use taskModule(url).${exportName.name}(...); a function cannot be sent to a worker`
-      : ': pass the name of the export, or use taskModule(url).<name>(...); a function cannot be sent to a worker';
-  }
+  const hint =
+    typeof exportName === 'function'
+      ? `: pass ${nameToPass(exportName)}, or use taskModule(url).${exportName.name || '<name>'}(...); a function cannot be sent to a worker`
+      : '';
   throw new TypeError(`exportName must be the name of an export of the module (a string), got ${formatValue(exportName)}${hint}`);
+}
+
+/**
+ * @internal What to pass instead of a function given where its export's name belongs: the
+ * function's own name when it has one. For every API that takes an export name.
+ */
+export function nameToPass(fn: { name?: string }): string {
+  return fn.name ? `its name, '${fn.name}'` : 'the name it is exported under';
 }
 
 /** The names of a module's exports that are functions. */

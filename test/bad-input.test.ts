@@ -197,7 +197,7 @@ test('an export name that is not a string is refused when the task is made, nami
   t.throws(() => taskModule<Record<string, () => void>>(work).task((() => 1) as never, []), {
     instanceOf: TypeError,
     message:
-      'exportName must be the name of an export of the module (a string), got a function (anonymous): pass the name of the export, or use taskModule(url).<name>(...); a function cannot be sent to a worker',
+      'exportName must be the name of an export of the module (a string), got a function (anonymous): pass the name it is exported under, or use taskModule(url).<name>(...); a function cannot be sent to a worker',
   });
   t.throws(() => moduleTask(work, '', []), { instanceOf: TypeError, message: /^exportName must be the name of an export .*got ""$/ });
   t.throws(() => taskModule<Record<string, () => void>>(work).task(42 as never, []), { instanceOf: TypeError, message: /got 42$/ });
