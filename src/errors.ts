@@ -203,7 +203,7 @@ export class RunTerminatedError extends Error {
  * @returns Whether it is a TaskError.
  */
 export function isTaskError(value: unknown): value is TaskError {
-  return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[TASK_ERROR_BRAND] === true;
+  return hasBrand(value, TASK_ERROR_BRAND);
 }
 
 /**
@@ -218,7 +218,7 @@ export function isTaskError(value: unknown): value is TaskError {
  * @returns Whether it is an OptionError.
  */
 export function isOptionError(value: unknown): value is OptionError {
-  return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[OPTION_ERROR_BRAND] === true;
+  return hasBrand(value, OPTION_ERROR_BRAND);
 }
 
 /**
@@ -235,7 +235,12 @@ export function isOptionError(value: unknown): value is OptionError {
  * @returns Whether it is a RunTerminatedError.
  */
 export function isRunTerminatedError(value: unknown): value is RunTerminatedError {
-  return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[TERMINATED_BRAND] === true;
+  return hasBrand(value, TERMINATED_BRAND);
+}
+
+/** Set by the constructor of every copy of the library: `instanceof` sees only this copy's classes. */
+function hasBrand(value: unknown, brand: symbol): boolean {
+  return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[brand] === true;
 }
 
 function describeFailure(init: TaskErrorInit): string {
