@@ -316,10 +316,13 @@ function positiveInteger(name: string, value: unknown, fallback: number): number
  * megabytes written where bytes are meant.
  */
 const MIN_WORKER_RSS = 16 * 2 ** 20;
+/** The largest `maxWorkerRss` read as megabytes in the message (64 GiB). */
+const MAX_MIB_MEANT = 2 ** 16;
 
 function workerRssLimit(value: unknown): number {
   if (typeof value === 'number' && value > 0 && value < MIN_WORKER_RSS) {
-    const hint = value >= 1 ? `; for ${value} MiB write ${value} * 2 ** 20` : '';
+    // A whole number small enough to be a count of megabytes gets the fix for that reading.
+    const hint = Number.isInteger(value) && value <= MAX_MIB_MEANT ? `; for ${value} MiB write ${value} * 2 ** 20` : '';
     throw new OptionError(
       'maxWorkerRss',
       '',

@@ -24,6 +24,7 @@ const invalid: Array<[string, Record<string, unknown>, RegExp]> = [
   ['retries.on not an array', { retries: { retries: 1, on: 'threw' } }, /^options\.retries\.on must be an array of failure kinds/],
   ['unknown option', { concurency: 2 }, /^options\.concurency is not an option; the options are concurrency, /],
   ['maxWorkerRss in megabytes', { maxWorkerRss: 512 }, /^options\.maxWorkerRss is in bytes and must be at least 16777216 \(16 MiB, less than any Node process takes\), got 512; for 512 MiB write 512 \* 2 \*\* 20$/],
+  ['maxWorkerRss in bytes, too small', { maxWorkerRss: 1_000_000 }, /^options\.maxWorkerRss is in bytes and must be at least 16777216 \(16 MiB, less than any Node process takes\), got 1000000$/],
   ['maxWorkerRss fraction', { maxWorkerRss: 0.5 }, /^options\.maxWorkerRss is in bytes and must be at least 16777216 \(16 MiB, less than any Node process takes\), got 0\.5$/],
   ['maxWorkerRss 0', { maxWorkerRss: 0 }, /^options\.maxWorkerRss must be a number of at least 16777216, got 0$/],
   ['maxWorkerRss string', { maxWorkerRss: '1G' }, /^options\.maxWorkerRss must be a number of at least 16777216, got "1G"$/],
