@@ -5,8 +5,26 @@
  */
 import type { LoadReading } from './load/samplers.js';
 
-/** Where a run is in its life. */
-export type RunState = 'idle' | 'running' | 'completed' | 'failed' | 'terminated';
+/**
+ * Where a run is in its life:
+ * - `'idle'`: not started (no subscriber yet);
+ * - `'running'`: started;
+ * - `'stopping'`: terminated, or failed in fail-fast mode, and waiting for its processes to be
+ *   gone (at most `killTimeout` and a moment more); no task starts or ends any more;
+ * - `'completed'`, `'failed'`, `'terminated'`: ended, every process gone. A run that stops goes
+ *   through `'stopping'` first (unless it had not started).
+ *
+ * @example
+ * ```ts
+ * import { schedule$, commandTask } from 'async-process-scheduler';
+ *
+ * const run = schedule$([commandTask('sleep', ['10'])]);
+ * run.progress$.subscribe((p) => console.log(p.state)); // idle, running, then stopping and terminated
+ * setTimeout(() => void run.terminate(), 500); // a Stop button
+ * await run.toOrderedArray().catch(() => {}); // rejects with RunTerminatedError
+ * ```
+ */
+export type RunState = 'idle' | 'running' | 'stopping' | 'completed' | 'failed' | 'terminated';
 
 /** A snapshot of a run, as emitted by `progress$`. */
 export interface Progress {
@@ -17,12 +35,15 @@ export interface Progress {
   completed: number;
   /** Tasks that failed (in settle mode; in fail-fast mode at most 1). */
   failed: number;
-  /** Tasks executing now. A task whose worker process is still starting counts as queued. */
+  /**
+   * Tasks executing now. A task whose worker process is still starting counts as queued. 0 from
+   * the `'stopping'` snapshot on: what was running then is counted in `cancelled`.
+   */
   running: number;
   /**
    * Tasks that had started (they were executing, or between two attempts of a retry) when the
    * run was terminated or failed, and were stopped: they neither completed nor failed. 0 until
-   * the run ends that way.
+   * the run stops that way (from the `'stopping'` snapshot on).
    */
   cancelled: number;
   /**
@@ -43,7 +64,7 @@ export interface Progress {
   elapsedMs: number;
   /**
    * Estimated milliseconds until the end (whole), once the total is known and a task has ended;
-   * 0 once the run has ended, however it ended.
+   * `undefined` while the run is stopping; 0 once it has ended, however it ended.
    */
   etaMs: number | undefined;
   /** Sum of the weights of the tasks that ended (see `TaskOptions.weight`). */
@@ -98,7 +119,7 @@ export class ProgressState {
     const total = this.total;
     const weightTotal = this.weightTotal ?? (total !== undefined && this.pulled >= total ? this.weightPulled : undefined);
     let etaMs: number | undefined;
-    if (this.state !== 'running') etaMs = this.state === 'idle' ? undefined : 0;
+    if (this.state !== 'running') etaMs = this.state === 'idle' || this.state === 'stopping' ? undefined : 0;
     else if (total !== undefined && ended > 0) {
       const doneShare = weightTotal ? this.weightDone / weightTotal : ended / total;
       etaMs = doneShare > 0 ? Math.round((elapsedMs / doneShare) * (1 - doneShare)) : undefined;

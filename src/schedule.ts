@@ -494,6 +494,12 @@ export class RunCore<T, M extends RunMode> {
       () => this.#finish(state, terminal),
       (error) => this.#finish(state, { kind: 'error', error }),
     );
+    if (!graceful) {
+      // Say at once that the run is stopping: its processes may take up to killTimeout to go, and
+      // a GUI's Stop button should not go on showing the run as running meanwhile.
+      this.#state.state = 'stopping';
+      this.progress.next(this.#state.snapshot(0));
+    }
     // Only now: the teardowns run user code (the source's finalize, say), which may subscribe to
     // the run or call terminate(), and must then wait for the end above.
     subscription?.unsubscribe();

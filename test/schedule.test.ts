@@ -249,8 +249,40 @@ test('the last snapshot of a run that failed fast counts the task it stopped as 
   source.next(typed.fail('boom'));
   await failed;
   await run.terminate();
+  t.like(snapshots.at(-2), { state: 'stopping', completed: 0, failed: 1, running: 0, cancelled: 1, etaMs: undefined });
   t.like(snapshots.at(-1), { state: 'failed', completed: 0, failed: 1, running: 0, cancelled: 1 });
   t.deepEqual(await waitGone(pids), []);
+});
+
+test("progress$ says 'stopping' from terminate() on, while the processes go, and 'terminated' once they are gone", async (t) => {
+  // A command that ignores SIGTERM: it goes only at killTimeout's SIGKILL.
+  const run = schedule$([commandTask('sh', ['-c', "trap '' TERM; sleep 30"]), commandTask('sleep', ['30'])], { concurrency: 1, killTimeout: 800 });
+  const snapshots: Progress[] = [];
+  run.progress$.subscribe((p) => snapshots.push(p));
+  const done = run.toOrderedArray();
+  await first(run.progress$, (p) => p.running === 1);
+  const pids = run.pids();
+  t.is(pids.length, 1);
+  const stopped = run.terminate();
+  t.like(snapshots.at(-1), { state: 'stopping', total: 2, completed: 0, failed: 0, running: 0, cancelled: 1, queued: 1, etaMs: undefined });
+  let last: Progress | undefined;
+  run.progress$.subscribe((p) => (last = p));
+  t.is(last?.state, 'stopping', 'a late subscriber gets it too');
+  t.deepEqual(pids.filter(isAlive), pids, 'its process is still there');
+  await stopped;
+  t.deepEqual(pids.filter(isAlive), [], 'gone when the run says terminated');
+  t.deepEqual([...new Set(snapshots.map((p) => p.state))], ['idle', 'running', 'stopping', 'terminated']);
+  t.like(snapshots.at(-1), { state: 'terminated', running: 0, cancelled: 1, queued: 1, etaMs: 0 });
+  await t.throwsAsync(done, { instanceOf: RunTerminatedError });
+});
+
+test("a run that completes does not go through 'stopping'", async (t) => {
+  const run = schedule$([1, 2, 3].map((x) => typed.square(x)), { concurrency: 2, progressInterval: 0 });
+  const states = new Set<string>();
+  run.progress$.subscribe((p) => states.add(p.state));
+  t.deepEqual(await run.toOrderedArray(), [1, 4, 9]);
+  await lastValueFrom(run.progress$);
+  t.deepEqual([...states], ['idle', 'running', 'completed']);
 });
 
 test('a task that throws something other than an Error fails with what it threw, fields included', async (t) => {
