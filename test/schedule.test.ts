@@ -595,6 +595,25 @@ test('task progress from inside a worker reaches taskProgress$ with the task ind
   ]);
 });
 
+test("what a task's timer reports after the task has ended is dropped, not credited to the task running then; what it prints is marked as its own", async (t) => {
+  // Task 0 returns at once; its timer fires 150 ms later, while task 1 (600 ms) runs on the same worker.
+  const quiet = schedule$([typed.leaveBehind('A', 150, false), typed.sleepThen(600, 2)], { concurrency: 1 });
+  const reports: Array<{ index: number; value: unknown }> = [];
+  quiet.taskProgress$.subscribe((e) => reports.push(e));
+  t.deepEqual(await quiet.toOrderedArray(), ['A', 2]);
+  t.deepEqual(reports, [], "task 0's late report is not task 1's progress");
+
+  const captured = schedule$([typed.leaveBehind('A', 150, true), typed.sleepThen(600, 2)], { concurrency: 1, output: 'capture' });
+  const lines: Array<[number | undefined, string]> = [];
+  captured.output$.subscribe((l) => lines.push([l.index, l.line]));
+  const captureReports: unknown[] = [];
+  captured.taskProgress$.subscribe((e) => captureReports.push(e));
+  t.deepEqual(await captured.toOrderedArray(), ['A', 2]);
+  await lastValueFrom(captured.output$, { defaultValue: undefined });
+  t.deepEqual(lines, [[0, 'late line from A']]);
+  t.deepEqual(captureReports, []);
+});
+
 test('progress$ replays the latest snapshot and ends with consistent counts', async (t) => {
   const run = schedule$([1, 2, 3, 4, 5].map((x) => typed.square(x)), { concurrency: 2, progressInterval: 0 });
   const idle = await first(run.progress$, () => true);

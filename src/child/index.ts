@@ -7,10 +7,17 @@
  */
 import { TAG, workerHook } from '../runtime/protocol.js';
 
+// A task module that reports progress: the worker tells each task's reports from those of code an
+// earlier task left behind.
+workerHook()?.trackTasks?.();
+
 /**
  * Reports intermediate progress of the current task to the parent, where it arrives on the
  * run's `taskProgress$` as `{ index, value }`. Works in a module task (inside a worker) and in a
  * process task (a process you forked). Outside a child process it does nothing.
+ *
+ * A report is the task's whose code made it, however late: one made by a timer a task left
+ * behind, firing once that task has returned (while the worker runs the next), is dropped.
  *
  * `value` can be anything that can be cloned: a fraction, a `{ done, of }` object, a message.
  *

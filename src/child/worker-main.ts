@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { basename, dirname, join } from 'node:path';
@@ -87,9 +88,29 @@ const YIELD_AFTER_MS = 10;
 /** Tasks shorter than this (µs) are not worth a CPU-time reading (see pump). */
 const CPU_TIMING_MIN_US = 100;
 
+/** The task a piece of code runs for (see {@link owners}). */
+interface TaskOwner {
+  readonly id: number;
+  readonly index: number | undefined;
+}
+/**
+ * Each task's own async context, once something needs to know which task a piece of code runs
+ * for: a task module that loads the child API (reportProgress), or captured output. A timer a
+ * task left behind may fire while the next task runs; its reports are then dropped, and what it
+ * prints is marked as the task's that set it, instead of being credited to the one running.
+ * Off until then: a context costs every task a little, and every promise a hook.
+ */
+let owners: AsyncLocalStorage<TaskOwner> | undefined;
+
+/** A report or write made now comes from a task other than the one running (one that has ended). */
+function strayOwner(): TaskOwner | undefined {
+  const owner = owners?.getStore();
+  return owner !== undefined && owner.id !== currentId ? owner : undefined;
+}
+
 const hook: WorkerHook = {
   reportProgress(value: unknown) {
-    if (currentId === undefined) return;
+    if (currentId === undefined || strayOwner()) return;
     try {
       post({ [TAG]: 'progress', id: currentId, value });
     } catch (error) {
@@ -102,6 +123,9 @@ const hook: WorkerHook = {
   },
   get loading() {
     return loadingUrl;
+  },
+  trackTasks() {
+    owners ??= new AsyncLocalStorage();
   },
 };
 /** The task module being imported: a run started meanwhile would start in every worker (see schedule$). */
@@ -129,9 +153,17 @@ for (const stream of [process.stdout, process.stderr]) {
   let marked = 0;
   const write = stream.write;
   stream.write = function markedWrite(this: typeof stream, ...args: unknown[]): boolean {
-    if (marking && marked !== markSeq) {
-      marked = markSeq;
-      write.call(this, outputMark(markIndex));
+    if (marking) {
+      const stray = strayOwner();
+      if (stray) {
+        // Written by a timer of a task that has ended: its own. The running task's next write
+        // gets its mark again.
+        write.call(this, outputMark(stray.index));
+        marked = -1;
+      } else if (marked !== markSeq) {
+        marked = markSeq;
+        write.call(this, outputMark(markIndex));
+      }
     }
     return (write as (...a: unknown[]) => boolean).apply(this, args);
   } as typeof write;
@@ -146,6 +178,7 @@ function onMessage(received: unknown): void {
     if (message.defs) for (const [id, url, name] of message.defs) functions.set(id, { url, name, timeCpu: true, long: true });
     const tasks = message.tasks;
     if (message.indexed) {
+      owners ??= new AsyncLocalStorage();
       for (let i = 0; i + INDEXED_TASK_WIDTH <= tasks.length; i += INDEXED_TASK_WIDTH) queue.push(tasks[i], tasks[i + 1], tasks[i + 2], tasks[i + 3]);
     } else {
       for (let i = 0; i + TASK_WIDTH <= tasks.length; i += TASK_WIDTH) queue.push(tasks[i], tasks[i + 1], tasks[i + 2], undefined);
@@ -367,7 +400,7 @@ function runReady(): Stop {
     let status: ResultStatus = FULFILLED;
     let value: unknown;
     try {
-      value = def.fn!(...args);
+      value = owners ? owners.run({ id, index }, def.fn!, ...args) : def.fn!(...args);
       if (isThenable(value)) {
         // Before the await: messages may come meanwhile (finish listens again for the others).
         keepListening();

@@ -266,6 +266,12 @@ export interface WorkerHook {
   readonly taskId: number | undefined;
   /** The task module this worker is loading (evaluating its top level), if any. */
   readonly loading: string | undefined;
+  /**
+   * Called by the child API as it loads: from then on, a report made by code a task left behind
+   * (a timer that fires during a later task) is told apart and dropped. Absent in a worker of an
+   * older copy of the library.
+   */
+  trackTasks?(): void;
 }
 
 /** The hook of the worker this code runs in; undefined outside a worker. */
