@@ -710,6 +710,18 @@ test('the last subscriber leaving on the last value does not make a run whose ta
   t.is((await lastValueFrom(three.progress$)).state, 'completed');
 });
 
+test("the last subscriber leaving on a generator's last value terminates the run: it could not know the task was the last (documented)", async (t) => {
+  function* oneTask() {
+    yield typed.sleepThen(100, 9);
+  }
+  // One slot, busy for the task's 100 ms: the generator is asked again only after the result went out.
+  const run = schedule$(oneTask(), { concurrency: 1 });
+  t.is((await firstValueFrom(run)).value, 9);
+  const last = await lastValueFrom(run.progress$);
+  t.like(last, { state: 'terminated', total: undefined, completed: 1, cancelled: 0 });
+  await t.throwsAsync(lastValueFrom(run), { instanceOf: RunTerminatedError });
+});
+
 test('a subscriber that comes while a run is stopping gets the end with everyone else, once its processes are gone', async (t) => {
   const run = schedule$([commandTask('sh', ['-c', "trap '' TERM; sleep 30"])], { killTimeout: 800 });
   const early = run.toOrderedArray();
