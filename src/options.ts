@@ -102,7 +102,11 @@ export interface ScheduleOptions {
    * @default false
    */
   settle?: boolean;
-  /** Aborting this signal terminates the run, as unsubscribing does. */
+  /**
+   * Aborting this signal terminates the run, as `terminate()` does, whether it has started or
+   * not: its streams end with a `RunTerminatedError` whose `cause` is the abort's reason. A run
+   * given a signal that has already aborted is terminated from the start.
+   */
   signal?: AbortSignal;
   /** Default per-task timeout in milliseconds, counted from each task's start. @default none */
   timeout?: number;

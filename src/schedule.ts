@@ -28,6 +28,9 @@ import { workerHook } from './runtime/protocol.js';
 import type { JobEvents, JobHandle, TaskRuntime, TaskStats } from './runtime/runtime.js';
 import { NO_OPTIONS, isTask, taskLabel, taskShapeProblem, type Task, type TaskValue } from './task.js';
 
+/** Stops a run's wait on its signal once the run is collected (see RunCore.#watch). */
+const forgetWhenCollected = new FinalizationRegistry<() => void>((stop) => stop());
+
 /** A task that ended well. The run emits these, in the order tasks finish. */
 export interface TaskResult<T> {
   /** Always `'fulfilled'`, so results and failures can be told apart in settle mode. */
@@ -265,6 +268,31 @@ export class RunCore<T, M extends RunMode> {
     if (initial > 0) this.concurrency.next(initial);
     this.progress.next(this.#state.snapshot(0));
     this.#innerContext = new InnerContext(this.#state, options.settle, this, this.taskProgress);
+    if (options.signal) this.#watch(options.signal);
+  }
+
+  /**
+   * Ends the run when `signal` aborts, started or not (as terminate() would), and at once if it
+   * has. A run nobody subscribed to and nobody holds is not kept alive by a long-lived signal:
+   * the signal holds it weakly, and forgets it once it is collected.
+   */
+  #watch(signal: AbortSignal): void {
+    if (signal.aborted) {
+      this.#aborted(signal);
+      return;
+    }
+    const run = new WeakRef(this);
+    const stop = whenAborted(signal, () => {
+      const live = run.deref();
+      if (live) live.#aborted(signal);
+    });
+    this.#abortListener = stop;
+    forgetWhenCollected.register(this, stop, this);
+  }
+
+  #aborted(signal: AbortSignal): void {
+    const before = this.#state.state === 'idle' ? ' before it started' : '';
+    void this.terminate(new RunTerminatedError(`the run was aborted${before}`, { cause: signal.reason }));
   }
 
   /** Subscribes `subscriber` to one of the result streams, counting it; starts the run. */
@@ -332,10 +360,6 @@ export class RunCore<T, M extends RunMode> {
   #start(): void {
     const options = this.#options;
     const state = this.#state;
-    if (options.signal?.aborted) {
-      this.#end('terminated', { kind: 'error', error: new RunTerminatedError('the run was aborted before it started', { cause: options.signal.reason }) });
-      return;
-    }
     state.state = 'running';
     state.startedAt = performance.now();
     const runtime = new LocalRuntime({
@@ -377,12 +401,6 @@ export class RunCore<T, M extends RunMode> {
     // buffer, called directly rather than through a Subject and an operator (two Subscribers per task).
     const output = new RunOutput<T, M>(this, options.settle);
     const merged = mergeWithLimit<Task, TaskOutcome<T>>(new TaskFeed<T>(this, runtime, this.#source, admission$, state));
-
-    if (options.signal) {
-      const signal = options.signal;
-      const onAbort = () => void this.terminate(new RunTerminatedError('the run was aborted', { cause: signal.reason }));
-      this.#abortListener = whenAborted(signal, onAbort);
-    }
 
     subscription.add(merged.subscribe(output));
     this.#progressChanged();
@@ -513,6 +531,7 @@ export class RunCore<T, M extends RunMode> {
   #finish(state: 'completed' | 'failed' | 'terminated', terminal: Terminal): void {
     this.#finished = true;
     this.#abortListener?.();
+    forgetWhenCollected.unregister(this);
     clearTimeout(this.#progressTimer);
     this.#state.state = state;
     this.#state.endedAt = performance.now();

@@ -674,6 +674,28 @@ test('aborting the signal terminates the run with RunTerminatedError and kills i
   t.deepEqual(pids.filter(isAlive), []);
 });
 
+test('aborting the signal of a run nobody has subscribed to yet ends it, as terminate() would: progress$ says so, and no task runs', async (t) => {
+  const controller = new AbortController();
+  const run = schedule$([typed.pid()], { signal: controller.signal });
+  const states: string[] = [];
+  run.progress$.subscribe((p) => states.push(p.state));
+  controller.abort(new Error('the user closed the window'));
+  const last = await lastValueFrom(run.progress$);
+  t.like(last, { state: 'terminated', completed: 0, cancelled: 0, queued: 1 });
+  t.deepEqual(states, ['idle', 'terminated']);
+  const error = await t.throwsAsync(run.toOrderedArray(), { instanceOf: RunTerminatedError, message: 'the run was aborted before it started' });
+  t.is((error.cause as Error).message, 'the user closed the window');
+  t.deepEqual(run.pids(), []);
+  t.is(getEventListeners(controller.signal, 'abort').length, 0);
+});
+
+test('a run given a signal that has already aborted is terminated from the start', async (t) => {
+  const run = schedule$([typed.pid()], { signal: AbortSignal.abort(new Error('too late')) });
+  t.is((await lastValueFrom(run.progress$)).state, 'terminated');
+  const error = await t.throwsAsync(lastValueFrom(run), { instanceOf: RunTerminatedError, message: 'the run was aborted before it started' });
+  t.is((error.cause as Error).message, 'too late');
+});
+
 test('runs that share one signal add one listener to it, not one each (no leak warning past ten), and all end on abort', async (t) => {
   const controller = new AbortController();
   const warnings: Error[] = [];
