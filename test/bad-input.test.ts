@@ -1,6 +1,6 @@
 import test from 'ava';
 import { TaskError, commandTask, moduleTask, processTask, schedule$, taskModule, type Progress, type TaskFailure, type TaskResult } from '../src/index.js';
-import { fixture, work } from './helpers.js';
+import { fixture, waitGone, work } from './helpers.js';
 
 /** Runs tasks in settle mode and returns each failure (undefined for successes), in input order. */
 async function failures(tasks: unknown[]): Promise<Array<TaskError | undefined>> {
@@ -287,12 +287,14 @@ test('an environment variable that is not a string: the command is invalid, nami
 test("a task that removes the process's 'message' listeners: its worker still hears the next tasks", async (t) => {
   // Before, the tasks sent next were dropped, unheard, and the run waited for them forever.
   t.timeout(30_000);
-  // Removed, or taken over (a listener of the task's own added, as a library might).
-  for (const fn of ['deafen', 'hijack']) {
+  // Removed, taken over (a listener of the task's own added, as a library might), or every
+  // listener of the process removed (Node's own, which keep the IPC channel referenced, with them).
+  for (const fn of ['deafen', 'hijack', 'deafenAll']) {
     const tasks = [moduleTask(work, fn, []), moduleTask(work, 'square', [2]), moduleTask(work, 'pid', [])];
     const [pid, four, samePid] = await schedule$(tasks, { concurrency: 1 }).toOrderedArray();
     t.is(four, 4, fn);
     t.is(samePid, pid, `${fn}: in the same worker`);
+    t.deepEqual(await waitGone([pid as number]), [], `${fn}: the worker is gone after the run`);
   }
 });
 

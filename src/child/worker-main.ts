@@ -231,6 +231,11 @@ function keepListening(): void {
   listenersRemoved = false;
   const emitter = process as NodeJS.EventEmitter;
   for (const [event, listener] of ours) if (!emitter.listeners(event).includes(listener)) emitter.on(event, listener);
+  // Node keeps the IPC channel referenced while 'message' has listeners, through listeners of its
+  // own on 'newListener' and 'removeListener'. process.removeAllListeners() removes those too: the
+  // channel, unreferenced, would no longer keep this process alive, and it would exit between two
+  // tasks. Referenced explicitly from now on: the worker leaves on 'disconnect' anyway.
+  process.channel?.ref();
 }
 
 // The parent let go of this worker (it retires it, exited, or was killed): nothing will read our
