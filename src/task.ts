@@ -284,7 +284,8 @@ export function commandTask(file: string, args: readonly string[] = [], options:
  * const tasks = [1, 2, 3].map((n) => processTask<number>(() => fork(calc, [String(n)], { detached: true })));
  * console.log(await schedule$(tasks).toOrderedArray()); // [2, 4, 6]
  * ```
- * @param factory Creates the process, with an IPC channel (`fork`, or `spawn` with `'ipc'` in `stdio`).
+ * @param factory Creates the process, with an IPC channel: `fork`, `spawn` with `'ipc'` in `stdio`,
+ *   or execa's `execaNode` (its subprocess is a ChildProcess; its promise is left alone).
  * @param options Per-task options.
  * @returns A task to pass to {@link schedule$}.
  */

@@ -268,6 +268,28 @@ test('an async process-task factory: invalid, saying the factory must be synchro
   t.deepEqual(await waitGone([started!.pid!]), [], 'the process it made is gone: its IPC channel no longer holds this program open');
 });
 
+test("a process task whose factory returns execa's subprocess (a ChildProcess that is also a promise): it runs as a process, and is killed when it has no channel", async (t) => {
+  const { execa, execaNode } = await import('execa');
+  const script = fileURLToPath(new URL('./fixtures/send-result.ts', import.meta.url));
+  const unhandled: unknown[] = [];
+  const onUnhandled = (reason: unknown) => unhandled.push(reason);
+  process.on('unhandledRejection', onUnhandled);
+  t.teardown(() => void process.off('unhandledRejection', onUnhandled));
+
+  // With a channel (execaNode gives one): its first message is the result.
+  let withIpc: ChildProcess | undefined;
+  const [value] = await schedule$([processTask(() => (withIpc = execaNode(script, ['21'], { nodeOptions: ['--import=tsx'], detached: true })))]).toOrderedArray();
+  t.is(value, 42);
+  // Without: invalid, and killed (before, it was rejected as a Promise and left running).
+  let bare: ChildProcess | undefined;
+  const error = await failureOf(processTask(() => (bare = execa('sleep', ['30'], { detached: true }))));
+  t.is(error.kind, 'invalid');
+  t.regex(error.message, /its process has no IPC channel/);
+  t.deepEqual(await waitGone([withIpc!.pid!, bare!.pid!]), []);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  t.deepEqual(unhandled, [], "execa's promise, rejected by the kill, is handled");
+});
+
 test('a process task whose factory returns a process that has already ended: invalid at once (its exit would never come), its pid not kept', async (t) => {
   const ended = spawn(process.execPath, ['-e', ''], { stdio: ['ignore', 'ignore', 'ignore', 'ipc'] });
   await once(ended, 'exit');

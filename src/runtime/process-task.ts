@@ -48,7 +48,12 @@ export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks:
     hooks.rejected({ kind: 'invalid', detail: `its process factory threw ${remote.name}: ${remote.message}`, remote });
     return undefined;
   }
-  if (isThenable(child)) {
+  if (child instanceof ChildProcess && isThenable(child)) {
+    // A process that is also a promise of its end (execa's subprocess): the process is what
+    // counts. Its promise rejects when the process is killed, which unhandled would end the
+    // program; the factory's caller gave it up, so it is handled here.
+    (child as PromiseLike<unknown>).then(undefined, () => {});
+  } else if (isThenable(child)) {
     // An async factory: the process it resolves to would run untracked, and its IPC channel
     // would hold this program open. It is killed as soon as it comes.
     void Promise.resolve(child).then(
