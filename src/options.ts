@@ -11,6 +11,7 @@ import {
 import { DEFAULT_RETRY_ON } from './retry.js';
 import { optimalConcurrency } from './optimal-concurrency.js';
 import { WorkerPool } from './pool.js';
+import { DEFAULT_START_TIMEOUT } from './runtime/worker-process.js';
 
 /** How many tasks may run at once. */
 export type ConcurrencyOption = number | Observable<number> | 'auto';
@@ -156,6 +157,14 @@ export interface ScheduleOptions {
   progressInterval?: number;
   /** Extra Node flags for worker processes, added to the parent's `execArgv`. @default [] */
   workerExecArgv?: readonly string[];
+  /**
+   * A worker process that has not started within this many ms (Node itself, and the preloads of
+   * `workerExecArgv`; loading task modules comes after and is not counted) is killed, and its
+   * tasks wait for the next one; after three in a row, the run's module tasks fail with kind
+   * `'spawn'`, saying so. A preload that never finishes would otherwise hold them for ever.
+   * @default 30000
+   */
+  workerStartTimeout?: number;
   /** Environment of worker processes; each value a string (or undefined, left out). @default process.env */
   workerEnv?: NodeJS.ProcessEnv;
   /**
@@ -188,6 +197,7 @@ export interface ResolvedOptions {
   output: OutputMode;
   progressInterval: number;
   workerExecArgv: readonly string[];
+  workerStartTimeout: number;
   workerEnv: NodeJS.ProcessEnv | undefined;
   pool: WorkerPool | undefined;
 }
@@ -195,7 +205,7 @@ export interface ResolvedOptions {
 export const KNOWN = new Set<string>([
   'concurrency', 'cpuTarget', 'cpuHysteresis', 'sampleInterval', 'minConcurrency', 'maxConcurrency',
   'concurrencyStep', 'minFreeMemory', 'settle', 'signal', 'timeout', 'retries', 'killTimeout', 'maxTasksPerWorker',
-  'idleTimeout', 'maxWorkerRss', 'output', 'progressInterval', 'workerExecArgv', 'workerEnv', 'pool',
+  'idleTimeout', 'maxWorkerRss', 'output', 'progressInterval', 'workerExecArgv', 'workerStartTimeout', 'workerEnv', 'pool',
 ]);
 
 /** Throws the OptionError for options that are not an object; `where` prefixes the message (`warm(count, options): `). */
@@ -299,6 +309,7 @@ export function resolveOptions(options: ScheduleOptions | undefined, names: { cp
     output,
     progressInterval: numberIn('progressInterval', o.progressInterval, 50, 0, 2 ** 31 - 1),
     workerExecArgv: o.workerExecArgv ?? [],
+    workerStartTimeout: numberIn('workerStartTimeout', o.workerStartTimeout, DEFAULT_START_TIMEOUT, 1, 2 ** 31 - 1),
     workerEnv: o.workerEnv,
     pool: o.pool,
   };

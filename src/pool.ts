@@ -29,7 +29,7 @@ export interface WorkerPoolOptions {
  * What {@link WorkerPool.warm} prepares: the worker settings it starts workers with (a run uses
  * them only if its own match), and the task modules they load.
  */
-export interface WarmOptions extends Pick<ScheduleOptions, 'output' | 'workerExecArgv' | 'workerEnv'> {
+export interface WarmOptions extends Pick<ScheduleOptions, 'output' | 'workerExecArgv' | 'workerStartTimeout' | 'workerEnv'> {
   /**
    * Task modules every idle worker with these settings imports before `warm()` resolves, as
    * `moduleTask` takes them (a URL, a `file:` URL string, or an absolute path). The first task of
@@ -42,7 +42,7 @@ export interface WarmOptions extends Pick<ScheduleOptions, 'output' | 'workerExe
   modules?: ReadonlyArray<string | URL>;
 }
 const POOL_KEYS: ReadonlySet<string> = new Set(['idleTimeout', 'maxIdleWorkers', 'killTimeout']);
-const WARM_KEYS: ReadonlySet<string> = new Set(['output', 'workerExecArgv', 'workerEnv', 'modules']);
+const WARM_KEYS: ReadonlySet<string> = new Set(['output', 'workerExecArgv', 'workerStartTimeout', 'workerEnv', 'modules']);
 
 const lenders = new WeakMap<WorkerPool, WorkerLender>();
 
@@ -168,14 +168,19 @@ export class WorkerPool {
     const modules = warmModules(options.modules);
     if (this.#closed) throw new Error('the WorkerPool is closed: warm() cannot start workers in it');
     // The same validation and defaults as a run's, so that the workers fit the runs meant to use them.
-    const { output, workerExecArgv, workerEnv } = resolveOptions({ output: options.output, workerExecArgv: options.workerExecArgv, workerEnv: options.workerEnv });
+    const { output, workerExecArgv, workerStartTimeout, workerEnv } = resolveOptions({
+      output: options.output,
+      workerExecArgv: options.workerExecArgv,
+      workerStartTimeout: options.workerStartTimeout,
+      workerEnv: options.workerEnv,
+    });
     const config: WorkerConfig = { output, execArgv: workerExecArgv, env: workerEnv };
     const started: WorkerProcess[] = [];
     // Idle ones another warm() is still starting count too: this one waits for them as well.
     const counted = [...this.#idle.keys()].filter((w) => w.fits(config)).slice(0, count);
     try {
       for (let have = counted.length; have < count && this.#idle.size < this.#maxIdle; have++) {
-        const worker = new WorkerProcess({ ...config, killTimeout: this.#killTimeout }, this.#listener);
+        const worker = new WorkerProcess({ ...config, killTimeout: this.#killTimeout, startTimeout: workerStartTimeout }, this.#listener);
         started.push(worker);
         counted.push(worker);
         // Held until this warm() is done (see #held): it keeps the program alive meanwhile, so that
@@ -185,10 +190,12 @@ export class WorkerPool {
       }
       const booted = await Promise.all(counted.map((w) => w.booted));
       if (this.#closed && booted.includes(false)) throw new Error('the WorkerPool was closed while warm() was starting its workers');
-      // One stopped by the library (a run that took it and was terminated, say) did not fail.
-      const failed = counted.find((w, i) => !booted[i] && !w.stopped);
+      // One stopped by the library (a run that took it and was terminated, say) did not fail,
+      // unless it was stopped for not starting in time.
+      const failed = counted.find((w, i) => !booted[i] && (!w.stopped || w.startError !== undefined));
       if (failed) {
         const why = failed.stderrReason();
+        if (failed.startError !== undefined) throw new Error(`a worker process could not be started (${failed.startError})`);
         throw new Error(`a worker process exited while starting (${describeExit(failed.exitCode, failed.exitSignal)})${why ? `: ${why}` : ''}`);
       }
       if (modules.length > 0) await this.#preload(config, modules);

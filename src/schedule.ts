@@ -372,6 +372,7 @@ export class RunCore<T, M extends RunMode> {
       maxWorkerRss: options.maxWorkerRss,
       output: options.output,
       workerExecArgv: options.workerExecArgv,
+      workerStartTimeout: options.workerStartTimeout,
       workerEnv: options.workerEnv,
       pool: options.pool && lenderOf(options.pool),
       progress: this.#innerContext,

@@ -29,6 +29,8 @@ const invalid: Array<[string, Record<string, unknown>, RegExp]> = [
   ['maxWorkerRss 0', { maxWorkerRss: 0 }, /^options\.maxWorkerRss must be a number of at least 16777216, got 0$/],
   ['maxWorkerRss string', { maxWorkerRss: '1G' }, /^options\.maxWorkerRss must be a number of at least 16777216, got "1G"$/],
   ['workerExecArgv not strings', { workerExecArgv: [1] }, /^options\.workerExecArgv must be an array of strings/],
+  ['workerStartTimeout 0', { workerStartTimeout: 0 }, /^options\.workerStartTimeout must be a number from 1 to 2147483647, got 0$/],
+  ['workerStartTimeout Infinity', { workerStartTimeout: Infinity }, /^options\.workerStartTimeout must be a number from 1 to 2147483647, got Infinity$/],
 ];
 
 for (const [name, options, message] of invalid) {
@@ -104,6 +106,7 @@ test('defaults are filled in', (t) => {
   t.false(o.settle);
   t.is(o.maxTasksPerWorker, Infinity);
   t.is(o.killTimeout, 3000);
+  t.is(o.workerStartTimeout, 30_000);
   t.is(o.output, 'inherit');
   t.is(o.retries.retries, 0);
   t.true(o.maxConcurrency >= o.minConcurrency);

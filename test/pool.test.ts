@@ -199,6 +199,22 @@ test('a worker a run gives back while its start is stalled does not keep the pro
   t.deepEqual(await waitGone(pids), [], 'its workers, the stopped one too, went with it');
 });
 
+test('warm() rejects when a worker does not start within workerStartTimeout (a preload that never finishes), and the worker is gone', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aps-boothang-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const log = join(dir, 'boots');
+  const pool = newPool(t);
+  const warming = pool.warm(1, {
+    workerStartTimeout: 2000,
+    workerExecArgv: ['--import', fixture('chaos-boot.ts').href],
+    workerEnv: { ...process.env, APS_CHAOS_BOOT: 'hang', APS_CHAOS_BOOT_LOG: log },
+  });
+  await t.throwsAsync(warming, { message: 'a worker process could not be started (not started within workerStartTimeout, 2000 ms)' });
+  t.deepEqual(pool.pids(), []);
+  const booted = existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n').map(Number) : [];
+  t.deepEqual(await waitGone(booted), []);
+});
+
 test('a second warm() counts the workers another is starting, and waits for them: when they cannot start, both reject', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'aps-bootfail-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -488,7 +504,7 @@ test('bad pool options and a bad pool are OptionErrors that name the option', as
   await t.throwsAsync(pool.warm(1, { output: 'loud' as never }), { instanceOf: OptionError, message: /options\.output must be/ });
   await t.throwsAsync(pool.warm(1, { concurrency: 2 } as never), {
     instanceOf: OptionError,
-    message: 'warm(count, options): concurrency is not a warm() option; they are output, workerExecArgv, workerEnv, modules',
+    message: 'warm(count, options): concurrency is not a warm() option; they are output, workerExecArgv, workerStartTimeout, workerEnv, modules',
   });
   await t.throwsAsync(pool.warm(1, { modules: work.href as never }), { instanceOf: OptionError, message: /^warm\(count, options\): options\.modules must be an array of module URLs, got / });
   await t.throwsAsync(pool.warm(1, { modules: [work, 42 as never] }), { instanceOf: OptionError, message: 'warm(count, options): options.modules[1]: a module must be a URL or a string, got number' });

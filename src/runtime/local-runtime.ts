@@ -28,7 +28,7 @@ import { runProcessTask } from './process-task.js';
 import { checkRss } from './rss.js';
 import { FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW, roughSize } from './protocol.js';
 import type { ExecutingJob, JobEvents, JobHandle, JobSpec, TaskRuntime, TaskStats } from './runtime.js';
-import { HANDOVER_QUIET_MAX_MS, HANDOVER_QUIET_MS, WorkerProcess, describeExit, type FatalReport, type UnsendableTask, type WorkerConfig, type WorkerListener } from './worker-process.js';
+import { DEFAULT_START_TIMEOUT, HANDOVER_QUIET_MAX_MS, HANDOVER_QUIET_MS, START_TIMED_OUT, WorkerProcess, describeExit, type FatalReport, type UnsendableTask, type WorkerConfig, type WorkerListener } from './worker-process.js';
 
 /** Keeps idle workers between runs (a WorkerPool, seen from a run). */
 export interface WorkerLender {
@@ -49,6 +49,8 @@ export interface LocalRuntimeOptions {
   maxWorkerRss: number | undefined;
   output: OutputMode;
   workerExecArgv: readonly string[];
+  /** @default DEFAULT_START_TIMEOUT */
+  workerStartTimeout?: number;
   workerEnv: NodeJS.ProcessEnv | undefined;
   /** Where idle workers come from and go back to, if anywhere. */
   pool?: WorkerLender | undefined;
@@ -919,7 +921,7 @@ export class LocalRuntime implements TaskRuntime {
       lent.adopt(this.#listener, this.#options.killTimeout);
       return lent;
     }
-    return new WorkerProcess({ ...this.#workerConfig, killTimeout: this.#options.killTimeout }, this.#listener);
+    return new WorkerProcess({ ...this.#workerConfig, killTimeout: this.#options.killTimeout, startTimeout: this.#options.workerStartTimeout ?? DEFAULT_START_TIMEOUT }, this.#listener);
   }
 
   /**
@@ -1223,6 +1225,7 @@ export class LocalRuntime implements TaskRuntime {
 function startErrorHint(message: string): string {
   if (/\bE[MN]FILE\b/.test(message)) return ': too many open files; each worker holds four (its pipes and its channel): lower the concurrency, or raise the limit (ulimit -n)';
   if (/\bEAGAIN\b/.test(message)) return ': no more processes can be started (ulimit -u, or memory): lower the concurrency';
+  if (message.startsWith(START_TIMED_OUT)) return ': a preload in workerExecArgv that never finishes? (a slow one needs a longer workerStartTimeout)';
   return '';
 }
 

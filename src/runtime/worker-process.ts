@@ -43,11 +43,19 @@ function workerEntry(): URL {
   return bundled && (!compiled || bundled.mtimeMs >= compiled.mtimeMs - STALE_BUNDLE_MS) ? bundle : graph;
 }
 
+/** See ScheduleOptions.workerStartTimeout. */
+export const DEFAULT_START_TIMEOUT = 30_000;
+
+/** How {@link WorkerProcess.startError} begins for a worker that took too long to boot. */
+export const START_TIMED_OUT = 'not started within workerStartTimeout,';
+
 export interface WorkerOptions {
   output: OutputMode;
   execArgv: readonly string[];
   env: NodeJS.ProcessEnv | undefined;
   killTimeout: number;
+  /** Killed if it has not booted (sent 'ready') within this many ms; startError says so. */
+  startTimeout: number;
 }
 
 /** What a worker must have been started with to serve a run: see {@link WorkerProcess.fits}. */
@@ -181,6 +189,7 @@ export class WorkerProcess {
       this.#listener.output(line),
     );
     this.child.on('message', (message: unknown) => this.#onMessage(unpack(message) as WorkerMessage));
+    if (this.pid !== undefined) this.#limitStart(options.startTimeout);
     // 'error' here means a send failed after the channel closed ('exit' follows or has happened),
     // or that no process could be started (below).
     this.child.on('error', () => {});
@@ -212,6 +221,17 @@ export class WorkerProcess {
         });
       }
     });
+  }
+
+  /** A worker that never boots (a preload of workerExecArgv that never finishes) would be waited for for ever. */
+  #limitStart(ms: number): void {
+    const timer = setTimeout(() => {
+      if (this.ready || !this.alive) return;
+      this.startError = `${START_TIMED_OUT} ${ms} ms`;
+      void this.kill(this.#killTimeout);
+    }, ms);
+    timer.unref();
+    void this.booted.then(() => clearTimeout(timer));
   }
 
   /**

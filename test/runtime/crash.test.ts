@@ -151,6 +151,27 @@ test('workers that die while booting are not respawned in a loop: tasks fail wit
   t.deepEqual(leftovers([...pids, ...boots.map(Number)]), []);
 });
 
+test('workers whose start never ends (a preload that never finishes) are killed after workerStartTimeout: tasks fail with kind spawn, saying so', async (t) => {
+  const dir = tempDir(t, 'aps-boot-hang-');
+  const log = join(dir, 'boots');
+  // Long enough for a worker to reach the preload under tsx on a busy machine.
+  const { errors, pids } = await settle([chaos.square(1), chaos.square(2)], {
+    concurrency: 1,
+    workerStartTimeout: 2000,
+    workerExecArgv: ['--import', bootFixture],
+    workerEnv: { ...process.env, APS_CHAOS_BOOT: 'hang', APS_CHAOS_BOOT_LOG: log },
+  });
+  t.deepEqual(errors.map((e) => e?.kind), ['spawn', 'spawn']);
+  t.is(
+    errors[0]!.message,
+    'task #0 (chaos-tasks.ts#square) could not start: worker processes cannot be started (not started within workerStartTimeout, 2000 ms, 3 times in a row): ' +
+      'a preload in workerExecArgv that never finishes? (a slow one needs a longer workerStartTimeout)',
+  );
+  const boots = readFileSync(log, 'utf8').trim().split('\n').map(Number);
+  t.true(boots.length >= 1 && boots.length <= 3, `${boots.length} workers reached the preload`);
+  t.deepEqual(leftovers([...pids, ...boots]), []);
+});
+
 test("a preload that does not exist (--require /nonexistent.cjs): kind spawn, with Node's own message", async (t) => {
   const { errors } = await settle([chaos.square(1), chaos.square(2)], { concurrency: 2, workerExecArgv: ['--require', '/nonexistent.cjs'] });
   t.deepEqual(errors.map((e) => e?.kind), ['spawn', 'spawn']);
