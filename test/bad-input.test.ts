@@ -298,6 +298,25 @@ test("a task that removes the process's 'message' listeners: its worker still he
   }
 });
 
+test("a result too large for any message between processes (2 GiB or more) fails its task as invalid, saying so; the parent and the run go on", async (t) => {
+  // Before, the parent died of an uncaught exception in Node's channel code.
+  t.timeout(120_000);
+  const outcomes = await schedule$([moduleTask(work, 'bufferOf', [2 ** 31 + 2 ** 20]), moduleTask(work, 'bufferOf', [100 * 2 ** 20]), moduleTask(work, 'square', [3])], {
+    concurrency: 1,
+    settle: true,
+  }).toOrderedArray();
+  const [tooLarge, large, small] = outcomes;
+  t.is(tooLarge!.status, 'rejected');
+  const error = (tooLarge as TaskFailure).reason;
+  t.is(error.kind, 'invalid');
+  t.is(
+    error.message,
+    "task #0 (work.ts#bufferOf) is invalid: the task's result is too large to send to the parent process: 2049.0 MiB serialized, and a message between processes must be under 2047.9 MiB; write it to a file and return the file's path",
+  );
+  t.is(large?.status === 'fulfilled' && (large.value as Buffer).length, 100 * 2 ** 20, 'a large result that fits arrives');
+  t.like(small, { status: 'fulfilled', value: 9 });
+});
+
 test('reportProgress with a value that cannot be cloned: the task threw, naming reportProgress', async (t) => {
   const [error] = await failures([moduleTask(work, 'reportUncloneable', [])]);
   t.is(error!.kind, 'threw');

@@ -13,8 +13,8 @@ import { serialize } from 'node:v8';
 import { objectArray } from '../collections.js';
 import { toRemoteErrorInfo, type RemoteErrorInfo } from '../errors.js';
 import {
-  FULFILLED, FULFILLED_UNDEFINED, INDEXED_TASK_WIDTH, INVALID, RESULT_WIDTH, TAG, TASK_WIDTH, THREW, WORKER_HOOK,
-  jsonExact, outputMark, pack, unpack,
+  EXACT_SIZE_FROM, FULFILLED, FULFILLED_UNDEFINED, INDEXED_TASK_WIDTH, INVALID, MAX_MESSAGE_BYTES, RESULT_WIDTH, TAG, TASK_WIDTH, THREW, WORKER_HOOK,
+  jsonExact, outputMark, pack, roughSize, unpack,
   type ParentMessage, type ResultStatus, type WorkerHook, type WorkerMessage,
 } from '../runtime/protocol.js';
 import { isThenable } from '../thenable.js';
@@ -76,6 +76,8 @@ let outboxSince = 0;
 /** Every value in the outbox is jsonExact: the batch can go as JSON text (see protocol.ts). */
 let outboxPackable = true;
 
+/** A result at least this large (roughSize) goes back in a message of its own. */
+const SEND_ALONE_BYTES = 64 * 2 ** 20;
 // Results wait at most this long for companions before they are sent.
 const FLUSH_AFTER_MS = 2;
 /** After the parent let go: how long output may stay undrained before this process leaves anyway. */
@@ -461,9 +463,38 @@ function record(id: number, status: ResultStatus, value: unknown, durationUs: nu
     status = FULFILLED_UNDEFINED;
     value = null;
   }
-  if (outboxPackable) outboxPackable = status === FULFILLED_UNDEFINED || (status === FULFILLED && jsonExact(value));
+  if (status === FULFILLED && !(outboxPackable && jsonExact(value))) {
+    outboxPackable = false;
+    // Not plain data: it may be large (Buffers, typed arrays). Weighed, cheaply: a large one goes
+    // in a message of its own, and one too large for any message fails its task instead.
+    if (typeof value === 'object' && value !== null && roughSize(value) >= SEND_ALONE_BYTES) {
+      sendAlone(id, value, durationUs, cpuUs);
+      return;
+    }
+  } else if (outboxPackable) {
+    outboxPackable = status === FULFILLED_UNDEFINED || status === FULFILLED;
+  }
   outbox.push(id, status, value, durationUs, cpuUs);
   if (outbox.length >= FLUSH_AFTER_COUNT * RESULT_WIDTH || now - outboxSince >= FLUSH_AFTER_MS) flush();
+}
+
+/** A large result: in a message of its own, after those waiting; an error if no message can hold it. */
+function sendAlone(id: number, value: unknown, durationUs: number, cpuUs: number): void {
+  flush();
+  const bytes = roughSize(value) >= EXACT_SIZE_FROM ? serialize(value).byteLength : 0;
+  if (bytes >= MAX_MESSAGE_BYTES) {
+    const error: RemoteErrorInfo = {
+      name: 'RangeError',
+      message:
+        `the task's result is too large to send to the parent process: ${(bytes / 2 ** 20).toFixed(1)} MiB serialized, and a message ` +
+        `between processes must be under ${(MAX_MESSAGE_BYTES / 2 ** 20).toFixed(1)} MiB; write it to a file and return the file's path`,
+    };
+    outbox.push(id, INVALID, error, durationUs, cpuUs);
+  } else {
+    outbox.push(id, FULFILLED, value, durationUs, cpuUs);
+  }
+  outboxPackable = false;
+  flush();
 }
 
 function flush(): void {

@@ -178,6 +178,15 @@ export function roughSize(value: unknown): number {
   }
 }
 
+/**
+ * Node's IPC channel cannot carry a message of 2 GiB or more: the side that receives it fails to
+ * deserialize it ("Unable to deserialize cloned data"), and in the parent that is an uncaught
+ * exception (Node 20). Less a margin for the envelope around a value.
+ */
+export const MAX_MESSAGE_BYTES = 2 ** 31 - 64 * 1024;
+/** From this {@link roughSize} on, a value is serialized to know whether it can be sent at all. */
+export const EXACT_SIZE_FROM = 2 ** 30;
+
 /** How many containers {@link roughSize} looks into, in all, in one argument. */
 const SIZE_VISITS = 64;
 /** How many entries of one container it weighs. */
