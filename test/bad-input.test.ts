@@ -284,12 +284,13 @@ test('an environment variable that is not a string: the command is invalid, nami
   t.throws(() => schedule$([], { workerEnv: { A: 1 } as never }), { name: 'OptionError', message: 'options.workerEnv.A must be a string (or undefined, to leave it out), got 1' });
 });
 
-test("a task that removes the process's 'message' listeners: its worker still hears the next tasks", async (t) => {
+test("a task that removes the process's listeners, or replaces JSON's functions: its worker still hears the next tasks", async (t) => {
   // Before, the tasks sent next were dropped, unheard, and the run waited for them forever.
   t.timeout(30_000);
   // Removed, taken over (a listener of the task's own added, as a library might), or every
-  // listener of the process removed (Node's own, which keep the IPC channel referenced, with them).
-  for (const fn of ['deafen', 'hijack', 'deafenAll']) {
+  // listener of the process removed (Node's own, which keep the IPC channel referenced, with them),
+  // or JSON's functions, with which messages are read and written, replaced by ones that throw.
+  for (const fn of ['deafen', 'hijack', 'deafenAll', 'poisonJson']) {
     const tasks = [moduleTask(work, fn, []), moduleTask(work, 'square', [2]), moduleTask(work, 'pid', [])];
     const [pid, four, samePid] = await schedule$(tasks, { concurrency: 1 }).toOrderedArray();
     t.is(four, 4, fn);

@@ -230,6 +230,12 @@ function sizeOf(value: unknown): number {
   return 8 + Math.round((sum / weighed) * n);
 }
 
+/**
+ * JSON's functions as they were when this module loaded: a task that replaces JSON.parse or
+ * JSON.stringify in its worker would otherwise leave the worker unable to read its next tasks.
+ */
+const { parse: parseJson, stringify: stringifyJson } = JSON;
+
 /** The start of a packed message: JSON text of an object whose first key is the tag. */
 const PACKED_START = `{${JSON.stringify(TAG)}:`;
 
@@ -238,7 +244,7 @@ const PACKED_START = `{${JSON.stringify(TAG)}:`;
  * the tag as its first key (`{ [TAG]: ..., ... }`), which is how {@link unpack} knows it.
  */
 export function pack(message: RunMessage | DoneMessage): string {
-  return JSON.stringify(message);
+  return stringifyJson(message);
 }
 
 /**
@@ -248,7 +254,7 @@ export function pack(message: RunMessage | DoneMessage): string {
 export function unpack(message: unknown): unknown {
   if (typeof message !== 'string' || !message.startsWith(PACKED_START)) return message;
   try {
-    return JSON.parse(message);
+    return parseJson(message);
   } catch {
     return message;
   }
