@@ -2,7 +2,7 @@
  * Bad input gets a clear, typed error naming the problem and the task, never a hang and never a
  * lost result: the rows of the table in guides/reliability.md that other test files do not cover.
  */
-import { ChildProcess, execFile, spawn } from 'node:child_process';
+import { ChildProcess, execFile, fork, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -288,6 +288,21 @@ test("a process task whose factory returns execa's subprocess (a ChildProcess th
   t.deepEqual(await waitGone([withIpc!.pid!, bare!.pid!]), []);
   await new Promise((resolve) => setTimeout(resolve, 50));
   t.deepEqual(unhandled, [], "execa's promise, rejected by the kill, is handled");
+});
+
+test('a process-task factory that returns the same live process to several tasks: the first task has it, the others are invalid', async (t) => {
+  // Before, the process's one message was every task's result.
+  const script = fileURLToPath(new URL('./fixtures/send-result.ts', import.meta.url));
+  let shared: ChildProcess | undefined;
+  const factory = () => (shared ??= fork(script, ['5'], { execArgv: ['--import=tsx'], detached: true }));
+  const outcomes = await schedule$([0, 1, 2].map(() => processTask<number>(factory)), { concurrency: 3, settle: true }).toOrderedArray();
+  t.like(outcomes[0], { status: 'fulfilled', value: 10 });
+  for (const outcome of outcomes.slice(1)) {
+    t.is(outcome.status, 'rejected');
+    t.is((outcome as TaskFailure).reason.kind, 'invalid');
+    t.regex((outcome as TaskFailure).reason.message, /its factory returned a process it had returned before, for this task or another; the factory must start a new process each time it is called$/);
+  }
+  t.deepEqual(await waitGone([shared!.pid!]), []);
 });
 
 test('a process task whose factory returns a process that has already ended: invalid at once (its exit would never come), its pid not kept', async (t) => {

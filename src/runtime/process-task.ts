@@ -31,6 +31,12 @@ export interface StartedProcess {
 }
 
 /**
+ * Every process a task has been given. A factory that returns one of them again (the same fork
+ * for every task, say) would have its one message taken as the result of every task it serves.
+ */
+const given = new WeakSet<ChildProcess>();
+
+/**
  * Calls the factory and watches the process. Returns it, or undefined when the factory failed
  * (already reported through `hooks.rejected`).
  */
@@ -97,6 +103,16 @@ export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks:
     });
     return undefined;
   }
+  if (given.has(child)) {
+    // Not killed: it is another task's (or was), and that task decides.
+    hooks.rejected({
+      kind: 'invalid',
+      detail: 'its factory returned a process it had returned before, for this task or another; the factory must start a new process each time it is called',
+      pid: child.pid,
+    });
+    return undefined;
+  }
+  given.add(child);
   if (started && typeof child.send !== 'function') {
     // No channel: the result could never arrive. Do not leave the process behind.
     void killTree(child, hooks.killTimeout);
