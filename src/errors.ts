@@ -150,8 +150,8 @@ export class OptionError extends TypeError {
   override readonly name: string = 'OptionError';
   /** The option's path, e.g. `concurrency` or `retries.delay`. */
   readonly option: string;
-  constructor(option: string, expectation: string, received: unknown, message?: string) {
-    super(message ?? `options.${option} must be ${expectation}, got ${formatValue(received)}`);
+  constructor(option: string, expectation: string, received: unknown, message?: string, options?: { cause?: unknown }) {
+    super(message ?? `options.${option} must be ${expectation}, got ${formatValue(received)}`, options);
     Object.defineProperty(this, OPTION_ERROR_BRAND, { value: true });
     this.option = option;
   }

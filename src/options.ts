@@ -4,7 +4,7 @@
  * @module
  */
 import { isObservable, type Observable } from 'rxjs';
-import { OptionError, formatValue, type TaskFailureKind } from './errors.js';
+import { OptionError, formatValue, isOptionError, type TaskFailureKind } from './errors.js';
 import {
   DEFAULT_CPU_TARGET, DEFAULT_HYSTERESIS, DEFAULT_MIN_FREE_MEMORY, DEFAULT_SAMPLE_INTERVAL, defaultConcurrencyStep, defaultMaxConcurrency,
 } from './load/controller.js';
@@ -232,6 +232,17 @@ export function unknownKey(options: object, known: ReadonlySet<string>): string 
  * @throws {OptionError} naming the first invalid option.
  */
 export function resolveOptions(options: ScheduleOptions | undefined, names: { cpuTarget?: string } = {}): ResolvedOptions {
+  try {
+    return resolve(options, names);
+  } catch (error) {
+    if (isOptionError(error)) throw error;
+    // A getter that throws, or a Proxy: the options cannot be read at all.
+    const why = error instanceof Error ? `${error.name}: ${error.message}` : formatValue(error);
+    throw new OptionError('(options)', '', undefined, `options could not be read: ${why}`, { cause: error });
+  }
+}
+
+function resolve(options: ScheduleOptions | undefined, names: { cpuTarget?: string }): ResolvedOptions {
   if (options === undefined) options = {};
   checkOptionsObject(options);
   const unknown = unknownKey(options, KNOWN);

@@ -152,7 +152,8 @@ export class Scheduler<T = unknown> {
     }
     // undefined only: a null is an error (checkOptionsObject says so), as schedule$ makes it.
     if (options === undefined) options = {};
-    checkOptionsObject(options);
+    // The first argument may be either: one that is neither says what both may be.
+    checkOptionsObject(options, first === options ? 'new Scheduler(onProgress or options): onProgress must be a function, or ' : '');
     if (callback !== undefined && options.onProgress !== undefined) {
       throw new OptionError('onProgress', 'left out when a progress callback is passed as the first argument', options.onProgress);
     }

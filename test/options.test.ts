@@ -100,6 +100,13 @@ test('an array as options, and a null concurrency, are OptionErrors (before, bot
   });
 });
 
+test('options that cannot be read (a getter that throws, a Proxy) are an OptionError saying so, with the cause', (t) => {
+  const getter = t.throws(() => schedule$([], { get concurrency(): number { throw new Error('no config yet'); } }), { instanceOf: OptionError, message: 'options could not be read: Error: no config yet' });
+  t.is((getter.cause as Error).message, 'no config yet');
+  const proxy = new Proxy({}, { ownKeys() { throw new TypeError('revoked'); } });
+  t.throws(() => schedule$([], proxy), { instanceOf: OptionError, message: 'options could not be read: TypeError: revoked' });
+});
+
 test('defaults are filled in', (t) => {
   const o = resolveOptions(undefined);
   t.is(o.concurrency, 'auto');

@@ -77,6 +77,12 @@ test('contradicting or invalid options are an OptionError naming the option', (t
   t.regex(unknown.message, /^options\.cpu_threshold is not a Scheduler option; the options are onProgress, dynamic, cpuThreshold, concurrency, /);
   t.notRegex(unknown.message, /settle/);
   t.throws(() => new Scheduler(null as never), { instanceOf: OptionError, message: /options must be an object, got null/ });
+  // The Python habit: a number where the callback or the options go. Either could be meant.
+  t.throws(() => new Scheduler(5 as never), {
+    instanceOf: OptionError,
+    message: 'new Scheduler(onProgress or options): onProgress must be a function, or options must be an object, got 5',
+  });
+  t.throws(() => new Scheduler(() => {}, 5 as never), { instanceOf: OptionError, message: 'options must be an object, got 5' });
   t.is(option(() => new Scheduler({ concurrency: 0 })), 'concurrency');
   t.is(option(() => new Scheduler({ progressCallback: () => {} } as never)), 'progressCallback');
   t.throws(() => new Scheduler({ timeout: 5 } as never, {}), { instanceOf: TypeError, message: /first argument must be a function/ });
