@@ -318,6 +318,14 @@ test("a result too large for any message between processes (2 GiB or more) fails
   t.like(small, { status: 'fulfilled', value: 9 });
 });
 
+test('a task that calls process.disconnect() fails saying so (its worker can no longer hear the scheduler, and ends); the next task runs in a new worker', async (t) => {
+  const outcomes = await schedule$([moduleTask(work, 'disconnectSelf', []), moduleTask(work, 'square', [3])], { concurrency: 1, settle: true, output: 'ignore' }).toOrderedArray();
+  const error = (outcomes[0] as TaskFailure).reason;
+  t.is(error.kind, 'signaled');
+  t.is(error.message, 'task #0 (work.ts#disconnectSelf) was killed by SIGKILL: it called process.disconnect(), which ends its worker process (and what it started)');
+  t.like(outcomes[1], { status: 'fulfilled', value: 9 });
+});
+
 test('reportProgress with a value that cannot be cloned: the task threw, naming reportProgress', async (t) => {
   const [error] = await failures([moduleTask(work, 'reportUncloneable', [])]);
   t.is(error!.kind, 'threw');

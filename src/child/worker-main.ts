@@ -13,7 +13,7 @@ import { serialize } from 'node:v8';
 import { objectArray } from '../collections.js';
 import { toRemoteErrorInfo, type RemoteErrorInfo } from '../errors.js';
 import {
-  EXACT_SIZE_FROM, FULFILLED, FULFILLED_UNDEFINED, INDEXED_TASK_WIDTH, INVALID, MAX_MESSAGE_BYTES, RESULT_WIDTH, TAG, TASK_WIDTH, THREW, WORKER_HOOK,
+  DISCONNECTED_BY_TASK, EXACT_SIZE_FROM, FULFILLED, FULFILLED_UNDEFINED, INDEXED_TASK_WIDTH, INVALID, MAX_MESSAGE_BYTES, RESULT_WIDTH, TAG, TASK_WIDTH, THREW, WORKER_HOOK,
   jsonExact, outputMark, pack, roughSize, unpack,
   type ParentMessage, type ResultStatus, type WorkerHook, type WorkerMessage,
 } from '../runtime/protocol.js';
@@ -246,7 +246,17 @@ function keepListening(): void {
 // process group goes with it: after a parent's SIGKILL, no one else is left to end it.
 process.on('disconnect', onDisconnect);
 
+/** A task closed the channel itself (see DISCONNECTED_BY_TASK). */
+let disconnectedByTask = false;
+const disconnect = process.disconnect.bind(process);
+process.disconnect = function disconnectFromTask(): void {
+  // Node calls it too, when the parent closes the channel: a worker it retires is idle.
+  if (currentId !== undefined) disconnectedByTask = true;
+  disconnect();
+};
+
 function onDisconnect(): void {
+  if (disconnectedByTask) process.stderr.write(`${DISCONNECTED_BY_TASK}\n`);
   const leave = () => {
     try {
       process.kill(-process.pid, 'SIGKILL');

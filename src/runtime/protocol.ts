@@ -260,6 +260,12 @@ export function unpack(message: unknown): unknown {
   }
 }
 
+/**
+ * What a worker writes to stderr before it ends because a task called process.disconnect(): the
+ * parent, which sees only a death by SIGKILL (the worker ends its process group), finds it there.
+ */
+export const DISCONNECTED_BY_TASK = 'async-process-scheduler: a task called process.disconnect(), so this worker can no longer hear the scheduler; it ends';
+
 /** How an output mark begins; {@link outputMark}. */
 export const OUTPUT_MARK = '\u001b]aps;';
 
