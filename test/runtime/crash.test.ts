@@ -2,7 +2,7 @@
  * Crash recovery: a worker that dies mid-task fails exactly that task, with a TaskError saying
  * how it died, and is replaced; a worker that cannot boot is not respawned in a loop.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
@@ -154,21 +154,22 @@ test('workers that die while booting are not respawned in a loop: tasks fail wit
 test('workers whose start never ends (a preload that never finishes) are killed after workerStartTimeout: tasks fail with kind spawn, saying so', async (t) => {
   const dir = tempDir(t, 'aps-boot-hang-');
   const log = join(dir, 'boots');
-  // Long enough for a worker to reach the preload under tsx on a busy machine.
+  // Long enough for a worker to reach the preload under tsx on a busy machine, most of the time
+  // (one that does not is killed all the same, and counts as well).
   const { errors, pids } = await settle([chaos.square(1), chaos.square(2)], {
     concurrency: 1,
-    workerStartTimeout: 2000,
+    workerStartTimeout: 4000,
     workerExecArgv: ['--import', bootFixture],
     workerEnv: { ...process.env, APS_CHAOS_BOOT: 'hang', APS_CHAOS_BOOT_LOG: log },
   });
   t.deepEqual(errors.map((e) => e?.kind), ['spawn', 'spawn']);
   t.is(
     errors[0]!.message,
-    'task #0 (chaos-tasks.ts#square) could not start: worker processes cannot be started (not started within workerStartTimeout, 2000 ms, 3 times in a row): ' +
+    'task #0 (chaos-tasks.ts#square) could not start: worker processes cannot be started (not started within workerStartTimeout, 4000 ms, 3 times in a row): ' +
       'a preload in workerExecArgv that never finishes? (a slow one needs a longer workerStartTimeout)',
   );
-  const boots = readFileSync(log, 'utf8').trim().split('\n').map(Number);
-  t.true(boots.length >= 1 && boots.length <= 3, `${boots.length} workers reached the preload`);
+  const boots = existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n').map(Number) : [];
+  t.true(boots.length <= 3, `${boots.length} workers reached the preload`);
   t.deepEqual(leftovers([...pids, ...boots]), []);
 });
 
