@@ -16,8 +16,10 @@ workerHook()?.trackTasks?.();
  * run's `taskProgress$` as `{ index, value }`. Works in a module task (inside a worker) and in a
  * process task (a process you forked). Outside a child process it does nothing.
  *
- * A report is the task's whose code made it, however late: one made by a timer a task left
- * behind, firing once that task has returned (while the worker runs the next), is dropped.
+ * A report counts for the task whose code made it. One made by a timer a task left behind, which
+ * fires after that task has returned (while the worker runs another), is dropped rather than
+ * credited to the task running then. One made by a timer the module's top level set counts for
+ * the task running when it fires.
  *
  * `value` can be anything that can be cloned: a fraction, a `{ done, of }` object, a message.
  *

@@ -428,9 +428,14 @@ export class LocalRuntime implements TaskRuntime {
     }
     clearTimeout(lane.idleTimer);
     lane.idleTimer = undefined;
-    // Workers cannot be started: a lane whose worker is alive goes on with it; the others fail.
+    // Workers cannot be started: a lane whose worker is alive goes on with it; the others fail
+    // their module tasks, and run their commands and process tasks, which need no worker.
     if (this.#broken !== undefined && !lane.worker?.alive) {
       this.#failBroken(lane);
+      // Not on to the loop below, which would start a worker for a module task that came
+      // meanwhile (a failure reported above lets the run start the next task at once).
+      const first = lane.jobs.at(0);
+      if (first && first.task.kind !== 'module' && first.state === 'queued') this.#startProcessJob(first);
       return;
     }
     const oneAtATime = lane.suspects.size > 0 && hasSuspects(lane);
@@ -791,7 +796,7 @@ export class LocalRuntime implements TaskRuntime {
       const why = worker.stderrReason();
       this.#broken =
         worker.startError !== undefined
-          ? `worker processes cannot be started (${worker.startError}, ${MAX_BOOT_FAILURES} times in a row)${startErrorHint(worker.startError)}`
+          ? `worker processes cannot be started (${worker.startError}, ${MAX_BOOT_FAILURES} times in a row)${startErrorHint(worker.startError, this.#options.workerExecArgv.length > 0)}`
           : `worker processes die while starting (${describeExit(code, signal)}, ${MAX_BOOT_FAILURES} times in a row)${why ? `: ${why}` : ''}`;
       this.#brokenStderr = worker.output.stderrTail().trim();
     }
@@ -1163,6 +1168,10 @@ export class LocalRuntime implements TaskRuntime {
     const jobs = lane.jobs.takeAll();
     let live: Lane[] | undefined;
     for (const job of jobs) {
+      if (job.task.kind !== 'module') {
+        lane.jobs.push(job);
+        continue;
+      }
       job.lane = undefined;
       if (job.state === 'queued') {
         live ??= this.#lanes.filter((other) => other !== lane && other.worker?.alive);
@@ -1224,10 +1233,14 @@ export class LocalRuntime implements TaskRuntime {
 }
 
 /** What to change when workers cannot be started for want of file descriptors or processes. */
-function startErrorHint(message: string): string {
+function startErrorHint(message: string, preloads: boolean): string {
   if (/\bE[MN]FILE\b/.test(message)) return ': too many open files; each worker holds four (its pipes and its channel): lower the concurrency, or raise the limit (ulimit -n)';
   if (/\bEAGAIN\b/.test(message)) return ': no more processes can be started (ulimit -u, or memory): lower the concurrency';
-  if (message.startsWith(START_TIMED_OUT)) return ': a preload in workerExecArgv that never finishes? (a slow one needs a longer workerStartTimeout)';
+  if (message.startsWith(START_TIMED_OUT)) {
+    return preloads
+      ? ': a preload in workerExecArgv that never finishes? (a slow one needs a longer workerStartTimeout)'
+      : ": a machine too busy to start Node in time, or a loader the workers take from this process's flags (tsx, say)? raise workerStartTimeout";
+  }
   return '';
 }
 

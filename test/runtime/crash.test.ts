@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import {
-  TaskError, schedule$, taskModule, type ScheduledRun, type ScheduleOptions, type TaskFailure, type TaskOutcome,
+  TaskError, commandTask, schedule$, taskModule, type ScheduledRun, type ScheduleOptions, type TaskFailure, type TaskOutcome,
 } from '../../src/index.js';
 import { leftovers } from '../fixtures/chaos-procs.js';
 import { first, fixture, isAlive, preload } from '../helpers.js';
@@ -180,6 +180,25 @@ test("a preload that does not exist (--require /nonexistent.cjs): kind spawn, wi
     errors[0]!.message,
     "task #0 (chaos-tasks.ts#square) could not start: worker processes die while starting (exit code 1, 3 times in a row): Error: Cannot find module '/nonexistent.cjs'",
   );
+});
+
+test('workers that cannot start within a workerStartTimeout too short for Node itself: the hint is not about preloads', async (t) => {
+  const { errors } = await settle([chaos.square(1)], { workerStartTimeout: 1 });
+  t.is(
+    errors[0]!.message,
+    'task #0 (chaos-tasks.ts#square) could not start: worker processes cannot be started (not started within workerStartTimeout, 1 ms, 3 times in a row): ' +
+      "a machine too busy to start Node in time, or a loader the workers take from this process's flags (tsx, say)? raise workerStartTimeout",
+  );
+});
+
+test('when workers cannot be started, only module tasks fail: a command in the same slot still runs', async (t) => {
+  // Before, the command behind the module task failed with the workers' error.
+  const { outcomes, errors } = await settle([chaos.square(1), commandTask('echo', ['hi']), chaos.square(2), commandTask('echo', ['there'])], {
+    concurrency: 1,
+    workerExecArgv: ['--require', '/nonexistent.cjs'],
+  });
+  t.deepEqual(errors.map((e) => e?.kind), ['spawn', undefined, 'spawn', undefined]);
+  t.deepEqual(outcomes.map((o) => o.status === 'fulfilled' && (o.value as { stdout: string }).stdout), [false, 'hi\n', false, 'there\n']);
 });
 
 test('a worker that fails to boot once is replaced, and its tasks run', async (t) => {
