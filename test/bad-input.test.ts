@@ -326,6 +326,24 @@ test('a task that calls process.disconnect() fails saying so (its worker can no 
   t.like(outcomes[1], { status: 'fulfilled', value: 9 });
 });
 
+test("a module whose top level calls process.exit() fails its task as invalid, saying so, and is not retried", async (t) => {
+  // Before, it failed as 'exited' ("while running it") and was retried: with retries: 2, three
+  // workers ran the same exit.
+  const outcomes = await schedule$([moduleTask(fixture('preloaded.ts'), 'loadInfo', []), moduleTask(work, 'square', [4])], {
+    concurrency: 1,
+    settle: true,
+    output: 'ignore',
+    retries: 2,
+    workerEnv: { ...process.env, EXIT_ON_LOAD: '3' },
+  }).toOrderedArray();
+  const error = (outcomes[0] as TaskFailure).reason;
+  t.is(error.kind, 'invalid');
+  t.is(error.attempt, 1);
+  t.is(error.exitCode, 3);
+  t.is(error.message, "task #0 (preloaded.ts#loadInfo) is invalid: its module ended the worker process as it loaded (exit code 3): a task module's top level must not call process.exit()");
+  t.like(outcomes[1], { status: 'fulfilled', value: 16 });
+});
+
 test('reportProgress with a value that cannot be cloned: the task threw, naming reportProgress', async (t) => {
   const [error] = await failures([moduleTask(work, 'reportUncloneable', [])]);
   t.is(error!.kind, 'threw');

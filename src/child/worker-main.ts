@@ -13,7 +13,7 @@ import { serialize } from 'node:v8';
 import { objectArray } from '../collections.js';
 import { toRemoteErrorInfo, type RemoteErrorInfo } from '../errors.js';
 import {
-  DISCONNECTED_BY_TASK, EXACT_SIZE_FROM, FULFILLED, FULFILLED_UNDEFINED, INDEXED_TASK_WIDTH, INVALID, MAX_MESSAGE_BYTES, RESULT_WIDTH, TAG, TASK_WIDTH, THREW, WORKER_HOOK,
+  DISCONNECTED_BY_TASK, EXACT_SIZE_FROM, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, INDEXED_TASK_WIDTH, INVALID, MAX_MESSAGE_BYTES, RESULT_WIDTH, TAG, TASK_WIDTH, THREW, WORKER_HOOK,
   jsonExact, outputMark, pack, roughSize, unpack,
   type ParentMessage, type ResultStatus, type WorkerHook, type WorkerMessage,
 } from '../runtime/protocol.js';
@@ -292,7 +292,10 @@ const onError = (): void => {};
 process.on('error', onError);
 
 // A task that calls process.exit() must not take the results of earlier tasks with it.
-const onExit = (): void => flush();
+const onExit = (code: number): void => {
+  if (loadingForTask !== undefined && !dying) process.stderr.write(`${EXITED_WHILE_LOADING}${loadingForTask} (exit code ${code})\n`);
+  flush();
+};
 process.on('exit', onExit);
 const onUncaught = (error: unknown): void => fatal(error);
 process.on('uncaughtException', onUncaught);
@@ -566,6 +569,7 @@ async function preload(urls: unknown, seq: unknown): Promise<void> {
 
 async function load(def: { url: string; name: string; fn?: Fn; error?: RemoteErrorInfo }): Promise<void> {
   let namespace: Record<string, unknown>;
+  loadingForTask = def.url;
   try {
     let pending = modules.get(def.url);
     if (!pending) modules.set(def.url, (pending = importModule(def.url)));
@@ -574,6 +578,8 @@ async function load(def: { url: string; name: string; fn?: Fn; error?: RemoteErr
     const info = toRemoteErrorInfo(error);
     def.error = { ...info, message: `cannot load module ${def.url}: ${info.message}` };
     return;
+  } finally {
+    loadingForTask = undefined;
   }
   const candidate = namespace[def.name];
   if (typeof candidate === 'function') {
@@ -623,6 +629,9 @@ async function importModule(url: string): Promise<{ n: Record<string, unknown> }
     loadingUrl = undefined;
   }
 }
+
+/** The module a task is waiting for, while it loads (see EXITED_WHILE_LOADING). */
+let loadingForTask: string | undefined;
 
 /** Whether this worker has loaded a task module yet. */
 let loadedAny = false;

@@ -26,7 +26,7 @@ import { killTree, treeGone } from './kill.js';
 import type { OutputLine } from './output.js';
 import { runProcessTask } from './process-task.js';
 import { checkRss } from './rss.js';
-import { DISCONNECTED_BY_TASK, FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW, roughSize } from './protocol.js';
+import { DISCONNECTED_BY_TASK, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW, roughSize } from './protocol.js';
 import type { ExecutingJob, JobEvents, JobHandle, JobSpec, TaskRuntime, TaskStats } from './runtime.js';
 import { DEFAULT_START_TIMEOUT, HANDOVER_QUIET_MAX_MS, HANDOVER_QUIET_MS, START_TIMED_OUT, WorkerProcess, describeExit, type FatalReport, type UnsendableTask, type WorkerConfig, type WorkerListener } from './worker-process.js';
 
@@ -829,7 +829,9 @@ export class LocalRuntime implements TaskRuntime {
       const init: Omit<TaskErrorInit, 'index' | 'label' | 'attempt'> =
         fatal && (fatal.id === culprit.id || fatal.id === undefined)
           ? { ...base, kind: 'threw', remote: fatal.error, detail: 'uncaught in the worker, which exited' }
-          : signal && stderrTail.includes(DISCONNECTED_BY_TASK)
+          : !signal && stderrTail.includes(EXITED_WHILE_LOADING)
+            ? { ...base, kind: 'invalid', detail: `its module ended the worker process as it loaded (exit code ${code}): a task module's top level must not call process.exit()` }
+            : signal && stderrTail.includes(DISCONNECTED_BY_TASK)
             ? { ...base, kind: 'signaled', detail: 'it called process.disconnect(), which ends its worker process (and what it started)' }
             : signal
             ? { ...base, kind: 'signaled', detail: `${how}the worker process died while running it` }

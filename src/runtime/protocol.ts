@@ -266,6 +266,13 @@ export function unpack(message: unknown): unknown {
  */
 export const DISCONNECTED_BY_TASK = 'async-process-scheduler: a task called process.disconnect(), so this worker can no longer hear the scheduler; it ends';
 
+/**
+ * What a worker writes to stderr when it exits while it loads a task module for a task: the
+ * module's top level called process.exit(). The parent, which sees only an exit code, finds it
+ * there, and fails the task as invalid rather than as a crash to retry.
+ */
+export const EXITED_WHILE_LOADING = 'async-process-scheduler: the top level of a task module ended this worker as it loaded: ';
+
 /** How an output mark begins; {@link outputMark}. */
 export const OUTPUT_MARK = '\u001b]aps;';
 
