@@ -299,7 +299,8 @@ test("a task that removes the process's listeners, or replaces JSON's functions:
   }
 });
 
-test("a result too large for any message between processes (2 GiB or more) fails its task as invalid, saying so; the parent and the run go on", async (t) => {
+// Serial: each holds two copies of a 2 GiB value at its peak, in a worker or in this process.
+test.serial("a result too large for any message between processes (2 GiB or more) fails its task as invalid, saying so; the parent and the run go on", async (t) => {
   // Before, the parent died of an uncaught exception in Node's channel code.
   t.timeout(120_000);
   const outcomes = await schedule$([moduleTask(work, 'bufferOf', [2 ** 31 + 2 ** 20]), moduleTask(work, 'bufferOf', [100 * 2 ** 20]), moduleTask(work, 'square', [3])], {
@@ -342,6 +343,19 @@ test("a module whose top level calls process.exit() fails its task as invalid, s
   t.is(error.exitCode, 3);
   t.is(error.message, "task #0 (preloaded.ts#loadInfo) is invalid: its module ended the worker process as it loaded (exit code 3): a task module's top level must not call process.exit()");
   t.like(outcomes[1], { status: 'fulfilled', value: 16 });
+});
+
+test.serial('an argument too large for any message between processes (2 GiB or more) fails its task as invalid before it is sent; the worker and the run go on', async (t) => {
+  // Before, the worker died trying to read it, and the task failed as 'threw' with Node's message.
+  t.timeout(120_000);
+  const outcomes = await schedule$([moduleTask(work, 'echo', [new Uint8Array(2 ** 31 + 2 ** 20)]), moduleTask(work, 'square', [5])], {
+    concurrency: 1,
+    settle: true,
+  }).toOrderedArray();
+  const error = (outcomes[0] as TaskFailure).reason;
+  t.is(error.kind, 'invalid');
+  t.regex(error.message, /^task #0 \(work\.ts#echo\) is invalid: its arguments are too large to send to a worker: 2049\.\d MiB serialized, and a message between processes must be under 2047\.9 MiB; pass a file's path instead$/);
+  t.like(outcomes[1], { status: 'fulfilled', value: 25 });
 });
 
 test('reportProgress with a value that cannot be cloned: the task threw, naming reportProgress', async (t) => {

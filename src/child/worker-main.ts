@@ -13,8 +13,8 @@ import { serialize } from 'node:v8';
 import { objectArray } from '../collections.js';
 import { toRemoteErrorInfo, type RemoteErrorInfo } from '../errors.js';
 import {
-  DISCONNECTED_BY_TASK, EXACT_SIZE_FROM, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, INDEXED_TASK_WIDTH, INVALID, MAX_MESSAGE_BYTES, RESULT_WIDTH, TAG, TASK_WIDTH, THREW, WORKER_HOOK,
-  jsonExact, outputMark, pack, roughSize, unpack,
+  DISCONNECTED_BY_TASK, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, INDEXED_TASK_WIDTH, INVALID, RESULT_WIDTH, TAG, TASK_WIDTH, THREW, WORKER_HOOK,
+  describeOversized, jsonExact, outputMark, oversized, pack, roughSize, unpack,
   type ParentMessage, type ResultStatus, type WorkerHook, type WorkerMessage,
 } from '../runtime/protocol.js';
 import { isThenable } from '../thenable.js';
@@ -494,13 +494,11 @@ function record(id: number, status: ResultStatus, value: unknown, durationUs: nu
 /** A large result: in a message of its own, after those waiting; an error if no message can hold it. */
 function sendAlone(id: number, value: unknown, durationUs: number, cpuUs: number): void {
   flush();
-  const bytes = roughSize(value) >= EXACT_SIZE_FROM ? serialize(value).byteLength : 0;
-  if (bytes >= MAX_MESSAGE_BYTES) {
+  const bytes = oversized(value, roughSize(value));
+  if (bytes !== undefined) {
     const error: RemoteErrorInfo = {
       name: 'RangeError',
-      message:
-        `the task's result is too large to send to the parent process: ${(bytes / 2 ** 20).toFixed(1)} MiB serialized, and a message ` +
-        `between processes must be under ${(MAX_MESSAGE_BYTES / 2 ** 20).toFixed(1)} MiB; write it to a file and return the file's path`,
+      message: `the task's result is too large to send to the parent process: ${describeOversized(bytes)}; write it to a file and return the file's path`,
     };
     outbox.push(id, INVALID, error, durationUs, cpuUs);
   } else {

@@ -26,7 +26,7 @@ import { killTree, treeGone } from './kill.js';
 import type { OutputLine } from './output.js';
 import { runProcessTask } from './process-task.js';
 import { checkRss } from './rss.js';
-import { DISCONNECTED_BY_TASK, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW, roughSize } from './protocol.js';
+import { DISCONNECTED_BY_TASK, EXACT_SIZE_FROM, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW, describeOversized, oversized, roughSize } from './protocol.js';
 import type { ExecutingJob, JobEvents, JobHandle, JobSpec, TaskRuntime, TaskStats } from './runtime.js';
 import { DEFAULT_START_TIMEOUT, HANDOVER_QUIET_MAX_MS, HANDOVER_QUIET_MS, START_TIMED_OUT, WorkerProcess, describeExit, type FatalReport, type UnsendableTask, type WorkerConfig, type WorkerListener } from './worker-process.js';
 
@@ -278,7 +278,10 @@ export class LocalRuntime implements TaskRuntime {
       return job;
     }
     // The task is well formed (arguments an array, options valid): RunCore.startTask checked it.
-    if (job.task.kind === 'module') this.#weigh(job, job.task.args);
+    if (job.task.kind === 'module') {
+      this.#weigh(job, job.task.args);
+      if (job.bytes >= EXACT_SIZE_FROM && this.#refuseOversized(job)) return job;
+    }
     const lane = this.#pickLane();
     job.lane = lane;
     lane.jobs.push(job);
@@ -1190,6 +1193,19 @@ export class LocalRuntime implements TaskRuntime {
   }
 
   // ---- helpers -------------------------------------------------------------------------------
+
+  /**
+   * Fails a module task whose arguments no message can carry: sent, they would kill the worker
+   * that cannot read them, with Node's cryptic message. Reported a microtask later, as failures
+   * to send are.
+   */
+  #refuseOversized(job: Job): boolean {
+    const bytes = oversized((job.task as ModuleTask).args, job.bytes);
+    if (bytes === undefined) return false;
+    const detail = `its arguments are too large to send to a worker: ${describeOversized(bytes)}; pass a file's path instead`;
+    queueMicrotask(() => this.#finish(job) && job.events.rejected(this.#error(job, { kind: 'invalid', detail })));
+    return true;
+  }
 
   /**
    * Weighs a module task's arguments as it starts, and lowers the admitted depth at once when they

@@ -17,6 +17,7 @@
  *
  * @module
  */
+import { serialize } from 'node:v8';
 import type { RemoteErrorInfo } from '../errors.js';
 
 export const TAG = '$aps';
@@ -186,6 +187,22 @@ export function roughSize(value: unknown): number {
 export const MAX_MESSAGE_BYTES = 2 ** 31 - 64 * 1024;
 /** From this {@link roughSize} on, a value is serialized to know whether it can be sent at all. */
 export const EXACT_SIZE_FROM = 2 ** 30;
+
+/**
+ * The serialized size of `value` when it is too large for any message ({@link MAX_MESSAGE_BYTES});
+ * undefined when it is not. `rough` is its {@link roughSize}: below {@link EXACT_SIZE_FROM}, the
+ * value is not serialized, and passes.
+ */
+export function oversized(value: unknown, rough: number): number | undefined {
+  if (rough < EXACT_SIZE_FROM) return undefined;
+  const bytes = serialize(value).byteLength;
+  return bytes >= MAX_MESSAGE_BYTES ? bytes : undefined;
+}
+
+/** "2049.0 MiB serialized, and a message between processes must be under 2047.9 MiB". */
+export function describeOversized(bytes: number): string {
+  return `${(bytes / 2 ** 20).toFixed(1)} MiB serialized, and a message between processes must be under ${(MAX_MESSAGE_BYTES / 2 ** 20).toFixed(1)} MiB`;
+}
 
 /** How many containers {@link roughSize} looks into, in all, in one argument. */
 const SIZE_VISITS = 64;
