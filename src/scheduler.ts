@@ -377,6 +377,7 @@ export class Scheduler<T = unknown> {
   run(control: RunControl = {}): Promise<T[]> {
     let run: ScheduledRun<T>;
     let release: () => void;
+    let abortedAlready = false;
     const weights = [...this.#weights];
     const total = sum(weights);
     try {
@@ -385,6 +386,7 @@ export class Scheduler<T = unknown> {
       if (signal !== undefined && !(signal instanceof AbortSignal)) throw new TypeError(`run(control): control.signal must be an AbortSignal, got ${formatValue(signal)}`);
       const combined = combineSignals(this.#options.signal, signal);
       release = combined.release;
+      abortedAlready = combined.signal?.aborted === true;
       run = schedule$([...this.#tasks], { ...this.#options, signal: combined.signal }) as ScheduledRun<T>;
     } catch (error) {
       return Promise.reject(error);
@@ -415,7 +417,8 @@ export class Scheduler<T = unknown> {
       }
     };
     const values = run.toOrderedArray();
-    report(0);
+    // A run whose signal had aborted before it began does not begin: no (0, total) to report.
+    if (!abortedAlready) report(0);
     if (onProgress) {
       let finished = 0;
       run.subscribe({

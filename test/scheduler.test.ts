@@ -157,6 +157,16 @@ test('the progress callback gets (0, total) first, then (finished, total) as eac
   t.deepEqual(log.calls, [[0, 5], [1, 5], [2, 5], [3, 5], [4, 5], [5, 5]]);
 });
 
+test('run() with a signal that has already aborted rejects at once, without calling the progress callback', async (t) => {
+  const calls: Array<[number, number]> = [];
+  const scheduler = new Scheduler((finished, total) => void calls.push([finished, total]));
+  scheduler.add(work.square, [2]);
+  const error = await t.throwsAsync(scheduler.run({ signal: AbortSignal.abort(new Error('closed')) }), { instanceOf: RunTerminatedError });
+  t.is((error.cause as Error).message, 'closed');
+  t.deepEqual(calls, [], 'no (0, total): the run never began');
+  t.false(scheduler.isRunning());
+});
+
 test('task weights count in progress, like the Python subtasks', async (t) => {
   const log = progressLog();
   const scheduler = new Scheduler<number>(log.onProgress, { concurrency: 2 });
