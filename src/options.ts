@@ -56,7 +56,8 @@ export interface ScheduleOptions {
    * How many tasks run at once.
    * - a number: fixed;
    * - an `Observable<number>` (a GUI slider, a `BehaviorSubject`): the limit follows it; raising
-   *   it starts waiting tasks at once, lowering it never kills a running task, it only delays new starts;
+   *   it starts waiting tasks at once, lowering it never kills a running task, it only delays new
+   *   starts, and 0 pauses (nothing else starts until it rises);
    * - `'auto'`: starts at {@link optimalConcurrency} and follows CPU load and free memory
    *   between `minConcurrency` and `maxConcurrency`.
    *

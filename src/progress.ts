@@ -53,7 +53,7 @@ export interface Progress {
   queued: number | undefined;
   /**
    * The concurrency limit in force. With an Observable limit, 0 until it first emits (a
-   * BehaviorSubject's current value shows from the first snapshot).
+   * BehaviorSubject's current value shows from the first snapshot), and 0 while it pauses the run.
    */
   concurrency: number;
   /** The last load reading, in automatic concurrency mode. */

@@ -238,6 +238,8 @@ export class RunCore<T, M extends RunMode> {
   #state: ProgressState;
   #limit: number;
   #refs = 0;
+  /** concurrency$ has emitted #limit. */
+  #limitShown = false;
   #startQueued = false;
   #terminal: Terminal | undefined;
   #subscription: Subscription | undefined;
@@ -265,6 +267,8 @@ export class RunCore<T, M extends RunMode> {
     // An array's weights are known at once, so a weighted progress bar has its scale from the start.
     if (Array.isArray(source)) this.#state.weightTotal = sumOfWeights(source);
     this.#limit = initial;
+    // 0 here means not known yet (an Observable that has not emitted), not paused.
+    this.#limitShown = initial > 0;
     if (initial > 0) this.concurrency.next(initial);
     this.progress.next(this.#state.snapshot(0));
     this.#innerContext = new InnerContext(this.#state, options.settle, this, this.taskProgress);
@@ -384,14 +388,19 @@ export class RunCore<T, M extends RunMode> {
     // The runtime completes output$ once its processes are gone, before #finish ends our streams.
     runtime.output$.subscribe({ next: (line) => this.output.next(line) });
 
+    // An Observable limit (a slider) may pause the run with 0; the others never emit 0.
     const limit$ = this.#limit$(runtime).pipe(
       map((limit) => {
-        if (!(limit === Infinity || (Number.isInteger(limit) && limit > 0))) {
-          throw new RangeError(`the concurrency limit must be a positive integer or Infinity, got ${formatValue(limit)}`);
+        if (!(limit === Infinity || (Number.isInteger(limit) && limit >= 0))) {
+          throw new RangeError(`the concurrency limit must be a positive integer, 0 (paused) or Infinity, got ${formatValue(limit)}`);
         }
-        if (limit !== this.#limit) this.concurrency.next((this.#limit = limit));
+        if (limit !== this.#limit || !this.#limitShown) {
+          this.#limitShown = true;
+          this.concurrency.next((this.#limit = limit));
+        }
         state.concurrency = limit;
-        runtime.setConcurrency(limit);
+        // Paused: the runtime keeps a lane for what was already handed to it; nothing more comes.
+        runtime.setConcurrency(limit >= 1 ? limit : 1);
         this.#progressChanged();
         return limit;
       }),

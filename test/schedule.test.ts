@@ -78,6 +78,29 @@ test('progress shows a BehaviorSubject limit from the first snapshot; another Ob
   t.is(fromObservable.at(-1), 2);
 });
 
+test('an Observable limit of 0 pauses the run: the running task finishes, no other starts until the limit rises', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aps-pause-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const go = join(dir, 'go');
+  const limit$ = new BehaviorSubject(1);
+  // The first task runs until told to end, so the pause surely comes while it runs.
+  const run = schedule$([typed.untilFile(go, 60_000, 1), typed.sleepThen(10, 2), typed.sleepThen(10, 3)], { concurrency: limit$, progressInterval: 0 });
+  const limits: number[] = [];
+  run.concurrency$.subscribe((c) => limits.push(c));
+  const done = run.toOrderedArray();
+  await first(run.progress$, (p) => p.running === 1);
+  limit$.next(0); // a slider at 0
+  writeFileSync(go, '');
+  const paused = await first(run.progress$, (p) => p.completed === 1);
+  t.like(paused, { state: 'running', concurrency: 0, completed: 1 });
+  // Nothing starts while paused (a state, looked at after a while; not a duration).
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  t.like(await firstValueFrom(run.progress$), { running: 0, completed: 1, queued: 2 });
+  limit$.next(2);
+  t.deepEqual(await done, [1, 2, 3]);
+  t.deepEqual(limits, [1, 0, 2]);
+});
+
 test('an Observable limit: raising starts waiting tasks at once, lowering never kills a running task', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'aps-limit$-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));

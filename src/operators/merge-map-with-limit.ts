@@ -77,9 +77,9 @@ export interface MergeWithLimitOptions<T, R> {
   onSourceDone?: (total: number) => void;
 }
 
-/** The one message template for a bad concurrency limit. */
-function invalidLimit(value: unknown): RangeError {
-  return new RangeError(`concurrency limit must be a positive integer or Infinity, got ${describeValue(value)}`);
+/** The one message template for a bad concurrency limit (`paused`: 0 was allowed). */
+function invalidLimit(value: unknown, paused: boolean): RangeError {
+  return new RangeError(`concurrency limit must be a positive integer${paused ? ', 0 (paused)' : ''} or Infinity, got ${describeValue(value)}`);
 }
 
 function describeValue(value: unknown): string {
@@ -93,8 +93,8 @@ function describeValue(value: unknown): string {
   }
 }
 
-function isValidLimit(value: unknown): value is number {
-  return typeof value === 'number' && (value === Infinity || (Number.isInteger(value) && value > 0));
+function isValidLimit(value: unknown, min: number): value is number {
+  return typeof value === 'number' && (value === Infinity || (Number.isInteger(value) && value >= min));
 }
 
 /**
@@ -102,9 +102,10 @@ function isValidLimit(value: unknown): value is number {
  * current limit of inners are running, and merges their values.
  *
  * - Nothing is pulled before `limit$` has emitted; raising the limit starts waiting items at
- *   once, lowering it only delays new starts (a running inner is never unsubscribed).
- * - An invalid limit (not a positive integer or `Infinity`) errors the output with a
- *   RangeError; if `limit$` completes the last limit stays; if it errors, the output errors.
+ *   once, lowering it only delays new starts (a running inner is never unsubscribed). An
+ *   Observable limit of 0 pauses: nothing more is pulled until it rises.
+ * - An invalid limit (not a positive integer or `Infinity`, or 0 as a fixed number) errors the
+ *   output with a RangeError; if `limit$` completes the last limit stays; if it errors, the output errors.
  *   A `limit$` that completes without ever emitting errors the output, rather than hang.
  * - A finished inner frees its slot once its teardown has run.
  * - An error from the source, `project`, an inner, `limit$` or a callback errors the output;
@@ -165,13 +166,14 @@ class MergeRun<T, R> implements PullSink<T>, InnerSink<R> {
     }
     const limit$ = this.options.limit$;
     if (typeof limit$ === 'number') {
-      this.#setLimit(limit$);
+      // A fixed 0 would never start anything: an error, not a pause.
+      this.#setLimit(limit$, 1);
     } else {
       // Added to the subscriber, so it is unsubscribed even if the output already ended
       // while limit$ was emitting synchronously inside subscribe().
       this.subscriber.add(
         limit$.subscribe({
-          next: (value) => this.#setLimit(value),
+          next: (value) => this.#setLimit(value, 0),
           error: (err) => this.#fail(err),
           complete: () => {
             if (!this.#limitKnown) this.#fail(new RangeError('concurrency limit Observable completed without emitting a limit'));
@@ -243,8 +245,8 @@ class MergeRun<T, R> implements PullSink<T>, InnerSink<R> {
     this.subscriber.error(err); // runs the teardown
   }
 
-  #setLimit(value: unknown): void {
-    if (!isValidLimit(value)) return this.#fail(invalidLimit(value));
+  #setLimit(value: unknown, min: number): void {
+    if (!isValidLimit(value, min)) return this.#fail(invalidLimit(value, min === 0));
     this.#limitKnown = true;
     this.#limit = value;
     if (!this.#draining) this.#drain();
@@ -331,10 +333,11 @@ class MergeRun<T, R> implements PullSink<T>, InnerSink<R> {
  * CPU-load controller) instead of being fixed.
  *
  * Raising the limit starts waiting items at once; lowering it never unsubscribes a running
- * inner, it only delays new starts. Upstream is subscribed once the first limit is known;
- * its items wait in a buffer until a slot is free. An invalid limit (anything but a
- * positive integer or `Infinity`) errors the output with a RangeError. When `limit$`
- * completes, its last value stays in force.
+ * inner, it only delays new starts; 0 pauses (nothing more starts until the limit rises).
+ * Upstream is subscribed once the first limit is known; its items wait in a buffer until a
+ * slot is free. An invalid limit (anything but a positive integer, 0 or `Infinity`; a fixed
+ * limit must be positive) errors the output with a RangeError. When `limit$` completes, its
+ * last value stays in force.
  *
  * @example
  * ```ts
@@ -347,6 +350,7 @@ class MergeRun<T, R> implements PullSink<T>, InnerSink<R> {
  *   .subscribe((ms) => console.log(ms));
  * // With the limit left at 1, this would log 300, 100, 200: one at a time, in order.
  * limit$.next(3); // the two waiting items start at once: logs 100, 200, 300
+ * // limit$.next(0) would pause: what runs finishes, and nothing more starts until it rises.
  * ```
  *
  * @param project maps each value and its 0-based index to the inner Observable to merge

@@ -25,8 +25,9 @@ import { reorderByIndex } from '../../src/operators/reorder.js';
 const virtualTime = (t: ExecutionContext): TestScheduler =>
   new TestScheduler((actual, expected) => t.deepEqual(actual, expected));
 
-const limitError = (got: string): RangeError =>
-  new RangeError(`concurrency limit must be a positive integer or Infinity, got ${got}`);
+/** `fixed`: the limit was a number, for which 0 is not allowed (it would never start anything). */
+const limitError = (got: string, fixed = false): RangeError =>
+  new RangeError(`concurrency limit must be a positive integer${fixed ? '' : ', 0 (paused)'} or Infinity, got ${got}`);
 
 /** A generator that records how many items were taken from it and whether it was released. */
 function countingSource(count: number) {
@@ -144,7 +145,6 @@ test('a limit$ that errors errors the output and tears down every inner', (t) =>
 });
 
 const invalidLimits: Array<[unknown, string]> = [
-  [0, '0'],
   [-1, '-1'],
   [Number.NaN, 'NaN'],
   [1.5, '1.5'],
@@ -171,10 +171,27 @@ for (const [value, shown] of invalidLimits) {
   });
 }
 
-test('a fixed invalid limit errors the output on subscribe', async (t) => {
-  await t.throwsAsync(lastValueFrom(of(1).pipe(mergeMapWithLimit((x) => of(x), 0))), {
-    instanceOf: RangeError,
-    message: limitError('0').message,
+test('a fixed invalid limit errors the output on subscribe; a fixed 0 too, since it would never start anything', async (t) => {
+  for (const [limit, shown] of [[0, '0'], [-1, '-1']] as const) {
+    await t.throwsAsync(lastValueFrom(of(1).pipe(mergeMapWithLimit((x) => of(x), limit))), {
+      instanceOf: RangeError,
+      message: limitError(shown, true).message,
+    });
+  }
+});
+
+test('an Observable limit of 0 pauses: running inners finish, nothing new starts until the limit rises', (t) => {
+  virtualTime(t).run(({ cold, expectObservable, expectSubscriptions }) => {
+    const inners = { a: cold('---a|'), b: cold('---b|'), c: cold('---c|') };
+    const source = cold<keyof typeof inners>('(abc|)');
+    // 2, paused at frame 1, 1 again at frame 8.
+    const limit$ = cold('20------1', { 0: 0, 1: 1, 2: 2 });
+
+    expectObservable(source.pipe(mergeMapWithLimit((x) => inners[x], limit$))).toBe('---(ab)----c|');
+    expectSubscriptions(inners.a.subscriptions).toBe('^---!');
+    expectSubscriptions(inners.b.subscriptions).toBe('^---!');
+    // Waits through the pause, from frame 4 to 8.
+    expectSubscriptions(inners.c.subscriptions).toBe('--------^---!');
   });
 });
 
