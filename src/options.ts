@@ -234,23 +234,10 @@ export function unknownKey(options: object, known: ReadonlySet<string>): string 
  * @throws {OptionError} naming the first invalid option.
  */
 export function resolveOptions(options: ScheduleOptions | undefined, names: { cpuTarget?: string } = {}): ResolvedOptions {
-  try {
-    return resolve(options, names);
-  } catch (error) {
-    if (isOptionError(error)) throw error;
-    // A getter that throws, or a Proxy: the options cannot be read at all.
-    const why = error instanceof Error ? `${error.name}: ${error.message}` : formatValue(error);
-    throw new OptionError('(options)', '', undefined, `options could not be read: ${why}`, { cause: error });
-  }
-}
-
-function resolve(options: ScheduleOptions | undefined, names: { cpuTarget?: string }): ResolvedOptions {
   if (options === undefined) options = {};
   checkOptionsObject(options);
-  const unknown = unknownKey(options, KNOWN);
-  if (unknown !== undefined) throw new OptionError(unknown, '', undefined, `options.${unknown} is not an option; the options are ${[...KNOWN].join(', ')}`);
+  const o = readOnce(options);
   const cpus = optimalConcurrency();
-  const o = options;
   const cpuTargetName = names.cpuTarget ?? 'cpuTarget';
   // Left out means automatic; null is a mistake (a value that was meant to be there), said so below.
   const concurrency = o.concurrency === undefined ? 'auto' : o.concurrency;
@@ -326,6 +313,25 @@ function resolve(options: ScheduleOptions | undefined, names: { cpuTarget?: stri
     workerEnv: o.workerEnv,
     pool: o.pool,
   };
+}
+
+/**
+ * The options' values, each read once (a getter runs once), after the check for unknown keys. A
+ * getter that throws, or a Proxy whose traps do, makes the options unreadable: an OptionError
+ * saying so, with what was thrown as its cause.
+ */
+function readOnce(options: ScheduleOptions): ScheduleOptions {
+  try {
+    const unknown = unknownKey(options, KNOWN);
+    if (unknown !== undefined) throw new OptionError(unknown, '', undefined, `options.${unknown} is not an option; the options are ${[...KNOWN].join(', ')}`);
+    const values: Record<string, unknown> = {};
+    for (const key of KNOWN) values[key] = (options as Record<string, unknown>)[key];
+    return values as ScheduleOptions;
+  } catch (error) {
+    if (isOptionError(error)) throw error;
+    const why = error instanceof Error ? `${error.name}: ${error.message}` : formatValue(error);
+    throw new OptionError('(options)', '', undefined, `options could not be read: ${why}`, { cause: error });
+  }
 }
 
 function isPositiveInteger(value: unknown): value is number {

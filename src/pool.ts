@@ -194,8 +194,8 @@ export class WorkerPool {
       // unless it was stopped for not starting in time.
       const failed = counted.find((w, i) => !booted[i] && (!w.stopped || w.startError !== undefined));
       if (failed) {
-        const why = failed.stderrReason();
         if (failed.startError !== undefined) throw new Error(`a worker process could not be started (${failed.startError})`);
+        const why = failed.stderrReason();
         throw new Error(`a worker process exited while starting (${describeExit(failed.exitCode, failed.exitSignal)})${why ? `: ${why}` : ''}`);
       }
       if (modules.length > 0) await this.#preload(config, modules);

@@ -13,7 +13,7 @@ import { RunTerminatedError, TaskError, formatValue, toRemoteErrorInfo } from '.
 import { autoConcurrency$ } from './load/controller.js';
 import { systemLoadSampler } from './load/samplers.js';
 import {
-  mergeWithLimit, START_DIRECT, type DirectInner, type DirectSubscription, type InnerSink, type MergeWithLimitOptions,
+  isValidLimit, mergeWithLimit, START_DIRECT, type DirectInner, type DirectSubscription, type InnerSink, type MergeWithLimitOptions,
 } from './operators/merge-map-with-limit.js';
 import { isTaskSourceInput, type TaskSourceInput } from './operators/pull-source.js';
 import { IndexReorderer, type ReorderTarget } from './operators/reorder.js';
@@ -391,7 +391,7 @@ export class RunCore<T, M extends RunMode> {
     // An Observable limit (a slider) may pause the run with 0; the others never emit 0.
     const limit$ = this.#limit$(runtime).pipe(
       map((limit) => {
-        if (!(limit === Infinity || (Number.isInteger(limit) && limit >= 0))) {
+        if (!isValidLimit(limit, 0)) {
           throw new RangeError(`the concurrency limit must be a positive integer, 0 (paused) or Infinity, got ${formatValue(limit)}`);
         }
         if (limit !== this.#limit || !this.#limitShown) {

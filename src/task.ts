@@ -285,7 +285,8 @@ export function commandTask(file: string, args: readonly string[] = [], options:
  * console.log(await schedule$(tasks).toOrderedArray()); // [2, 4, 6]
  * ```
  * @param factory Creates the process, with an IPC channel: `fork`, `spawn` with `'ipc'` in `stdio`,
- *   or execa's `execaNode` (its subprocess is a ChildProcess; its promise is left alone).
+ *   or execa's `execaNode` (its subprocess is a ChildProcess; the rejection of its promise when
+ *   the process is killed is handled here, so it cannot end your program as an unhandled one).
  * @param options Per-task options.
  * @returns A task to pass to {@link schedule$}.
  */

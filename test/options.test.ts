@@ -107,6 +107,18 @@ test('options that cannot be read (a getter that throws, a Proxy) are an OptionE
   t.throws(() => schedule$([], proxy), { instanceOf: OptionError, message: 'options could not be read: TypeError: revoked' });
 });
 
+test('each option is read once: a getter runs once', (t) => {
+  let reads = 0;
+  const options = {
+    get settle(): boolean {
+      reads++;
+      return true;
+    },
+  };
+  t.true(resolveOptions(options).settle);
+  t.is(reads, 1);
+});
+
 test('defaults are filled in', (t) => {
   const o = resolveOptions(undefined);
   t.is(o.concurrency, 'auto');

@@ -180,7 +180,7 @@ function onMessage(received: unknown): void {
     if (message.defs) for (const [id, url, name] of message.defs) functions.set(id, { url, name, timeCpu: true, long: true });
     const tasks = message.tasks;
     if (message.indexed) {
-      owners ??= new AsyncLocalStorage();
+      hook.trackTasks!();
       for (let i = 0; i + INDEXED_TASK_WIDTH <= tasks.length; i += INDEXED_TASK_WIDTH) queue.push(tasks[i], tasks[i + 1], tasks[i + 2], tasks[i + 3]);
     } else {
       for (let i = 0; i + TASK_WIDTH <= tasks.length; i += TASK_WIDTH) queue.push(tasks[i], tasks[i + 1], tasks[i + 2], undefined);
@@ -480,8 +480,9 @@ function record(id: number, status: ResultStatus, value: unknown, durationUs: nu
     outboxPackable = false;
     // Not plain data: it may be large (Buffers, typed arrays). Weighed, cheaply: a large one goes
     // in a message of its own, and one too large for any message fails its task instead.
-    if (typeof value === 'object' && value !== null && roughSize(value) >= SEND_ALONE_BYTES) {
-      sendAlone(id, value, durationUs, cpuUs);
+    const size = typeof value === 'object' && value !== null ? roughSize(value) : 0;
+    if (size >= SEND_ALONE_BYTES) {
+      sendAlone(id, value, size, durationUs, cpuUs);
       return;
     }
   } else if (outboxPackable) {
@@ -492,9 +493,9 @@ function record(id: number, status: ResultStatus, value: unknown, durationUs: nu
 }
 
 /** A large result: in a message of its own, after those waiting; an error if no message can hold it. */
-function sendAlone(id: number, value: unknown, durationUs: number, cpuUs: number): void {
+function sendAlone(id: number, value: unknown, size: number, durationUs: number, cpuUs: number): void {
   flush();
-  const bytes = oversized(value, roughSize(value));
+  const bytes = oversized(value, size);
   if (bytes !== undefined) {
     const error: RemoteErrorInfo = {
       name: 'RangeError',

@@ -93,7 +93,8 @@ function describeValue(value: unknown): string {
   }
 }
 
-function isValidLimit(value: unknown, min: number): value is number {
+/** @internal A limit the engine takes: a whole number from `min` (0: a pause is allowed, 1: not), or Infinity. */
+export function isValidLimit(value: unknown, min: number): value is number {
   return typeof value === 'number' && (value === Infinity || (Number.isInteger(value) && value >= min));
 }
 

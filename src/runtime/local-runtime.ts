@@ -827,18 +827,8 @@ export class LocalRuntime implements TaskRuntime {
     if (culprit) {
       this.#finish(culprit);
       const stderrTail = worker.output.stderrTail(culprit.stderrSince);
-      const base = { exitCode: code, signal, stderrTail, pid: worker.pid };
-      const how = /JavaScript heap out of memory/.test(stderrTail) ? 'it ran out of memory (JavaScript heap out of memory); ' : '';
-      const init: Omit<TaskErrorInit, 'index' | 'label' | 'attempt'> =
-        fatal && (fatal.id === culprit.id || fatal.id === undefined)
-          ? { ...base, kind: 'threw', remote: fatal.error, detail: 'uncaught in the worker, which exited' }
-          : !signal && stderrTail.includes(EXITED_WHILE_LOADING)
-            ? { ...base, kind: 'invalid', detail: `its module ended the worker process as it loaded (exit code ${code}): a task module's top level must not call process.exit()` }
-            : signal && stderrTail.includes(DISCONNECTED_BY_TASK)
-            ? { ...base, kind: 'signaled', detail: 'it called process.disconnect(), which ends its worker process (and what it started)' }
-            : signal
-            ? { ...base, kind: 'signaled', detail: `${how}the worker process died while running it` }
-            : { ...base, kind: 'exited', detail: `${how}the worker process exited while running it` };
+      const why = fatal && (fatal.id === culprit.id || fatal.id === undefined) ? fatal : undefined;
+      const init = { exitCode: code, signal, stderrTail, pid: worker.pid, ...workerDeath(code, signal, stderrTail, why) };
       culprit.events.rejected(this.#error(culprit, init));
     }
     this.#advance(owner);
@@ -1248,6 +1238,23 @@ export class LocalRuntime implements TaskRuntime {
   #error(job: Job, init: Omit<TaskErrorInit, 'index' | 'label' | 'attempt'>): TaskError {
     return new TaskError({ ...init, index: job.index, label: taskLabel(job.task), attempt: job.attempt });
   }
+}
+
+/**
+ * How the task a worker was running when it died failed: from what the worker said before it
+ * went (an uncaught error it reported; a line on stderr for an exit while loading a module, or a
+ * task's process.disconnect()), else from how it ended.
+ */
+function workerDeath(code: number | null, signal: NodeJS.Signals | null, stderrTail: string, fatal: FatalReport | undefined): Pick<TaskErrorInit, 'kind' | 'remote' | 'detail'> {
+  if (fatal) return { kind: 'threw', remote: fatal.error, detail: 'uncaught in the worker, which exited' };
+  if (!signal && stderrTail.includes(EXITED_WHILE_LOADING)) {
+    return { kind: 'invalid', detail: `its module ended the worker process as it loaded (exit code ${code}): a task module's top level must not call process.exit()` };
+  }
+  if (signal && stderrTail.includes(DISCONNECTED_BY_TASK)) {
+    return { kind: 'signaled', detail: 'it called process.disconnect(), which ends its worker process (and what it started)' };
+  }
+  const how = /JavaScript heap out of memory/.test(stderrTail) ? 'it ran out of memory (JavaScript heap out of memory); ' : '';
+  return signal ? { kind: 'signaled', detail: `${how}the worker process died while running it` } : { kind: 'exited', detail: `${how}the worker process exited while running it` };
 }
 
 /** What to change when workers cannot be started for want of file descriptors or processes. */
