@@ -11,6 +11,7 @@ import {
 import { DEFAULT_RETRY_ON } from './retry.js';
 import { optimalConcurrency } from './optimal-concurrency.js';
 import { WorkerPool } from './pool.js';
+import { DEFAULT_PROGRESS_INTERVAL } from './runtime/protocol.js';
 import { DEFAULT_START_TIMEOUT } from './runtime/worker-process.js';
 
 /** How many tasks may run at once. */
@@ -153,6 +154,11 @@ export interface ScheduleOptions {
   /**
    * Coalesce `progress$` snapshots to at most one per this many milliseconds (the first and
    * last are always emitted). `0` emits once per event-loop turn in which something changed.
+   *
+   * Each task's `reportProgress` calls are coalesced the same way, in its worker: a report made
+   * within this many ms of the task's last one sent is held, and only the newest held one is
+   * sent, once the time has passed or just before the task's result. A task's first and last
+   * reports always reach `taskProgress$`; `0` sends every report.
    * @default 50
    */
   progressInterval?: number;
@@ -307,7 +313,7 @@ export function resolveOptions(options: ScheduleOptions | undefined, names: { cp
     idleTimeout: numberIn('idleTimeout', o.idleTimeout, 5000, 0, 2 ** 31 - 1),
     maxWorkerRss: o.maxWorkerRss === undefined ? undefined : workerRssLimit(o.maxWorkerRss),
     output,
-    progressInterval: numberIn('progressInterval', o.progressInterval, 50, 0, 2 ** 31 - 1),
+    progressInterval: numberIn('progressInterval', o.progressInterval, DEFAULT_PROGRESS_INTERVAL, 0, 2 ** 31 - 1),
     workerExecArgv: o.workerExecArgv ?? [],
     workerStartTimeout: numberIn('workerStartTimeout', o.workerStartTimeout, DEFAULT_START_TIMEOUT, 1, 2 ** 31 - 1),
     workerEnv: o.workerEnv,

@@ -377,6 +377,7 @@ export class RunCore<T, M extends RunMode> {
       output: options.output,
       workerExecArgv: options.workerExecArgv,
       workerStartTimeout: options.workerStartTimeout,
+      progressInterval: options.progressInterval,
       workerEnv: options.workerEnv,
       pool: options.pool && lenderOf(options.pool),
       progress: this.#innerContext,

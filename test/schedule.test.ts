@@ -605,7 +605,8 @@ test('processTask: exiting without a result is a failure that says so', async (t
 });
 
 test('task progress from inside a worker reaches taskProgress$ with the task index', async (t) => {
-  const run = schedule$([typed.withProgress(3), typed.withProgress(2)], { concurrency: 1 });
+  // Every report (reports within progressInterval of each other are coalesced: task-progress.test.ts).
+  const run = schedule$([typed.withProgress(3), typed.withProgress(2)], { concurrency: 1, progressInterval: 0 });
   const events: Array<{ index: number; value: unknown }> = [];
   run.taskProgress$.subscribe((e) => events.push(e));
   t.deepEqual(await run.toOrderedArray(), [3, 2]);

@@ -23,6 +23,15 @@ workerHook()?.trackTasks?.();
  *
  * `value` can be anything that can be cloned: a fraction, a `{ done, of }` object, a message.
  *
+ * In a module task, reports are coalesced by the run's `progressInterval` (50 ms by default), so
+ * calling this on every step of a tight loop is cheap: a report made within that time of the
+ * task's last one sent is held, and only the newest held one is sent, when the time has passed
+ * or just before the task's result. The task's first and last reports always arrive, before its
+ * result. A report sent at once is cloned at once: one that cannot be cloned throws here. A held
+ * one is cloned when it is sent, as it is then; if it cannot be, its task fails with that error.
+ * With `progressInterval: 0` every report is sent at once. In a process task every report is
+ * sent at once.
+ *
  * @example
  * ```ts
  * // work.ts, run with moduleTask(new URL('./work.js', import.meta.url), 'crunch', [1000])

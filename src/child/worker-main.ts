@@ -13,7 +13,7 @@ import { serialize } from 'node:v8';
 import { objectArray } from '../collections.js';
 import { toRemoteErrorInfo, type RemoteErrorInfo } from '../errors.js';
 import {
-  DISCONNECTED_BY_TASK, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, INDEXED_TASK_WIDTH, INVALID, RESULT_WIDTH, TAG, TASK_WIDTH, THREW, WORKER_HOOK,
+  DEFAULT_PROGRESS_INTERVAL, DISCONNECTED_BY_TASK, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, INDEXED_TASK_WIDTH, INVALID, RESULT_WIDTH, TAG, TASK_WIDTH, THREW, WORKER_HOOK,
   describeOversized, jsonExact, outputMark, oversized, pack, roughSize, unpack,
   type ParentMessage, type ResultStatus, type WorkerHook, type WorkerMessage,
 } from '../runtime/protocol.js';
@@ -110,15 +110,70 @@ function strayOwner(): TaskOwner | undefined {
   return owner !== undefined && owner.id !== currentId ? owner : undefined;
 }
 
+// A task's progress reports are coalesced: one made within `progressEvery` ms of the last one sent
+// is held, and only the newest held report is sent, once that time has passed or just before the
+// task's result. A task that reports on every step of a tight loop would otherwise send a message
+// per step (12 µs each here, a million of them 12 s), and the parent would handle each one.
+/** The run's progressInterval (see RunMessage.progressEvery); 0 sends every report. */
+let progressEvery = DEFAULT_PROGRESS_INTERVAL;
+/** The running task reported progress: {@link finish} sends what is held and resets what follows. */
+let reported = false;
+/** When the running task's last report was sent. */
+let progressSentAt = -Infinity;
+let holding = false;
+let heldProgress: unknown;
+let heldTimer: NodeJS.Timeout | undefined;
+/** A held report of the running task that could not be sent: the task fails with it. */
+let progressError: Error | undefined;
+
+function sendProgress(id: number, value: unknown): void {
+  try {
+    post({ [TAG]: 'progress', id, value });
+  } catch (error) {
+    // Else the task fails with V8's bare "() => 1 could not be cloned", which names no call.
+    throw new TypeError(`reportProgress: the value cannot be sent to the parent process: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+/** Sends the running task's held report, if any, once its time has come. */
+function sendHeld(): void {
+  heldTimer = undefined;
+  if (!holding || currentId === undefined) return;
+  const wait = progressSentAt + progressEvery - performance.now();
+  // A report sent since this timer was set (during a synchronous loop) started a new wait.
+  if (wait > 0) heldTimer = setTimeout(sendHeld, wait);
+  else sendHeldNow(currentId);
+}
+
+function sendHeldNow(id: number): void {
+  const value = heldProgress;
+  holding = false;
+  heldProgress = undefined;
+  progressSentAt = performance.now();
+  try {
+    sendProgress(id, value);
+  } catch (error) {
+    progressError ??= error as Error;
+  }
+}
+
 const hook: WorkerHook = {
   reportProgress(value: unknown) {
     if (currentId === undefined || strayOwner()) return;
-    try {
-      post({ [TAG]: 'progress', id: currentId, value });
-    } catch (error) {
-      // Else the task fails with V8's bare "() => 1 could not be cloned", which names no call.
-      throw new TypeError(`reportProgress: the value cannot be sent to the parent process: ${(error as Error).message}`, { cause: error });
+    reported = true;
+    const now = performance.now();
+    if (now - progressSentAt >= progressEvery) {
+      // Sent now, and so checked now: a value that cannot be cloned throws here, at the call.
+      holding = false;
+      heldProgress = undefined;
+      progressSentAt = now;
+      sendProgress(currentId, value);
+      return;
     }
+    // Held, as it is: it is cloned when it is sent.
+    holding = true;
+    heldProgress = value;
+    heldTimer ??= setTimeout(sendHeld, progressSentAt + progressEvery - now);
   },
   get taskId() {
     return currentId;
@@ -177,6 +232,7 @@ function onMessage(received: unknown): void {
   const message = unpack(received) as ParentMessage;
   if (typeof message !== 'object' || message === null) return;
   if (message[TAG] === 'run') {
+    if (message.progressEvery !== undefined) progressEvery = message.progressEvery;
     if (message.defs) for (const [id, url, name] of message.defs) functions.set(id, { url, name, timeCpu: true, long: true });
     const tasks = message.tasks;
     if (message.indexed) {
@@ -460,6 +516,19 @@ function finish(def: FunctionDef, id: number, status: ResultStatus, value: unkno
   }
   def.timeCpu = async || durationUs >= CPU_TIMING_MIN_US;
   def.long = durationUs >= FLUSH_AFTER_MS * 1000;
+  if (reported) {
+    // Its last report goes before its result; a report that could not be sent fails it.
+    reported = false;
+    if (holding) sendHeldNow(id);
+    clearTimeout(heldTimer);
+    heldTimer = undefined;
+    progressSentAt = -Infinity;
+    if (progressError !== undefined) {
+      status = THREW;
+      value = toRemoteErrorInfo(progressError);
+      progressError = undefined;
+    }
+  }
   currentId = undefined;
   if (markIndex !== undefined) {
     markIndex = undefined;
@@ -787,6 +856,8 @@ let dying = false;
 function fatal(error: unknown): void {
   if (dying) return;
   dying = true;
+  // The task's last progress report, then its neighbours' results, then why this process ends.
+  if (holding && currentId !== undefined) sendHeldNow(currentId);
   flush();
   const message: WorkerMessage = { [TAG]: 'fatal', id: currentId, error: toRemoteErrorInfo(error) };
   // Print it too, as Node would have: the parent keeps the tail of stderr for the TaskError.

@@ -26,7 +26,7 @@ import { killTree, treeGone } from './kill.js';
 import type { OutputLine } from './output.js';
 import { runProcessTask } from './process-task.js';
 import { checkRss } from './rss.js';
-import { DISCONNECTED_BY_TASK, EXACT_SIZE_FROM, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW, describeOversized, oversized, roughSize } from './protocol.js';
+import { DEFAULT_PROGRESS_INTERVAL, DISCONNECTED_BY_TASK, EXACT_SIZE_FROM, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW, describeOversized, oversized, roughSize } from './protocol.js';
 import type { ExecutingJob, JobEvents, JobHandle, JobSpec, TaskRuntime, TaskStats } from './runtime.js';
 import { DEFAULT_START_TIMEOUT, HANDOVER_QUIET_MAX_MS, HANDOVER_QUIET_MS, START_TIMED_OUT, WorkerProcess, describeExit, type FatalReport, type UnsendableTask, type WorkerConfig, type WorkerListener } from './worker-process.js';
 
@@ -51,6 +51,8 @@ export interface LocalRuntimeOptions {
   workerExecArgv: readonly string[];
   /** @default DEFAULT_START_TIMEOUT */
   workerStartTimeout?: number;
+  /** A task's progress reports are coalesced to one per this many ms (in its worker). @default DEFAULT_PROGRESS_INTERVAL */
+  progressInterval?: number;
   workerEnv: NodeJS.ProcessEnv | undefined;
   /** Where idle workers come from and go back to, if anywhere. */
   pool?: WorkerLender | undefined;
@@ -919,11 +921,10 @@ export class LocalRuntime implements TaskRuntime {
     // Not one that has already run this run's maxTasksPerWorker (in earlier runs): it would be
     // sent a task past the limit (with 1, a task would not get the fresh process it asked for).
     const lent = this.#options.pool?.take(this.#workerConfig, this.#options.maxTasksPerWorker);
-    if (lent) {
-      lent.adopt(this.#listener, this.#options.killTimeout);
-      return lent;
-    }
-    return new WorkerProcess({ ...this.#workerConfig, killTimeout: this.#options.killTimeout, startTimeout: this.#options.workerStartTimeout ?? DEFAULT_START_TIMEOUT }, this.#listener);
+    const worker = lent ?? new WorkerProcess({ ...this.#workerConfig, killTimeout: this.#options.killTimeout, startTimeout: this.#options.workerStartTimeout ?? DEFAULT_START_TIMEOUT }, this.#listener);
+    if (lent) lent.adopt(this.#listener, this.#options.killTimeout);
+    worker.coalesceProgress(this.#options.progressInterval ?? DEFAULT_PROGRESS_INTERVAL);
+    return worker;
   }
 
   /**

@@ -41,7 +41,16 @@ export interface RunMessage {
    */
   tasks: unknown[];
   indexed?: true;
+  /**
+   * The run's `progressInterval`, from these tasks on, when it differs from what the worker was
+   * last told (at first, {@link DEFAULT_PROGRESS_INTERVAL}): a task's progress reports made within
+   * that many ms of the last one sent are coalesced.
+   */
+  progressEvery?: number;
 }
+
+/** The default `progressInterval`, and the coalescing of task progress a worker starts with. */
+export const DEFAULT_PROGRESS_INTERVAL = 50;
 
 /** Values per task in {@link RunMessage.tasks}: taskId, fnId, args. */
 export const TASK_WIDTH = 3;

@@ -14,7 +14,7 @@ import { runsNow, killTree, type KillReport } from './kill.js';
 import { afterChannelClosed, afterOutputClosed, releaseUnstarted } from './child-exit.js';
 import { afterQuiet, tapOutput, type OutputLine, type OutputTap } from './output.js';
 import {
-  INDEXED_TASK_WIDTH, isTagged, jsonExact, pack, RESULT_WIDTH, TAG, TASK_WIDTH, unpack, type ParentMessage, type RunMessage, type WorkerMessage,
+  DEFAULT_PROGRESS_INTERVAL, INDEXED_TASK_WIDTH, isTagged, jsonExact, pack, RESULT_WIDTH, TAG, TASK_WIDTH, unpack, type ParentMessage, type RunMessage, type WorkerMessage,
 } from './protocol.js';
 
 const here = import.meta.url;
@@ -158,6 +158,9 @@ export class WorkerProcess {
   #capture: boolean;
   #killTimeout: number;
   #flushQueued = false;
+  /** The progress coalescing its tasks should have (see coalesceProgress), and what the worker was told. */
+  #progressEvery = DEFAULT_PROGRESS_INTERVAL;
+  #toldProgressEvery = DEFAULT_PROGRESS_INTERVAL;
   /** Made once: a closure made in send(), which runs for every task, would cost a context on every call. */
   readonly #flushTask = (): void => this.#flush();
   #fatal: FatalReport | undefined;
@@ -381,12 +384,21 @@ export class WorkerProcess {
     return killTree(this.child, graceMs).then((report) => this.exited.then(() => report));
   }
 
+  /**
+   * Tells the worker, with the next tasks it is sent, to coalesce its tasks' progress reports to
+   * one per `ms` (the run's `progressInterval`).
+   */
+  coalesceProgress(ms: number): void {
+    this.#progressEvery = ms;
+  }
+
   #flush(): void {
     this.#flushQueued = false;
     if (this.#tasks.length === 0) return;
     const message: RunMessage = { [TAG]: 'run', tasks: this.#tasks };
     if (this.#capture) message.indexed = true;
     if (this.#defs.length) message.defs = this.#defs;
+    if (this.#progressEvery !== this.#toldProgressEvery) message.progressEvery = this.#toldProgressEvery = this.#progressEvery;
     const packable = this.#packable;
     this.#tasks = objectArray();
     this.#defs = objectArray();
@@ -403,6 +415,7 @@ export class WorkerProcess {
   #sendOneByOne(message: RunMessage): void {
     const bad: UnsendableTask[] = [];
     let defs = message.defs;
+    let progressEvery = message.progressEvery;
     const { tasks, indexed } = message;
     const width = this.#width;
     for (let i = 0; i < tasks.length; i += width) {
@@ -412,10 +425,10 @@ export class WorkerProcess {
         bad.push({ id: tasks[i] as number, message: culprit });
         continue;
       }
-      this.#post({ [TAG]: 'run', tasks: tasks.slice(i, i + width), ...(indexed ? { indexed } : {}), ...(defs ? { defs } : {}) });
-      defs = undefined;
+      this.#post({ [TAG]: 'run', tasks: tasks.slice(i, i + width), ...(indexed ? { indexed } : {}), ...(defs ? { defs } : {}), ...(progressEvery !== undefined ? { progressEvery } : {}) });
+      defs = progressEvery = undefined;
     }
-    if (defs) this.#post({ [TAG]: 'run', tasks: [], defs });
+    if (defs || progressEvery !== undefined) this.#post({ [TAG]: 'run', tasks: [], ...(defs ? { defs } : {}), ...(progressEvery !== undefined ? { progressEvery } : {}) });
     if (bad.length) this.#listener.unsendable(bad);
   }
 
