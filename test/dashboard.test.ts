@@ -98,3 +98,36 @@ test.serial('a short run finishes with completed = total, and its workers are go
   t.true(shown.length > 0);
   for (const pid of shown) assertGone(t, pid);
 });
+
+test.serial('the slider at 0 pauses the run: the running tasks finish, nothing else starts until it moves up', async (t) => {
+  const { dashboard, page } = await openDashboard(t);
+  await page.fill('#tasks', '8');
+  await page.uncheck('#auto');
+  await page.fill('#limit', '1');
+  await page.click('#start');
+  await page.waitForSelector('#status[data-state="running"]', WAIT);
+  // Paused once the first task runs: it finishes, and the seven others wait.
+  await page.waitForFunction("document.getElementById('running').textContent === '1'", undefined, WAIT);
+  await page.fill('#limit', '0');
+  await page.waitForSelector('#status[data-state="paused"]', WAIT);
+  t.is(await page.locator('#concurrency').textContent(), '0 (paused)');
+  await page.waitForFunction("document.getElementById('running').textContent === '0'", undefined, WAIT);
+  const done = (await numberIn(page, '#completed')) + (await numberIn(page, '#failed'));
+  t.true(done >= 1 && done <= 2, `the task running at the pause ended (and none or one more that had started): ${done}`);
+  t.is(await numberIn(page, '#queued'), 8 - done);
+  // A while later (the longest example task takes 1.3 s), still nothing has started.
+  await page.waitForTimeout(2000);
+  t.is(await numberIn(page, '#running'), 0);
+  t.is((await numberIn(page, '#completed')) + (await numberIn(page, '#failed')), done, 'nothing ran during the pause');
+  t.is(await page.locator('#status').textContent(), 'paused');
+
+  const pids = new Set(dashboard.currentRunPids());
+  await page.fill('#limit', '2');
+  await page.waitForSelector('#status[data-state="running"], #status[data-state="completed"]', WAIT);
+  await page.waitForSelector('#status[data-state="completed"]', WAIT);
+  t.is(await numberIn(page, '#completed'), 8);
+  for (const pid of await timelinePids(page)) pids.add(pid);
+  t.true(pids.size > 0);
+  for (const pid of pids) assertGone(t, pid);
+  t.deepEqual(liveChildPids(), [], 'the library tracks no child process of this test any more');
+});

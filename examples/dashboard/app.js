@@ -17,7 +17,9 @@ const ui = {
 let run = emptyRun();
 
 function emptyRun() {
-  return { id: undefined, status: 'idle', elapsedMs: 0, completions: [], rows: new Map(), taskProgress: new Map() };
+  // status: from the server, or 'cancelling' once Cancel is clicked; limit: the run's concurrency
+  // limit, 0 while paused.
+  return { id: undefined, status: 'idle', limit: undefined, elapsedMs: 0, completions: [], rows: new Map(), taskProgress: new Map() };
 }
 
 // --- talking to the server ------------------------------------------------------------------
@@ -94,7 +96,9 @@ events.addEventListener('progress', (e) => {
 });
 events.addEventListener('concurrency', (e) => {
   const { limit } = JSON.parse(e.data);
-  ui.concurrency.textContent = String(limit);
+  run.limit = limit;
+  drawStatus();
+  ui.concurrency.textContent = limit === 0 ? '0 (paused)' : String(limit);
   // The slider follows the limit the library set; while the user drags it, it is theirs.
   if (document.activeElement !== ui.limit) {
     ui.limit.value = String(limit);
@@ -126,14 +130,20 @@ events.addEventListener('task-progress', (e) => {
 
 function setStatus(status) {
   run.status = status;
-  ui.status.textContent = status;
-  ui.status.dataset.state = status;
+  drawStatus();
   if (status === 'cancelled' || status === 'failed') ui.eta.textContent = '–';
   // The load is a live reading: once the run has ended, the last one would only look current.
   if (status !== 'running' && status !== 'cancelling') {
     ui.cpu.textContent = '–';
     ui.cpuMeter.style.width = '0';
   }
+}
+
+/** The badge: the run's status, but 'paused' while a running run's limit is 0. */
+function drawStatus() {
+  const shown = run.status === 'running' && run.limit === 0 ? 'paused' : run.status;
+  ui.status.textContent = shown;
+  ui.status.dataset.state = shown;
 }
 
 function updateControls() {

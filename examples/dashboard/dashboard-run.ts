@@ -169,7 +169,7 @@ export class DashboardRun {
     return this.#run.pids();
   }
 
-  /** Moves the limit of a manual-mode run. Returns false in auto mode. */
+  /** Moves the limit of a manual-mode run (0 pauses it). Returns false in auto mode. */
   setLimit(limit: number): boolean {
     if (!this.#limit) return false;
     this.#limit.next(limit);

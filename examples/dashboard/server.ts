@@ -115,8 +115,9 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
     if (!isIntegerIn(tasks, 1, MAX_TASKS)) throw new HttpError(400, `tasks must be an integer from 1 to ${MAX_TASKS}`);
     let mode: ConcurrencyMode;
     if (concurrency === 'auto') mode = { mode: 'auto' };
-    else if (isIntegerIn(concurrency, 1, maxLimit)) mode = { mode: 'manual', limit: (nextLimit = concurrency) };
-    else throw new HttpError(400, `concurrency must be 'auto' or an integer from 1 to ${maxLimit}`);
+    // 0 starts the run paused: nothing starts until the slider moves up.
+    else if (isIntegerIn(concurrency, 0, maxLimit)) mode = { mode: 'manual', limit: (nextLimit = concurrency) };
+    else throw new HttpError(400, `concurrency must be 'auto' or an integer from 0 to ${maxLimit}`);
     current = new DashboardRun(++runCount, tasks, mode, broadcast);
     return { id: current.id };
   }
@@ -130,7 +131,8 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
 
   async function setConcurrency(body: unknown): Promise<unknown> {
     const { limit } = (body ?? {}) as { limit?: unknown };
-    if (!isIntegerIn(limit, 1, maxLimit)) throw new HttpError(400, `limit must be an integer from 1 to ${maxLimit}`);
+    // 0 pauses a running run: what runs finishes, nothing else starts (see the concurrency option).
+    if (!isIntegerIn(limit, 0, maxLimit)) throw new HttpError(400, `limit must be an integer from 0 to ${maxLimit}`);
     nextLimit = limit;
     // In auto mode the library sets the limit; the slider's value waits for the next manual run.
     const applied = current?.status === 'running' ? current.setLimit(limit) : false;
