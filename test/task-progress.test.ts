@@ -73,6 +73,11 @@ test('a report held back that cannot be cloned fails its task, naming reportProg
   t.is(error?.kind, 'threw');
   t.regex(error?.remote?.message ?? '', /^reportProgress: the value cannot be sent to the parent process: .*could not be cloned/);
   t.like(next, { status: 'fulfilled', index: 1, value: 9 }, 'the worker goes on with the next task');
+
+  // A task that fails on its own keeps its own error.
+  const own = await schedule$([typed.reportUncloneableThenThrow()], { concurrency: 1 }).toOrderedArray().catch((e: unknown) => e);
+  t.true(isTaskError(own));
+  t.is(isTaskError(own) ? own.remote?.name : undefined, 'RangeError');
 });
 
 test("a pooled worker coalesces by the progressInterval of the run it serves now", async (t) => {

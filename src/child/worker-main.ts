@@ -517,15 +517,18 @@ function finish(def: FunctionDef, id: number, status: ResultStatus, value: unkno
   def.timeCpu = async || durationUs >= CPU_TIMING_MIN_US;
   def.long = durationUs >= FLUSH_AFTER_MS * 1000;
   if (reported) {
-    // Its last report goes before its result; a report that could not be sent fails it.
+    // Its last report goes before its result; a report that could not be sent fails it (unless
+    // it failed already: its own error says more).
     reported = false;
     if (holding) sendHeldNow(id);
     clearTimeout(heldTimer);
     heldTimer = undefined;
     progressSentAt = -Infinity;
     if (progressError !== undefined) {
-      status = THREW;
-      value = toRemoteErrorInfo(progressError);
+      if (status !== THREW) {
+        status = THREW;
+        value = toRemoteErrorInfo(progressError);
+      }
       progressError = undefined;
     }
   }
