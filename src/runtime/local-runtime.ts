@@ -26,9 +26,9 @@ import { killTree, treeGone } from './kill.js';
 import type { OutputLine } from './output.js';
 import { runProcessTask } from './process-task.js';
 import { checkRss } from './rss.js';
-import { DEFAULT_PROGRESS_INTERVAL, DISCONNECTED_BY_TASK, EXACT_SIZE_FROM, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW, describeOversized, oversized, roughSize } from './protocol.js';
+import { DISCONNECTED_BY_TASK, EXACT_SIZE_FROM, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW, describeOversized, oversized, roughSize } from './protocol.js';
 import type { ExecutingJob, JobEvents, JobHandle, JobSpec, TaskRuntime, TaskStats } from './runtime.js';
-import { DEFAULT_START_TIMEOUT, HANDOVER_QUIET_MAX_MS, HANDOVER_QUIET_MS, START_TIMED_OUT, WorkerProcess, describeExit, type FatalReport, type UnsendableTask, type WorkerConfig, type WorkerListener } from './worker-process.js';
+import { HANDOVER_QUIET_MAX_MS, HANDOVER_QUIET_MS, START_TIMED_OUT, WorkerProcess, describeExit, type FatalReport, type UnsendableTask, type WorkerConfig, type WorkerListener } from './worker-process.js';
 
 /** Keeps idle workers between runs (a WorkerPool, seen from a run). */
 export interface WorkerLender {
@@ -49,10 +49,9 @@ export interface LocalRuntimeOptions {
   maxWorkerRss: number | undefined;
   output: OutputMode;
   workerExecArgv: readonly string[];
-  /** @default DEFAULT_START_TIMEOUT */
-  workerStartTimeout?: number;
-  /** A task's progress reports are coalesced to one per this many ms (in its worker). @default DEFAULT_PROGRESS_INTERVAL */
-  progressInterval?: number;
+  workerStartTimeout: number;
+  /** A task's progress reports are coalesced to one per this many ms (in its worker). */
+  progressInterval: number;
   workerEnv: NodeJS.ProcessEnv | undefined;
   /** Where idle workers come from and go back to, if anywhere. */
   pool?: WorkerLender | undefined;
@@ -921,9 +920,9 @@ export class LocalRuntime implements TaskRuntime {
     // Not one that has already run this run's maxTasksPerWorker (in earlier runs): it would be
     // sent a task past the limit (with 1, a task would not get the fresh process it asked for).
     const lent = this.#options.pool?.take(this.#workerConfig, this.#options.maxTasksPerWorker);
-    const worker = lent ?? new WorkerProcess({ ...this.#workerConfig, killTimeout: this.#options.killTimeout, startTimeout: this.#options.workerStartTimeout ?? DEFAULT_START_TIMEOUT }, this.#listener);
+    const worker = lent ?? new WorkerProcess({ ...this.#workerConfig, killTimeout: this.#options.killTimeout, startTimeout: this.#options.workerStartTimeout }, this.#listener);
     if (lent) lent.adopt(this.#listener, this.#options.killTimeout);
-    worker.coalesceProgress(this.#options.progressInterval ?? DEFAULT_PROGRESS_INTERVAL);
+    worker.coalesceProgress(this.#options.progressInterval);
     return worker;
   }
 

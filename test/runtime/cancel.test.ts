@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import test from 'ava';
 import { moduleTask, type Task } from '../../src/index.js';
 import { LocalRuntime } from '../../src/runtime/local-runtime.js';
+import { runtimeOptions } from './runtime-options.js';
 import type { JobHandle } from '../../src/runtime/runtime.js';
 import { isAlive, waitGone, work } from '../helpers.js';
 
@@ -23,10 +24,7 @@ for (const [when, output] of [
     t.teardown(() => rmSync(dir, { recursive: true, force: true }));
     const marker = join(dir, 'ran');
     // One lane: all three go to the same worker, the second and third queued behind the first.
-    const runtime = new LocalRuntime({
-      concurrency: 1, maxTasksPerWorker: Infinity, idleTimeout: 5000, killTimeout: 1000, maxWorkerRss: undefined,
-      output, workerExecArgv: [], workerEnv: undefined,
-    });
+    const runtime = new LocalRuntime(runtimeOptions({ output }));
     // Whatever fails below, the worker goes (shutdown is idempotent).
     t.teardown(() => runtime.shutdown(false));
     const start = (task: Task, index: number) => {

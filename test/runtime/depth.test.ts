@@ -6,14 +6,12 @@
 import test from 'ava';
 import { moduleTask, type Task } from '../../src/index.js';
 import { LocalRuntime, PIPELINE_BUDGET_BYTES } from '../../src/runtime/local-runtime.js';
+import { runtimeOptions } from './runtime-options.js';
 import { work } from '../helpers.js';
 
 /** One lane; every depth it announces, in order. */
 function oneLane(t: { teardown(fn: () => unknown): void }, workerExecArgv: string[] = []) {
-  const runtime = new LocalRuntime({
-    concurrency: 1, maxTasksPerWorker: Infinity, idleTimeout: 5000, killTimeout: 1000, maxWorkerRss: undefined,
-    output: 'inherit', workerExecArgv, workerEnv: undefined,
-  });
+  const runtime = new LocalRuntime(runtimeOptions({ workerExecArgv }));
   t.teardown(() => runtime.shutdown(false));
   const depths: number[] = [];
   runtime.depth$.subscribe((depth) => depths.push(depth));

@@ -5,6 +5,7 @@
 import test from 'ava';
 import { commandTask, schedule$, taskModule } from '../../src/index.js';
 import { LocalRuntime } from '../../src/runtime/local-runtime.js';
+import { runtimeOptions } from './runtime-options.js';
 import type { OutputMode } from '../../src/options.js';
 import { fixture } from '../helpers.js';
 
@@ -29,10 +30,7 @@ async function rssGrowth<T>(work: () => Promise<T>, log?: (message: string) => v
 }
 
 function floodOnRuntime(output: OutputMode, stream: 'stdout' | 'stderr') {
-  const runtime = new LocalRuntime({
-    concurrency: 1, maxTasksPerWorker: Infinity, idleTimeout: 5000, killTimeout: 1000, maxWorkerRss: undefined,
-    output, workerExecArgv: [], workerEnv: undefined,
-  });
+  const runtime = new LocalRuntime(runtimeOptions({ output }));
   let lines = 0;
   let misattributed = 0;
   let longest = 0;

@@ -9,6 +9,7 @@ import { WorkerPool, commandTask, schedule$, taskModule, type OutputLine, type T
 import { tapOutput } from '../../src/runtime/output.js';
 import { outputMark } from '../../src/runtime/protocol.js';
 import { LocalRuntime } from '../../src/runtime/local-runtime.js';
+import { runtimeOptions } from './runtime-options.js';
 import { fixture, runParent, waitGone } from '../helpers.js';
 
 const chaos = taskModule<typeof import('../fixtures/chaos-tasks.js')>(fixture('chaos-tasks.ts'));
@@ -92,10 +93,7 @@ test('ignore: output is read and dropped, the tail of stderr still explains a fa
 
 /** Runs tasks on a LocalRuntime in capture mode; returns every line once it has shut down. */
 async function captureOnRuntime(tasks: Task[]): Promise<OutputLine[]> {
-  const runtime = new LocalRuntime({
-    concurrency: 2, maxTasksPerWorker: Infinity, idleTimeout: 5000, killTimeout: 1000, maxWorkerRss: undefined,
-    output: 'capture', workerExecArgv: [], workerEnv: undefined,
-  });
+  const runtime = new LocalRuntime(runtimeOptions({ concurrency: 2, output: 'capture' }));
   const lines = lastValueFrom(runtime.output$.pipe(toArray()));
   await Promise.all(
     tasks.map(
@@ -110,10 +108,7 @@ async function captureOnRuntime(tasks: Task[]): Promise<OutputLine[]> {
 }
 
 test("the runtime's output$ gives every line a task wrote before it completes, even lines still in the pipe at the task's end", async (t) => {
-  const runtime = new LocalRuntime({
-    concurrency: 2, maxTasksPerWorker: Infinity, idleTimeout: 5000, killTimeout: 1000, maxWorkerRss: undefined,
-    output: 'capture', workerExecArgv: [], workerEnv: undefined,
-  });
+  const runtime = new LocalRuntime(runtimeOptions({ concurrency: 2, output: 'capture' }));
   const lines = lastValueFrom(runtime.output$.pipe(toArray()));
   const width = 20_000;
   const results = await Promise.all(

@@ -8,16 +8,14 @@ import { join } from 'node:path';
 import test from 'ava';
 import { moduleTask, type Task } from '../../src/index.js';
 import { LocalRuntime } from '../../src/runtime/local-runtime.js';
+import { runtimeOptions } from './runtime-options.js';
 import { WorkerProcess } from '../../src/runtime/worker-process.js';
 import { fixture, isAlive, waitGone, work } from '../helpers.js';
 
 const chaos = fixture('chaos-tasks.ts');
 
 function runtimeFor(t: { teardown(fn: () => unknown): void }, options: { concurrency?: number; idleTimeout?: number; workerExecArgv?: string[] } = {}) {
-  const runtime = new LocalRuntime({
-    concurrency: 2, maxTasksPerWorker: Infinity, idleTimeout: 5000, killTimeout: 1000, maxWorkerRss: undefined,
-    output: 'inherit', workerExecArgv: [], workerEnv: undefined, ...options,
-  });
+  const runtime = new LocalRuntime(runtimeOptions({ concurrency: 2, ...options }));
   // Whatever fails below, the workers go (shutdown is idempotent).
   t.teardown(() => runtime.shutdown(false));
   // A job's handle (for a test that cancels it) and a promise of its value.
