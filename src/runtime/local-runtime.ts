@@ -433,15 +433,11 @@ export class LocalRuntime implements TaskRuntime {
     clearTimeout(lane.idleTimer);
     lane.idleTimer = undefined;
     // Workers cannot be started: a lane whose worker is alive goes on with it; the others fail
-    // their module tasks, and run their commands and process tasks, which need no worker.
-    if (this.#broken !== undefined && !lane.worker?.alive) {
-      this.#failBroken(lane);
-      // Not on to the loop below, which would start a worker for a module task that came
-      // meanwhile (a failure reported above lets the run start the next task at once).
-      const first = lane.jobs.at(0);
-      if (first && first.task.kind !== 'module' && first.state === 'queued') this.#startProcessJob(first);
-      return;
-    }
+    // their module tasks, and run their commands and process tasks, which need no worker. A module
+    // task that came meanwhile (a failure reported here lets the run start the next task at once)
+    // is not sent below, which would start a worker for it: it fails at the next advance.
+    const noWorker = this.#broken !== undefined && !lane.worker?.alive;
+    if (noWorker) this.#failBroken(lane);
     const oneAtATime = lane.suspects.size > 0 && hasSuspects(lane);
     // A task is timed from when it reaches the head of its lane, and a worker sends the results
     // of tiny tasks in batches: behind a task without a timeout, a task that hangs synchronously
@@ -451,7 +447,7 @@ export class LocalRuntime implements TaskRuntime {
     for (let i = 0; i < lane.jobs.length; i++) {
       const job = lane.jobs.at(i)!;
       if (job.task.kind === 'module') {
-        if (oneAtATime && i > 0) break;
+        if (noWorker || (oneAtATime && i > 0)) break;
         if (job.state === 'queued' && ((untimedAhead && job.timeout !== undefined) || !this.#send(lane, job))) break;
         if (job.timeout === undefined) untimedAhead = true;
         if (i === 0 && job.state === 'sent') this.#markRunning(job);
