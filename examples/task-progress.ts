@@ -1,9 +1,10 @@
 /**
  * Intermediate progress from inside a task: `crunch` (in work.ts) calls `reportProgress` from
  * 'async-process-scheduler/child' after every step of about 20 ms; the parent receives reports on
- * the run's `taskProgress$` as `{ index, value }`, next to the run-level `progress$`. A worker sends
- * at most one report per task per `progressInterval` (50 ms by default), the newest, so about one
- * step in three arrives here; the first and the last always do.
+ * the run's `taskProgress$` as `{ index, value }`, next to the run-level `progress$`. A worker lets
+ * a task send 8 reports at once and one more per `progressInterval` (50 ms by default), the
+ * newest: here every step of the first dozen or so arrives, then about two in five; the last
+ * always does.
  */
 import { schedule$, taskModule } from '../src/index.js';
 

@@ -155,10 +155,10 @@ export interface ScheduleOptions {
    * Coalesce `progress$` snapshots to at most one per this many milliseconds (the first and
    * last are always emitted). `0` emits once per event-loop turn in which something changed.
    *
-   * Each task's `reportProgress` calls are coalesced the same way, in its worker: a report made
-   * within this many ms of the task's last one sent is held, and only the newest held one is
-   * sent, once the time has passed or just before the task's result. A task's first and last
-   * reports always reach `taskProgress$`; `0` sends every report.
+   * It also paces each task's `reportProgress` calls, in its worker: a task may send 8 reports at
+   * once, and one more per this many ms; a report made beyond that is held (the newest replaces
+   * it) and sent as soon as the task may send again, or just before its result. `0` sends every
+   * report. See `reportProgress`.
    * @default 50
    */
   progressInterval?: number;

@@ -23,14 +23,16 @@ workerHook()?.trackTasks?.();
  *
  * `value` can be anything that can be cloned: a fraction, a `{ done, of }` object, a message.
  *
- * In a module task, reports are coalesced by the run's `progressInterval` (50 ms by default), so
- * calling this on every step of a tight loop is cheap: a report made within that time of the
- * task's last one sent is held, and only the newest held one is sent, when the time has passed
- * or just before the task's result. The task's first and last reports always arrive, before its
- * result. A report sent at once is cloned at once: one that cannot be cloned throws here. A held
- * one is cloned when it is sent, as it is then; if it cannot be, its task fails with that error.
- * With `progressInterval: 0` every report is sent at once. In a process task every report is
- * sent at once.
+ * In a module task, reports are paced by the run's `progressInterval` (50 ms by default), so
+ * calling this on every step of a tight loop is cheap: a task may send 8 reports at once (a few
+ * phases arrive as they happen), and one more per `progressInterval`. A report made beyond that
+ * is held, replacing any held before it, and sent as soon as the task may send again (during a
+ * synchronous stretch, only at its next report), or just before its result, so the last report
+ * arrives before the result. A report still held when the task's worker is killed (a timeout, a
+ * cancel) is lost. A report sent at once is cloned at once: one that cannot be cloned throws here.
+ * A held one is cloned when it is sent, as it is then; if it cannot be, its task fails with that
+ * error. With `progressInterval: 0` every report is sent at once. In a process task every report
+ * is sent at once.
  *
  * @example
  * ```ts

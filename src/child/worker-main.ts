@@ -13,7 +13,7 @@ import { serialize } from 'node:v8';
 import { objectArray } from '../collections.js';
 import { toRemoteErrorInfo, type RemoteErrorInfo } from '../errors.js';
 import {
-  DEFAULT_PROGRESS_INTERVAL, DISCONNECTED_BY_TASK, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, INDEXED_TASK_WIDTH, INVALID, RESULT_WIDTH, TAG, TASK_WIDTH, THREW, WORKER_HOOK,
+  DEFAULT_PROGRESS_INTERVAL, DISCONNECTED_BY_TASK, PROGRESS_BURST, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, INDEXED_TASK_WIDTH, INVALID, RESULT_WIDTH, TAG, TASK_WIDTH, THREW, WORKER_HOOK,
   describeOversized, jsonExact, outputMark, oversized, pack, roughSize, unpack,
   type ParentMessage, type ResultStatus, type WorkerHook, type WorkerMessage,
 } from '../runtime/protocol.js';
@@ -110,21 +110,31 @@ function strayOwner(): TaskOwner | undefined {
   return owner !== undefined && owner.id !== currentId ? owner : undefined;
 }
 
-// A task's progress reports are coalesced: one made within `progressEvery` ms of the last one sent
-// is held, and only the newest held report is sent, once that time has passed or just before the
-// task's result. A task that reports on every step of a tight loop would otherwise send a message
-// per step (12 µs each here, a million of them 12 s), and the parent would handle each one.
+// A task's progress reports are coalesced. It may send PROGRESS_BURST of them at once (a few
+// phases, say), and one more for each `progressEvery` ms that passes; a report made when it may
+// not is held, replacing any report held before it, and sent as soon as it may, or just before
+// the task's result. A task that reports on every step of a tight loop would otherwise send a
+// message per step (12 µs each here, a million of them 12 s), and the parent would handle each.
 /** The run's progressInterval (see RunMessage.progressEvery); 0 sends every report. */
 let progressEvery = DEFAULT_PROGRESS_INTERVAL;
-/** The running task reported progress: {@link finish} sends what is held and resets what follows. */
+/** The running task reported progress: {@link finish} sends what is held. */
 let reported = false;
-/** When the running task's last report was sent. */
-let progressSentAt = -Infinity;
+/** How many reports the running task may send now, as of `allowanceAt`. */
+let allowance = PROGRESS_BURST;
+let allowanceAt = 0;
 let holding = false;
 let heldProgress: unknown;
 let heldTimer: NodeJS.Timeout | undefined;
 /** A held report of the running task that could not be sent: the task fails with it. */
 let progressError: Error | undefined;
+
+/** Whether the running task may send a report now. */
+function mayReport(now: number): boolean {
+  if (progressEvery === 0) return true;
+  allowance = Math.min(PROGRESS_BURST, allowance + (now - allowanceAt) / progressEvery);
+  allowanceAt = now;
+  return allowance >= 1;
+}
 
 function sendProgress(id: number, value: unknown): void {
   try {
@@ -133,23 +143,21 @@ function sendProgress(id: number, value: unknown): void {
     // Else the task fails with V8's bare "() => 1 could not be cloned", which names no call.
     throw new TypeError(`reportProgress: the value cannot be sent to the parent process: ${(error as Error).message}`, { cause: error });
   }
+  allowance--;
 }
 
-/** Sends the running task's held report, if any, once its time has come. */
+/** Sends the running task's held report once it may (a timer: the task is waiting for something). */
 function sendHeld(): void {
   heldTimer = undefined;
   if (!holding || currentId === undefined) return;
-  const wait = progressSentAt + progressEvery - performance.now();
-  // A report sent since this timer was set (during a synchronous loop) started a new wait.
-  if (wait > 0) heldTimer = setTimeout(sendHeld, wait);
-  else sendHeldNow(currentId);
+  if (mayReport(performance.now())) sendHeldNow(currentId);
+  else heldTimer = setTimeout(sendHeld, (1 - allowance) * progressEvery);
 }
 
 function sendHeldNow(id: number): void {
   const value = heldProgress;
   holding = false;
   heldProgress = undefined;
-  progressSentAt = performance.now();
   try {
     sendProgress(id, value);
   } catch (error) {
@@ -160,20 +168,23 @@ function sendHeldNow(id: number): void {
 const hook: WorkerHook = {
   reportProgress(value: unknown) {
     if (currentId === undefined || strayOwner()) return;
-    reported = true;
     const now = performance.now();
-    if (now - progressSentAt >= progressEvery) {
-      // Sent now, and so checked now: a value that cannot be cloned throws here, at the call.
+    if (!reported) {
+      reported = true;
+      allowance = PROGRESS_BURST;
+      allowanceAt = now;
+    }
+    if (mayReport(now)) {
+      // Sent now, and so cloned now: a value that cannot be cloned throws here, at the call.
       holding = false;
       heldProgress = undefined;
-      progressSentAt = now;
       sendProgress(currentId, value);
       return;
     }
     // Held, as it is: it is cloned when it is sent.
     holding = true;
     heldProgress = value;
-    heldTimer ??= setTimeout(sendHeld, progressSentAt + progressEvery - now);
+    heldTimer ??= setTimeout(sendHeld, (1 - allowance) * progressEvery);
   },
   get taskId() {
     return currentId;
@@ -350,6 +361,8 @@ process.on('error', onError);
 // A task that calls process.exit() must not take the results of earlier tasks with it.
 const onExit = (code: number): void => {
   if (loadingForTask !== undefined && !dying) process.stderr.write(`${EXITED_WHILE_LOADING}${loadingForTask} (exit code ${code})\n`);
+  // And not its own last progress report.
+  if (holding && currentId !== undefined) sendHeldNow(currentId);
   flush();
 };
 process.on('exit', onExit);
@@ -523,7 +536,6 @@ function finish(def: FunctionDef, id: number, status: ResultStatus, value: unkno
     if (holding) sendHeldNow(id);
     clearTimeout(heldTimer);
     heldTimer = undefined;
-    progressSentAt = -Infinity;
     if (progressError !== undefined) {
       if (status !== THREW) {
         status = THREW;

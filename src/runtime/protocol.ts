@@ -43,14 +43,19 @@ export interface RunMessage {
   indexed?: true;
   /**
    * The run's `progressInterval`, from these tasks on, when it differs from what the worker was
-   * last told (at first, {@link DEFAULT_PROGRESS_INTERVAL}): a task's progress reports made within
-   * that many ms of the last one sent are coalesced.
+   * last told (at first, {@link DEFAULT_PROGRESS_INTERVAL}): beyond {@link PROGRESS_BURST} at once, a
+   * task's progress reports are coalesced to one per that many ms.
    */
   progressEvery?: number;
 }
 
 /** The default `progressInterval`, and the coalescing of task progress a worker starts with. */
 export const DEFAULT_PROGRESS_INTERVAL = 50;
+/**
+ * How many progress reports a task may send at once, before they are coalesced to one per
+ * `progressInterval` (see worker-main.ts).
+ */
+export const PROGRESS_BURST = 8;
 
 /** Values per task in {@link RunMessage.tasks}: taskId, fnId, args. */
 export const TASK_WIDTH = 3;
