@@ -15,7 +15,7 @@ import { DEFAULT_PROGRESS_INTERVAL } from './runtime/protocol.js';
 import { DEFAULT_START_TIMEOUT } from './runtime/worker-process.js';
 
 /** How many tasks may run at once. */
-export type ConcurrencyOption = number | Observable<number> | 'auto';
+export type ConcurrencyOption = number | Observable<number | 'auto'> | 'auto';
 
 /** Where a worker's or command's stdout and stderr go. */
 export type OutputMode = 'inherit' | 'capture' | 'ignore';
@@ -56,15 +56,17 @@ export interface ScheduleOptions {
   /**
    * How many tasks run at once.
    * - a number: fixed;
-   * - an `Observable<number>` (a GUI slider, a `BehaviorSubject`): the limit follows it; raising
-   *   it starts waiting tasks at once, lowering it never kills a running task, it only delays new
-   *   starts, and 0 pauses (nothing else starts until it rises);
+   * - an `Observable<number | 'auto'>` (a GUI slider, a `BehaviorSubject`): the limit follows it;
+   *   raising it starts waiting tasks at once, lowering it never kills a running task, it only
+   *   delays new starts, and 0 pauses (nothing else starts until it rises). `'auto'` hands the
+   *   limit to automatic concurrency, from the limit in force, until the next number (an Auto
+   *   checkbox next to the slider);
    * - `'auto'`: starts at {@link optimalConcurrency} and follows CPU load and free memory
    *   between `minConcurrency` and `maxConcurrency`.
    *
-   * The options only `'auto'` reads (`cpuTarget`, `cpuHysteresis`, `sampleInterval`,
-   * `minConcurrency`, `maxConcurrency`, `concurrencyStep`, `minFreeMemory`) are an
-   * {@link OptionError} with a number or an Observable here.
+   * The options only automatic concurrency reads (`cpuTarget`, `cpuHysteresis`,
+   * `sampleInterval`, `minConcurrency`, `maxConcurrency`, `concurrencyStep`, `minFreeMemory`)
+   * are an {@link OptionError} with a number here.
    * @default 'auto'
    */
   concurrency?: ConcurrencyOption;
@@ -186,7 +188,7 @@ export interface ScheduleOptions {
 
 /** Options after validation, with defaults filled in. */
 export interface ResolvedOptions {
-  concurrency: number | Observable<number> | 'auto';
+  concurrency: ConcurrencyOption;
   cpuTarget: number;
   cpuHysteresis: number;
   sampleInterval: number;
@@ -248,14 +250,15 @@ export function resolveOptions(options: ScheduleOptions | undefined, names: { cp
   // Left out means automatic; null is a mistake (a value that was meant to be there), said so below.
   const concurrency = o.concurrency === undefined ? 'auto' : o.concurrency;
   if (!(concurrency === 'auto' || isObservable(concurrency) || isPositiveInteger(concurrency) || concurrency === Infinity)) {
-    throw new OptionError('concurrency', "a positive integer, Infinity, an Observable<number> or 'auto'", concurrency);
+    throw new OptionError('concurrency', "a positive integer, Infinity, an Observable<number | 'auto'> or 'auto'", concurrency);
   }
-  if (concurrency !== 'auto') {
-    // They would silently do nothing: only automatic concurrency reads them.
+  if (typeof concurrency === 'number') {
+    // They would silently do nothing: only automatic concurrency reads them (an Observable may
+    // hand the limit to it).
     const unused = AUTO_ONLY.find((key) => o[key] !== undefined);
     if (unused !== undefined) {
       const name = unused === 'cpuTarget' ? cpuTargetName : unused;
-      throw new OptionError(name, '', o[unused], `options.${name} only steers concurrency: 'auto'; leave it out with concurrency ${isObservable(concurrency) ? 'given as an Observable' : formatValue(concurrency)}`);
+      throw new OptionError(name, '', o[unused], `options.${name} only steers automatic concurrency; leave it out with concurrency ${formatValue(concurrency)}`);
     }
   }
   const minConcurrency = positiveInteger('minConcurrency', o.minConcurrency, 1);

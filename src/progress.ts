@@ -56,9 +56,9 @@ export interface Progress {
    * BehaviorSubject's current value shows from the first snapshot), and 0 while it pauses the run.
    */
   concurrency: number;
-  /** The last load reading, in automatic concurrency mode. */
+  /** The last load reading, while the limit is automatic (`'auto'`, or an Observable's `'auto'`); else undefined. */
   load: LoadReading | undefined;
-  /** True while starts are held because free memory is low (automatic mode). */
+  /** True while automatic concurrency holds starts back because free memory is low. */
   memoryHeld: boolean;
   /** Milliseconds since the run started, whole. */
   elapsedMs: number;

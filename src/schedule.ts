@@ -5,7 +5,7 @@
  * @module
  */
 import {
-  Observable, ReplaySubject, Subject, Subscription, combineLatest, distinctUntilChanged, isObservable, map, of, throwIfEmpty,
+  Observable, ReplaySubject, Subject, Subscription, combineLatest, distinctUntilChanged, isObservable, map, of, switchMap, throwIfEmpty,
   type Observer, type Subscriber,
 } from 'rxjs';
 import { whenAborted } from './abort.js';
@@ -261,7 +261,7 @@ export class RunCore<T, M extends RunMode> {
     this.#options = options;
     const initial = typeof options.concurrency === 'number'
       ? options.concurrency
-      : isObservable(options.concurrency) ? currentLimit(options.concurrency) : clampAuto(options);
+      : isObservable(options.concurrency) ? currentLimit(options.concurrency, options) : clampAuto(options);
     const total = Array.isArray(source) ? source.length : undefined;
     this.#state = new ProgressState(initial, total);
     // An array's weights are known at once, so a weighted progress bar has its scale from the start.
@@ -393,7 +393,7 @@ export class RunCore<T, M extends RunMode> {
     const limit$ = this.#limit$(runtime).pipe(
       map((limit) => {
         if (!isValidLimit(limit, 0)) {
-          throw new RangeError(`the concurrency limit must be a positive integer, 0 (paused) or Infinity, got ${formatValue(limit)}`);
+          throw new RangeError(`the concurrency limit must be a positive integer, 0 (paused), Infinity or 'auto', got ${formatValue(limit)}`);
         }
         if (limit !== this.#limit || !this.#limitShown) {
           this.#limitShown = true;
@@ -424,12 +424,31 @@ export class RunCore<T, M extends RunMode> {
       // A limit that never comes would hold every task forever: completing first is an error.
       return o.concurrency.pipe(
         throwIfEmpty(() => new RangeError('the concurrency Observable completed without emitting a limit (a completed BehaviorSubject emits none)')),
+        // 'auto' hands the limit to automatic concurrency, from the limit in force, until a number comes.
+        distinctUntilChanged(),
+        switchMap((limit) => (limit === 'auto' ? this.#auto$(runtime) : this.#manual(limit))),
       );
     }
+    return this.#auto$(runtime);
+  }
+
+  /** A limit from the user: no load is read meanwhile. */
+  #manual(limit: number): Observable<number> {
+    const state = this.#state;
+    if (state.load !== undefined || state.memoryHeld) {
+      state.load = undefined;
+      state.memoryHeld = false;
+    }
+    return of(limit);
+  }
+
+  /** Automatic concurrency, from the limit in force (where it starts when there is none, or 0). */
+  #auto$(runtime: TaskRuntime): Observable<number> {
+    const o = this.#options;
     const state = this.#state;
     return autoConcurrency$(
       {
-        initial: this.#limit,
+        initial: this.#limit >= 1 ? this.#limit : clampAuto(o),
         min: o.minConcurrency,
         max: o.maxConcurrency,
         cpuTarget: o.cpuTarget,
@@ -861,11 +880,12 @@ function clampAuto(options: ResolvedOptions): number {
  * BehaviorSubject, of this copy of rxjs or another): the first snapshot then shows it. Otherwise
  * 0, in progress snapshots, until the Observable first emits.
  */
-function currentLimit(source: Observable<number>): number {
+function currentLimit(source: Observable<number | 'auto'>, options: ResolvedOptions): number {
   const getValue = (source as { getValue?: unknown }).getValue;
   if (typeof getValue !== 'function') return 0;
   try {
     const value: unknown = getValue.call(source);
+    if (value === 'auto') return clampAuto(options);
     return typeof value === 'number' && (value === Infinity || (Number.isInteger(value) && value > 0)) ? value : 0;
   } catch {
     return 0; // a closed or errored subject: the run meets that when it subscribes

@@ -3,9 +3,9 @@
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import test from 'ava';
-import { BehaviorSubject } from 'rxjs';
+import { BehaviorSubject, firstValueFrom } from 'rxjs';
 import { commandTask, moduleTask, optimalConcurrency, schedule$, type Progress, type ScheduledRun } from '../src/index.js';
-import { isAlive } from './helpers.js';
+import { first, isAlive } from './helpers.js';
 
 const tasksModule = new URL('./load/auto-tasks.ts', import.meta.url);
 const wait = (ms: number) => moduleTask<number>(tasksModule, 'wait', [ms]);
@@ -119,4 +119,42 @@ test('a slider drives concurrency$ and progress$ as auto mode does, without samp
   t.true(snapshots.every((p) => p.running <= 4));
   t.true(snapshots.every((p) => p.load === undefined && !p.memoryHeld), 'no load is sampled for a slider');
   t.deepEqual(pids.filter(isAlive), [], 'every worker is gone at the end');
+});
+
+test("a slider can hand the limit to automatic concurrency with 'auto', and take it back with a number", async (t) => {
+  const limit$ = new BehaviorSubject<number | 'auto'>(3);
+  // I/O-bound tasks, so automatic concurrency raises the limit: 100 rounds of 100 ms at 3.
+  const run = schedule$(Array.from({ length: 300 }, () => wait(100)), { concurrency: limit$, sampleInterval: 50, maxConcurrency: 6 });
+  const limits: number[] = [];
+  run.concurrency$.subscribe((limit) => limits.push(limit));
+  const snapshots: Progress[] = [];
+  run.progress$.subscribe((p) => snapshots.push(p));
+  const pids = new Set<number>();
+  const done = run.toOrderedArray();
+
+  await first(run.progress$, (p) => p.running === 3);
+  const manual = snapshots.length;
+  limit$.next('auto');
+  // The controller reads the load and raises the limit from the one in force.
+  await first(run.concurrency$, (limit) => limit > 3);
+  await first(run.progress$, (p) => p.load?.cpu !== undefined);
+  for (const pid of run.pids()) pids.add(pid);
+  limit$.next(2);
+  await first(run.progress$, (p) => p.concurrency === 2);
+  const back = snapshots.length;
+  limit$.next(16); // the rest, sooner
+  t.is((await done).length, 300);
+
+  t.is(limits[0], 3);
+  t.true(limits.slice(1, limits.indexOf(2)).every((limit) => limit > 3 && limit <= 6), `auto from 3, within maxConcurrency 6: ${limits.join(' → ')}`);
+  t.deepEqual(limits.slice(limits.indexOf(2)), [2, 16], 'the slider has the limit again');
+  t.true(snapshots.slice(0, manual).every((p) => p.load === undefined), 'nothing sampled before the hand-over');
+  t.true(snapshots.slice(manual, back).some((p) => p.load?.cpu !== undefined), 'load readings while automatic');
+  t.true(snapshots.slice(back).every((p) => p.load === undefined && !p.memoryHeld), 'none once the slider has it back');
+  t.deepEqual([...pids].filter(isAlive), [], 'every worker is gone at the end');
+
+  // A BehaviorSubject that starts at 'auto' starts where automatic concurrency would.
+  const auto = schedule$([wait(10)], { concurrency: new BehaviorSubject<number | 'auto'>('auto'), maxConcurrency: 1 });
+  t.is(await firstValueFrom(auto.concurrency$), 1);
+  t.deepEqual(await auto.toOrderedArray(), [10]);
 });

@@ -439,6 +439,6 @@ test('a concurrency Observable that emits a fraction: the run errors with a Rang
   const run = schedule$([moduleTask(work, 'sleepThen', [200, 1])], { concurrency: limit$ });
   const done = run.toOrderedArray();
   limit$.next(2.5);
-  await t.throwsAsync(done, { instanceOf: RangeError, message: 'the concurrency limit must be a positive integer, 0 (paused) or Infinity, got 2.5' });
+  await t.throwsAsync(done, { instanceOf: RangeError, message: "the concurrency limit must be a positive integer, 0 (paused), Infinity or 'auto', got 2.5" });
   t.deepEqual(run.pids(), []);
 });

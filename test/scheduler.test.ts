@@ -60,7 +60,7 @@ test('contradicting or invalid options are an OptionError naming the option', (t
   t.is(option(() => new Scheduler({ dynamic: false, sampleInterval: 100 })), 'sampleInterval');
   t.throws(() => new Scheduler({ concurrency: 4, cpuThreshold: 70 }), {
     instanceOf: OptionError,
-    message: "options.cpuThreshold only steers concurrency: 'auto'; leave it out with concurrency 4",
+    message: 'options.cpuThreshold only steers automatic concurrency; leave it out with concurrency 4',
   });
   // The Python default threshold with the default band: the limit could never come down.
   t.throws(() => new Scheduler({ cpuThreshold: 95 }), {
