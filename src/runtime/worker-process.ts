@@ -502,7 +502,9 @@ export class WorkerProcess {
         if (typeof message.id === 'number') this.#listener.progress(this, message.id, message.value);
         break;
       case 'ready':
-        if (this.ready) break;
+        // Not one being stopped: killed for not starting in time, its 'ready' may still come (from
+        // the pipe, or from a process that outlives its SIGTERM), and tasks sent to it would die with it.
+        if (this.ready || this.stopped) break;
         this.ready = true;
         this.#booted(true);
         this.#listener.ready(this);

@@ -10,6 +10,7 @@ import {
   TaskError, commandTask, schedule$, taskModule, type ScheduledRun, type ScheduleOptions, type TaskFailure, type TaskOutcome,
 } from '../../src/index.js';
 import { leftovers } from '../fixtures/chaos-procs.js';
+import { WorkerProcess } from '../../src/runtime/worker-process.js';
 import { first, fixture, isAlive, preload } from '../helpers.js';
 
 const chaosTasks = fixture('chaos-tasks.ts');
@@ -171,6 +172,43 @@ test('workers whose start never ends (a preload that never finishes) are killed 
   const boots = existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n').map(Number) : [];
   t.true(boots.length <= 3, `${boots.length} workers reached the preload`);
   t.deepEqual(leftovers([...pids, ...boots]), []);
+});
+
+test('a worker killed for not starting within workerStartTimeout is not taken as ready, even when it says so after all', async (t) => {
+  const dir = tempDir(t, 'aps-boot-late-');
+  const log = join(dir, 'boots');
+  // The worker ignores the SIGTERM it gets at 1.5 s, finishes its preload and says it is ready
+  // before the SIGKILL that follows a second later. Taken as ready then, it would be handed tasks
+  // to run in a process about to die (a worker whose 'ready' was still in the pipe when the timer
+  // killed it is the same case, on a swamped machine).
+  let readyCalls = 0;
+  let exited!: () => void;
+  const gone = new Promise<void>((resolve) => (exited = resolve));
+  const worker = new WorkerProcess(
+    {
+      output: 'ignore',
+      execArgv: ['--import', bootFixture],
+      env: { ...process.env, APS_CHAOS_BOOT: 'deaf-slow:1500', APS_CHAOS_BOOT_LOG: log },
+      killTimeout: 1000,
+      startTimeout: 1500,
+    },
+    {
+      results: () => {},
+      progress: () => {},
+      ready: () => readyCalls++,
+      exited: () => exited(),
+      output: () => {},
+      unsendable: () => {},
+      reclaimed: () => {},
+    },
+  );
+  await gone;
+  t.is(worker.startError, 'not started within workerStartTimeout, 1500 ms');
+  t.false(worker.ready);
+  t.is(readyCalls, 0, 'its owner was never told it was ready');
+  const boots = existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n').map(Number) : [];
+  t.true(boots.length === 1, 'the worker reached its preload');
+  t.deepEqual(leftovers([worker.pid!, ...boots]), []);
 });
 
 test("a preload that does not exist (--require /nonexistent.cjs): kind spawn, with Node's own message", async (t) => {
