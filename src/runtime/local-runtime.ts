@@ -25,6 +25,7 @@ import { runCommand, shortageDetail } from './command.js';
 import { killTree, treeGone } from './kill.js';
 import type { OutputLine } from './output.js';
 import { runProcessTask } from './process-task.js';
+import { optimalConcurrency } from '../optimal-concurrency.js';
 import { checkRss } from './rss.js';
 import { DISCONNECTED_BY_TASK, EXACT_SIZE_FROM, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW, describeOversized, oversized, roughSize } from './protocol.js';
 import type { ExecutingJob, JobEvents, JobHandle, JobSpec, TaskRuntime, TaskStats } from './runtime.js';
@@ -90,6 +91,15 @@ const REBALANCE_AFTER_MS = 20;
 const RSS_CHECK_INTERVAL_MS = 50;
 /** Consecutive workers dying before they are ready, after which the runtime stops forking. */
 const MAX_BOOT_FAILURES = 3;
+
+/**
+ * The most worker processes a run starts at once: twice the CPUs it may use, at least 4. A limit
+ * raised to hundreds on a small machine would otherwise start them all together, each slower than
+ * in turns (a start is about 60 ms of CPU here), many past `workerStartTimeout`.
+ */
+export function maxStartingWorkers(): number {
+  return Math.max(4, 2 * optimalConcurrency());
+}
 /**
  * How long a command or process task that cannot start for want of file descriptors or processes
  * (EMFILE, ENFILE, EAGAIN) waits, in all, when none of the run's processes is running to free some: then it fails
@@ -208,6 +218,9 @@ export class LocalRuntime implements TaskRuntime {
   /** What #depth holds: read for every result, and a BehaviorSubject's value is three calls away. */
   #depthNow = 1;
   #bootFailures = 0;
+  /** Workers this run forked that are not ready yet; at most #maxStarting (see maxStartingWorkers). */
+  readonly #starting = new Set<WorkerProcess>();
+  readonly #maxStarting = maxStartingWorkers();
   #broken: string | undefined;
   #brokenStderr: string | undefined;
   #closing = false;
@@ -468,7 +481,10 @@ export class LocalRuntime implements TaskRuntime {
       worker = lane.worker = undefined;
     }
     if (!worker) {
-      worker = lane.worker = lane.next ?? this.#takeSpare() ?? this.#spawnWorker();
+      // None to be had while as many as may are starting: the task waits for one of them to be ready.
+      const next = lane.next ?? this.#takeSpare() ?? this.#spawnWorker();
+      if (!next) return false;
+      worker = lane.worker = next;
       lane.next = undefined;
     }
     // A worker still starting runs nothing until it is ready, and what is sent to it cannot be
@@ -500,8 +516,10 @@ export class LocalRuntime implements TaskRuntime {
   #spawnAhead(lane: Lane, worker: WorkerProcess): void {
     if (!this.#closing && worker.ready && worker.sent >= this.#options.maxTasksPerWorker && lane.worker === worker && !lane.next) {
       if (this.#inputEnded && !hasQueuedModuleJob(lane)) return;
-      lane.next = this.#spawnWorker();
-      lane.next.successor = true;
+      const next = this.#spawnWorker();
+      if (!next) return;
+      lane.next = next;
+      next.successor = true;
     }
   }
 
@@ -536,6 +554,7 @@ export class LocalRuntime implements TaskRuntime {
   }
 
   #onWorkerReady(worker: WorkerProcess): void {
+    if (this.#starting.delete(worker)) this.#startWaiting();
     for (const lane of this.#lanes) {
       if (lane.worker === worker) {
         this.#spawnAhead(lane, worker);
@@ -551,6 +570,16 @@ export class LocalRuntime implements TaskRuntime {
     }
     // A lane may have gone idle while this worker was starting: it can give tasks back now.
     if (this.#idleLanes().length > 0) this.#rebalanceSoon();
+  }
+
+  /** A start has ended: the lanes that waited for one may start a worker now. */
+  #startWaiting(): void {
+    for (const lane of this.#lanes) if (!lane.worker && lane.jobs.length > 0) this.#advanceSoon(lane);
+  }
+
+  /** @internal Worker processes of this run still starting (tests). */
+  get startingWorkers(): number {
+    return this.#starting.size;
   }
 
   #armTimeout(job: Job): void {
@@ -776,6 +805,7 @@ export class LocalRuntime implements TaskRuntime {
   }
 
   #onWorkerExit(worker: WorkerProcess, code: number | null, signal: NodeJS.Signals | null, fatal: FatalReport | undefined): void {
+    if (this.#starting.delete(worker)) this.#startWaiting();
     this.#spares.delete(worker);
     clearTimeout(this.#spareTimers.get(worker));
     this.#spareTimers.delete(worker);
@@ -911,13 +941,18 @@ export class LocalRuntime implements TaskRuntime {
 
   // ---- workers -------------------------------------------------------------------------------
 
-  /** A worker for a lane: an idle one from the pool if it has one that fits, else a new one. */
-  #spawnWorker(): WorkerProcess {
+  /**
+   * A worker for a lane: an idle one from the pool if it has one that fits, else a new one, unless
+   * as many as may are starting already (undefined then).
+   */
+  #spawnWorker(): WorkerProcess | undefined {
     // Not one that has already run this run's maxTasksPerWorker (in earlier runs): it would be
     // sent a task past the limit (with 1, a task would not get the fresh process it asked for).
     const lent = this.#options.pool?.take(this.#workerConfig, this.#options.maxTasksPerWorker);
+    if (!lent && this.#starting.size >= this.#maxStarting) return undefined;
     const worker = lent ?? new WorkerProcess({ ...this.#workerConfig, killTimeout: this.#options.killTimeout, startTimeout: this.#options.workerStartTimeout }, this.#listener);
     if (lent) lent.adopt(this.#listener, this.#options.killTimeout);
+    else this.#starting.add(worker);
     worker.coalesceProgress(this.#options.progressInterval);
     return worker;
   }
