@@ -169,8 +169,8 @@ export interface ScheduleOptions {
   /**
    * A worker process that has not started within this many ms (Node itself, the loaders it takes
    * from this process's flags, such as tsx, and the preloads of `workerExecArgv`; loading task
-   * modules comes after and is not counted) is killed, and its
-   * tasks wait for the next one; after three in a row, the run's module tasks fail with kind
+   * modules comes after and is not counted) is killed, and its tasks wait for the next one;
+   * after three in a row (no worker ready in between), the run's module tasks fail with kind
    * `'spawn'`, saying so. A preload that never finishes would otherwise hold them for ever.
    * @default 30000
    */

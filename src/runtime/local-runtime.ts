@@ -554,6 +554,8 @@ export class LocalRuntime implements TaskRuntime {
   }
 
   #onWorkerReady(worker: WorkerProcess): void {
+    // Workers can be started: failures to start counted before this one are no longer "in a row".
+    this.#bootFailures = 0;
     if (this.#starting.delete(worker)) this.#startWaiting();
     for (const lane of this.#lanes) {
       if (lane.worker === worker) {

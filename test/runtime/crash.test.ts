@@ -2,16 +2,17 @@
  * Crash recovery: a worker that dies mid-task fails exactly that task, with a TaskError saying
  * how it died, and is replaced; a worker that cannot boot is not respawned in a loop.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
+import { BehaviorSubject } from 'rxjs';
 import {
-  TaskError, commandTask, schedule$, taskModule, type ScheduledRun, type ScheduleOptions, type TaskFailure, type TaskOutcome,
+  TaskError, commandTask, moduleTask, schedule$, taskModule, type ScheduledRun, type ScheduleOptions, type TaskFailure, type TaskOutcome,
 } from '../../src/index.js';
 import { leftovers } from '../fixtures/chaos-procs.js';
 import { WorkerProcess } from '../../src/runtime/worker-process.js';
-import { first, fixture, isAlive, preload } from '../helpers.js';
+import { first, fixture, isAlive, preload, work } from '../helpers.js';
 
 const chaosTasks = fixture('chaos-tasks.ts');
 const chaos = taskModule<typeof import('../fixtures/chaos-tasks.js')>(chaosTasks);
@@ -210,6 +211,60 @@ test('a worker killed for not starting within workerStartTimeout is not taken as
   // On a swamped machine the SIGTERM can come before the preload is reached: the worker dies then.
   t.true(boots.length <= 1);
   t.deepEqual(leftovers([worker.pid!, ...boots]), []);
+});
+
+test('a worker that starts ends a series of failed starts: three failures with a start among them do not stop the run', async (t) => {
+  t.timeout(120_000);
+  const dir = tempDir(t, 'aps-boot-script-');
+  const log = join(dir, 'boots');
+  const go = (n: number) => writeFileSync(join(dir, `go-${n}`), '');
+  const fail = (n: number) => writeFileSync(join(dir, `fail-${n}`), '');
+  const boots = () => (existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n').length : 0);
+  // A step that never comes fails the test, after a wait far longer than it takes (about a second
+  // for the whole test): a run that gave up on starting workers starts no sixth one.
+  const until = async (reached: () => boolean, what: string) => {
+    const end = Date.now() + 60_000;
+    while (!reached()) {
+      if (Date.now() > end) throw new Error(`never came: ${what}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  };
+  const release = join(dir, 'release');
+  const limit$ = new BehaviorSubject(1);
+  const tasks = [0, 1, 2].map((i) => moduleTask(work, 'untilFile', [release, 60_000, i]));
+  const run = schedule$(tasks, {
+    concurrency: limit$,
+    settle: true,
+    workerExecArgv: ['--import', bootFixture],
+    workerEnv: { ...process.env, APS_CHAOS_BOOT: `script:${dir}`, APS_CHAOS_BOOT_LOG: log },
+  });
+  const pids = watchPids(run as never);
+  const done = run.toOrderedArray();
+  t.teardown(() => writeFileSync(release, '')); // whatever happens, the tasks end
+  go(1); // lane 1's worker starts, and runs task 0 until the release
+  await first(run.progress$, (p) => p.running === 1);
+  fail(2);
+  go(2);
+  limit$.next(2); // lane 2: boot 2 fails (1 failed start)
+  await until(() => boots() >= 3, 'boot 3'); // lane 2 tries again: boot 3 waits
+  limit$.next(3); // lane 3: boot 4
+  await until(() => boots() >= 4, 'boot 4');
+  go(4); // boot 4 starts: a worker can be started after all
+  await first(run.progress$, (p) => p.running === 2);
+  fail(3);
+  go(3); // lane 2: boot 3 fails (2 in a row, counting from before boot 4)
+  await until(() => boots() >= 5, 'boot 5');
+  fail(5);
+  go(5); // and boot 5 (3 in a row, counting from before boot 4)
+  await until(() => boots() >= 6, 'boot 6: the run went on starting workers');
+  go(6); // lane 2's worker starts, and runs task 1
+  await first(run.progress$, (p) => p.running === 3);
+  writeFileSync(release, '');
+  const outcomes = await done;
+  t.deepEqual(outcomes.map((o) => (o.status === 'fulfilled' ? o.value : o.reason.message)), [0, 1, 2]);
+  t.is(boots(), 6);
+  const bootPids = readFileSync(log, 'utf8').trim().split('\n').map(Number);
+  t.deepEqual(leftovers([...pids, ...bootPids]), []);
 });
 
 test("a preload that does not exist (--require /nonexistent.cjs): kind spawn, with Node's own message", async (t) => {
