@@ -99,13 +99,18 @@ test.serial('a short run finishes with completed = total, and its workers are go
   for (const pid of shown) assertGone(t, pid);
 });
 
-test.serial('the slider at 0 pauses the run: the running tasks finish, nothing else starts until it moves up', async (t) => {
-  const { dashboard, page } = await openDashboard(t);
-  await page.fill('#tasks', '8');
+/** Starts a run of `tasks` tasks with the slider at `limit` (manual mode), and waits for it to run. */
+async function startManual(page: Page, tasks: number, limit: number): Promise<void> {
+  await page.fill('#tasks', String(tasks));
   await page.uncheck('#auto');
-  await page.fill('#limit', '1');
+  await page.fill('#limit', String(limit));
   await page.click('#start');
   await page.waitForSelector('#status[data-state="running"]', WAIT);
+}
+
+test.serial('the slider at 0 pauses the run: the running tasks finish, nothing else starts until it moves up', async (t) => {
+  const { dashboard, page } = await openDashboard(t);
+  await startManual(page, 8, 1);
   // Paused once the first task runs: it finishes, and the seven others wait.
   await page.waitForFunction("document.getElementById('running').textContent === '1'", undefined, WAIT);
   await page.fill('#limit', '0');
@@ -128,6 +133,36 @@ test.serial('the slider at 0 pauses the run: the running tasks finish, nothing e
   t.is(await numberIn(page, '#completed'), 8);
   for (const pid of await timelinePids(page)) pids.add(pid);
   t.true(pids.size > 0);
+  for (const pid of pids) assertGone(t, pid);
+  t.deepEqual(liveChildPids(), [], 'the library tracks no child process of this test any more');
+});
+
+test.serial('the Auto checkbox hands the limit to the library mid-run, and unchecked gives it back to the slider', async (t) => {
+  const { dashboard, page } = await openDashboard(t);
+  await startManual(page, 40, 1);
+  await page.waitForFunction("document.getElementById('running').textContent === '1'", undefined, WAIT);
+  t.true(await page.locator('#limit').isEnabled(), 'the slider sets the limit');
+
+  await page.check('#auto');
+  // The library reads the load and raises the limit from 1: two CPUs, one task running.
+  await page.waitForFunction("Number(document.getElementById('concurrency').textContent) > 1", undefined, WAIT);
+  t.is(dashboard.currentRunMode(), 'auto');
+  t.true(await page.locator('#limit').isDisabled(), 'the slider only shows the limit now');
+  const pids = new Set(dashboard.currentRunPids());
+
+  // Unchecked, the limit stays where the slider shows it (it followed the library's), and the
+  // slider moves it again.
+  const answered = page.waitForResponse((response) => response.url().endsWith('/concurrency'), WAIT);
+  await page.uncheck('#auto');
+  await answered;
+  t.true(await page.locator('#limit').isEnabled(), 'the slider has the limit again');
+  t.is(dashboard.currentRunMode(), 'manual');
+  await page.fill('#limit', '1');
+  await page.waitForSelector('#concurrency:text-is("1")', WAIT);
+  for (const pid of dashboard.currentRunPids()) pids.add(pid);
+
+  await page.click('#cancel');
+  await page.waitForSelector('#status[data-state="cancelled"]', WAIT);
   for (const pid of pids) assertGone(t, pid);
   t.deepEqual(liveChildPids(), [], 'the library tracks no child process of this test any more');
 });

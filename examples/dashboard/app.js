@@ -46,7 +46,11 @@ ui.cancel.addEventListener('click', () => {
   void post('/cancel'); // the page shows "cancelled" when the run event says so, once every process is gone
 });
 
-ui.auto.addEventListener('change', updateControls);
+ui.auto.addEventListener('change', () => {
+  updateControls();
+  // During a run the checkbox hands the limit to the library, or back to the slider.
+  if (run.status === 'running') void post('/concurrency', { auto: ui.auto.checked, limit: Number(ui.limit.value) });
+});
 ui.limit.addEventListener('input', () => (ui.limitValue.textContent = ui.limit.value));
 ui.limit.addEventListener('change', () => void post('/concurrency', { limit: Number(ui.limit.value) }));
 
@@ -70,6 +74,8 @@ events.addEventListener('run', (e) => {
     drawTimeline();
     drawTaskProgress();
   }
+  run.mode = data.mode;
+  ui.auto.checked = data.mode === 'auto';
   run.total = data.total;
   setStatus(data.status);
   if (data.error) ui.message.textContent = data.error;
@@ -151,7 +157,7 @@ function updateControls() {
   ui.start.disabled = going;
   ui.cancel.disabled = run.status !== 'running';
   ui.tasks.disabled = going;
-  ui.auto.disabled = going;
+  ui.auto.disabled = run.status === 'cancelling';
   // The slider moves a manual run's limit live; in auto mode it only shows the library's limit.
   ui.limit.disabled = ui.auto.checked;
 }

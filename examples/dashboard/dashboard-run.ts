@@ -87,15 +87,16 @@ function hostCpu$(periodMs: number) {
 export class DashboardRun {
   readonly id: number;
   readonly total: number;
-  readonly mode: 'auto' | 'manual';
+  /** Who sets the limit now: the library (auto) or the page's slider (manual); the page can switch mid-run. */
+  mode: 'auto' | 'manual';
   status: RunStatus = 'running';
   /** What a page that connects mid-run needs to catch up: the latest of each event, and every completion. */
   readonly latest = new Map<'progress' | 'concurrency' | 'load', DashboardEvent>();
   readonly completions: DashboardEvent[] = [];
   readonly taskProgress = new Map<number, DashboardEvent>();
   readonly #run: ScheduledRun<number, 'settle'>;
-  /** The slider's value, in manual mode: the run's limit follows it. */
-  readonly #limit: BehaviorSubject<number> | undefined;
+  /** The run's limit: the slider's value in manual mode, 'auto' in auto mode (see setMode). */
+  readonly #limit: BehaviorSubject<number | 'auto'>;
   /** The results subscription: unsubscribing it is what terminates the run. */
   readonly #results: Subscription;
   /** Everything else the run is watched with. */
@@ -110,10 +111,10 @@ export class DashboardRun {
     this.total = taskCount;
     this.mode = concurrency.mode;
     this.#emit = emit;
-    this.#limit = concurrency.mode === 'manual' ? new BehaviorSubject(concurrency.limit) : undefined;
+    this.#limit = new BehaviorSubject<number | 'auto'>(concurrency.mode === 'manual' ? concurrency.limit : 'auto');
     const tasks = Array.from({ length: taskCount }, (_, i) => exampleTask(i));
     // settle: a failed task shows up on the page instead of ending the whole run.
-    this.#run = schedule$(tasks.map((t) => t.task), { concurrency: this.#limit ?? 'auto', settle: true, progressInterval: 100 });
+    this.#run = schedule$(tasks.map((t) => t.task), { concurrency: this.#limit, settle: true, progressInterval: 100 });
     const run = this.#run;
     this.#send({ name: 'run', data: this.#runData() });
 
@@ -136,13 +137,15 @@ export class DashboardRun {
         this.#send(event);
       }),
     );
-    if (this.#limit) {
-      this.#watchers.add(
-        hostCpu$(1000)
-          .pipe(distinctUntilChanged())
-          .subscribe((cpu) => this.#keep({ name: 'load', data: { cpu } })),
-      );
-    }
+    // In auto mode the run's own snapshots carry the load; in manual mode the page gets it from here.
+    this.#watchers.add(
+      hostCpu$(1000)
+        .pipe(
+          filter(() => this.mode === 'manual'),
+          distinctUntilChanged(),
+        )
+        .subscribe((cpu) => this.#keep({ name: 'load', data: { cpu } })),
+    );
 
     this.#ended = new Promise((resolve) => (this.#resolveEnded = resolve));
     this.#results = run.subscribe({
@@ -171,9 +174,17 @@ export class DashboardRun {
 
   /** Moves the limit of a manual-mode run (0 pauses it). Returns false in auto mode. */
   setLimit(limit: number): boolean {
-    if (!this.#limit) return false;
+    if (this.mode === 'auto') return false;
     this.#limit.next(limit);
     return true;
+  }
+
+  /** Hands the limit to the library (auto) or back to the slider (manual, at `limit`), mid-run. */
+  setMode(concurrency: ConcurrencyMode): void {
+    if (this.status !== 'running') return;
+    this.mode = concurrency.mode;
+    this.#limit.next(concurrency.mode === 'auto' ? 'auto' : concurrency.limit);
+    this.#send({ name: 'run', data: this.#runData() });
   }
 
   /**
@@ -198,7 +209,7 @@ export class DashboardRun {
     if (this.status !== 'running') return;
     this.status = status;
     this.#watchers.unsubscribe();
-    this.#limit?.complete();
+    this.#limit.complete();
     this.taskProgress.clear();
     this.#send({ name: 'run', data: this.#runData(error) });
     this.#resolveEnded();

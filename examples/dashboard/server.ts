@@ -30,6 +30,8 @@ export interface Dashboard {
   url: string;
   /** Process ids of the current run's processes alive now; empty when no run is going. */
   currentRunPids(): number[];
+  /** Who sets the current run's limit now: the library ('auto') or the slider ('manual'); undefined when no run is going. */
+  currentRunMode(): 'auto' | 'manual' | undefined;
   /** Terminates the current run, ends every event stream and closes the server. Resolves when all of it is done. */
   close(): Promise<void>;
 }
@@ -130,10 +132,16 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
   }
 
   async function setConcurrency(body: unknown): Promise<unknown> {
-    const { limit } = (body ?? {}) as { limit?: unknown };
+    const { limit, auto } = (body ?? {}) as { limit?: unknown; auto?: unknown };
     // 0 pauses a running run: what runs finishes, nothing else starts (see the concurrency option).
     if (!isIntegerIn(limit, 0, maxLimit)) throw new HttpError(400, `limit must be an integer from 0 to ${maxLimit}`);
+    if (auto !== undefined && typeof auto !== 'boolean') throw new HttpError(400, 'auto must be true or false');
     nextLimit = limit;
+    // The Auto checkbox, mid-run: the library takes the limit, or the slider takes it back.
+    if (auto !== undefined) {
+      if (current?.status === 'running') current.setMode(auto ? { mode: 'auto' } : { mode: 'manual', limit });
+      return { limit, auto, applied: current?.status === 'running' };
+    }
     // In auto mode the library sets the limit; the slider's value waits for the next manual run.
     const applied = current?.status === 'running' ? current.setLimit(limit) : false;
     return { limit, applied };
@@ -178,6 +186,7 @@ export async function startDashboard(options: DashboardOptions = {}): Promise<Da
   return {
     url: `http://${host}:${port}/`,
     currentRunPids: () => (current?.status === 'running' ? current.pids() : []),
+    currentRunMode: () => (current?.status === 'running' ? current.mode : undefined),
     close() {
       closing ??= (async () => {
         await current?.cancel();
