@@ -434,11 +434,8 @@ export class RunCore<T, M extends RunMode> {
 
   /** A limit from the user: no load is read meanwhile. */
   #manual(limit: number): Observable<number> {
-    const state = this.#state;
-    if (state.load !== undefined || state.memoryHeld) {
-      state.load = undefined;
-      state.memoryHeld = false;
-    }
+    this.#state.load = undefined;
+    this.#state.memoryHeld = false;
     return of(limit);
   }
 
@@ -886,7 +883,7 @@ function currentLimit(source: Observable<number | 'auto'>, options: ResolvedOpti
   try {
     const value: unknown = getValue.call(source);
     if (value === 'auto') return clampAuto(options);
-    return typeof value === 'number' && (value === Infinity || (Number.isInteger(value) && value > 0)) ? value : 0;
+    return isValidLimit(value, 1) ? value : 0;
   } catch {
     return 0; // a closed or errored subject: the run meets that when it subscribes
   }

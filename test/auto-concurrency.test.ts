@@ -125,6 +125,7 @@ test("a slider can hand the limit to automatic concurrency with 'auto', and take
   const limit$ = new BehaviorSubject<number | 'auto'>(3);
   // I/O-bound tasks, so automatic concurrency raises the limit: 100 rounds of 100 ms at 3.
   const run = schedule$(Array.from({ length: 300 }, () => wait(100)), { concurrency: limit$, sampleInterval: 50, maxConcurrency: 6 });
+  t.teardown(() => run.terminate()); // a step that never comes leaves no worker behind
   const limits: number[] = [];
   run.concurrency$.subscribe((limit) => limits.push(limit));
   const snapshots: Progress[] = [];

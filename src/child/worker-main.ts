@@ -146,12 +146,21 @@ function sendProgress(id: number, value: unknown): void {
   allowance--;
 }
 
-/** Sends the running task's held report once it may (a timer: the task is waiting for something). */
+/** Sends the held report by a timer, once the task may send again, if it is still waiting then. */
+function sendHeldLater(): void {
+  heldTimer = setTimeout(sendHeld, (1 - allowance) * progressEvery);
+}
+
 function sendHeld(): void {
   heldTimer = undefined;
   if (!holding || currentId === undefined) return;
   if (mayReport(performance.now())) sendHeldNow(currentId);
-  else heldTimer = setTimeout(sendHeld, (1 - allowance) * progressEvery);
+  else sendHeldLater();
+}
+
+/** The running task's held report, now: its worker is about to end. */
+function sendHeldBeforeExit(): void {
+  if (holding && currentId !== undefined) sendHeldNow(currentId);
 }
 
 function sendHeldNow(id: number): void {
@@ -184,7 +193,7 @@ const hook: WorkerHook = {
     // Held, as it is: it is cloned when it is sent.
     holding = true;
     heldProgress = value;
-    heldTimer ??= setTimeout(sendHeld, (1 - allowance) * progressEvery);
+    if (heldTimer === undefined) sendHeldLater();
   },
   get taskId() {
     return currentId;
@@ -362,7 +371,7 @@ process.on('error', onError);
 const onExit = (code: number): void => {
   if (loadingForTask !== undefined && !dying) process.stderr.write(`${EXITED_WHILE_LOADING}${loadingForTask} (exit code ${code})\n`);
   // And not its own last progress report.
-  if (holding && currentId !== undefined) sendHeldNow(currentId);
+  sendHeldBeforeExit();
   flush();
 };
 process.on('exit', onExit);
@@ -872,7 +881,7 @@ function fatal(error: unknown): void {
   if (dying) return;
   dying = true;
   // The task's last progress report, then its neighbours' results, then why this process ends.
-  if (holding && currentId !== undefined) sendHeldNow(currentId);
+  sendHeldBeforeExit();
   flush();
   const message: WorkerMessage = { [TAG]: 'fatal', id: currentId, error: toRemoteErrorInfo(error) };
   // Print it too, as Node would have: the parent keeps the tail of stderr for the TaskError.

@@ -822,8 +822,8 @@ export class LocalRuntime implements TaskRuntime {
     if (this.#abandoned.delete(worker) || this.#closing) return;
     // It died on its own: what its tasks started is still in its process group, orphaned.
     this.#stop(worker.kill(this.#options.killTimeout));
-    if (worker.ready) this.#bootFailures = 0;
-    else if (++this.#bootFailures >= MAX_BOOT_FAILURES) {
+    // Counted since the last worker became ready (#onWorkerReady resets the count).
+    if (!worker.ready && ++this.#bootFailures >= MAX_BOOT_FAILURES) {
       // The line that says why is the one to show; the whole tail goes in stderrTail.
       const why = worker.stderrReason();
       this.#broken =

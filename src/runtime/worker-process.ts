@@ -414,9 +414,9 @@ export class WorkerProcess {
   /** A batch could not be cloned: send what can be sent, and report the rest. */
   #sendOneByOne(message: RunMessage): void {
     const bad: UnsendableTask[] = [];
-    let defs = message.defs;
-    let progressEvery = message.progressEvery;
-    const { tasks, indexed } = message;
+    const { tasks, indexed, defs, progressEvery } = message;
+    // What the batch told the worker besides its tasks goes with the first message sent.
+    let told: Partial<RunMessage> | undefined = { ...(defs ? { defs } : {}), ...(progressEvery !== undefined ? { progressEvery } : {}) };
     const width = this.#width;
     for (let i = 0; i < tasks.length; i += width) {
       const culprit = findUncloneable(tasks[i + 2] as readonly unknown[]);
@@ -425,10 +425,10 @@ export class WorkerProcess {
         bad.push({ id: tasks[i] as number, message: culprit });
         continue;
       }
-      this.#post({ [TAG]: 'run', tasks: tasks.slice(i, i + width), ...(indexed ? { indexed } : {}), ...(defs ? { defs } : {}), ...(progressEvery !== undefined ? { progressEvery } : {}) });
-      defs = progressEvery = undefined;
+      this.#post({ [TAG]: 'run', tasks: tasks.slice(i, i + width), ...(indexed ? { indexed } : {}), ...told });
+      told = undefined;
     }
-    if (defs || progressEvery !== undefined) this.#post({ [TAG]: 'run', tasks: [], ...(defs ? { defs } : {}), ...(progressEvery !== undefined ? { progressEvery } : {}) });
+    if (told && Object.keys(told).length > 0) this.#post({ [TAG]: 'run', tasks: [], ...told });
     if (bad.length) this.#listener.unsendable(bad);
   }
 

@@ -240,7 +240,11 @@ test('a worker that starts ends a series of failed starts: three failures with a
   });
   const pids = watchPids(run as never);
   const done = run.toOrderedArray();
-  t.teardown(() => writeFileSync(release, '')); // whatever happens, the tasks end
+  // Whatever happens, the tasks end and the run's processes go (boots waiting for a go file too).
+  t.teardown(() => {
+    writeFileSync(release, '');
+    return run.terminate();
+  });
   go(1); // lane 1's worker starts, and runs task 0 until the release
   await first(run.progress$, (p) => p.running === 1);
   fail(2);
