@@ -103,7 +103,7 @@ export interface ScheduleOptions {
   /**
    * `false` (the default): fail fast; the first failure errors every stream with its
    * `TaskError` and terminates the rest. `true`: keep going; every task's outcome is emitted as
-   * `{ status: 'fulfilled', value }` or `{ status: 'rejected', reason }`, like `Promise.allSettled`.
+   * `{ status: 'fulfilled', index, value, stats }` or `{ status: 'rejected', index, reason }`, like `Promise.allSettled`.
    * @default false
    */
   settle?: boolean;

@@ -63,8 +63,10 @@ export interface Progress {
   /** Milliseconds since the run started, whole. */
   elapsedMs: number;
   /**
-   * Estimated milliseconds until the end (whole), once the total is known and a task has ended;
-   * `undefined` while the run is stopping; 0 once it has ended, however it ended.
+   * Estimated milliseconds until the end (whole), once the total is known and a task has ended:
+   * the elapsed time scaled by the share of the weight done (see `TaskOptions.weight`; give large
+   * tasks a weight), or of the tasks ended; `undefined` while the run is stopping; 0 once it has
+   * ended, however it ended.
    */
   etaMs: number | undefined;
   /** Sum of the weights of the tasks that ended (see `TaskOptions.weight`). */
