@@ -313,18 +313,22 @@ export class LocalRuntime implements TaskRuntime {
     const lowered = limit < this.#target;
     this.#target = limit;
     if (!lowered) return;
-    // Lanes past the limit keep their running task, but hand back tasks that have not started.
+    // Lanes past the limit keep their running task, but hand back tasks that have not started,
+    // their first included: one still waiting for its worker to start (the limit was raised a
+    // moment ago, and starts go a few at a time) would otherwise start a worker past the limit.
+    // Not one waiting for file descriptors (#short): that wait is a start in progress.
     const moved: Job[] = [];
     for (let i = limit; i < this.#lanes.length; i++) {
       const lane = this.#lanes[i]!;
-      for (let j = lane.jobs.length - 1; j >= 1; j--) {
+      for (let j = lane.jobs.length - 1; j >= 0; j--) {
         const job = lane.jobs.at(j)!;
-        if (job.state === 'queued') {
+        if (job.state === 'queued' && !job.short) {
           lane.jobs.removeAt(j);
-          moved.unshift(job);
+          moved.push(job);
         }
       }
     }
+    moved.sort((a, b) => a.index - b.index);
     for (const job of moved) {
       const lane = this.#pickLane();
       job.lane = lane;

@@ -39,3 +39,33 @@ test('a run with a limit above maxStartingWorkers() starts no more workers at on
   await runtime.shutdown(true);
   t.deepEqual(await waitGone([...pids]), [], 'every worker is gone');
 });
+
+test('a limit raised and lowered at once starts no worker for the lanes past it: their first tasks move back', async (t) => {
+  const cap = maxStartingWorkers();
+  const runtime = new LocalRuntime(runtimeOptions({ concurrency: 2 }));
+  t.teardown(() => runtime.shutdown(false));
+  const pids = new Set<number>();
+  const watch = (): void => {
+    for (const pid of runtime.pids()) pids.add(pid);
+  };
+  const sampler = setInterval(watch, 1);
+  t.teardown(() => clearInterval(sampler));
+  // A slider pushed to cap + 20 and back to 2: every task gets a lane of its own, the first cap
+  // lanes start their workers, the others wait for a start to end; then the limit is 2 again.
+  runtime.setConcurrency(cap + 20);
+  const count = cap + 20;
+  const results = Array.from({ length: count }, (_, index) =>
+    new Promise((resolve, reject) =>
+      runtime.start(
+        { task: moduleTask(work, 'sleepThen', [50, index]), index, attempt: 1, timeout: undefined },
+        { fulfilled: resolve, rejected: reject, progress: () => {} },
+      ),
+    ),
+  );
+  runtime.setConcurrency(2);
+  t.deepEqual(await Promise.all(results), Array.from({ length: count }, (_, i) => i));
+  watch();
+  t.true(pids.size <= cap, `no more workers than were starting when the limit came down (${cap}): saw ${pids.size}`);
+  await runtime.shutdown(true);
+  t.deepEqual(await waitGone([...pids]), [], 'every worker is gone');
+});
