@@ -266,8 +266,8 @@ export function commandTask(file: string, args: readonly string[] = [], options:
 
 /**
  * Wraps a child process you create yourself. The scheduler calls `factory` when the task's turn
- * comes; the first IPC message the process sends is the task's value, after which the process
- * is given `killTimeout` to exit and is then killed. A process that exits without sending a
+ * comes; the first IPC message the process sends is the task's value (later ones are ignored),
+ * after which the process is given `killTimeout` to exit and is then killed. A process that exits without sending a
  * message fails the task with its exit code or signal.
  *
  * Pass `detached: true` to `fork` so the process leads its own process group: termination then

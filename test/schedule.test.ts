@@ -1,5 +1,5 @@
 import { getEventListeners } from 'node:events';
-import { fork } from 'node:child_process';
+import { fork, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -589,6 +589,16 @@ test('processTask: the first IPC message is the result; progress messages come t
   run.taskProgress$.subscribe((p) => progress.push(p.value));
   t.deepEqual(await run.toOrderedArray(), [2, 4, 6]);
   t.deepEqual(progress, ['halfway', 'halfway', 'halfway']);
+});
+
+test('processTask: messages after the first are ignored, and the program goes on', async (t) => {
+  // Messages that came in one read with the result are delivered after it, once the channel is
+  // closed: with no listener left, Node threw from its own code, an uncaught exception here.
+  const chatty = () => spawn(process.execPath, ['-e', 'for (let i = 1; i < 50; i++) process.send(i)'], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+  const run = schedule$(Array.from({ length: 4 }, () => processTask<number>(chatty)), { concurrency: 2 });
+  t.deepEqual(await run.toOrderedArray(), [1, 1, 1, 1]);
+  // The messages queued behind a result are emitted on the next ticks.
+  await new Promise((resolve) => setTimeout(resolve, 50));
 });
 
 test('processTask: exiting without a result is a failure that says so', async (t) => {

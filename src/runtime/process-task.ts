@@ -125,17 +125,16 @@ export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks:
   }
   const tap = tapOutput(child.stdout, child.stderr, hooks.output, child.pid, () => index, hooks.line);
   let settled = false;
-  const done = () => {
-    settled = true;
-    child.off('message', onMessage);
-  };
+  // Stays attached once the task is settled, to ignore what comes later: messages read together
+  // with the result are emitted on the next ticks, after the channel is closed below, and Node
+  // throws from its own code (an uncaught exception) for a message no listener takes then.
   const onMessage = (message: unknown) => {
     if (settled) return;
     if (isTagged(message)) {
       if (message[TAG] === 'progress') hooks.progress((message as { value?: unknown }).value);
       return;
     }
-    done();
+    settled = true;
     hooks.fulfilled(message, performance.now() - t0, child.pid);
     // Its work is done: it has killTimeout to finish up and exit on its own, and is stopped then.
     if (child.connected) child.disconnect();
@@ -149,7 +148,7 @@ export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks:
   // and its exit decides the outcome.
   child.on('error', (error: NodeJS.ErrnoException) => {
     if (settled || child.pid !== undefined) return;
-    done();
+    settled = true;
     releaseUnstarted(child);
     const shortage = shortageDetail(error.code);
     const kind = spawnFailureKind(error.code);
@@ -164,7 +163,7 @@ export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks:
   child.once('exit', (code, signal) => afterChannelClosed(child, () => {
     tap.end();
     if (settled) return;
-    done();
+    settled = true;
     const base = { exitCode: code, signal, stderrTail: tap.stderrTail(), pid: child.pid, durationMs: performance.now() - t0 };
     if (signal) hooks.rejected({ ...base, kind: 'signaled' });
     else hooks.rejected({ ...base, kind: 'exited', detail: 'it sent no result' });
