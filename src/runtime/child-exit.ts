@@ -5,6 +5,7 @@
  * @module
  */
 import type { ChildProcess } from 'node:child_process';
+import type { Socket } from 'node:net';
 
 /** How long output pipes may stay open after a worker exited (a process it started holds them). */
 const OUTPUT_CLOSE_WAIT_MS = 200;
@@ -25,7 +26,11 @@ export function afterChannelClosed(child: ChildProcess, then: () => void): void 
   else then();
 }
 
-/** Runs `then` once the child's stdout and stderr are read to the end, or after a short wait. */
+/**
+ * Runs `then` once the child's stdout and stderr are read to the end, or after a short wait.
+ * Pipes still open then are held by a process the child started (a daemon): they are still read
+ * while the program runs, but no longer keep it running.
+ */
 export function afterOutputClosed(child: ChildProcess, then: () => void): void {
   const open = [child.stdout, child.stderr].filter((s) => s && !s.closed);
   if (open.length === 0) return then();
@@ -37,7 +42,10 @@ export function afterOutputClosed(child: ChildProcess, then: () => void): void {
     clearTimeout(timer);
     then();
   };
-  const timer = setTimeout(finish, OUTPUT_CLOSE_WAIT_MS);
+  const timer = setTimeout(() => {
+    for (const stream of open) if (!stream!.closed) (stream as Partial<Socket>).unref?.();
+    finish();
+  }, OUTPUT_CLOSE_WAIT_MS);
   for (const stream of open) stream!.once('close', () => --left === 0 && finish());
 }
 

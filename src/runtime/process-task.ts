@@ -10,7 +10,7 @@ import type { OutputMode } from '../options.js';
 import type { ProcessTask } from '../task.js';
 import { killTree } from './kill.js';
 import { tapOutput, type OutputLine } from './output.js';
-import { afterChannelClosed, exitWithin, releaseUnstarted } from './child-exit.js';
+import { afterChannelClosed, afterOutputClosed, exitWithin, releaseUnstarted } from './child-exit.js';
 import { shortageDetail, spawnFailureKind } from './command.js';
 import { isTagged, TAG } from './protocol.js';
 import { isThenable } from '../thenable.js';
@@ -159,6 +159,8 @@ export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks:
       remote: toRemoteErrorInfo(error),
     });
   });
+  // A process it started that holds its output pipes must not keep the program running.
+  child.once('exit', () => afterOutputClosed(child, () => {}));
   // Messages still in the channel are delivered before it reports 'disconnect': decide after that.
   child.once('exit', (code, signal) => afterChannelClosed(child, () => {
     tap.end();

@@ -110,6 +110,29 @@ test('a parent that exits as a command settles, while what the command left in i
   t.deepEqual(await waitNoLeftovers([left], {}, 2000), [], 'the child the command left, deaf to SIGTERM, is gone with the parent');
 });
 
+test('a daemon a task started, holding its output pipes, does not keep the parent program running', async (t) => {
+  // The daemons sleep 20 s, in sessions of their own: the library leaves them alone, and the
+  // parent must end long before they do.
+  const parent = spawn(process.execPath, ['--import', 'tsx', fixture('parent-run.ts').pathname, 'daemon'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let stdout = '';
+  let daemons: number[] = [];
+  parent.stdout!.on('data', (c: Buffer) => {
+    stdout += c;
+    const line = /^daemons (\[.*\])$/m.exec(stdout);
+    if (line) daemons = JSON.parse(line[1]!) as number[];
+  });
+  t.teardown(() => killAll(leftovers(daemons)));
+  const code = await new Promise((resolve) => parent.on('close', resolve));
+  // Running, not exited and waiting to be reaped (a zombie answers kill(pid, 0) too).
+  const running = new Set(leftovers(daemons).map((p) => p.pid));
+  const aliveAtExit = daemons.map((pid) => running.has(pid));
+  t.is(code, 0, 'the parent ended by itself');
+  t.is(daemons.length, 2, stdout);
+  t.deepEqual(aliveAtExit, [true, true], 'both daemons were still running when the parent ended');
+  killAll(leftovers(daemons));
+  t.deepEqual(await waitNoLeftovers(daemons, {}, 2000), []);
+});
+
 test('the guardian neither keeps its parent alive nor outlives it', async (t) => {
   const parent = spawn(process.execPath, ['--import', 'tsx', fixture('parent-run.ts').pathname, 'command'], { stdio: ['ignore', 'pipe', 'inherit'] });
   let stdout = '';
