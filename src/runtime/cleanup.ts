@@ -3,9 +3,10 @@
  * (with its process group) when the parent exits, is interrupted, or is terminated.
  *
  * A parent killed with SIGKILL runs nothing on its way out. Workers then exit by themselves when
- * their IPC channel closes, taking their process group with them. A command has no IPC channel,
- * and a process task's program may not watch its own: for those, a guardian process stands by
- * (see {@link trackChild}).
+ * their IPC channel closes, taking their process group with them, unless a synchronous task holds
+ * them up. A command has no IPC channel, and a process task's program may not watch its own: for
+ * those, and for workers that have lived a while, a guardian process stands by (see
+ * {@link trackChild} and {@link guardChild}).
  *
  * @module
  */
@@ -58,6 +59,16 @@ export function trackChild(pid: number, { guard = false }: { guard?: boolean } =
       hookIdle.unref();
     }
   };
+}
+
+/**
+ * Entrusts a live child's process group to the guardian from now on (see {@link trackChild}'s
+ * `guard`); returns what takes it back. For workers that have lived a while: one in a long
+ * synchronous task does not notice its parent's death until the task returns.
+ */
+export function guardChild(pid: number): () => void {
+  guardian.add(pid);
+  return () => guardian.remove(pid);
 }
 
 /**

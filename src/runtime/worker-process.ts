@@ -9,7 +9,7 @@ import { serialize } from 'node:v8';
 import { argumentName, type RemoteErrorInfo } from '../errors.js';
 import type { OutputMode } from '../options.js';
 import { objectArray } from '../collections.js';
-import { trackChild } from './cleanup.js';
+import { guardChild, trackChild } from './cleanup.js';
 import { runsNow, killTree, type KillReport } from './kill.js';
 import { afterChannelClosed, afterOutputClosed, releaseUnstarted } from './child-exit.js';
 import { afterQuiet, tapOutput, type OutputLine, type OutputTap } from './output.js';
@@ -87,6 +87,12 @@ export interface FatalReport {
 
 /** The longest a retiring worker may take to drain its output (it leaves by itself after 60 s). */
 const RETIRE_MAX_MS = 65_000;
+/**
+ * A worker ready this long is entrusted to the guardian (see guardChild): if the parent is killed
+ * with SIGKILL while a task keeps the worker in synchronous code, the guardian ends it and its
+ * process group. Not sooner: runs of short tasks need no guardian process, and do not pay for its start.
+ */
+const GUARD_AFTER_MS = 1000;
 
 /** A task that could not be sent (an argument that cannot be cloned). */
 export interface UnsendableTask {
@@ -165,6 +171,8 @@ export class WorkerProcess {
   readonly #flushTask = (): void => this.#flush();
   #fatal: FatalReport | undefined;
   #untrack: () => void;
+  #guardTimer: NodeJS.Timeout | undefined;
+  #unguard: (() => void) | undefined;
   #listener: WorkerListener;
   readonly #config: WorkerConfig;
   #booted!: (ready: boolean) => void;
@@ -207,6 +215,8 @@ export class WorkerProcess {
           this.exitCode = code;
           this.exitSignal = signal;
           this.#untrack();
+          clearTimeout(this.#guardTimer);
+          this.#unguard?.();
           this.output.end();
           this.#booted(false);
           this.#listener.exited(this, code, signal, this.#fatal);
@@ -224,6 +234,13 @@ export class WorkerProcess {
         });
       }
     });
+  }
+
+  #guardLater(): void {
+    this.#guardTimer = setTimeout(() => {
+      if (this.alive && this.pid !== undefined) this.#unguard = guardChild(this.pid);
+    }, GUARD_AFTER_MS);
+    this.#guardTimer.unref();
   }
 
   /** A worker that never boots (a preload of workerExecArgv that never finishes) would be waited for for ever. */
@@ -506,6 +523,7 @@ export class WorkerProcess {
         // the pipe, or from a process that outlives its SIGTERM), and tasks sent to it would die with it.
         if (this.ready || this.stopped) break;
         this.ready = true;
+        this.#guardLater();
         this.#booted(true);
         this.#listener.ready(this);
         break;

@@ -98,6 +98,20 @@ test('a parent SIGKILLed: within 2 s nothing it started is left, commands and pr
   t.deepEqual(left.map((p) => `${p.comm} ${p.pid}`), []);
 });
 
+test('a parent SIGKILLed while its worker is in a synchronous task: the guardian ends the worker and its group', async (t) => {
+  const started = await startParent('busy');
+  t.teardown(() => {
+    started.parent.kill('SIGKILL');
+    cleanUp(started);
+  });
+  t.true(started.pids.every(isAlive), 'the worker and its grandchild run');
+  started.parent.kill('SIGKILL');
+  t.is((await started.exit).signal, 'SIGKILL');
+  // The worker cannot notice its lost channel: its task never returns.
+  const left = await waitNoLeftovers([...started.pids, ...started.groups], {}, 2000);
+  t.deepEqual(left.map((p) => `${p.comm} ${p.pid}`), []);
+});
+
 test('a parent that exits as a command settles, while what the command left in its group is being stopped: that goes too', async (t) => {
   const parent = spawn(process.execPath, ['--import', 'tsx', fixture('parent-run.ts').pathname, 'leftover'], { stdio: ['ignore', 'pipe', 'inherit'] });
   let stdout = '';
