@@ -71,6 +71,27 @@ test('a result that cannot be cloned is an invalid task, and the worker lives on
   t.is(good, undefined);
 });
 
+test('a result the parent could not read back fails its task only, and the parent lives on', async (t) => {
+  // Node reads a message in its own code, where an error is uncaught: a value nested thousands
+  // deep overflowed the parent's stack there, and a WebAssembly.Module could not be read back,
+  // and either ended the parent with an uncaught exception. The worker now reads them back first.
+  const outcomes = await schedule$(
+    [moduleTask(work, 'square', [2]), moduleTask(work, 'nested', [2500]), moduleTask(work, 'wasmModule', []), moduleTask(work, 'nested', [10]), moduleTask(work, 'throwWithWasm', [])],
+    { settle: true, concurrency: 1 },
+  ).toOrderedArray();
+  t.deepEqual(outcomes.map((o) => o.status), ['fulfilled', 'rejected', 'rejected', 'fulfilled', 'rejected']);
+  for (const i of [1, 2]) {
+    const error = (outcomes[i] as TaskFailure).reason;
+    t.is(error.kind, 'invalid');
+    t.regex(error.remote!.message, /the task's result cannot be read by the parent process: /);
+  }
+  // A task's error that cannot travel whole keeps its name and message.
+  const thrown = (outcomes[4] as TaskFailure).reason;
+  t.is(thrown.kind, 'threw');
+  t.is(thrown.remote!.message, 'with a module');
+  t.is(thrown.remote!.name, 'Error');
+});
+
 test('something that is not a task is an invalid task naming what it got', async (t) => {
   const [error] = await failures([{ module: 'x' }]);
   t.is(error!.kind, 'invalid');

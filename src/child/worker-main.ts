@@ -9,12 +9,12 @@ import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync } fr
 import { createRequire } from 'node:module';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { serialize } from 'node:v8';
+import { deserialize, serialize } from 'node:v8';
 import { objectArray } from '../collections.js';
 import { toRemoteErrorInfo, type RemoteErrorInfo } from '../errors.js';
 import {
   DEFAULT_PROGRESS_INTERVAL, DISCONNECTED_BY_TASK, PROGRESS_BURST, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, INDEXED_TASK_WIDTH, INVALID, RESULT_WIDTH, TAG, TASK_WIDTH, THREW, WORKER_HOOK,
-  describeOversized, jsonExact, outputMark, oversized, pack, roughSize, unpack,
+  MAX_MESSAGE_BYTES, describeOversized, jsonExact, outputMark, oversized, pack, roughSize, roughSizeUnsure, unpack,
   type ParentMessage, type ResultStatus, type WorkerHook, type WorkerMessage,
 } from '../runtime/protocol.js';
 import { isThenable } from '../thenable.js';
@@ -75,6 +75,8 @@ let outbox: unknown[] = objectArray();
 let outboxSince = 0;
 /** Every value in the outbox is jsonExact: the batch can go as JSON text (see protocol.ts). */
 let outboxPackable = true;
+/** Some value in the outbox may not be read back by the parent as it is (see readableByParent). */
+let outboxUnsure = false;
 
 /** A result at least this large (roughSize) goes back in a message of its own. */
 const SEND_ALONE_BYTES = 64 * 2 ** 20;
@@ -573,21 +575,28 @@ function record(id: number, status: ResultStatus, value: unknown, durationUs: nu
     outboxPackable = false;
     // Not plain data: it may be large (Buffers, typed arrays). Weighed, cheaply: a large one goes
     // in a message of its own, and one too large for any message fails its task instead.
-    const size = typeof value === 'object' && value !== null ? roughSize(value) : 0;
-    if (size >= SEND_ALONE_BYTES) {
-      sendAlone(id, value, size, durationUs, cpuUs);
-      return;
+    if (typeof value === 'object' && value !== null) {
+      const size = roughSize(value);
+      const unsure = roughSizeUnsure();
+      if (size >= SEND_ALONE_BYTES) {
+        sendAlone(id, value, size, unsure, durationUs, cpuUs);
+        return;
+      }
+      if (unsure) outboxUnsure = true;
     }
   } else if (outboxPackable) {
     outboxPackable = status === FULFILLED_UNDEFINED || status === FULFILLED;
   }
+  // An error's own fields may hold anything.
+  if (status === THREW) outboxUnsure = true;
   outbox.push(id, status, value, durationUs, cpuUs);
   if (outbox.length >= FLUSH_AFTER_COUNT * RESULT_WIDTH || now - outboxSince >= FLUSH_AFTER_MS) flush();
 }
 
 /** A large result: in a message of its own, after those waiting; an error if no message can hold it. */
-function sendAlone(id: number, value: unknown, size: number, durationUs: number, cpuUs: number): void {
+function sendAlone(id: number, value: unknown, size: number, unsure: boolean, durationUs: number, cpuUs: number): void {
   flush();
+  outboxUnsure = unsure;
   const bytes = oversized(value, size);
   if (bytes !== undefined) {
     const error: RemoteErrorInfo = {
@@ -606,8 +615,15 @@ function flush(): void {
   if (outbox.length === 0) return;
   const results = outbox;
   const packable = outboxPackable;
+  const unsure = outboxUnsure;
   outbox = objectArray();
   outboxPackable = true;
+  outboxUnsure = false;
+  if (!packable && unsure && !readableByParent(results)) {
+    // Each under the limit, but not all of them in one message.
+    for (let i = 0; i < results.length; i += RESULT_WIDTH) post({ [TAG]: 'done', results: results.slice(i, i + RESULT_WIDTH) });
+    return;
+  }
   try {
     // Text when it can be (see protocol.ts): V8's serializer would hold on to every result it sent.
     post(packable ? pack({ [TAG]: 'done', results }) : { [TAG]: 'done', results });
@@ -626,6 +642,70 @@ function flush(): void {
     }
     post({ [TAG]: 'done', results });
   }
+}
+
+/**
+ * The parent reads a message inside Node's own code, where an error is uncaught and ends it: a
+ * value nested a few thousand levels deep overflows its stack there, a WebAssembly.Module cannot
+ * be read back, and a value whose rough size hid 2 GiB is too large for a message. So a batch
+ * that is not plain data (sent as text) is serialized and read back here first; when that fails,
+ * its values one by one, and each that fails fails its task instead (`invalid`, saying why; a
+ * task's error keeps its name, message and stack). Binary views are not read back: nothing in
+ * them can fail. Returns false when the rest, together, would not fit in one message.
+ */
+function readableByParent(results: unknown[]): boolean {
+  // Whole first: one serializer for the batch costs far less than one per value.
+  try {
+    const data = serialize(results);
+    if (data.byteLength < MAX_MESSAGE_BYTES) {
+      deserialize(data);
+      return true;
+    }
+  } catch {
+    // Some value cannot travel: find which, below.
+  }
+  let bytes = 0;
+  for (let i = 0; i + RESULT_WIDTH <= results.length; i += RESULT_WIDTH) {
+    const value = results[i + 2];
+    if (typeof value !== 'object' || value === null) continue;
+    if (ArrayBuffer.isView(value)) {
+      bytes += value.byteLength;
+      continue;
+    }
+    let failure: RemoteErrorInfo | undefined;
+    try {
+      const data = serialize(value);
+      if (data.byteLength >= MAX_MESSAGE_BYTES) {
+        failure = {
+          name: 'RangeError',
+          message: `the task's result is too large to send to the parent process: ${describeOversized(data.byteLength)}; write it to a file and return the file's path`,
+        };
+      } else {
+        try {
+          deserialize(data);
+          bytes += data.byteLength;
+        } catch (error) {
+          failure = { name: 'DataCloneError', message: `the task's result cannot be read by the parent process: ${errorText(error)}` };
+        }
+      }
+    } catch (error) {
+      failure = { name: 'DataCloneError', message: `the task's result cannot be sent to the parent process: ${errorText(error)}` };
+    }
+    if (failure === undefined) continue;
+    if (results[i + 1] === THREW) {
+      // Its error, with what cannot travel left out: name, message and stack are strings.
+      const info = value as Partial<RemoteErrorInfo>;
+      results[i + 2] = { name: String(info.name), message: String(info.message), stack: info.stack === undefined ? undefined : String(info.stack) };
+    } else {
+      results[i + 1] = INVALID;
+      results[i + 2] = failure;
+    }
+  }
+  return bytes < MAX_MESSAGE_BYTES;
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 /**

@@ -183,14 +183,26 @@ export function jsonExact(value: unknown): boolean {
  * (local-runtime.ts).
  */
 export function roughSize(value: unknown): number {
+  unsure = false;
   if (typeof value !== 'object' || value === null) return sizeOf(value);
   visits = SIZE_VISITS;
   try {
     return sizeOf(value);
   } catch {
     // A Proxy or a getter that throws: sending it fails too, and that failure names the argument.
+    unsure = true;
     return 0;
   }
+}
+
+/**
+ * Whether the value {@link roughSize} weighed last was more than it looks into (large, or nested
+ * deep), or held an object that is not plain data, binary data, a Map, Set, Date, RegExp or Error
+ * (a class instance, or something of the host's, as a WebAssembly.Module): then what structured
+ * clone makes of it is not known from its rough size alone.
+ */
+export function roughSizeUnsure(): boolean {
+  return unsure;
 }
 
 /**
@@ -223,6 +235,7 @@ const SIZE_VISITS = 64;
 /** How many entries of one container it weighs. */
 const SIZE_SAMPLE = 5;
 let visits = 0;
+let unsure = false;
 
 /**
  * The k-th entry (k < SIZE_SAMPLE) weighed out of `n`: all of them when there are few, else the
@@ -237,7 +250,10 @@ function sizeOf(value: unknown): number {
   if (typeof value !== 'object' || value === null) return 8;
   if (ArrayBuffer.isView(value)) return 8 + value.byteLength;
   if (value instanceof ArrayBuffer || value instanceof SharedArrayBuffer) return 8 + value.byteLength;
-  if (--visits < 0) return 64;
+  if (--visits < 0) {
+    unsure = true;
+    return 64;
+  }
   if (value instanceof Map || value instanceof Set) {
     if (value.size === 0) return 8;
     let sum = 0;
@@ -249,6 +265,10 @@ function sizeOf(value: unknown): number {
     return 8 + Math.round((sum / seen) * value.size * (value instanceof Map ? 2 : 1));
   }
   const keys = Array.isArray(value) ? undefined : Object.keys(value);
+  if (keys && !unsure) {
+    const proto: unknown = Object.getPrototypeOf(value);
+    if (proto !== Object.prototype && proto !== null && !(value instanceof Date || value instanceof RegExp || value instanceof Error)) unsure = true;
+  }
   const n = keys ? keys.length : (value as unknown[]).length;
   if (n === 0) return 8;
   const weighed = Math.min(n, SIZE_SAMPLE);
