@@ -71,6 +71,25 @@ test('a result that cannot be cloned is an invalid task, and the worker lives on
   t.is(good, undefined);
 });
 
+test('an argument a worker could not read back fails its task only, and no worker dies of it', async (t) => {
+  // A worker reads its tasks in Node's own code, where the error was uncaught: it died, the task
+  // it was running was blamed, and the tasks sent with it failed as workers that die starting.
+  const deep = { next: {} as object };
+  for (let i = 0; i < 2500; i++) deep.next = { next: deep.next };
+  const wasm = new (globalThis as unknown as { WebAssembly: { Module: new (bytes: Uint8Array) => object } }).WebAssembly.Module(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]));
+  const tasks = [moduleTask(work, 'pid', []), moduleTask(work, 'echo', [deep]), moduleTask(work, 'pid', []), moduleTask(work, 'echo', [1, wasm]), moduleTask(work, 'pid', [])];
+  const outcomes = await schedule$(tasks, { settle: true, concurrency: 1 }).toOrderedArray();
+  t.deepEqual(outcomes.map((o) => o.status), ['fulfilled', 'rejected', 'fulfilled', 'rejected', 'fulfilled']);
+  for (const [i, name] of [[1, /args\[0\]/], [3, /args\[1\]/]] as const) {
+    const error = (outcomes[i] as TaskFailure).reason;
+    t.is(error.kind, 'invalid');
+    t.regex(error.message, name);
+    t.regex(error.message, /cannot be read by a worker process: /);
+  }
+  const pids = new Set([0, 2, 4].map((i) => (outcomes[i] as TaskResult<number>).value));
+  t.is(pids.size, 1, 'one worker ran every good task');
+});
+
 test('a result the parent could not read back fails its task only, and the parent lives on', async (t) => {
   // Node reads a message in its own code, where an error is uncaught: a value nested thousands
   // deep overflowed the parent's stack there, and a WebAssembly.Module could not be read back,

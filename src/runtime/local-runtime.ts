@@ -14,8 +14,9 @@
 import type { ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { devNull } from 'node:os';
+import { deserialize, serialize } from 'node:v8';
 import { BehaviorSubject, Subject, type Observable } from 'rxjs';
-import { TaskError, type TaskErrorInit } from '../errors.js';
+import { TaskError, argumentName, type TaskErrorInit } from '../errors.js';
 import { IdTable, RingQueue, objectArray } from '../collections.js';
 import { optimalConcurrency } from '../optimal-concurrency.js';
 import type { OutputMode } from '../options.js';
@@ -27,7 +28,7 @@ import { killTree, treeGone } from './kill.js';
 import type { OutputLine } from './output.js';
 import { runProcessTask } from './process-task.js';
 import { checkRss } from './rss.js';
-import { DISCONNECTED_BY_TASK, EXACT_SIZE_FROM, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW, describeOversized, oversized, roughSize } from './protocol.js';
+import { DISCONNECTED_BY_TASK, EXACT_SIZE_FROM, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW, describeOversized, oversized, roughSize, roughSizeUnsure } from './protocol.js';
 import type { ExecutingJob, JobEvents, JobHandle, JobSpec, TaskRuntime, TaskStats } from './runtime.js';
 import { HANDOVER_QUIET_MAX_MS, HANDOVER_QUIET_MS, START_TIMED_OUT, WorkerProcess, describeExit, type FatalReport, type UnsendableTask, type WorkerConfig, type WorkerListener } from './worker-process.js';
 
@@ -293,8 +294,9 @@ export class LocalRuntime implements TaskRuntime {
     }
     // The task is well formed (arguments an array, options valid): RunCore.startTask checked it.
     if (job.task.kind === 'module') {
-      this.#weigh(job, job.task.args);
+      const unsureFrom = this.#weigh(job, job.task.args);
       if (job.bytes >= EXACT_SIZE_FROM && this.#refuseOversized(job)) return job;
+      if (unsureFrom >= 0 && this.#refuseUnreadable(job, unsureFrom)) return job;
     }
     const lane = this.#pickLane();
     job.lane = lane;
@@ -1240,19 +1242,52 @@ export class LocalRuntime implements TaskRuntime {
    * ones meanwhile. An object that was also an argument of the task started just before counts
    * once: tasks sharing a lookup table travel together in a batch, which carries it once.
    */
-  #weigh(job: Job, args: readonly unknown[]): void {
+  #weigh(job: Job, args: readonly unknown[]): number {
     const last = this.#lastArgs;
     let bytes = 0;
+    let unsureFrom = -1;
     for (let i = 0; i < args.length; i++) {
       const arg = args[i];
       if (typeof arg === 'object' && arg !== null && last.includes(arg)) continue;
       bytes += roughSize(arg);
+      if (unsureFrom < 0 && roughSizeUnsure()) unsureFrom = i;
     }
     this.#lastArgs = args;
     job.bytes = bytes;
     const before = this.#avgBytes;
     this.#avgBytes = before === undefined ? bytes : before + (bytes - before) * 0.1;
     if (bytes > PIPELINE_BUDGET_BYTES / MAX_DEPTH) this.#updateDepth();
+    return unsureFrom;
+  }
+
+  /**
+   * A worker reads its tasks inside Node's own code, where an error is uncaught and ends it: an
+   * argument nested a few thousand levels deep overflows its stack there, and a WebAssembly.Module
+   * cannot be read back; the worker would die with the tasks sent with it. So arguments that are
+   * large, nested deep or hold objects of other kinds than plain data (see roughSizeUnsure) are
+   * read back here first, from the first such one on, and a task whose argument fails is refused
+   * (`invalid`, naming it). One that cannot be serialized at all is left to the send, which names it.
+   */
+  #refuseUnreadable(job: Job, from: number): boolean {
+    const args = (job.task as ModuleTask).args;
+    for (let i = from; i < args.length; i++) {
+      const arg = args[i];
+      if (typeof arg !== 'object' || arg === null || ArrayBuffer.isView(arg)) continue;
+      let data: Buffer;
+      try {
+        data = serialize(arg);
+      } catch {
+        continue;
+      }
+      try {
+        deserialize(data);
+      } catch (error) {
+        const detail = `${argumentName(args, i)} cannot be read by a worker process: ${error instanceof Error ? error.message : String(error)}`;
+        queueMicrotask(() => this.#finish(job) && job.events.rejected(this.#error(job, { kind: 'invalid', detail })));
+        return true;
+      }
+    }
+    return false;
   }
 
   #learnDuration(us: number): void {
