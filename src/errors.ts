@@ -42,9 +42,17 @@ export interface RemoteErrorInfo {
    * could not be. Typed `unknown` for that reason: test it before reading `name` or `message`.
    */
   cause?: unknown;
+  /**
+   * An `AggregateError`'s `errors` (the first 100): each Error as a
+   * `RemoteErrorInfo` of its own, any other value as it was cloned or described as a string.
+   */
+  errors?: unknown[];
   /** Other own enumerable properties that could be cloned. */
   props?: Record<string, unknown>;
 }
+
+/** How many of an `AggregateError`'s `errors` cross to the parent. */
+export const MAX_REMOTE_ERRORS = 100;
 
 /** Fields a {@link TaskError} is built from. */
 export interface TaskErrorInit {
@@ -280,6 +288,10 @@ export function reviveRemoteError(info: RemoteErrorInfo): Error {
     const cause = isRemoteErrorInfo(info.cause) ? reviveRemoteError(info.cause) : info.cause;
     Object.defineProperty(error, 'cause', { value: cause, configurable: true, writable: true });
   }
+  if (Array.isArray(info.errors)) {
+    const errors = info.errors.map((e) => (isRemoteErrorInfo(e) ? reviveRemoteError(e) : e));
+    Object.defineProperty(error, 'errors', { value: errors, configurable: true, writable: true });
+  }
   return error;
 }
 
@@ -320,7 +332,12 @@ function remoteInfo(error: unknown, depth: number): RemoteErrorInfo {
   if (cause !== undefined && depth < 8) {
     info.cause = cause instanceof Error ? toRemoteErrorInfo(cause, depth + 1) : primitiveOrString(cause);
   }
-  copyFields(error, info, ['cause', 'stack', 'message', 'name']);
+  // An AggregateError's errors are an own property, but not an enumerable one.
+  const errors = read(error, 'errors');
+  if (Array.isArray(errors) && depth < 8) {
+    info.errors = errors.slice(0, MAX_REMOTE_ERRORS).map((e: unknown) => (e instanceof Error ? toRemoteErrorInfo(e, depth + 1) : primitiveOrString(e)));
+  }
+  copyFields(error, info, ['cause', 'stack', 'message', 'name', 'errors']);
   return info;
 }
 

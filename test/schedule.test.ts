@@ -368,6 +368,19 @@ test("the child's error keeps its class name, message, stack, cause and properti
   t.true(isTaskError(error));
 });
 
+test("an AggregateError from the child keeps its errors", async (t) => {
+  const error = await t.throwsAsync(schedule$([typed.failMany()]).toOrderedArray(), { instanceOf: TaskError });
+  t.is(error.remote?.name, 'AggregateError');
+  const remote = error.remote?.errors as Array<{ name: string; message: string } | string>;
+  t.is(remote.length, 2);
+  t.like(remote[0], { name: 'TypeError', message: 'first' });
+  t.is(remote[1], 'second');
+  const errors = (error.cause as { errors?: unknown[] }).errors;
+  t.true(errors?.[0] instanceof Error);
+  t.is((errors?.[0] as Error).name, 'TypeError');
+  t.is(errors?.[1], 'second');
+});
+
 test('arguments and results cross the boundary with structured-clone semantics', async (t) => {
   const value = {
     buffer: Buffer.from('hi'),
