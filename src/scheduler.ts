@@ -496,6 +496,11 @@ export class Scheduler<T = unknown> {
           "use a number or 'auto', or run()",
       );
     }
+    if (options.pool !== undefined) {
+      throw new TypeError(
+        "runBlocking() cannot use a WorkerPool: its workers belong to this thread, and the run takes place on another; leave out options.pool, or use run()",
+      );
+    }
     const { signal, ...cloneable } = options;
     if (signal?.aborted) throw new RunTerminatedError('the run was aborted before it started', { cause: signal.reason });
     const tasks = this.#tasks;

@@ -8,6 +8,7 @@ import test from 'ava';
 import { BehaviorSubject } from 'rxjs';
 import { OptionError, RunTerminatedError, TaskError, isTaskError } from '../src/errors.js';
 import { optimalConcurrency } from '../src/optimal-concurrency.js';
+import { WorkerPool } from '../src/pool.js';
 import { schedule$ } from '../src/schedule.js';
 import { Scheduler, type ProgressCallback } from '../src/scheduler.js';
 import { commandTask, moduleTask, processTask, taskModule, type CommandResult } from '../src/task.js';
@@ -338,6 +339,12 @@ test.serial('runBlocking() refuses what cannot reach its thread, with a clear er
   const withSlider = new Scheduler({ concurrency: new BehaviorSubject(2) });
   withSlider.add(work.square, [1]);
   t.throws(() => withSlider.runBlocking(), { instanceOf: TypeError, message: /Observable concurrency/ });
+
+  const pool = new WorkerPool();
+  const withPool = new Scheduler({ pool });
+  withPool.add(work.square, [1]);
+  t.throws(() => withPool.runBlocking(), { instanceOf: TypeError, message: /runBlocking\(\) cannot use a WorkerPool/ });
+  void pool.close();
 
   const withFunction = new Scheduler();
   withFunction.add(work.square, [1]);
