@@ -30,6 +30,15 @@ test('an export that is not a function says what it is', async (t) => {
   t.regex(error!.remote!.message, /export 'notAFunction' .* is not a function \(it is number\)/);
 });
 
+test('an export that is a class is an invalid task, not one that threw (which a retry would run again)', async (t) => {
+  const outcomes = await schedule$([moduleTask(work, 'CustomError', ['x'])], { settle: true, retries: 2 }).toOrderedArray();
+  const error = (outcomes[0] as TaskFailure).reason;
+  t.is(error.kind, 'invalid');
+  t.is(error.attempt, 1);
+  t.is(error.remote!.name, 'ExportNotFunctionError');
+  t.regex(error.remote!.message, /export 'CustomError' .* is a class, not a function a task can call/);
+});
+
 // In 'capture' mode a task travels with its index (four values per task in a batch, not three).
 for (const output of ['inherit', 'capture'] as const) {
   test(`an argument that cannot be cloned fails that task only, naming the argument (output: ${output})`, async (t) => {

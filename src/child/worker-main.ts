@@ -754,7 +754,13 @@ async function load(def: { url: string; name: string; fn?: Fn; error?: RemoteErr
     loadingForTask = undefined;
   }
   const candidate = namespace[def.name];
-  if (typeof candidate === 'function') {
+  if (typeof candidate === 'function' && isClass(candidate as Fn)) {
+    // Calling it would throw ("cannot be invoked without 'new'"), as a task's error, and be retried.
+    def.error = {
+      name: 'ExportNotFunctionError',
+      message: `export '${def.name}' of module ${def.url} is a class, not a function a task can call; export a function that uses it`,
+    };
+  } else if (typeof candidate === 'function') {
     def.fn = candidate as Fn;
   } else if (!(def.name in namespace)) {
     // Classes are functions too, but not ones a task can call.
