@@ -708,6 +708,16 @@ test('a workerEnv value of undefined leaves that variable out of the workers, wh
   t.deepEqual(await waitGone([pid]), []);
 });
 
+test("a workerEnv with Node's own IPC channel variables still reaches its workers", async (t) => {
+  // Copied from a process that was forked, say: the worker would read its channel as JSON while
+  // the parent writes V8's format, and the run would wait for workers that never answer.
+  const workerEnv = { ...process.env, NODE_CHANNEL_SERIALIZATION_MODE: 'json', NODE_CHANNEL_FD: '7' };
+  const [[pid, mode]] = (await schedule$([typed.pidAndEnv('NODE_CHANNEL_SERIALIZATION_MODE')], { concurrency: 1, workerEnv, workerStartTimeout: 5000 }).toOrderedArray()) as [[number, string | undefined]];
+  t.true(pid > 0);
+  t.is(mode, undefined, 'Node takes its channel variables out of the environment it hands the worker');
+  t.deepEqual(await waitGone([pid]), []);
+});
+
 test('aborting the signal terminates the run with RunTerminatedError and kills its processes', async (t) => {
   const controller = new AbortController();
   const run = schedule$([typed.hang(), typed.hang()], { concurrency: 2, signal: controller.signal, killTimeout: 500 });

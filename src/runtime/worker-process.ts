@@ -192,7 +192,7 @@ export class WorkerProcess {
       detached: true,
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
       execArgv: [...workerExecArgv(process.execArgv), ...options.execArgv],
-      env: options.env ?? process.env,
+      env: channelFree(options.env ?? process.env),
     });
     this.pid = this.child.pid;
     this.#untrack = this.pid === undefined ? () => {} : trackChild(this.pid);
@@ -616,6 +616,18 @@ export function workerExecArgv(parent: readonly string[], compiledEntry = !WORKE
     out.push(arg);
   }
   return out;
+}
+
+/**
+ * The environment without the variables through which Node tells a child about its IPC channel:
+ * given in `workerEnv` (copied from a process that had a channel, say), they come before the ones
+ * fork() adds, and the worker would read its channel as JSON while the parent writes V8's
+ * format, and never be heard from.
+ */
+function channelFree(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  if (env.NODE_CHANNEL_SERIALIZATION_MODE === undefined && env.NODE_CHANNEL_FD === undefined) return env;
+  const { NODE_CHANNEL_SERIALIZATION_MODE: _mode, NODE_CHANNEL_FD: _fd, ...rest } = env;
+  return rest;
 }
 
 /** Names the first argument that structured clone refuses, or undefined when all clone. */
