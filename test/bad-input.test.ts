@@ -86,16 +86,28 @@ test('an argument a worker could not read back fails its task only, and no worke
   const deep = { next: {} as object };
   for (let i = 0; i < 2500; i++) deep.next = { next: deep.next };
   const wasm = new (globalThis as unknown as { WebAssembly: { Module: new (bytes: Uint8Array) => object } }).WebAssembly.Module(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0]));
-  const tasks = [moduleTask(work, 'pid', []), moduleTask(work, 'echo', [deep]), moduleTask(work, 'pid', []), moduleTask(work, 'echo', [1, wasm]), moduleTask(work, 'pid', [])];
+  const hidden = [0, 1, 2, deep, 4, 5, 6, 7, 8, 9];
+  const tasks = [
+    moduleTask(work, 'pid', []),
+    moduleTask(work, 'echo', [deep]),
+    moduleTask(work, 'pid', []),
+    moduleTask(work, 'echo', [1, wasm]),
+    moduleTask(work, 'pid', []),
+    // Where a sample of a container's entries would not look; and the same object as the task
+    // before it, which is not weighed again.
+    moduleTask(work, 'echo', [hidden]),
+    moduleTask(work, 'echo', [hidden]),
+    moduleTask(work, 'pid', []),
+  ];
   const outcomes = await schedule$(tasks, { settle: true, concurrency: 1 }).toOrderedArray();
-  t.deepEqual(outcomes.map((o) => o.status), ['fulfilled', 'rejected', 'fulfilled', 'rejected', 'fulfilled']);
-  for (const [i, name] of [[1, /args\[0\]/], [3, /args\[1\]/]] as const) {
+  t.deepEqual(outcomes.map((o) => o.status), ['fulfilled', 'rejected', 'fulfilled', 'rejected', 'fulfilled', 'rejected', 'rejected', 'fulfilled']);
+  for (const [i, name] of [[1, /args\[0\]/], [3, /args\[1\]/], [5, /args\[0\]/], [6, /args\[0\]/]] as const) {
     const error = (outcomes[i] as TaskFailure).reason;
     t.is(error.kind, 'invalid');
     t.regex(error.message, name);
     t.regex(error.message, /cannot be read by a worker process: /);
   }
-  const pids = new Set([0, 2, 4].map((i) => (outcomes[i] as TaskResult<number>).value));
+  const pids = new Set([0, 2, 4, 7].map((i) => (outcomes[i] as TaskResult<number>).value));
   t.is(pids.size, 1, 'one worker ran every good task');
 });
 
@@ -104,14 +116,26 @@ test('a result the parent could not read back fails its task only, and the paren
   // deep overflowed the parent's stack there, and a WebAssembly.Module could not be read back,
   // and either ended the parent with an uncaught exception. The worker now reads them back first.
   const outcomes = await schedule$(
-    [moduleTask(work, 'square', [2]), moduleTask(work, 'nested', [2500]), moduleTask(work, 'wasmModule', []), moduleTask(work, 'nested', [10]), moduleTask(work, 'throwWithWasm', [])],
+    [
+      moduleTask(work, 'square', [2]),
+      moduleTask(work, 'nested', [2500]),
+      moduleTask(work, 'wasmModule', []),
+      moduleTask(work, 'nested', [10]),
+      moduleTask(work, 'throwWithWasm', []),
+      // Where a sample of a container's entries would not look, and behind an Error's causes.
+      moduleTask(work, 'nestedAmong', [3000, 3, 10]),
+      moduleTask(work, 'deepCause', [3000]),
+      moduleTask(work, 'reportDeep', [3000]),
+    ],
     { settle: true, concurrency: 1 },
   ).toOrderedArray();
-  t.deepEqual(outcomes.map((o) => o.status), ['fulfilled', 'rejected', 'rejected', 'fulfilled', 'rejected']);
-  for (const i of [1, 2]) {
+  t.deepEqual(outcomes.map((o) => o.status), ['fulfilled', 'rejected', 'rejected', 'fulfilled', 'rejected', 'rejected', 'rejected', 'rejected']);
+  t.regex((outcomes[7] as TaskFailure).reason.remote!.message, /reportProgress: the value cannot be sent to the parent process: it could not be read back/);
+  for (const i of [1, 2, 5, 6]) {
     const error = (outcomes[i] as TaskFailure).reason;
     t.is(error.kind, 'invalid');
-    t.regex(error.remote!.message, /the task's result cannot be read by the parent process: /);
+    // Deeper still, the worker's own serializer gives up first ("cannot be sent").
+    t.regex(error.remote!.message, /the task's result cannot be (read by|sent to) the parent process: /);
   }
   // A task's error that cannot travel whole keeps its name and message.
   const thrown = (outcomes[4] as TaskFailure).reason;

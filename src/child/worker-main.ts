@@ -14,7 +14,7 @@ import { objectArray } from '../collections.js';
 import { toRemoteErrorInfo, type RemoteErrorInfo } from '../errors.js';
 import {
   DEFAULT_PROGRESS_INTERVAL, DISCONNECTED_BY_TASK, PROGRESS_BURST, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, INDEXED_TASK_WIDTH, INVALID, RESULT_WIDTH, TAG, TASK_WIDTH, THREW, WORKER_HOOK,
-  MAX_MESSAGE_BYTES, describeOversized, jsonExact, outputMark, oversized, pack, roughSize, roughSizeUnsure, unpack,
+  MAX_MESSAGE_BYTES, cloneRisk, describeOversized, jsonExact, outputMark, oversized, pack, roughSize, unpack,
   type ParentMessage, type ResultStatus, type WorkerHook, type WorkerMessage,
 } from '../runtime/protocol.js';
 import { isThenable } from '../thenable.js';
@@ -140,6 +140,16 @@ function mayReport(now: number): boolean {
 
 function sendProgress(id: number, value: unknown): void {
   try {
+    // What the parent could not read back would end it (see readableByParent).
+    if (cloneRisk(value)) {
+      const data = serialize(value);
+      if (data.byteLength >= MAX_MESSAGE_BYTES) throw new RangeError(`it is too large: ${describeOversized(data.byteLength)}`);
+      try {
+        deserialize(data);
+      } catch (error) {
+        throw new RangeError(`it could not be read back: ${errorText(error)}`);
+      }
+    }
     post({ [TAG]: 'progress', id, value });
   } catch (error) {
     // Else the task fails with V8's bare "() => 1 could not be cloned", which names no call.
@@ -577,7 +587,7 @@ function record(id: number, status: ResultStatus, value: unknown, durationUs: nu
     // in a message of its own, and one too large for any message fails its task instead.
     if (typeof value === 'object' && value !== null) {
       const size = roughSize(value);
-      const unsure = roughSizeUnsure();
+      const unsure = cloneRisk(value);
       if (size >= SEND_ALONE_BYTES) {
         sendAlone(id, value, size, unsure, durationUs, cpuUs);
         return;

@@ -28,7 +28,7 @@ import { killTree, treeGone } from './kill.js';
 import type { OutputLine } from './output.js';
 import { runProcessTask } from './process-task.js';
 import { checkRss } from './rss.js';
-import { DISCONNECTED_BY_TASK, EXACT_SIZE_FROM, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW, describeOversized, oversized, roughSize, roughSizeUnsure } from './protocol.js';
+import { DISCONNECTED_BY_TASK, EXACT_SIZE_FROM, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW, cloneRisk, describeOversized, oversized, roughSize } from './protocol.js';
 import type { ExecutingJob, JobEvents, JobHandle, JobSpec, TaskRuntime, TaskStats } from './runtime.js';
 import { HANDOVER_QUIET_MAX_MS, HANDOVER_QUIET_MS, START_TIMED_OUT, WorkerProcess, describeExit, type FatalReport, type UnsendableTask, type WorkerConfig, type WorkerListener } from './worker-process.js';
 
@@ -214,6 +214,8 @@ export class LocalRuntime implements TaskRuntime {
   #avgUs: number | undefined;
   /** What a task's arguments weigh ({@link roughSize}), a moving average over the tasks started. */
   #avgBytes: number | undefined;
+  /** Arguments found unreadable by a worker (see #refuseUnreadable), and why. */
+  readonly #unreadable = new WeakMap<object, string>();
   /** The arguments of the module task started last (see #weigh). */
   #lastArgs: readonly unknown[] = [];
   /** What #depth holds: read for every result, and a BehaviorSubject's value is three calls away. */
@@ -1248,9 +1250,17 @@ export class LocalRuntime implements TaskRuntime {
     let unsureFrom = -1;
     for (let i = 0; i < args.length; i++) {
       const arg = args[i];
-      if (typeof arg === 'object' && arg !== null && last.includes(arg)) continue;
+      if (typeof arg !== 'object' || arg === null) {
+        bytes += roughSize(arg);
+        continue;
+      }
+      // Sent with the task before, and weighed then; but refused then, it is refused again.
+      if (last.includes(arg)) {
+        if (unsureFrom < 0 && this.#unreadable.has(arg)) unsureFrom = i;
+        continue;
+      }
       bytes += roughSize(arg);
-      if (unsureFrom < 0 && roughSizeUnsure()) unsureFrom = i;
+      if (unsureFrom < 0 && cloneRisk(arg)) unsureFrom = i;
     }
     this.#lastArgs = args;
     job.bytes = bytes;
@@ -1264,28 +1274,35 @@ export class LocalRuntime implements TaskRuntime {
    * A worker reads its tasks inside Node's own code, where an error is uncaught and ends it: an
    * argument nested a few thousand levels deep overflows its stack there, and a WebAssembly.Module
    * cannot be read back; the worker would die with the tasks sent with it. So arguments that are
-   * large, nested deep or hold objects of other kinds than plain data (see roughSizeUnsure) are
-   * read back here first, from the first such one on, and a task whose argument fails is refused
-   * (`invalid`, naming it). One that cannot be serialized at all is left to the send, which names it.
+   * large, nested deep or hold objects of other kinds than plain data (see cloneRisk) are read
+   * back here first, from the first such one on, and a task whose argument fails is refused
+   * (`invalid`, naming it); so is a later task given the same object. One that cannot be
+   * serialized at all is left to the send, which names it.
    */
   #refuseUnreadable(job: Job, from: number): boolean {
     const args = (job.task as ModuleTask).args;
     for (let i = from; i < args.length; i++) {
       const arg = args[i];
       if (typeof arg !== 'object' || arg === null || ArrayBuffer.isView(arg)) continue;
-      let data: Buffer;
-      try {
-        data = serialize(arg);
-      } catch {
-        continue;
+      let why = this.#unreadable.get(arg);
+      if (why === undefined) {
+        let data: Buffer;
+        try {
+          data = serialize(arg);
+        } catch {
+          continue;
+        }
+        try {
+          deserialize(data);
+          continue;
+        } catch (error) {
+          why = error instanceof Error ? error.message : String(error);
+          this.#unreadable.set(arg, why);
+        }
       }
-      try {
-        deserialize(data);
-      } catch (error) {
-        const detail = `${argumentName(args, i)} cannot be read by a worker process: ${error instanceof Error ? error.message : String(error)}`;
-        queueMicrotask(() => this.#finish(job) && job.events.rejected(this.#error(job, { kind: 'invalid', detail })));
-        return true;
-      }
+      const detail = `${argumentName(args, i)} cannot be read by a worker process: ${why}`;
+      queueMicrotask(() => this.#finish(job) && job.events.rejected(this.#error(job, { kind: 'invalid', detail })));
+      return true;
     }
     return false;
   }

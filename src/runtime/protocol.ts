@@ -183,26 +183,106 @@ export function jsonExact(value: unknown): boolean {
  * (local-runtime.ts).
  */
 export function roughSize(value: unknown): number {
-  unsure = false;
   if (typeof value !== 'object' || value === null) return sizeOf(value);
   visits = SIZE_VISITS;
   try {
     return sizeOf(value);
   } catch {
     // A Proxy or a getter that throws: sending it fails too, and that failure names the argument.
-    unsure = true;
     return 0;
   }
 }
 
+/** Nesting past which a value is read back before it is sent (Node's reader overflows its stack a few thousand levels down). */
+const RISKY_DEPTH = 1000;
+/** Objects {@link cloneRisk} visits at most; a value with more is read back. */
+const RISK_WALK_MAX = 1_000_000;
+/** Objects visited before cloneRisk keeps track of those it has seen (a small value needs no Set). */
+const RISK_SEEN_AFTER = 64;
+
 /**
- * Whether the value {@link roughSize} weighed last was more than it looks into (large, or nested
- * deep), or held an object that is not plain data, binary data, a Map, Set, Date, RegExp or Error
- * (a class instance, or something of the host's, as a WebAssembly.Module): then what structured
- * clone makes of it is not known from its rough size alone.
+ * Whether `value` may not come back as it is sent: Node reads an IPC message in its own code,
+ * where an error is uncaught and ends the reading process. True for a value nested more than
+ * RISKY_DEPTH levels deep, holding an object that is not plain data, binary data, a Map, Set,
+ * Date, RegExp or Error (a class instance, or one of the host's, as a WebAssembly.Module), with
+ * strings and binary data of EXACT_SIZE_FROM or more in all, with more than RISK_WALK_MAX
+ * objects, or that cannot be read (a getter that throws). Then the sender serializes it and reads
+ * it back first. It looks at every object once, as structured clone does, Error causes included.
  */
-export function roughSizeUnsure(): boolean {
-  return unsure;
+export function cloneRisk(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  if (ArrayBuffer.isView(value)) return value.byteLength >= EXACT_SIZE_FROM;
+  try {
+    return !flatPlain(value) && walkRisk(value);
+  } catch {
+    return true;
+  }
+}
+
+/** Longest string a {@link flatPlain} value may hold. */
+const FLAT_STRING_MAX = 1 << 20;
+
+/**
+ * A plain object or array of at most RISK_SEEN_AFTER entries, none of them an object or a long
+ * string: most values are, and need no walk.
+ */
+function flatPlain(value: object): boolean {
+  if (Array.isArray(value)) {
+    if (value.length > RISK_SEEN_AFTER) return false;
+    for (let i = 0; i < value.length; i++) if (!flatEntry(value[i])) return false;
+    return true;
+  }
+  if (Object.getPrototypeOf(value) !== Object.prototype) return false;
+  const keys = Object.keys(value);
+  if (keys.length > RISK_SEEN_AFTER) return false;
+  for (let i = 0; i < keys.length; i++) if (!flatEntry((value as Record<string, unknown>)[keys[i]!])) return false;
+  return true;
+}
+
+function flatEntry(entry: unknown): boolean {
+  return typeof entry === 'string' ? entry.length <= FLAT_STRING_MAX : typeof entry !== 'object' || entry === null;
+}
+
+function walkRisk(root: object): boolean {
+  const stack: unknown[] = [root, 0];
+  let seen: Set<object> | undefined;
+  let visited = 0;
+  let bytes = 0;
+  while (stack.length > 0) {
+    const depth = (stack.pop() as number) + 1;
+    const node = stack.pop() as object;
+    visited++;
+    if (seen) {
+      if (seen.has(node)) continue;
+      seen.add(node);
+    } else if (visited > RISK_SEEN_AFTER) {
+      // A cycle goes round at most this many times before it is noticed.
+      seen = new Set([node]);
+    }
+    if (depth > RISKY_DEPTH || visited > RISK_WALK_MAX) return true;
+    if (ArrayBuffer.isView(node)) bytes += node.byteLength;
+    else if (node instanceof ArrayBuffer || node instanceof SharedArrayBuffer) bytes += node.byteLength;
+    else if (Array.isArray(node)) for (let i = 0; i < node.length; i++) bytes += pushChild(stack, node[i], depth);
+    else if (node instanceof Map) for (const [k, v] of node) bytes += pushChild(stack, k, depth) + pushChild(stack, v, depth);
+    else if (node instanceof Set) for (const v of node) bytes += pushChild(stack, v, depth);
+    else if (!(node instanceof Date || node instanceof RegExp)) {
+      const isError = node instanceof Error;
+      const proto: unknown = Object.getPrototypeOf(node);
+      if (proto !== Object.prototype && proto !== null && !isError) return true;
+      const keys = Object.keys(node);
+      for (let i = 0; i < keys.length; i++) bytes += pushChild(stack, (node as Record<string, unknown>)[keys[i]!], depth);
+      if (isError) bytes += pushChild(stack, (node as { cause?: unknown }).cause, depth) + pushChild(stack, (node as { errors?: unknown }).errors, depth);
+    }
+    if (bytes >= EXACT_SIZE_FROM) return true;
+  }
+  return false;
+}
+
+/** Queues an object entry for {@link walkRisk} (its parent at `depth`); returns what a string entry weighs. */
+function pushChild(stack: unknown[], child: unknown, depth: number): number {
+  if (typeof child === 'string') return 2 * child.length;
+  if (typeof child === 'object' && child !== null) stack.push(child, depth);
+  return 0;
 }
 
 /**
@@ -235,7 +315,6 @@ const SIZE_VISITS = 64;
 /** How many entries of one container it weighs. */
 const SIZE_SAMPLE = 5;
 let visits = 0;
-let unsure = false;
 
 /**
  * The k-th entry (k < SIZE_SAMPLE) weighed out of `n`: all of them when there are few, else the
@@ -250,10 +329,7 @@ function sizeOf(value: unknown): number {
   if (typeof value !== 'object' || value === null) return 8;
   if (ArrayBuffer.isView(value)) return 8 + value.byteLength;
   if (value instanceof ArrayBuffer || value instanceof SharedArrayBuffer) return 8 + value.byteLength;
-  if (--visits < 0) {
-    unsure = true;
-    return 64;
-  }
+  if (--visits < 0) return 64;
   if (value instanceof Map || value instanceof Set) {
     if (value.size === 0) return 8;
     let sum = 0;
@@ -265,10 +341,6 @@ function sizeOf(value: unknown): number {
     return 8 + Math.round((sum / seen) * value.size * (value instanceof Map ? 2 : 1));
   }
   const keys = Array.isArray(value) ? undefined : Object.keys(value);
-  if (keys && !unsure) {
-    const proto: unknown = Object.getPrototypeOf(value);
-    if (proto !== Object.prototype && proto !== null && !(value instanceof Date || value instanceof RegExp || value instanceof Error)) unsure = true;
-  }
   const n = keys ? keys.length : (value as unknown[]).length;
   if (n === 0) return 8;
   const weighed = Math.min(n, SIZE_SAMPLE);
