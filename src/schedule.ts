@@ -400,8 +400,8 @@ export class RunCore<T, M extends RunMode> {
           this.concurrency.next((this.#limit = limit));
         }
         state.concurrency = limit;
-        // Paused: the runtime keeps a lane for what was already handed to it; nothing more comes.
-        runtime.setConcurrency(limit >= 1 ? limit : 1);
+        // Paused (0): what was already handed to the runtime waits there; nothing more comes.
+        runtime.setConcurrency(limit);
         this.#progressChanged();
         return limit;
       }),

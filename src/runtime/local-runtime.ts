@@ -241,6 +241,8 @@ export class LocalRuntime implements TaskRuntime {
   #nearFdLimit = false;
   /** The run starts no new tasks (see endOfInput). */
   #inputEnded = false;
+  /** The limit is 0: tasks handed over wait, as they are, until it rises (what runs, or was sent ahead to a worker, goes on). */
+  #paused = false;
   executing = 0;
 
   readonly depth$: Observable<number> = this.#depth.asObservable();
@@ -314,8 +316,16 @@ export class LocalRuntime implements TaskRuntime {
   }
 
   setConcurrency(limit: number): void {
+    const resumed = this.#paused && limit > 0;
+    // Paused: one lane keeps what was handed over, and none of it starts (#advance).
+    this.#paused = limit === 0;
+    if (this.#paused) limit = 1;
     const lowered = limit < this.#target;
     this.#target = limit;
+    if (resumed) {
+      for (const lane of this.#lanes) this.#advanceSoon(lane);
+      this.#retryShort();
+    }
     if (!lowered) return;
     // Lanes past the limit keep their running task, but hand back tasks that have not started,
     // their first included: one still waiting for its worker to start (the limit was raised a
@@ -469,11 +479,11 @@ export class LocalRuntime implements TaskRuntime {
       const job = lane.jobs.at(i)!;
       if (job.task.kind === 'module') {
         if (noWorker || (oneAtATime && i > 0)) break;
-        if (job.state === 'queued' && ((untimedAhead && job.timeout !== undefined) || !this.#send(lane, job))) break;
+        if (job.state === 'queued' && (this.#paused || (untimedAhead && job.timeout !== undefined) || !this.#send(lane, job))) break;
         if (job.timeout === undefined) untimedAhead = true;
         if (i === 0 && job.state === 'sent') this.#markRunning(job);
       } else {
-        if (i === 0 && job.state === 'queued') this.#startProcessJob(job);
+        if (i === 0 && job.state === 'queued' && !this.#paused) this.#startProcessJob(job);
         break;
       }
     }
@@ -725,6 +735,8 @@ export class LocalRuntime implements TaskRuntime {
   #retryShort(): void {
     clearTimeout(this.#shortTimer);
     this.#shortTimer = undefined;
+    // Resuming calls this again.
+    if (this.#paused) return;
     while (this.#short.length > 0 && !this.#closing) {
       const job = this.#short.shift()!;
       job.short = false;

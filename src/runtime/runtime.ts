@@ -66,7 +66,11 @@ export interface JobHandle {
 export interface TaskRuntime {
   /** Starts a job, or queues it until a slot of the runtime frees up. */
   start(job: JobSpec, events: JobEvents): JobHandle;
-  /** How many tasks may execute at once. Lowering it never stops a running task. */
+  /**
+   * How many tasks may execute at once. Lowering it never stops a running task; 0 pauses: what
+   * runs (and, for module tasks, what was sent ahead to a worker) goes on, and nothing else
+   * starts until it rises.
+   */
   setConcurrency(limit: number): void;
   /**
    * The caller will start no new tasks (a retry of one already started still may): the runtime

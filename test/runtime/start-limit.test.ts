@@ -69,3 +69,36 @@ test('a limit raised and lowered at once starts no worker for the lanes past it:
   await runtime.shutdown(true);
   t.deepEqual(await waitGone([...pids]), [], 'every worker is gone');
 });
+
+test('a limit of 0 pauses: tasks handed over wait, workers or not, until it rises', async (t) => {
+  const runtime = new LocalRuntime(runtimeOptions({ concurrency: 2 }));
+  t.teardown(() => runtime.shutdown(false));
+  // A slider pushed up, which hands tasks over, then to 0 before any worker is ready.
+  runtime.setConcurrency(12);
+  let done = 0;
+  const results = Array.from({ length: 12 }, (_, index) =>
+    new Promise((resolve, reject) =>
+      runtime.start(
+        { task: moduleTask(work, 'sleepThen', [50, index]), index, attempt: 1, timeout: undefined },
+        {
+          fulfilled: (value) => {
+            done++;
+            resolve(value);
+          },
+          rejected: reject,
+          progress: () => {},
+        },
+      ),
+    ),
+  );
+  runtime.setConcurrency(0);
+  // Long enough for workers to start (under tsx, about half a second) and run several tasks.
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  t.is(done, 0, 'nothing ran while paused');
+  t.is(runtime.executing, 0);
+  runtime.setConcurrency(2);
+  t.deepEqual(await Promise.all(results), Array.from({ length: 12 }, (_, i) => i));
+  const pids = runtime.pids();
+  await runtime.shutdown(true);
+  t.deepEqual(await waitGone(pids), [], 'every worker is gone');
+});
