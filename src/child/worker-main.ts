@@ -9,12 +9,11 @@ import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync } fr
 import { createRequire } from 'node:module';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { deserialize, serialize } from 'node:v8';
 import { objectArray } from '../collections.js';
 import { toRemoteErrorInfo, type RemoteErrorInfo } from '../errors.js';
 import {
   DEFAULT_PROGRESS_INTERVAL, DISCONNECTED_BY_TASK, PROGRESS_BURST, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, INDEXED_TASK_WIDTH, INVALID, RESULT_WIDTH, TAG, TASK_WIDTH, THREW, WORKER_HOOK,
-  MAX_MESSAGE_BYTES, cloneRisk, describeOversized, jsonExact, outputMark, oversized, pack, roughSize, unpack,
+  MAX_MESSAGE_BYTES, cloneRisk, describeOversized, jsonExact, outputMark, oversized, pack, readBack, roughSize, unpack,
   type ParentMessage, type ResultStatus, type WorkerHook, type WorkerMessage,
 } from '../runtime/protocol.js';
 import { isThenable } from '../thenable.js';
@@ -75,7 +74,7 @@ let outbox: unknown[] = objectArray();
 let outboxSince = 0;
 /** Every value in the outbox is jsonExact: the batch can go as JSON text (see protocol.ts). */
 let outboxPackable = true;
-/** Some value in the outbox may not be read back by the parent as it is (see readableByParent). */
+/** Some value in the outbox may not be read back by the parent as it is (see readBack). */
 let outboxUnsure = false;
 
 /** A result at least this large (roughSize) goes back in a message of its own. */
@@ -140,15 +139,10 @@ function mayReport(now: number): boolean {
 
 function sendProgress(id: number, value: unknown): void {
   try {
-    // What the parent could not read back would end it (see readableByParent).
-    if (cloneRisk(value)) {
-      const data = serialize(value);
-      if (data.byteLength >= MAX_MESSAGE_BYTES) throw new RangeError(`it is too large: ${describeOversized(data.byteLength)}`);
-      try {
-        deserialize(data);
-      } catch (error) {
-        throw new RangeError(`it could not be read back: ${errorText(error)}`);
-      }
+    // What the parent could not read back would end it (see readBack).
+    const back = cloneRisk(value) ? readBack(value) : 0;
+    if (typeof back !== 'number') {
+      throw new RangeError(back.why === 'too large' ? `it is too large: ${back.detail}` : back.why === 'cannot be read back' ? `it could not be read back: ${back.detail}` : back.detail);
     }
     post({ [TAG]: 'progress', id, value });
   } catch (error) {
@@ -609,11 +603,7 @@ function sendAlone(id: number, value: unknown, size: number, unsure: boolean, du
   outboxUnsure = unsure;
   const bytes = oversized(value, size);
   if (bytes !== undefined) {
-    const error: RemoteErrorInfo = {
-      name: 'RangeError',
-      message: `the task's result is too large to send to the parent process: ${describeOversized(bytes)}; write it to a file and return the file's path`,
-    };
-    outbox.push(id, INVALID, error, durationUs, cpuUs);
+    outbox.push(id, INVALID, tooLargeResult(describeOversized(bytes)), durationUs, cpuUs);
   } else {
     outbox.push(id, FULFILLED, value, durationUs, cpuUs);
   }
@@ -629,93 +619,70 @@ function flush(): void {
   outbox = objectArray();
   outboxPackable = true;
   outboxUnsure = false;
-  if (!packable && unsure && !readableByParent(results)) {
-    // Each under the limit, but not all of them in one message.
-    for (let i = 0; i < results.length; i += RESULT_WIDTH) post({ [TAG]: 'done', results: results.slice(i, i + RESULT_WIDTH) });
+  // Read back first what the parent might not read (see readBack); text always reads.
+  if (!packable && unsure && typeof readBack(results) !== 'number') {
+    postMarked(results);
     return;
   }
   try {
     // Text when it can be (see protocol.ts): V8's serializer would hold on to every result it sent.
     post(packable ? pack({ [TAG]: 'done', results }) : { [TAG]: 'done', results });
   } catch {
-    // Some value could not be cloned: find which, and send those as errors.
-    for (let i = 0; i < results.length; i += RESULT_WIDTH) {
-      try {
-        serialize(results[i + 2]);
-      } catch (error) {
-        results[i + 1] = INVALID;
-        results[i + 2] = {
-          name: 'DataCloneError',
-          message: `the task's result cannot be sent to the parent process: ${(error as Error).message}`,
-        } satisfies RemoteErrorInfo;
-      }
-    }
-    post({ [TAG]: 'done', results });
+    // Some value could not be cloned.
+    postMarked(results);
   }
 }
 
 /**
- * The parent reads a message inside Node's own code, where an error is uncaught and ends it: a
- * value nested a few thousand levels deep overflows its stack there, a WebAssembly.Module cannot
- * be read back, and a value whose rough size hid 2 GiB is too large for a message. So a batch
- * that is not plain data (sent as text) is serialized and read back here first; when that fails,
- * its values one by one, and each that fails fails its task instead (`invalid`, saying why; a
- * task's error keeps its name, message and stack). Binary views are not read back: nothing in
- * them can fail. Returns false when the rest, together, would not fit in one message.
+ * Sends results, each that the parent could not take failed instead (see markUnreadable); one
+ * per message when those left are too large together for one.
  */
-function readableByParent(results: unknown[]): boolean {
-  // Whole first: one serializer for the batch costs far less than one per value.
-  try {
-    const data = serialize(results);
-    if (data.byteLength < MAX_MESSAGE_BYTES) {
-      deserialize(data);
-      return true;
-    }
-  } catch {
-    // Some value cannot travel: find which, below.
+function postMarked(results: unknown[]): void {
+  if (markUnreadable(results) < MAX_MESSAGE_BYTES) {
+    post({ [TAG]: 'done', results });
+    return;
   }
+  for (let i = 0; i < results.length; i += RESULT_WIDTH) post({ [TAG]: 'done', results: results.slice(i, i + RESULT_WIDTH) });
+}
+
+/**
+ * Reads back each value of a batch the parent could not take whole (see readBack), and fails the
+ * task of each that fails (`invalid`, saying why); a task's error that cannot travel keeps its
+ * name, message and stack. Binary views are not read back: nothing in them can fail. Returns the
+ * size of what is left.
+ */
+function markUnreadable(results: unknown[]): number {
   let bytes = 0;
   for (let i = 0; i + RESULT_WIDTH <= results.length; i += RESULT_WIDTH) {
     const value = results[i + 2];
-    if (typeof value !== 'object' || value === null) continue;
+    if (typeof value === 'string') bytes += value.length;
+    // A function or a symbol cannot be cloned; other primitives always can.
+    if ((typeof value !== 'object' && typeof value !== 'function' && typeof value !== 'symbol') || value === null) continue;
     if (ArrayBuffer.isView(value)) {
       bytes += value.byteLength;
       continue;
     }
-    let failure: RemoteErrorInfo | undefined;
-    try {
-      const data = serialize(value);
-      if (data.byteLength >= MAX_MESSAGE_BYTES) {
-        failure = {
-          name: 'RangeError',
-          message: `the task's result is too large to send to the parent process: ${describeOversized(data.byteLength)}; write it to a file and return the file's path`,
-        };
-      } else {
-        try {
-          deserialize(data);
-          bytes += data.byteLength;
-        } catch (error) {
-          failure = { name: 'DataCloneError', message: `the task's result cannot be read by the parent process: ${errorText(error)}` };
-        }
-      }
-    } catch (error) {
-      failure = { name: 'DataCloneError', message: `the task's result cannot be sent to the parent process: ${errorText(error)}` };
-    }
-    if (failure === undefined) continue;
-    if (results[i + 1] === THREW) {
+    const back = readBack(value);
+    if (typeof back === 'number') {
+      bytes += back;
+    } else if (results[i + 1] === THREW) {
       // Its error, with what cannot travel left out: name, message and stack are strings.
       const info = value as Partial<RemoteErrorInfo>;
       results[i + 2] = { name: String(info.name), message: String(info.message), stack: info.stack === undefined ? undefined : String(info.stack) };
     } else {
       results[i + 1] = INVALID;
-      results[i + 2] = failure;
+      results[i + 2] =
+        back.why === 'too large'
+          ? tooLargeResult(back.detail)
+          : { name: 'DataCloneError', message: `the task's result cannot be ${back.why === 'cannot be cloned' ? 'sent to' : 'read by'} the parent process: ${back.detail}` };
     }
   }
-  return bytes < MAX_MESSAGE_BYTES;
+  return bytes;
 }
 
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
+/** A result too large for any message, as its task's failure. */
+function tooLargeResult(size: string): RemoteErrorInfo {
+  return { name: 'RangeError', message: `the task's result is too large to send to the parent process: ${size}; write it to a file and return the file's path` };
 }
 
 /**

@@ -14,7 +14,6 @@
 import type { ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { devNull } from 'node:os';
-import { deserialize, serialize } from 'node:v8';
 import { BehaviorSubject, Subject, type Observable } from 'rxjs';
 import { TaskError, argumentName, type TaskErrorInit } from '../errors.js';
 import { IdTable, RingQueue, objectArray } from '../collections.js';
@@ -28,7 +27,7 @@ import { killTree, treeGone } from './kill.js';
 import type { OutputLine } from './output.js';
 import { runProcessTask } from './process-task.js';
 import { checkRss } from './rss.js';
-import { DISCONNECTED_BY_TASK, EXACT_SIZE_FROM, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW, cloneRisk, describeOversized, oversized, roughSize } from './protocol.js';
+import { DISCONNECTED_BY_TASK, EXACT_SIZE_FROM, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW, cloneRisk, describeOversized, oversized, readBack, roughSize } from './protocol.js';
 import type { ExecutingJob, JobEvents, JobHandle, JobSpec, TaskRuntime, TaskStats } from './runtime.js';
 import { HANDOVER_QUIET_MAX_MS, HANDOVER_QUIET_MS, START_TIMED_OUT, WorkerProcess, describeExit, type FatalReport, type UnsendableTask, type WorkerConfig, type WorkerListener } from './worker-process.js';
 
@@ -1245,9 +1244,13 @@ export class LocalRuntime implements TaskRuntime {
   #refuseOversized(job: Job): boolean {
     const bytes = oversized((job.task as ModuleTask).args, job.bytes);
     if (bytes === undefined) return false;
-    const detail = `its arguments are too large to send to a worker: ${describeOversized(bytes)}; pass a file's path instead`;
-    queueMicrotask(() => this.#finish(job) && job.events.rejected(this.#error(job, { kind: 'invalid', detail })));
+    this.#refuse(job, `its arguments are too large to send to a worker: ${describeOversized(bytes)}; pass a file's path instead`);
     return true;
+  }
+
+  /** Fails a task that will not be sent, as `invalid`, once start() has returned its handle. */
+  #refuse(job: Job, detail: string): void {
+    queueMicrotask(() => this.#finish(job) && job.events.rejected(this.#error(job, { kind: 'invalid', detail })));
   }
 
   /**
@@ -1283,13 +1286,11 @@ export class LocalRuntime implements TaskRuntime {
   }
 
   /**
-   * A worker reads its tasks inside Node's own code, where an error is uncaught and ends it: an
-   * argument nested a few thousand levels deep overflows its stack there, and a WebAssembly.Module
-   * cannot be read back; the worker would die with the tasks sent with it. So arguments that are
-   * large, nested deep or hold objects of other kinds than plain data (see cloneRisk) are read
-   * back here first, from the first such one on, and a task whose argument fails is refused
-   * (`invalid`, naming it); so is a later task given the same object. One that cannot be
-   * serialized at all is left to the send, which names it.
+   * A worker that could not read an argument would die, with the tasks sent with it (see
+   * readBack). So arguments that may not read back (see cloneRisk) are read back here first, from
+   * the first such one on, and a task whose argument fails is refused (`invalid`, naming it); so is
+   * a later task given the same object. One that cannot be cloned at all is left to the send,
+   * which names it.
    */
   #refuseUnreadable(job: Job, from: number): boolean {
     const args = (job.task as ModuleTask).args;
@@ -1298,22 +1299,12 @@ export class LocalRuntime implements TaskRuntime {
       if (typeof arg !== 'object' || arg === null || ArrayBuffer.isView(arg)) continue;
       let why = this.#unreadable.get(arg);
       if (why === undefined) {
-        let data: Buffer;
-        try {
-          data = serialize(arg);
-        } catch {
-          continue;
-        }
-        try {
-          deserialize(data);
-          continue;
-        } catch (error) {
-          why = error instanceof Error ? error.message : String(error);
-          this.#unreadable.set(arg, why);
-        }
+        const back = readBack(arg);
+        if (typeof back === 'number' || back.why === 'cannot be cloned') continue;
+        why = back.why === 'too large' ? `is too large to send to a worker: ${back.detail}; pass a file's path instead` : `cannot be read by a worker process: ${back.detail}`;
+        this.#unreadable.set(arg, why);
       }
-      const detail = `${argumentName(args, i)} cannot be read by a worker process: ${why}`;
-      queueMicrotask(() => this.#finish(job) && job.events.rejected(this.#error(job, { kind: 'invalid', detail })));
+      this.#refuse(job, `${argumentName(args, i)} ${why}`);
       return true;
     }
     return false;

@@ -17,7 +17,7 @@
  *
  * @module
  */
-import { serialize } from 'node:v8';
+import { deserialize, serialize } from 'node:v8';
 import type { RemoteErrorInfo } from '../errors.js';
 
 export const TAG = '$aps';
@@ -303,6 +303,39 @@ export function oversized(value: unknown, rough: number): number | undefined {
   if (rough < EXACT_SIZE_FROM) return undefined;
   const bytes = serialize(value).byteLength;
   return bytes >= MAX_MESSAGE_BYTES ? bytes : undefined;
+}
+
+/** Why the process a value is sent to could not take it (see {@link readBack}). */
+export interface Unreadable {
+  why: 'too large' | 'cannot be cloned' | 'cannot be read back';
+  /** The serializer's or deserializer's message, or {@link describeOversized}'s text. */
+  detail: string;
+}
+
+/**
+ * Serializes `value` and reads it back, as sending it to another process will: its size in
+ * bytes, or why the other side could not take it. A process reads its IPC messages inside Node's
+ * own code, where an error is uncaught and ends it: a value nested a few thousand levels deep, a
+ * WebAssembly.Module, or a message of 2 GiB or more. Worth its cost where {@link cloneRisk} says so.
+ */
+export function readBack(value: unknown): number | Unreadable {
+  let data: Buffer;
+  try {
+    data = serialize(value);
+  } catch (error) {
+    return { why: 'cannot be cloned', detail: errorText(error) };
+  }
+  if (data.byteLength >= MAX_MESSAGE_BYTES) return { why: 'too large', detail: describeOversized(data.byteLength) };
+  try {
+    deserialize(data);
+  } catch (error) {
+    return { why: 'cannot be read back', detail: errorText(error) };
+  }
+  return data.byteLength;
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 /** "2049.0 MiB serialized, and a message between processes must be under 2047.9 MiB". */
