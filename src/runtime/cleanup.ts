@@ -45,10 +45,10 @@ export function trackChild(pid: number, { guard = false }: { guard?: boolean } =
   clearTimeout(hookIdle);
   hookIdle = undefined;
   removeExitHook ??= onExit(killAll);
-  if (guard) guardian.add(pid);
+  const unguard = guard ? guardChild(pid) : undefined;
   return () => {
     live.delete(pid);
-    if (guard) guardian.remove(pid);
+    unguard?.();
     if (live.size === 0 && removeExitHook && !hookIdle) {
       hookIdle = setTimeout(() => {
         hookIdle = undefined;

@@ -159,17 +159,19 @@ export function runProcessTask(task: ProcessTask<unknown>, index: number, hooks:
       remote: toRemoteErrorInfo(error),
     });
   });
-  // A process it started that holds its output pipes must not keep the program running.
-  child.once('exit', () => afterOutputClosed(child, () => {}));
-  // Messages still in the channel are delivered before it reports 'disconnect': decide after that.
-  child.once('exit', (code, signal) => afterChannelClosed(child, () => {
-    tap.end();
-    if (settled) return;
-    settled = true;
-    const base = { exitCode: code, signal, stderrTail: tap.stderrTail(), pid: child.pid, durationMs: performance.now() - t0 };
-    if (signal) hooks.rejected({ ...base, kind: 'signaled' });
-    else hooks.rejected({ ...base, kind: 'exited', detail: 'it sent no result' });
-  }));
+  child.once('exit', (code, signal) => {
+    // A process it started that holds its output pipes must not keep the program running.
+    afterOutputClosed(child, () => {});
+    // Messages still in the channel are delivered before it reports 'disconnect': decide after that.
+    afterChannelClosed(child, () => {
+      tap.end();
+      if (settled) return;
+      settled = true;
+      const base = { exitCode: code, signal, stderrTail: tap.stderrTail(), pid: child.pid, durationMs: performance.now() - t0 };
+      if (signal) hooks.rejected({ ...base, kind: 'signaled' });
+      else hooks.rejected({ ...base, kind: 'exited', detail: 'it sent no result' });
+    });
+  });
   return { child, stderrTail: () => tap.stderrTail() };
 }
 
