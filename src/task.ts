@@ -66,7 +66,8 @@ export interface CommandTaskOptions extends TaskOptions {
   /**
    * At most this many bytes of stdout (and of stderr) are kept; the rest is read and dropped,
    * so the command never blocks, and `truncated` is set on the result. An integer >= 0, or
-   * `Infinity`. @default 64 MiB
+   * `Infinity`. Output longer than the result can hold (a string: 512 MiB less 24 bytes; a
+   * Buffer: 4 GiB) is not cut: the task fails as `invalid`, saying so. @default 64 MiB
    */
   maxBuffer?: number;
 }

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { constants as bufferConstants } from 'node:buffer';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -97,8 +98,8 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
     child.stdout?.on('error', ignoreError);
     child.stderr?.on('error', ignoreError);
   }
-  const out = new Kept(child.stdout, maxBuffer);
-  const err = new Kept(child.stderr, maxBuffer, tail);
+  const out = new Kept(child.stdout, maxBuffer, o.encoding);
+  const err = new Kept(child.stderr, maxBuffer, o.encoding, tail);
   if (o.input !== undefined && child.stdin) {
     child.stdin.on('error', () => {}); // the program may exit without reading its input
     child.stdin.end(o.input);
@@ -117,19 +118,22 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
     // Spawn to exit: not the time its pipes stayed open after (a background process holding them).
     const durationMs = exit.at - t0;
     const { code, signal } = exit;
-    const result: CommandResult<string | Buffer> = {
-      exitCode: code,
-      signal,
-      stdout: out.value(o.encoding),
-      stderr: err.value(o.encoding),
-      durationMs,
-      truncated: out.truncated || err.truncated,
-    };
+    const overflow = out.overflow('stdout') ?? err.overflow('stderr');
     if (signal) {
       hooks.rejected({ kind: 'signaled', signal, exitCode: code, stderrTail: stderrTail(), pid: child.pid, durationMs });
     } else if (code !== 0 && o.reject !== false) {
       hooks.rejected({ kind: 'exited', exitCode: code, stderrTail: stderrTail(), pid: child.pid, durationMs });
+    } else if (overflow !== undefined) {
+      hooks.rejected({ kind: 'invalid', detail: overflow, exitCode: code, stderrTail: stderrTail(), pid: child.pid, durationMs });
     } else {
+      const result: CommandResult<string | Buffer> = {
+        exitCode: code,
+        signal,
+        stdout: out.value(),
+        stderr: err.value(),
+        durationMs,
+        truncated: out.truncated || err.truncated,
+      };
       hooks.fulfilled(result, durationMs, child.pid);
     }
   };
@@ -162,29 +166,60 @@ export function runCommand(task: CommandTask<unknown>, index: number, hooks: Com
 
 const ignoreError = (): void => {};
 
-/** Keeps what a stream writes, up to `maxBuffer` bytes, and counts the chunks; with `tail`, its last 8 KiB too. */
+/**
+ * Keeps what a stream writes, up to `maxBuffer` bytes, and counts the chunks; with `tail`, its
+ * last 8 KiB too. Never more than one string (or one Buffer) can hold: past that the output is
+ * an {@link Kept.overflow}, not a result.
+ */
 class Kept {
   /** Chunks read so far, kept or not. */
   chunks = 0;
+  /** More than `maxBuffer` bytes came: the rest was dropped. */
   truncated = false;
   #kept: Buffer[] = [];
   #size = 0;
+  /** Bytes read in all, kept or not. */
+  #read = 0;
+  /** What can be kept: `maxBuffer`, or less when it is larger than the result's type can hold. */
+  readonly #limit: number;
 
-  constructor(stream: Readable | null, readonly maxBuffer: number, tail?: Tail) {
+  constructor(
+    stream: Readable | null,
+    readonly maxBuffer: number,
+    readonly encoding: 'utf8' | 'buffer' | undefined,
+    tail?: Tail,
+  ) {
+    this.#limit = Math.min(maxBuffer, encoding === 'buffer' ? bufferConstants.MAX_LENGTH : bufferConstants.MAX_STRING_LENGTH);
     stream?.on('data', (chunk: Buffer) => {
       this.chunks++;
+      this.#read += chunk.length;
       tail?.push(chunk);
-      const room = this.maxBuffer - this.#size;
-      if (room < chunk.length) this.truncated = true;
+      const room = this.#limit - this.#size;
+      if (room < chunk.length && this.#limit === this.maxBuffer) this.truncated = true;
       if (room <= 0) return;
       this.#kept.push(room >= chunk.length ? chunk : chunk.subarray(0, room));
       this.#size += Math.min(room, chunk.length);
     });
   }
 
-  value(encoding: 'utf8' | 'buffer' | undefined): string | Buffer {
+  /**
+   * Why the output cannot be the result, when `maxBuffer` let through more than a string (UTF-8
+   * output: a string has at most 2^29 - 24 characters) or a Buffer can hold; undefined otherwise.
+   */
+  overflow(name: 'stdout' | 'stderr'): string | undefined {
+    if (this.#limit === this.maxBuffer || this.#read <= this.#limit) return undefined;
+    const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+    const what = this.encoding === 'buffer' ? 'a Buffer' : 'a string';
+    const fix = this.encoding === 'buffer' ? '' : "encoding: 'buffer', or ";
+    return (
+      `its ${name} (${this.#read} bytes, ${mib(this.#read)}) is longer than ${what} can hold (${this.#limit} bytes, ${mib(this.#limit)}): ` +
+      `pass ${fix}a maxBuffer of at most ${this.#limit} to keep only the start of it`
+    );
+  }
+
+  value(): string | Buffer {
     const all = Buffer.concat(this.#kept, this.#size);
-    if (encoding === 'buffer') return all;
+    if (this.encoding === 'buffer') return all;
     // Cut at maxBuffer: a character the cut split in two is dropped, not decoded as U+FFFD.
     return (this.truncated ? withoutCutCharacter(all) : all).toString('utf8');
   }

@@ -2,11 +2,12 @@
  * A command's output: its result keeps stdout and stderr, `output: 'capture'` gives its lines
  * (with its index), and a failure carries the last 8 KiB of its stderr.
  */
+import { constants } from 'node:buffer';
 import { spawn } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import test from 'ava';
 import { firstValueFrom, lastValueFrom, toArray } from 'rxjs';
-import { commandTask, liveChildPids, processTask, schedule$, type CommandResult, type CommandTask, type OutputLine } from '../../src/index.js';
+import { commandTask, liveChildPids, processTask, schedule$, type CommandResult, type TaskError, type CommandTask, type OutputLine } from '../../src/index.js';
 
 /** Runs commands in capture mode; returns their results and every line, as [index, stream, line]. */
 async function capture(scripts: string[]) {
@@ -181,6 +182,33 @@ test('maxBuffer: a character the cut splits is left out of a text result, not tu
   t.is(result!.stdout, 'é');
   const [whole] = await schedule$([commandTask('printf', ['éé'], { maxBuffer: 4 })], { output: 'ignore' }).toOrderedArray();
   t.is(whole!.stdout, 'éé');
+});
+
+test('output longer than a string can hold fails its command as invalid, saying what to pass; the parent goes on', async (t) => {
+  // Before, decoding it threw inside the child's 'close' handler: an uncaught error that ended
+  // the parent, even in settle mode, and no outcome came.
+  const bytes = constants.MAX_STRING_LENGTH + 1;
+  const tasks = [
+    commandTask('head', ['-c', String(bytes), '/dev/zero'], { maxBuffer: Infinity }),
+    commandTask('echo', ['after']),
+  ];
+  const outcomes = await schedule$(tasks, { output: 'ignore', settle: true, concurrency: 1 }).toOrderedArray();
+  t.is(outcomes[0]!.status, 'rejected');
+  const reason = (outcomes[0] as { reason: TaskError }).reason;
+  t.is(reason.kind, 'invalid');
+  t.is(reason.exitCode, 0);
+  t.is(
+    reason.message,
+    `task #0 (head -c ${bytes} /dev/zero) is invalid: its stdout (${bytes} bytes, 512.0 MiB) is longer than a string can hold (${constants.MAX_STRING_LENGTH} bytes, 512.0 MiB): ` +
+      `pass encoding: 'buffer', or a maxBuffer of at most ${constants.MAX_STRING_LENGTH} to keep only the start of it`,
+  );
+  t.like(outcomes[1], { status: 'fulfilled', value: { stdout: 'after\n' } });
+  // As a Buffer the same output is a result.
+  const [result] = await schedule$([commandTask('head', ['-c', String(bytes), '/dev/zero'], { maxBuffer: Infinity, encoding: 'buffer' })], {
+    output: 'ignore',
+  }).toOrderedArray();
+  t.is(result!.stdout.length, bytes);
+  t.false(result!.truncated);
 });
 
 test("commandTask's result type follows encoding: a string, a Buffer, or either when the encoding is only known at run time", async (t) => {
