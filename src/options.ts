@@ -58,7 +58,8 @@ export interface ScheduleOptions {
    * - a number: fixed;
    * - an `Observable<number | 'auto'>` (a GUI slider, a `BehaviorSubject`): the limit follows it;
    *   raising it starts waiting tasks at once, lowering it never kills a running task, it only
-   *   delays new starts, and 0 pauses (nothing else starts until it rises). `'auto'` hands the
+   *   delays new starts, and 0 pauses (nothing else starts until it rises; completing at 0 is a
+   *   `RangeError`, since nothing could resume the run). `'auto'` hands the
    *   limit to automatic concurrency, from the limit in force, until the next number (an Auto
    *   checkbox next to the slider);
    * - `'auto'`: starts at {@link optimalConcurrency} and follows CPU load and free memory

@@ -5,8 +5,8 @@
  * @module
  */
 import {
-  Observable, ReplaySubject, Subject, Subscription, combineLatest, distinctUntilChanged, isObservable, map, of, switchMap, throwIfEmpty,
-  type Observer, type Subscriber,
+  EMPTY, Observable, ReplaySubject, Subject, Subscription, combineLatest, concat, defer, distinctUntilChanged, isObservable, map, of, switchMap,
+  tap, throwError, throwIfEmpty, type Observer, type Subscriber,
 } from 'rxjs';
 import { whenAborted } from './abort.js';
 import { RunTerminatedError, TaskError, formatValue, toRemoteErrorInfo } from './errors.js';
@@ -421,9 +421,16 @@ export class RunCore<T, M extends RunMode> {
     const o = this.#options;
     if (typeof o.concurrency === 'number') return of(o.concurrency);
     if (isObservable(o.concurrency)) {
-      // A limit that never comes would hold every task forever: completing first is an error.
-      return o.concurrency.pipe(
-        throwIfEmpty(() => new RangeError('the concurrency Observable completed without emitting a limit (a completed BehaviorSubject emits none)')),
+      // A limit that never comes would hold every task forever: completing first is an error. So
+      // is completing at 0, a pause that nothing could end.
+      let last: unknown;
+      return concat(
+        o.concurrency.pipe(
+          throwIfEmpty(() => new RangeError('the concurrency Observable completed without emitting a limit (a completed BehaviorSubject emits none)')),
+          tap((limit) => (last = limit)),
+        ),
+        defer(() => (last === 0 ? throwError(() => new RangeError('the concurrency Observable completed at 0 (paused): the run could never resume')) : EMPTY)),
+      ).pipe(
         // 'auto' hands the limit to automatic concurrency, from the limit in force, until a number comes.
         distinctUntilChanged(),
         switchMap((limit) => (limit === 'auto' ? this.#auto$(runtime) : this.#manual(limit))),

@@ -434,6 +434,28 @@ test('a concurrency Observable that errors: the run errors with that error, its 
   }
 });
 
+test('a concurrency Observable that completes at 0 errors the run with a RangeError: the pause could never end', async (t) => {
+  // Before, the run stayed paused with nothing left to resume it: a hang.
+  await t.throwsAsync(schedule$([moduleTask(work, 'square', [3])], { concurrency: of(0) }).toOrderedArray(), {
+    instanceOf: RangeError,
+    message: 'the concurrency Observable completed at 0 (paused): the run could never resume',
+  });
+  // Paused while a task runs, then completed: the running task is stopped with the run.
+  const limit$ = new BehaviorSubject(1);
+  const run = schedule$([moduleTask(work, 'sleepThen', [5000, 1]), moduleTask(work, 'square', [2])], { concurrency: limit$ });
+  const done = run.toOrderedArray();
+  await first(run.progress$, (p) => p.running === 1);
+  const pids = run.pids();
+  limit$.next(0);
+  limit$.complete();
+  await t.throwsAsync(done, { instanceOf: RangeError, message: /completed at 0/ });
+  t.deepEqual(await waitGone(pids), []);
+  // Completing at 'auto' or at a number keeps that limit.
+  const tasks = [1, 2, 3].map((n) => moduleTask(work, 'square', [n]));
+  t.deepEqual(await schedule$(tasks, { concurrency: of(0, 'auto' as const) }).toOrderedArray(), [1, 4, 9]);
+  t.deepEqual(await schedule$(tasks, { concurrency: of(0, 2) }).toOrderedArray(), [1, 4, 9]);
+});
+
 test('a concurrency Observable that emits a fraction: the run errors with a RangeError naming the value (0 pauses, see schedule.test.ts)', async (t) => {
   const limit$ = new BehaviorSubject(2);
   const run = schedule$([moduleTask(work, 'sleepThen', [200, 1])], { concurrency: limit$ });
