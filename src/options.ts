@@ -87,7 +87,7 @@ export interface ScheduleOptions {
    * @default 10
    */
   cpuHysteresis?: number;
-  /** `'auto'` mode: how often load is sampled, in milliseconds. @default 250 */
+  /** `'auto'` mode: how often load is sampled, in milliseconds, from 10 to 2^31 - 1. @default 250 */
   sampleInterval?: number;
   /** `'auto'` mode: lower bound. @default 1 */
   minConcurrency?: number;
@@ -303,7 +303,7 @@ export function resolveOptions(options: ScheduleOptions | undefined, names: { cp
     concurrency,
     cpuTarget,
     cpuHysteresis,
-    sampleInterval: numberIn('sampleInterval', o.sampleInterval, DEFAULT_SAMPLE_INTERVAL, 10, Number.MAX_SAFE_INTEGER),
+    sampleInterval: numberIn('sampleInterval', o.sampleInterval, DEFAULT_SAMPLE_INTERVAL, 10, 2 ** 31 - 1),
     minConcurrency,
     maxConcurrency,
     concurrencyStep: positiveInteger('concurrencyStep', o.concurrencyStep, defaultConcurrencyStep(cpus)),

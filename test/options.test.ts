@@ -10,7 +10,9 @@ const invalid: Array<[string, Record<string, unknown>, RegExp]> = [
   ['concurrency fraction', { concurrency: 1.5 }, /options\.concurrency .* got 1\.5$/],
   ['concurrency string', { concurrency: '4' }, /options\.concurrency .* got "4"$/],
   ['cpuTarget above 99', { cpuTarget: 150 }, /^options\.cpuTarget must be a number from 1 to 99, got 150$/],
-  ['sampleInterval too small', { sampleInterval: 1 }, /^options\.sampleInterval must be a number of at least 10, got 1$/],
+  ['sampleInterval too small', { sampleInterval: 1 }, /^options\.sampleInterval must be a number from 10 to 2147483647, got 1$/],
+  // A timer cannot wait longer: Node would read the load every millisecond instead.
+  ['sampleInterval past a timer', { sampleInterval: 2 ** 31 }, /^options\.sampleInterval must be a number from 10 to 2147483647, got 2147483648$/],
   ['minConcurrency 0', { minConcurrency: 0 }, /^options\.minConcurrency must be a positive integer, got 0$/],
   ['maxConcurrency below min', { minConcurrency: 4, maxConcurrency: 2 }, /^options\.maxConcurrency must be at least minConcurrency \(4\), got 2$/],
   ['timeout 0', { timeout: 0 }, /^options\.timeout must be a number from 1/],
