@@ -246,6 +246,30 @@ export function resolveOptions(options: ScheduleOptions | undefined, names: { cp
   if (options === undefined) options = {};
   checkOptionsObject(options);
   const o = readOnce(options);
+  try {
+    return resolveRead(o, names);
+  } catch (error) {
+    if (isOptionError(error)) throw error;
+    // An option's value that cannot be looked at (a revoked Proxy, a Proxy whose traps throw).
+    const name = [...KNOWN].find((key) => !inspectable((o as Record<string, unknown>)[key]));
+    const why = error instanceof Error ? `${error.name}: ${error.message}` : formatValue(error);
+    throw new OptionError(name ?? '(options)', '', undefined, `${name ? `options.${name}` : 'options'} could not be read: ${why}`, { cause: error });
+  }
+}
+
+/** Whether the checks can look at `value`: its prototype, keys and entries read without throwing. */
+function inspectable(value: unknown): boolean {
+  if ((typeof value !== 'object' && typeof value !== 'function') || value === null) return true;
+  try {
+    Object.getPrototypeOf(value);
+    for (const key of Reflect.ownKeys(value)) void (value as Record<PropertyKey, unknown>)[key];
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function resolveRead(o: ScheduleOptions, names: { cpuTarget?: string }): ResolvedOptions {
   const cpus = optimalConcurrency();
   const cpuTargetName = names.cpuTarget ?? 'cpuTarget';
   // Left out means automatic; null is a mistake (a value that was meant to be there), said so below.

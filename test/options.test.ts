@@ -107,6 +107,32 @@ test('options that cannot be read (a getter that throws, a Proxy) are an OptionE
   t.throws(() => schedule$([], proxy), { instanceOf: OptionError, message: 'options could not be read: TypeError: revoked' });
 });
 
+test("an option's value that cannot be looked at (a revoked Proxy, a Proxy whose traps throw) is an OptionError naming it, with the cause", (t) => {
+  // Before, the checks after the options were read threw the Proxy's own error.
+  const revoked = () => {
+    const { proxy, revoke } = Proxy.revocable({}, {});
+    revoke();
+    return proxy;
+  };
+  const trap = () => {
+    throw new Error('trap');
+  };
+  const throwing = new Proxy({}, { get: trap, ownKeys: trap, getPrototypeOf: trap });
+  const cases: Array<[string, Record<string, unknown>, string]> = [
+    ['concurrency', { concurrency: revoked() }, "TypeError: Cannot perform 'getPrototypeOf' on a proxy that has been revoked"],
+    ['signal', { signal: revoked() }, "TypeError: Cannot perform 'getPrototypeOf' on a proxy that has been revoked"],
+    ['pool', { pool: revoked() }, "TypeError: Cannot perform 'getPrototypeOf' on a proxy that has been revoked"],
+    ['workerEnv', { workerEnv: throwing }, 'Error: trap'],
+    ['retries', { retries: throwing }, 'Error: trap'],
+  ];
+  for (const [option, options, why] of cases) {
+    const error = t.throws(() => schedule$([], options as never), { instanceOf: OptionError }, option);
+    t.is(error.option, option);
+    t.is(error.message, `options.${option} could not be read: ${why}`);
+    t.true(error.cause instanceof Error);
+  }
+});
+
 test('each option is read once: a getter runs once', (t) => {
   let reads = 0;
   const options = {
