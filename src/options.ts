@@ -34,7 +34,8 @@ export interface RetryOptions {
   jitter?: boolean;
   /**
    * Which failures are retried: any of `'threw'`, `'exited'`, `'signaled'`, `'timeout'` and
-   * `'spawn'` (a worker could not start). `'invalid'` and `'cancelled'` never are, and naming
+   * `'spawn'` (a worker could not start: the retry tries to start one again, even after the run
+   * gave up on them). `'invalid'` and `'cancelled'` never are, and naming
    * them here is an {@link OptionError}.
    * @default ['threw', 'exited', 'signaled', 'timeout']
    */

@@ -301,6 +301,12 @@ export class LocalRuntime implements TaskRuntime {
       if (job.bytes >= EXACT_SIZE_FROM && this.#refuseOversized(job)) return job;
       if (unsureFrom >= 0 && this.#refuseUnreadable(job, unsureFrom)) return job;
     }
+    // A retried task gives worker starts another chance (a retry on 'spawn' would else fail at
+    // once); one more failure gives up again.
+    if (job.attempt > 1 && this.#broken !== undefined && job.task.kind === 'module') {
+      this.#broken = this.#brokenStderr = undefined;
+      this.#bootFailures = MAX_BOOT_FAILURES - 1;
+    }
     const lane = this.#pickLane();
     job.lane = lane;
     lane.jobs.push(job);

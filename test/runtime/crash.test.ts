@@ -271,6 +271,32 @@ test('a worker that starts ends a series of failed starts: three failures with a
   t.deepEqual(leftovers([...pids, ...bootPids]), []);
 });
 
+test("a retry on 'spawn' starts a worker again: a task whose workers failed to start runs once one does", async (t) => {
+  // Before, the run gave up on starting workers for good after three failures in a row: every
+  // retry failed at once with the same reason, and no worker was started for it.
+  const dir = tempDir(t, 'aps-boot-retry-');
+  const log = join(dir, 'boots');
+  for (let n = 1; n <= 8; n++) writeFileSync(join(dir, `go-${n}`), '');
+  for (const n of [1, 2, 3]) writeFileSync(join(dir, `fail-${n}`), '');
+  const boots = () => readFileSync(log, 'utf8').trim().split('\n').map(Number);
+  const options = {
+    workerExecArgv: ['--import', bootFixture],
+    workerEnv: { ...process.env, APS_CHAOS_BOOT: `script:${dir}`, APS_CHAOS_BOOT_LOG: log },
+    retries: { retries: 2, delay: 10, jitter: false, on: ['spawn' as const] },
+  };
+  const { outcomes, pids } = await settle([chaos.square(3)], options);
+  t.like(outcomes[0], { status: 'fulfilled', value: 9, stats: { attempt: 2 } });
+  t.is(boots().length, 4, 'three starts failed, the retry started a fourth');
+  t.deepEqual(leftovers([...pids, ...boots()]), []);
+
+  // When every start fails, each retry tries once more, and the last error says which attempt it was.
+  rmSync(log);
+  const { errors, pids: pids2 } = await settle([chaos.square(3)], { ...options, workerEnv: { ...options.workerEnv, APS_CHAOS_BOOT: 'fail' } });
+  t.like(errors[0], { kind: 'spawn', attempt: 3 });
+  t.is(boots().length, 5);
+  t.deepEqual(leftovers([...pids2, ...boots()]), []);
+});
+
 test("a preload that does not exist (--require /nonexistent.cjs): kind spawn, with Node's own message", async (t) => {
   const { errors } = await settle([chaos.square(1), chaos.square(2)], { concurrency: 2, workerExecArgv: ['--require', '/nonexistent.cjs'] });
   t.deepEqual(errors.map((e) => e?.kind), ['spawn', 'spawn']);
