@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { onExit } from 'signal-exit';
 import { exitWithin } from './child-exit.js';
-import { signalTree } from './kill.js';
+import { signalGroups, signalTree, strayGroups } from './kill.js';
 
 const live = new Set<number>();
 /** Removes the exit hook; set while children are alive, and for HOOK_IDLE_MS after the last. */
@@ -89,7 +89,10 @@ export function liveChildPids(): number[] {
 }
 
 function killAll(): void {
-  for (const pid of live) signalTree(pid, 'SIGKILL');
+  for (const pid of live) {
+    signalTree(pid, 'SIGKILL');
+    signalGroups(strayGroups(pid), 'SIGKILL');
+  }
   live.clear();
 }
 

@@ -72,18 +72,70 @@ function hasProc(): boolean {
 }
 
 /**
- * State and process group of a process, from /proc/<pid>/stat; undefined where there is
+ * State, process group and session of a process, from /proc/<pid>/stat; undefined where there is
  * no /proc or no such process. The command name may hold spaces and parentheses: read after the last ')'.
  */
-function procStat(pid: number | string): { state: string; pgrp: number } | undefined {
+function procStat(pid: number | string): { state: string; pgrp: number; session: number } | undefined {
   let stat: string;
   try {
     stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
   } catch {
     return undefined;
   }
-  const [state = '', , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ', 3);
-  return { state, pgrp: Number(pgrp) };
+  const [state = '', , pgrp, session] = stat.slice(stat.lastIndexOf(')') + 2).split(' ', 4);
+  return { state, pgrp: Number(pgrp), session: Number(session) };
+}
+
+/** Living processes by session, then by process group, from one scan of /proc: shared by the kills of one tick. */
+let sessionsScan: Map<number, Set<number>> | undefined;
+
+/**
+ * The process groups, other than its own, of the living processes in the session that `sid`
+ * leads: descendants that moved to a group of their own without leaving the session, as
+ * coreutils `timeout` and a shell's job control do. Every child this library starts leads a
+ * session (`detached`), so they are its own; a process that started a session of its own
+ * (`setsid`) is out of reach. Empty where there is no /proc, and for a pid that leads no session.
+ */
+export function strayGroups(sid: number): number[] {
+  if (!hasProc()) return [];
+  if (!sessionsScan) {
+    sessionsScan = new Map();
+    // Kills come in bursts (a run's workers, a terminated run's commands): one scan serves a tick.
+    setImmediate(() => (sessionsScan = undefined)).unref();
+    let names: string[] = [];
+    try {
+      names = readdirSync('/proc');
+    } catch {
+      // nothing to scan
+    }
+    for (const name of names) {
+      const first = name.charCodeAt(0);
+      if (first < 48 || first > 57) continue;
+      const stat = procStat(name);
+      if (!stat || stat.state === 'Z' || stat.state === 'X' || stat.pgrp === stat.session) continue;
+      let groups = sessionsScan.get(stat.session);
+      if (!groups) sessionsScan.set(stat.session, (groups = new Set()));
+      groups.add(stat.pgrp);
+    }
+  }
+  return [...(sessionsScan.get(sid) ?? [])];
+}
+
+/** A fresh {@link strayGroups}: for a check that they are gone. */
+function strayGroupsNow(sid: number): number[] {
+  sessionsScan = undefined;
+  return strayGroups(sid);
+}
+
+/** Sends `signal` to each process group in `groups`. */
+export function signalGroups(groups: readonly number[], signal: NodeJS.Signals): void {
+  for (const group of groups) {
+    try {
+      process.kill(-group, signal);
+    } catch {
+      // gone meanwhile
+    }
+  }
 }
 
 /**
@@ -145,11 +197,12 @@ export function treeGone(child: ChildProcess): boolean {
 }
 
 /**
- * Terminates `child` and every process in its process group: SIGTERM, then SIGKILL once
- * `graceMs` have passed without the group emptying. Resolves when the child has exited and no
- * process of its group is left (a grandchild that moved to a group of its own is out of reach),
- * or when only zombies are left and they have not been reaped for `graceMs` (at least 3 s: an
- * init that reaps by polling, as on some VMs, takes up to 2 s; a container's PID 1 may never do it).
+ * Terminates `child` and every process in its process group, and in the groups of its session
+ * ({@link strayGroups}): SIGTERM, then SIGKILL once `graceMs` have passed without them emptying.
+ * Resolves when the child has exited and no process of its group or session is left (a
+ * grandchild that started a session of its own is out of reach), or when only zombies are left
+ * and they have not been reaped for `graceMs` (at least 3 s: an init that reaps by polling, as on
+ * some VMs, takes up to 2 s; a container's PID 1 may never do it).
  */
 export function killTree(child: ChildProcess, graceMs: number): Promise<KillReport> {
   const pid = child.pid;
@@ -174,15 +227,25 @@ export function killTree(child: ChildProcess, graceMs: number): Promise<KillRepo
     };
     let zombiesSince: number | undefined;
     let scannedAt = -Infinity;
+    let strays = strayGroups(pid);
+    let straysScannedAt = performance.now();
     const check = () => {
       clearTimeout(poll);
       if (!leaderGone) return;
+      // A scan of /proc costs a millisecond or two: not every poll while a process takes its time.
+      const now = performance.now();
+      if (strays.length > 0 && now - straysScannedAt >= ZOMBIE_SCAN_MS) {
+        straysScannedAt = now;
+        strays = strayGroupsNow(pid);
+      }
+      if (strays.length > 0) {
+        poll = setTimeout(check, GROUP_POLL_MS);
+        return;
+      }
       if (!signalTree(pid, 0 as unknown as NodeJS.Signals)) return finish();
       // Only zombies left? Their new parent (init) normally reaps them at once; a container's PID 1
       // may never do it. Wait a while for the pids to be free, not forever. (Once only zombies are
       // left, none can come back or start another: the /proc scan is not needed again.)
-      // A scan of /proc costs a millisecond or two: not every poll while a process takes its time.
-      const now = performance.now();
       if (zombiesSince === undefined && now - scannedAt >= ZOMBIE_SCAN_MS) {
         scannedAt = now;
         if (anyLiving(pid) === false) zombiesSince = now;
@@ -195,10 +258,15 @@ export function killTree(child: ChildProcess, graceMs: number): Promise<KillRepo
         forced = true;
         signalTree(pid, 'SIGKILL');
       }
+      if (strays.length > 0 && (strays = strayGroupsNow(pid)).length > 0) {
+        forced = true;
+        signalGroups(strays, 'SIGKILL');
+      }
       check();
     }, graceMs);
     if (!exited) child.once('exit', onExit);
-    if (!signalTree(pid, 'SIGTERM') && exited) return finish();
+    signalGroups(strays, graceMs === 0 ? 'SIGKILL' : 'SIGTERM');
+    if (!signalTree(pid, 'SIGTERM') && exited && strays.length === 0) return finish();
     if (graceMs === 0) {
       forced = true;
       signalTree(pid, 'SIGKILL');

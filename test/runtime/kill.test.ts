@@ -4,10 +4,14 @@
  * wait for that forever.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import test from 'ava';
+import { commandTask, liveChildPids, schedule$, type TaskFailure } from '../../src/index.js';
 import { killTree, treeAlive } from '../../src/runtime/kill.js';
-import { readStat } from '../fixtures/chaos-procs.js';
+import { leftovers, readStat } from '../fixtures/chaos-procs.js';
 import { runParent } from '../helpers.js';
 
 function state(pid: number): string | undefined {
@@ -71,4 +75,35 @@ test('a program that froze Error after loading the library: commands still settl
   const { stdout, stderr, code } = await runParent(['frozen-error']);
   t.is(code, 0, stderr);
   t.regex(stdout, /^frozen \["fulfilled","rejected"\] tracked \[\]$/m, stderr);
+});
+
+test("a command's descendants in groups of their own but in its session (coreutils timeout) are killed with it", async (t) => {
+  // `timeout` puts itself and its command in a process group of its own. Before, a command timed
+  // out or terminated was killed by its group only, and those two went on running, orphaned.
+  const dir = mkdtempSync(join(tmpdir(), 'aps-session-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const pidsOf = (name: string) => readFileSync(join(dir, name), 'utf8').trim().split(' ').map(Number);
+  // Each writes the pids of the innermost shell and of `timeout`, its parent; the second one's
+  // shell ignores SIGTERM, so that group takes a SIGKILL after killTimeout.
+  const inner = (name: string, trap: string) => `${trap}echo $$ $PPID > ${join(dir, name)}.tmp; mv ${join(dir, name)}.tmp ${join(dir, name)}; exec sleep 300`;
+  const tasks = [
+    commandTask('sh', ['-c', `timeout 100 sh -c '${inner('plain', '')}'; echo done`], { timeout: 1500 }),
+    commandTask('sh', ['-c', `timeout 100 sh -c '${inner('deaf', 'trap "" TERM; ')}'; echo done`], { timeout: 1500 }),
+  ];
+  const outcomes = await schedule$(tasks, { settle: true, concurrency: 2, killTimeout: 500 }).toOrderedArray();
+  t.deepEqual(outcomes.map((o) => (o as TaskFailure).reason?.kind), ['timeout', 'timeout']);
+  t.true(existsSync(join(dir, 'plain')) && existsSync(join(dir, 'deaf')), 'both commands reached their inner shell');
+  const strays = [...pidsOf('plain'), ...pidsOf('deaf')];
+  // Killed when the run ended: not a moment later (a zombie, not yet reaped, is gone).
+  t.deepEqual(leftovers(strays), [], 'timeout and its command are gone');
+  t.deepEqual(liveChildPids(), []);
+});
+
+test("the exit hook kills a command's descendants in groups of their own in its session too", async (t) => {
+  const { stdout, stderr, code } = await runParent(['session-exit']);
+  t.is(code, 0, stderr);
+  const strays = JSON.parse(/^strays (.*)$/m.exec(stdout)?.[1] ?? '[]') as number[];
+  t.is(strays.length, 2, stdout);
+  // Killed synchronously as the parent exited; a zombie not yet reaped counts as gone.
+  t.deepEqual(leftovers(strays), []);
 });
