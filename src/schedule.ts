@@ -319,7 +319,14 @@ export class RunCore<T, M extends RunMode> {
       this.#startQueued = true;
       queueMicrotask(() => {
         this.#startQueued = false;
-        if (this.#refs > 0 && this.#state.state === 'idle' && !this.#terminal) this.#start();
+        if (this.#refs > 0 && this.#state.state === 'idle' && !this.#terminal) {
+          try {
+            this.#start();
+          } catch (error) {
+            // In a microtask, an exception would be uncaught: the run fails with it instead.
+            this.#shutdownThen(false, 'failed', { kind: 'error', error });
+          }
+        }
       });
     }
     return () => {

@@ -151,6 +151,15 @@ export function cpuTimesSnapshot(cpus: readonly os.CpuInfo[] = os.cpus()): CpuTi
   return { idle, total, cpus: cpus.length };
 }
 
+/** {@link cpuTimesSnapshot}, or undefined when `os.cpus()` fails: a reading without `cpu`, not a failed sampler. */
+function hostCpuTimes(): CpuTimesSnapshot | undefined {
+  try {
+    return cpuTimesSnapshot();
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Computes the host's CPU utilisation between two snapshots.
  *
@@ -234,7 +243,7 @@ export function parseSchedstat(text: string): SchedStat | undefined {
  */
 export function systemLoadSampler(options: SystemLoadSamplerOptions = {}): LoadSampler {
   const { childPids } = options;
-  let previousCpu = cpuTimesSnapshot();
+  let previousCpu = hostCpuTimes();
   // Stays true until /proc/meminfo proves absent or useless; then os.freemem() without retrying.
   let procMeminfo = process.platform !== 'win32';
   // Linux: children are measured from /proc directly (see procChildren); elsewhere through pidusage.
@@ -365,8 +374,8 @@ export function systemLoadSampler(options: SystemLoadSamplerOptions = {}): LoadS
   return {
     async sample() {
       // Everything that can be is read synchronously, at once: the interval measured ends here.
-      const nextCpu = cpuTimesSnapshot();
-      const cpu = cpuUtilisation(previousCpu, nextCpu);
+      const nextCpu = hostCpuTimes();
+      const cpu = previousCpu && nextCpu ? cpuUtilisation(previousCpu, nextCpu) : undefined;
       previousCpu = nextCpu;
       const children = await childUsage();
       const reading: LoadReading = { freeMemory: freeMemory(), ...children };

@@ -1,10 +1,12 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readdirSync, readFileSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test from 'ava';
-import { waitGone } from '../helpers.js';
+import { moduleTask, schedule$ } from '../../src/index.js';
+import { waitGone, work } from '../helpers.js';
 import type { LoadReading } from '../../src/load/samplers.js';
 import {
   cpuTimesSnapshot,
@@ -148,6 +150,29 @@ test.serial('childPids: an empty list reads zero; a throwing list keeps the CPU 
   t.true(reading.freeMemory! > 0);
   t.is(reading.childrenCpu, undefined);
   broken.close?.();
+});
+
+test.serial('os.cpus() that throws: the sampler is made, and its readings have no cpu but the rest; a run on automatic concurrency completes', async (t) => {
+  // Before, the sampler threw as it was made, inside the run's start (a microtask): an uncaught
+  // exception that ended the program.
+  const cpus = os.cpus;
+  os.cpus = () => {
+    throw new Error('cpus unavailable');
+  };
+  syncBuiltinESMExports();
+  try {
+    const sampler = systemLoadSampler({ childPids: () => [] });
+    const reading = await sampler.sample();
+    t.is(reading.cpu, undefined);
+    t.true(reading.freeMemory! > 0);
+    t.is(reading.childrenCpu, 0);
+    sampler.close?.();
+    const run = schedule$([1, 2, 3].map((n) => moduleTask(work, 'square', [n])), { sampleInterval: 20 });
+    t.deepEqual(await run.toOrderedArray(), [1, 4, 9]);
+  } finally {
+    os.cpus = cpus;
+    syncBuiltinESMExports();
+  }
 });
 
 test.serial('sampling the same pids again does not open more file descriptors', async (t) => {
