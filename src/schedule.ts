@@ -515,7 +515,7 @@ export class RunCore<T, M extends RunMode> {
     try {
       // Here only: the runtimes take the task as well formed.
       invalid = !valid
-        ? `it is not a task: expected one made by moduleTask, taskModule, commandTask or processTask, got ${formatValue(task)}`
+        ? `it is not a task: expected one made by moduleTask, taskModule, commandTask or processTask, got ${formatValue(task)}${copyHint(task)}`
         : (taskShapeProblem(task) ?? (task.options === NO_OPTIONS ? undefined : checkTaskOptions(task.options, task.kind)));
       if (invalid !== undefined && valid) label = taskLabel(task);
     } catch (error) {
@@ -901,4 +901,21 @@ function currentLimit(source: Observable<number | 'auto'>, options: ResolvedOpti
   } catch {
     return 0; // a closed or errored subject: the run meets that when it subscribes
   }
+}
+
+/**
+ * For a non-task with a task's kind: a copy of one (`{ ...task }`, `structuredClone`, JSON) has its
+ * fields but not what makes it a task. Said, with what to do instead.
+ */
+function copyHint(value: unknown): string {
+  let kind: unknown;
+  try {
+    kind = typeof value === 'object' && value !== null ? (value as { kind?: unknown }).kind : undefined;
+  } catch {
+    return ''; // a Proxy whose get trap throws: formatValue has said what it could
+  }
+  const make = kind === 'module' ? 'moduleTask' : kind === 'command' ? 'commandTask' : kind === 'process' ? 'processTask' : undefined;
+  return make === undefined
+    ? ''
+    : ` (a copy of a task, made with { ...task } or structuredClone, is not one: make it again with ${make}(), with the options it needs)`;
 }

@@ -161,9 +161,12 @@ test('a copy of a task is not a task: the brand is neither an own property nor w
   t.throws(() => {
     (task.options as { timeout?: number }).timeout = 5;
   }, { instanceOf: TypeError });
-  const [error] = await failures([{ ...task }]);
-  t.is(error!.kind, 'invalid');
-  t.regex(error!.message, /it is not a task/);
+  const copies = await failures([{ ...task }, structuredClone({ ...commandTask('true') }), JSON.parse(JSON.stringify(task))]);
+  t.true(copies.every((error) => error?.kind === 'invalid'));
+  // A copy is said to be one, with what to do instead.
+  t.regex(copies[0]!.message, /it is not a task: .* \(a copy of a task, made with \{ \.\.\.task \} or structuredClone, is not one: make it again with moduleTask\(\), with the options it needs\)$/);
+  t.regex(copies[1]!.message, /make it again with commandTask\(\)/);
+  t.regex(copies[2]!.message, /make it again with moduleTask\(\)/);
 });
 
 test('invalid per-task options are that task\'s error', async (t) => {
