@@ -719,6 +719,8 @@ class TaskFeed<T> implements MergeWithLimitOptions<Task, TaskOutcome<T>> {
 
   onSourceDone(total: number): void {
     this.state.total = total;
+    // Exact now, and what was summed at schedule$ may be off: an array changed before it was read.
+    this.state.weightTotal = this.state.weightPulled;
     this.runtime.endOfInput();
     this.core.progressChanged();
   }

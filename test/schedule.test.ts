@@ -676,6 +676,22 @@ test('progress$ replays the latest snapshot and ends with consistent counts', as
   t.true(Number.isInteger(last.elapsedMs) && last.elapsedMs > 0, `whole milliseconds: ${last.elapsedMs}`);
 });
 
+test('an array changed between schedule$ and the start: the last snapshot weighs what ran', async (t) => {
+  // The array is read as the run pulls from it; its weights were summed by schedule$. Before,
+  // the last snapshot said weightDone 5 of 3 (two tasks pushed) or 2 of 3 (one popped).
+  for (const change of ['push', 'pop'] as const) {
+    const tasks = [1, 2, 3].map((x) => typed.square(x));
+    const run = schedule$(tasks, { concurrency: 1, progressInterval: 0 });
+    if (change === 'push') tasks.push(typed.square(4), moduleTask(work, 'square', [5], { weight: 3 }));
+    else tasks.pop();
+    const values = await run.toOrderedArray();
+    const last = await lastValueFrom(run.progress$);
+    const total = change === 'push' ? 5 : 2;
+    t.is(values.length, total);
+    t.like(last, { state: 'completed', total, completed: total, weightDone: change === 'push' ? 7 : 2, weightTotal: change === 'push' ? 7 : 2 }, change);
+  }
+});
+
 test("progress$: a run's first change shows at once, however young the process; progressInterval spaces the later ones", async (t) => {
   // An interval longer than this process has lived: counted from the process's start (as it
   // was), the first change would wait out the rest of it, and the run would go from idle to done.
