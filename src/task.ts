@@ -346,7 +346,11 @@ export function taskLabel(task: Task): string {
       return `${module.slice(module.lastIndexOf('/') + 1)}#${String(task.exportName)}`;
     }
     case 'command':
-      return commandLine(task.file, task.args);
+      try {
+        return commandLine(task.file, task.args);
+      } catch {
+        return String(task.file); // arguments whose getters throw (plain JavaScript)
+      }
     case 'process':
       return typeof task.factory === 'function' && task.factory.name ? `process ${task.factory.name}` : 'process';
     default:

@@ -1,5 +1,6 @@
 import test from 'ava';
 import { TaskError, commandTask, moduleTask, processTask, schedule$, taskModule, type Progress, type TaskFailure, type TaskResult } from '../src/index.js';
+import { sparseLooksHuge } from './fixtures/work.js';
 import { fixture, waitGone, work } from './helpers.js';
 
 /** Runs tasks in settle mode and returns each failure (undefined for successes), in input order. */
@@ -339,6 +340,53 @@ test('a task source or a task whose fields throw when read: an error of the run 
     [Symbol.asyncIterator]: () => ({ next: async () => ({ done: false, get value(): unknown { throw new Error('value getter'); } }) }),
   };
   await t.throwsAsync(schedule$(asyncSource as never).toOrderedArray(), { message: 'value getter' });
+});
+
+test('throws where a task is taken in or started (an array-like source, an argument, a command or a factory): an error of the run or an invalid task, never an uncaught exception', async (t) => {
+  // Each of these ended the parent before: they ran in a callback (a result's handler, a
+  // microtask) that nothing guarded.
+  const boom = (what: string) => () => {
+    throw new Error(what);
+  };
+  // An array-like source whose element getter throws: the run errors with it.
+  const arrayLike = { length: 3, 0: moduleTask(work, 'square', [2]), get 1(): never { return boom('element getter')(); }, 2: moduleTask(work, 'square', [3]) };
+  await t.throwsAsync(schedule$(arrayLike as never, { concurrency: 1 }).toOrderedArray(), { message: 'element getter' });
+
+  // A module task's arguments array whose element getter throws.
+  const args: unknown[] = [1];
+  Object.defineProperty(args, 0, { get: boom('args getter'), enumerable: true });
+  // A command's arguments likewise, and a process factory that returns a Proxy whose get throws.
+  const commandArgs: string[] = ['hi'];
+  Object.defineProperty(commandArgs, 0, { get: boom('command args getter'), enumerable: true });
+  const proxy = new Proxy({}, { get: boom('factory result proxy') });
+  const errors = await failures([
+    moduleTask(work, 'echo', args),
+    commandTask('echo', commandArgs),
+    processTask(() => proxy as never),
+    moduleTask(work, 'square', [4]),
+  ]);
+  t.deepEqual(errors.map((e) => e?.kind), ['invalid', 'invalid', 'invalid', undefined]);
+  t.regex(errors[0]!.message, /is invalid: its arguments cannot be read: args getter$/);
+  t.regex(errors[1]!.message, /is invalid: it could not be started: command args getter$/);
+  t.regex(errors[2]!.message, /is invalid: it could not be started: factory result proxy$/);
+});
+
+test('a value that looks over 1 GiB and cannot be cloned, as an argument or a result: invalid, naming it; the worker lives on', async (t) => {
+  // It is serialized to learn its exact size, and that threw: uncaught in the parent (an argument)
+  // or in the worker (a result, which then died and was retried as threw).
+  const [arg, result, after] = await failures([
+    moduleTask(work, 'echo', [work.href, sparseLooksHuge(true)]),
+    moduleTask(work, 'sparseLooksHuge', [true]),
+    moduleTask(work, 'pid', []),
+  ]);
+  t.is(arg!.kind, 'invalid');
+  t.regex(arg!.message, /args\[1\] .*could not be cloned/);
+  t.is(result!.kind, 'invalid');
+  t.regex(result!.message, /the task's result cannot be sent to the parent process: .*could not be cloned/);
+  t.is(after, undefined);
+  // Without the function, both go through.
+  const [value] = await schedule$([moduleTask(work, 'sparseLooksHuge', [false])]).toOrderedArray();
+  t.is((value as unknown[]).length, 2 ** 20);
 });
 
 test('a task changed after it was made, to a kind there is not: invalid, not a run that never ends', async (t) => {

@@ -265,7 +265,13 @@ class MergeRun<T, R> implements PullSink<T>, InnerSink<R> {
     try {
       while (!this.#isOver() && !this.#requesting && !this.#sourceDone && this.#active < this.#limit) {
         this.#requesting = true;
-        this.#source!.request();
+        try {
+          this.#source!.request();
+        } catch (err) {
+          // Sources report their errors through error(); this is a throw past them (an array-like
+          // whose element getter throws, say), inside a callback where it would be uncaught.
+          this.#fail(err);
+        }
       }
       if (!this.#isOver() && this.#sourceDone && this.#active === 0) {
         this.#finished = true;
@@ -304,7 +310,14 @@ class MergeRun<T, R> implements PullSink<T>, InnerSink<R> {
     this.#active++;
     const direct = (input as Partial<DirectInner<R>>)[START_DIRECT];
     if (direct) {
-      const started = direct.call(input, this);
+      let started: DirectSubscription;
+      try {
+        started = direct.call(input, this);
+      } catch (err) {
+        // As for an rxjs inner, whose subscribe() turns a throw into its error.
+        this.#active--;
+        return this.#fail(err);
+      }
       // Ended inside its start: its complete() found nothing to free, so its slot is freed here
       // (and the caller's drain() fills it). Else the same checks as for an rxjs inner below.
       if (started.closed) this.#active--;

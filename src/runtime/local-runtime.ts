@@ -15,7 +15,7 @@ import type { ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { devNull } from 'node:os';
 import { BehaviorSubject, Subject, type Observable } from 'rxjs';
-import { TaskError, argumentName, type TaskErrorInit } from '../errors.js';
+import { TaskError, argumentName, toRemoteErrorInfo, type TaskErrorInit } from '../errors.js';
 import { IdTable, RingQueue, objectArray } from '../collections.js';
 import { optimalConcurrency } from '../optimal-concurrency.js';
 import type { OutputMode } from '../options.js';
@@ -27,7 +27,7 @@ import { killTree, treeGone } from './kill.js';
 import type { OutputLine } from './output.js';
 import { runProcessTask } from './process-task.js';
 import { checkRss } from './rss.js';
-import { DISCONNECTED_BY_TASK, EXACT_SIZE_FROM, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW, cloneRisk, describeOversized, oversized, readBack, roughSize } from './protocol.js';
+import { DISCONNECTED_BY_TASK, EXACT_SIZE_FROM, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW, cloneRisk, describeOversized, errorText, oversized, readBack, roughSize } from './protocol.js';
 import type { ExecutingJob, JobEvents, JobHandle, JobSpec, TaskRuntime, TaskStats } from './runtime.js';
 import { HANDOVER_QUIET_MAX_MS, HANDOVER_QUIET_MS, START_TIMED_OUT, WorkerProcess, describeExit, type FatalReport, type UnsendableTask, type WorkerConfig, type WorkerListener } from './worker-process.js';
 
@@ -297,7 +297,14 @@ export class LocalRuntime implements TaskRuntime {
     }
     // The task is well formed (arguments an array, options valid): RunCore.startTask checked it.
     if (job.task.kind === 'module') {
-      const unsureFrom = this.#weigh(job, job.task.args);
+      let unsureFrom: number;
+      try {
+        unsureFrom = this.#weigh(job, job.task.args);
+      } catch (error) {
+        // An element of the arguments array is a getter that throws (plain JavaScript).
+        this.#refuse(job, `its arguments cannot be read: ${errorText(error)}`);
+        return job;
+      }
       if (job.bytes >= EXACT_SIZE_FROM && this.#refuseOversized(job)) return job;
       if (unsureFrom >= 0 && this.#refuseUnreadable(job, unsureFrom)) return job;
     }
@@ -612,6 +619,43 @@ export class LocalRuntime implements TaskRuntime {
     if (timeout !== undefined) this.#setTimer(job, timeout);
   }
 
+
+  /** Starts a command or process task's process (reported through the hooks); returns it. */
+  #spawnProcessJob(
+    job: Job,
+    capture: boolean,
+    line: (l: OutputLine) => void,
+    settle: () => boolean,
+    rejected: (init: Omit<TaskErrorInit, 'index' | 'label' | 'attempt'>) => void,
+  ): ChildProcess | undefined {
+    const { task, index } = job;
+    let child: ChildProcess | undefined;
+    if (task.kind === 'command') {
+      const spawned = runCommand(task, index, {
+        capture,
+        line,
+        fulfilled: (value, durationMs, pid) => settle() && job.events.fulfilled(value, this.#stats(job, durationMs, undefined, pid)),
+        rejected,
+      });
+      child = spawned.child;
+      job.stderrTail = spawned.stderrTail;
+      // A run ends only once its commands are settled: until then their pids are tracked.
+      if (spawned.settled) this.#stop(spawned.settled);
+    } else if (task.kind === 'process') {
+      const started = runProcessTask(task, index, {
+        output: this.#options.output,
+        killTimeout: this.#options.killTimeout,
+        line,
+        progress: (value) => job.state !== 'done' && job.events.progress(value),
+        fulfilled: (value, durationMs, pid) => settle() && job.events.fulfilled(value, this.#stats(job, durationMs, undefined, pid)),
+        rejected,
+      });
+      child = started?.child;
+      job.stderrTail = started?.stderrTail;
+    }
+    return child;
+  }
+
   /** Apart from #armTimeout, which runs for every task: its closure would cost a context on each call. */
   #setTimer(job: Job, timeout: number): void {
     job.timer = setTimeout(() => this.#timedOut(job), timeout);
@@ -644,28 +688,13 @@ export class LocalRuntime implements TaskRuntime {
       return;
     }
     let child: ChildProcess | undefined;
-    if (task.kind === 'command') {
-      const spawned = runCommand(task, index, {
-        capture,
-        line,
-        fulfilled: (value, durationMs, pid) => settle() && job.events.fulfilled(value, this.#stats(job, durationMs, undefined, pid)),
-        rejected,
-      });
-      child = spawned.child;
-      job.stderrTail = spawned.stderrTail;
-      // A run ends only once its commands are settled: until then their pids are tracked.
-      if (spawned.settled) this.#stop(spawned.settled);
-    } else if (task.kind === 'process') {
-      const started = runProcessTask(task, index, {
-        output: this.#options.output,
-        killTimeout: this.#options.killTimeout,
-        line,
-        progress: (value) => job.state !== 'done' && job.events.progress(value),
-        fulfilled: (value, durationMs, pid) => settle() && job.events.fulfilled(value, this.#stats(job, durationMs, undefined, pid)),
-        rejected,
-      });
-      child = started?.child;
-      job.stderrTail = started?.stderrTail;
+    try {
+      child = this.#spawnProcessJob(job, capture, line, settle, rejected);
+    } catch (error) {
+      // Plain JavaScript can hand over anything: an argument whose getter throws, a factory that
+      // returns a Proxy. This runs in a microtask, where the error would be uncaught.
+      rejected({ kind: 'invalid', detail: `it could not be started: ${errorText(error)}`, remote: toRemoteErrorInfo(error) });
+      return;
     }
     // It started: what it waited for was there, so the next one waiting may have it too.
     if (child?.pid !== undefined && job.shortSince !== undefined) {

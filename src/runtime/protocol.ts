@@ -296,12 +296,17 @@ export const EXACT_SIZE_FROM = 2 ** 30;
 
 /**
  * The serialized size of `value` when it is too large for any message ({@link MAX_MESSAGE_BYTES});
- * undefined when it is not. `rough` is its {@link roughSize}: below {@link EXACT_SIZE_FROM}, the
- * value is not serialized, and passes.
+ * undefined when it is not, or cannot be cloned at all. `rough` is its {@link roughSize}: below
+ * {@link EXACT_SIZE_FROM}, the value is not serialized, and passes.
  */
 export function oversized(value: unknown, rough: number): number | undefined {
   if (rough < EXACT_SIZE_FROM) return undefined;
-  const bytes = serialize(value).byteLength;
+  let bytes: number;
+  try {
+    bytes = serialize(value).byteLength;
+  } catch {
+    return undefined; // it cannot be cloned: the send (or readBack) says so, naming it
+  }
   return bytes >= MAX_MESSAGE_BYTES ? bytes : undefined;
 }
 
@@ -334,7 +339,7 @@ export function readBack(value: unknown): number | Unreadable {
   return data.byteLength;
 }
 
-function errorText(error: unknown): string {
+export function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
