@@ -119,7 +119,9 @@ export function tapOutput(
       onLine(text.slice(start, end));
       return end;
     };
-    stream.on('data', (chunk: Buffer) => {
+    stream.on('data', (data: Buffer | string) => {
+      // Text when a process task's factory set an encoding on the stream (to log it itself, say).
+      const chunk = typeof data === 'string' ? Buffer.from(data, stream.readableEncoding ?? 'utf8') : data;
       if (name === 'stderr') {
         stderrBytes += chunk.length;
         tail.push(chunk);

@@ -2,10 +2,11 @@
  * Child output is never swallowed and never blocks a child: passed through by default; in
  * `output: 'capture'` mode, whole lines on `run.output$`, each with the task that wrote it.
  */
+import { spawn } from 'node:child_process';
 import { PassThrough } from 'node:stream';
 import test from 'ava';
 import { firstValueFrom, lastValueFrom, toArray } from 'rxjs';
-import { WorkerPool, commandTask, schedule$, taskModule, type OutputLine, type Task } from '../../src/index.js';
+import { WorkerPool, commandTask, processTask, schedule$, taskModule, type OutputLine, type Task, type TaskFailure } from '../../src/index.js';
 import { tapOutput } from '../../src/runtime/output.js';
 import { outputMark } from '../../src/runtime/protocol.js';
 import { LocalRuntime } from '../../src/runtime/local-runtime.js';
@@ -210,3 +211,20 @@ test('capture on a pool: a worker whose task left it writing still goes back, so
   t.deepEqual(pool.pids(), [writing]);
   t.deepEqual(await waitGone([busy]), [], 'the busy worker is gone');
 });
+
+for (const output of ['inherit', 'capture', 'ignore'] as const) {
+  test(`a process task whose factory set an encoding on its stderr (to log it as text): its failure still carries the tail (output: ${output})`, async (t) => {
+    // Text chunks went into the tail as they came; joining them threw inside the process's 'exit'
+    // handler, and ended the parent.
+    const task = processTask(() => {
+      const child = spawn('sh', ['-c', 'echo something went wrong >&2; exit 3'], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], detached: true });
+      child.stderr!.setEncoding('utf8');
+      return child;
+    });
+    const [outcome] = await schedule$([task], { settle: true, output }).toOrderedArray();
+    const reason = (outcome as TaskFailure).reason;
+    t.is(reason.kind, 'exited');
+    t.is(reason.exitCode, 3);
+    t.is(reason.stderrTail, 'something went wrong\n');
+  });
+}
