@@ -27,7 +27,8 @@ import { isThenable } from './thenable.js';
  *
  * It may be async. `run()` settles only once what it returned has settled, and a rejection ends
  * the run as a throw does. `runBlocking()` calls it between waits on its own thread, which is
- * blocked: what an async callback awaits resumes only after `runBlocking()` has returned.
+ * blocked: what an async callback awaits resumes only after `runBlocking()` has returned, and a
+ * rejection then is a process warning (`AsyncProcessSchedulerWarning`).
  */
 export type ProgressCallback = (finished: number, total: number) => void;
 
@@ -512,7 +513,8 @@ export class Scheduler<T = unknown> {
     const weights = [...this.#weights];
     const total = sum(weights);
     const onProgress = this.#onProgress;
-    onProgress?.(0, total); // nothing has started: an error here just propagates
+    // Nothing has started: an error here just propagates.
+    if (onProgress) warnIfRejects(onProgress(0, total));
     if (specs.length === 0) return [];
 
     const state = new Int32Array(new SharedArrayBuffer(4));
@@ -557,7 +559,7 @@ export class Scheduler<T = unknown> {
               finished += weights[index] ?? 1;
               if (!onProgress || callbackError) continue;
               try {
-                onProgress(finished, total);
+                warnIfRejects(onProgress(finished, total));
               } catch (error) {
                 callbackError = { error };
                 cancel();
@@ -850,4 +852,20 @@ function uncloneableTask(specs: readonly BlockingTaskSpec[], tasks: readonly Tas
     }
   }
   return error as Error;
+}
+
+/**
+ * What an async progress callback of runBlocking() returned: it settles only once runBlocking()
+ * has returned, so a rejection has nowhere to go but a process warning (unhandled, it would end
+ * the program).
+ */
+function warnIfRejects(returned: unknown): void {
+  if (!isThenable(returned)) return;
+  Promise.resolve(returned).then(undefined, (err: unknown) => {
+    const error = err instanceof Error ? err : undefined;
+    process.emitWarning(`the progress callback of runBlocking() rejected: ${error ? `${error.name}: ${error.message}` : String(err)}`, {
+      type: 'AsyncProcessSchedulerWarning',
+      detail: error?.stack,
+    });
+  });
 }

@@ -419,6 +419,24 @@ test.serial('a progress callback that throws stops runBlocking(), which throws i
   t.deepEqual(pidsInFiles(dir).filter(isAlive), []);
 });
 
+test.serial('an async progress callback of runBlocking() that rejects: a process warning, not an unhandled rejection', async (t) => {
+  // Its promise settles only after runBlocking() has returned, with nowhere to report to: before,
+  // the rejection went unhandled, which ends a Node program.
+  const warnings: Error[] = [];
+  const onWarning = (warning: Error) => warnings.push(warning);
+  process.on('warning', onWarning);
+  t.teardown(() => void process.off('warning', onWarning));
+  const scheduler = new Scheduler<{ value: number; pid: number }>(async (finished, total) => {
+    if (finished === total) throw new RangeError('async callback failed');
+  });
+  scheduler.add(sw.tagged, [1]);
+  t.deepEqual(scheduler.runBlocking().map((r) => r.value), [1]);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  t.is(warnings.length, 1);
+  t.is(warnings[0]!.name, 'AsyncProcessSchedulerWarning');
+  t.is(warnings[0]!.message, 'the progress callback of runBlocking() rejected: RangeError: async callback failed');
+});
+
 test.serial('runBlocking() works from the compiled library under plain node, without tsx', async (t) => {
   t.timeout(180_000);
   const outDir = join(root, 'scratch', `scheduler-dist-${process.pid}`);
