@@ -16,6 +16,7 @@
  * @internal
  */
 import { writeSync } from 'node:fs';
+import { deserialize, serialize } from 'node:v8';
 import { fileURLToPath } from 'node:url';
 import type { MessagePort } from 'node:worker_threads';
 import { isTaskError, RunTerminatedError, TaskError, type RemoteErrorInfo, type TaskFailureKind } from './errors.js';
@@ -44,7 +45,8 @@ export type BlockingControlMessage = { type: 'cancel' };
 /** What the thread sends to the caller; `done` or `error` is always the last message. */
 export type BlockingRunMessage =
   | { type: 'finished'; indices: number[] }
-  | { type: 'done'; values: unknown[] }
+  /** The results, written by V8's serializer: a message between threads would turn a Buffer into a Uint8Array. */
+  | { type: 'done'; values: Uint8Array }
   | { type: 'error'; error: SerializedError };
 
 /** An error as it crosses between threads (structured clone would drop a TaskError's class and fields). */
@@ -73,7 +75,8 @@ export interface BlockingWorkerData {
   entry: string;
   /** URL of `tsx/esm/api`, to register a TypeScript loader in the thread when the entry is `.ts`. */
   tsxApi: string | undefined;
-  request: BlockingRunRequest;
+  /** A {@link BlockingRunRequest}, written by V8's serializer (a Buffer argument stays a Buffer). */
+  request: Uint8Array;
   port: MessagePort;
   /** `[0]` counts messages sent; the caller waits on it. */
   state: Int32Array;
@@ -148,7 +151,8 @@ export const BLOCKING_BOOTSTRAP = `
  */
 export function serveBlockingRun(data: BlockingWorkerData, report: (message: BlockingRunMessage) => void): void {
   writeOutputSynchronously();
-  const { request, port } = data;
+  const { port } = data;
+  const request = deserialize(data.request) as BlockingRunRequest;
   let run;
   try {
     const tasks = request.tasks.map(rebuildTask);
@@ -191,7 +195,7 @@ export function serveBlockingRun(data: BlockingWorkerData, report: (message: Blo
     void stopGuardian().then(() => report(message));
   };
   scheduled.toOrderedArray().then(
-    (values) => finish({ type: 'done', values }),
+    (values) => finish({ type: 'done', values: serialize(values) }),
     (error: unknown) => finish({ type: 'error', error: serializeError(error) }),
   );
 }

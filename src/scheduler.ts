@@ -6,6 +6,7 @@
  * @module
  */
 import type { ChildProcess } from 'node:child_process';
+import { deserialize, serialize } from 'node:v8';
 import { MessageChannel, receiveMessageOnPort, Worker, type MessagePort } from 'node:worker_threads';
 import { isObservable } from 'rxjs';
 import { whenAborted } from './abort.js';
@@ -14,7 +15,7 @@ import { optimalConcurrency } from './optimal-concurrency.js';
 import { AUTO_ONLY, KNOWN, checkOptionsObject, checkTaskOptions, resolveOptions, unknownKey, type ScheduleOptions } from './options.js';
 import {
   BLOCKING_BOOTSTRAP, reviveError, threadExecArgv, toBlockingTaskSpec,
-  type BlockingControlMessage, type BlockingRunMessage, type BlockingTaskSpec, type BlockingWorkerData,
+  type BlockingControlMessage, type BlockingRunMessage, type BlockingRunRequest, type BlockingTaskSpec, type BlockingWorkerData,
 } from './run-blocking-worker.js';
 import { schedule$, type ScheduledRun } from './schedule.js';
 import { commandTask, isTask, moduleTask, nameToPass, processTask, taskLabel, type CommandTaskOptions, type Task, type TaskOptions } from './task.js';
@@ -485,8 +486,10 @@ export class Scheduler<T = unknown> {
    * ```
    * @returns The results, in the order the tasks were added.
    * @throws {TaskError} for the first task that failed. {@link RunTerminatedError} when terminated.
-   *   {@link TypeError} when a task or option cannot be sent to the thread. Whatever the progress
-   *   callback threw. {@link Error} when a run is already in progress.
+   *   {@link TypeError} when a task (a process task) or an option (an Observable concurrency, a
+   *   pool) cannot be sent to the thread; a {@link TaskError} of kind `'invalid'` for an argument
+   *   that cannot be cloned, as `run()` gives. Whatever the progress callback threw. {@link Error}
+   *   when a run is already in progress.
    */
   runBlocking(): T[] {
     this.#assertIdle('runBlocking() it');
@@ -513,38 +516,56 @@ export class Scheduler<T = unknown> {
     const weights = [...this.#weights];
     const total = sum(weights);
     const onProgress = this.#onProgress;
-    // Nothing has started: an error here just propagates.
-    if (onProgress) warnIfRejects(onProgress(0, total));
-    if (specs.length === 0) return [];
-
     const state = new Int32Array(new SharedArrayBuffer(4));
-    const { port1, port2 } = new MessageChannel();
-    const execArgv = threadExecArgv(process.execArgv);
-    const data: BlockingWorkerData = {
-      entry: BLOCKING_ENTRY,
-      tsxApi: tsxApiUrl(),
-      request: { tasks: specs, options: cloneable, progress: onProgress !== undefined },
-      port: port2,
-      state,
-      execArgv,
-    };
-    let worker: Worker;
-    try {
-      worker = startBlockingThread(data, port2, execArgv);
-    } catch (error) {
-      port1.close();
-      port2.close();
-      throw (error as Error)?.name === 'DataCloneError' ? uncloneableTask(specs, tasks, error) : error;
-    }
-
+    let port1: MessagePort | undefined;
     let cancelled = false;
     const cancel = () => {
       if (cancelled) return;
       cancelled = true;
-      port1.postMessage({ type: 'cancel' } satisfies BlockingControlMessage);
+      port1?.postMessage({ type: 'cancel' } satisfies BlockingControlMessage);
     };
     const active: ActiveRun = { kind: 'blocking', cancel };
+    // Running from here: the first callback may terminate() (add() refuses, isRunning() says so).
     this.#active = active;
+    let worker: Worker;
+    try {
+      // Nothing has started: an error here just propagates.
+      if (onProgress) warnIfRejects(onProgress(0, total));
+      if (cancelled) throw new RunTerminatedError('the run was terminated before it started');
+      if (specs.length === 0) {
+        this.#active = undefined;
+        return [];
+      }
+      // Written by V8's serializer: a message between threads would turn a Buffer into a Uint8Array.
+      let request: Uint8Array;
+      try {
+        request = serialize({ tasks: specs, options: cloneable, progress: onProgress !== undefined } satisfies BlockingRunRequest);
+      } catch (error) {
+        throw uncloneableTask(specs, tasks, error);
+      }
+      const channel = new MessageChannel();
+      port1 = channel.port1;
+      const port2 = channel.port2;
+      const execArgv = threadExecArgv(process.execArgv);
+      const data: BlockingWorkerData = {
+        entry: BLOCKING_ENTRY,
+        tsxApi: tsxApiUrl(),
+        request,
+        port: port2,
+        state,
+        execArgv,
+      };
+      try {
+        worker = startBlockingThread(data, port2, execArgv);
+      } catch (error) {
+        port1.close();
+        port2.close();
+        throw (error as Error)?.name === 'DataCloneError' ? uncloneableTask(specs, tasks, error) : error;
+      }
+    } catch (error) {
+      if (this.#active === active) this.#active = undefined;
+      throw error;
+    }
     const stopWaiting = signal ? whenAborted(signal, cancel) : () => {};
     let callbackError: { error: unknown } | undefined;
     let finished = 0;
@@ -567,7 +588,7 @@ export class Scheduler<T = unknown> {
             }
           } else if (message.type === 'done') {
             if (callbackError) throw callbackError.error;
-            return message.values as T[];
+            return deserialize(message.values) as T[];
           } else {
             if (callbackError) throw callbackError.error;
             const error = reviveError(message.error);
@@ -585,7 +606,7 @@ export class Scheduler<T = unknown> {
     } finally {
       stopWaiting();
       if (this.#active === active) this.#active = undefined;
-      port1.close();
+      port1!.close();
       // The thread ends by itself once its run has ended; never let it hold the program open.
       worker.unref();
     }

@@ -419,6 +419,46 @@ test.serial('a progress callback that throws stops runBlocking(), which throws i
   t.deepEqual(pidsInFiles(dir).filter(isAlive), []);
 });
 
+test.serial('runBlocking() gives Buffers back as Buffers, as run() does', async (t) => {
+  // Its results come from a worker thread, and a message between threads turns a Buffer into a
+  // plain Uint8Array: before, String() of one gave "104,105" and the type still said Buffer.
+  const scheduler = new Scheduler<unknown>();
+  scheduler.addTask(commandTask('printf', ['hi'], { encoding: 'buffer' }));
+  scheduler.add(work.echo, [{ bytes: Buffer.from('hi'), plain: new Uint8Array([1, 2]) }]);
+  for (const results of [scheduler.runBlocking(), await scheduler.run()]) {
+    const [command, echoed] = results as [CommandResult<Buffer>, { bytes: Buffer; plain: Uint8Array }];
+    t.true(Buffer.isBuffer(command.stdout));
+    t.is(command.stdout.toString(), 'hi');
+    t.true(Buffer.isBuffer(echoed.bytes));
+    t.false(Buffer.isBuffer(echoed.plain), 'a Uint8Array stays one');
+    t.deepEqual([...echoed.plain], [1, 2]);
+  }
+});
+
+test.serial("runBlocking()'s first progress callback, (0, total), sees the run: running, add() refused, terminate() stops it", (t) => {
+  // Before, it came before the run was marked as running: terminate() did nothing, and add() took
+  // a task that was never run.
+  let running: boolean | undefined;
+  let added: unknown;
+  const scheduler: Scheduler<number> = new Scheduler<number>((finished) => {
+    if (finished !== 0 || running !== undefined) return;
+    running = scheduler.isRunning();
+    try {
+      scheduler.add(work.square, [3]);
+    } catch (error) {
+      added = error;
+    }
+    void scheduler.terminate();
+  });
+  scheduler.add(work.square, [2]);
+  t.throws(() => scheduler.runBlocking(), { instanceOf: RunTerminatedError, message: 'the run was terminated before it started' });
+  t.true(running);
+  t.true(added instanceof Error);
+  t.is(scheduler.tasks.length, 1);
+  t.false(scheduler.isRunning());
+  t.deepEqual(scheduler.runBlocking(), [4], 'it runs again afterwards');
+});
+
 test.serial('an async progress callback of runBlocking() that rejects: a process warning, not an unhandled rejection', async (t) => {
   // Its promise settles only after runBlocking() has returned, with nowhere to report to: before,
   // the rejection went unhandled, which ends a Node program.
