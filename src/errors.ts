@@ -248,7 +248,12 @@ export function isRunTerminatedError(value: unknown): value is RunTerminatedErro
 
 /** Set by the constructor of every copy of the library: `instanceof` sees only this copy's classes. */
 function hasBrand(value: unknown, brand: symbol): boolean {
-  return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[brand] === true;
+  if (typeof value !== 'object' || value === null) return false;
+  try {
+    return (value as Record<symbol, unknown>)[brand] === true;
+  } catch {
+    return false; // a Proxy whose get trap throws, or a revoked one
+  }
 }
 
 function describeFailure(init: TaskErrorInit): string {

@@ -16,7 +16,7 @@ export type {
 } from './task.js';
 export { TaskError, OptionError, RunTerminatedError, isTaskError, isOptionError, isRunTerminatedError } from './errors.js';
 export type { TaskFailureKind, RemoteErrorInfo, TaskErrorInit } from './errors.js';
-export type { ScheduleOptions, ConcurrencyOption, OutputMode, RetryOptions } from './options.js';
+export type { ScheduleOptions, ConcurrencyOption, OutputMode, RetryOptions, RetryableKind } from './options.js';
 export type { Progress, TaskProgress, RunState } from './progress.js';
 export type { TaskStats, TaskRuntime, JobSpec, JobEvents, JobHandle, ExecutingJob } from './runtime/runtime.js';
 export type { OutputLine } from './runtime/output.js';

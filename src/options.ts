@@ -20,6 +20,9 @@ export type ConcurrencyOption = number | Observable<number | 'auto'> | 'auto';
 /** Where a worker's or command's stdout and stderr go. */
 export type OutputMode = 'inherit' | 'capture' | 'ignore';
 
+/** The failures a retry policy may name in `on`: `'invalid'` and `'cancelled'` are never retried. */
+export type RetryableKind = Exclude<TaskFailureKind, 'invalid' | 'cancelled'>;
+
 /** How failed tasks are retried. */
 export interface RetryOptions {
   /** How many times a failed task runs again. Required in a policy (with no `retries` option at all, tasks are not retried). */
@@ -36,10 +39,10 @@ export interface RetryOptions {
    * Which failures are retried: any of `'threw'`, `'exited'`, `'signaled'`, `'timeout'` and
    * `'spawn'` (a worker could not start: the retry tries to start one again, even after the run
    * gave up on them). `'invalid'` and `'cancelled'` never are, and naming
-   * them here is an {@link OptionError}.
+   * them here is an {@link OptionError} (and does not compile).
    * @default ['threw', 'exited', 'signaled', 'timeout']
    */
-  on?: readonly TaskFailureKind[];
+  on?: readonly RetryableKind[];
 }
 
 /** Retry options with defaults filled in. */

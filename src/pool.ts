@@ -149,9 +149,10 @@ export class WorkerPool {
    * @param count How many idle workers to have: at most 4 × CPUs (at least 16), since they start at once.
    * @param options The worker settings of the runs that will use them (by default, a run's
    *   defaults), and the task modules to load in them.
-   * @returns Resolves once they have booted, and have loaded `modules`.
-   * @throws {OptionError} for a bad `count`, setting or module URL (checked as `schedule$` and
-   *   `moduleTask` check them); rejects with an Error naming the cause when a worker dies while
+   * @returns Resolves once they have booted, and have loaded `modules`. Never throws: every
+   *   failure is a rejection (await it).
+   * @throws Rejects with an {@link OptionError} for a bad `count`, setting or module URL (checked
+   *   as `schedule$` and `moduleTask` check them); with an Error naming the cause when a worker dies while
    *   starting or loading, naming the module when one cannot be loaded (the workers stay in the
    *   pool, and that module's tasks fail as they would have), or saying so when the pool is closed
    *   meanwhile.

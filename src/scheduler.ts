@@ -134,7 +134,7 @@ export class Scheduler<T = unknown> {
    * @param options Everything {@link schedule$} accepts (but `settle`), `dynamic` and `cpuThreshold`.
    * @throws {OptionError} when an option is invalid, or two options say the same thing differently.
    */
-  constructor(onProgress?: ProgressCallback, options?: SchedulerOptions);
+  constructor(onProgress?: ProgressCallback, options?: SchedulerOptions & { onProgress?: undefined });
   /**
    * Creates a scheduler with options; `onProgress` may be one of them.
    * @param options Everything {@link schedule$} accepts (but `settle`), `onProgress`, `dynamic` and `cpuThreshold`.

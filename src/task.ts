@@ -212,6 +212,10 @@ export type TaskModule<M> = {
  * Exports named `task` (the handle's own method) and `then` (which would make the handle look like
  * a promise to `await`) are reached with `handle.task('task', args)` and `handle.task('then', args)`.
  *
+ * The types are TypeScript's reading of each export: an overloaded function offers only its last
+ * overload, and a generic one gives `ModuleTask<unknown>`. For those, name the result type with
+ * {@link moduleTask}: `moduleTask<string>(url, 'over', ['a'])`.
+ *
  * @example
  * ```ts
  * import { schedule$, taskModule } from 'async-process-scheduler';
@@ -241,7 +245,7 @@ export function taskModule<M>(moduleUrl: string | URL): TaskModule<M> {
 
 /**
  * Describes an external program to run, spawned without a shell (arguments are passed as they
- * are, never interpreted). Resolves with `{ exitCode, signal, stdout, stderr, durationMs }`.
+ * are, never interpreted). Resolves with `{ exitCode, signal, stdout, stderr, durationMs, truncated }`.
  * A non-zero exit fails the task unless `reject: false`; a program that does not exist fails
  * it with `kind: 'invalid'` and `remote.code` `'ENOENT'`.
  *

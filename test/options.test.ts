@@ -75,6 +75,8 @@ test('an unknown or never-retried failure kind in retries.on is named, with its 
   });
   t.is(error.option, 'retries.on[1]');
   // Kinds that are never retried, and unknown keys, would make a policy that does not do what it says.
+  // (Refused by the types too: the line would not compile.)
+  // @ts-expect-error: 'invalid' is not a RetryableKind
   t.throws(() => schedule$([], { retries: { retries: 1, on: ['invalid'] } }), {
     instanceOf: OptionError,
     message: 'options.retries.on[0] must be a failure kind that can be retried (threw, exited, signaled, timeout, spawn), got "invalid" ("invalid" failures are never retried)',

@@ -7,7 +7,7 @@ import { inspect } from 'node:util';
 import test from 'ava';
 import { BehaviorSubject, Observable, Subject, finalize, firstValueFrom, lastValueFrom, take, toArray } from 'rxjs';
 import {
-  RunTerminatedError, TaskError, commandTask, isRunTerminatedError, isTaskError, moduleTask, processTask, schedule$, taskModule, type Progress, type Task, type TaskOutcome,
+  RunTerminatedError, TaskError, commandTask, isOptionError, isRunTerminatedError, isTaskError, moduleTask, processTask, schedule$, taskModule, type Progress, type Task, type TaskOutcome,
 } from '../src/index.js';
 import { MAX_DEPTH, PIPELINE_BUDGET_BYTES } from '../src/runtime/local-runtime.js';
 import { first, fixture, isAlive, prng, waitGone, work } from './helpers.js';
@@ -205,6 +205,15 @@ test('isRunTerminatedError checks the brand: a RunTerminatedError of another cop
   t.false(isRunTerminatedError(new Error('the run was terminated')));
   t.false(isRunTerminatedError(new TaskError({ kind: 'cancelled', index: 0 })));
   t.false(isRunTerminatedError(null));
+  // A guard answers for anything: before, a revoked Proxy made these three throw.
+  const { proxy, revoke } = Proxy.revocable({}, {});
+  revoke();
+  const throwing = new Proxy({}, { get: () => { throw new Error('get'); } });
+  for (const value of [proxy, throwing]) {
+    t.false(isRunTerminatedError(value));
+    t.false(isTaskError(value));
+    t.false(isOptionError(value));
+  }
 });
 
 test("a terminated run's RunTerminatedError lists the tasks it stopped while they executed, as 'cancelled' TaskErrors", async (t) => {

@@ -69,6 +69,8 @@ test('contradicting or invalid options are an OptionError naming the option', (t
     message: /^options\.cpuThreshold \+ options\.cpuHysteresis must be below 100, got 95 \+ 10/,
   });
   t.is(option(() => new Scheduler({ dynamic: 'yes' as unknown as boolean })), 'dynamic');
+  // Refused by the types too (this line would not compile), and at run time for plain JavaScript.
+  // @ts-expect-error: onProgress given twice
   t.is(option(() => new Scheduler(() => {}, { onProgress: () => {} })), 'onProgress');
   t.is(option(() => new Scheduler({ onProgress: 42 as unknown as ProgressCallback })), 'onProgress');
   t.is(option(() => new Scheduler({ settle: true } as never)), 'settle');
