@@ -1,14 +1,15 @@
 /**
  * `npx tsx examples/dynamic.ts`: automatic concurrency following the work, live.
  *
- * 64 tasks that mostly wait (like network calls), then 24 that keep a core busy, through one run
+ * 64 tasks that mostly wait (like network calls), then 64 that keep a core busy, through one run
  * with the default `concurrency: 'auto'`. While the tasks wait, the limit rises: they use almost no
  * CPU, so more of them fit. When the tasks turn CPU-bound, the CPU fills up and the limit comes
  * back down towards the number of CPUs; running tasks are never killed, they finish first.
  *
  * One line per change of the limit: seconds since the start, the limit, the host's CPU use, the
- * tasks running, and the CPU demand per measured task (how much of a core each one would keep
- * busy; empty until the workers have started). Finishes in well under 30 s.
+ * tasks running, and the CPU demand per measured task (its run time plus its time waiting for a
+ * CPU, as a share of one core: over 100% when the tasks queue for the CPUs; empty until the
+ * workers have started). Finishes in well under 30 s.
  */
 import { combineLatest, distinctUntilChanged, map } from 'rxjs';
 import { optimalConcurrency, schedule$, taskModule } from '../src/index.js';
