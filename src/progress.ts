@@ -56,7 +56,7 @@ export interface Progress {
    * BehaviorSubject's current value shows from the first snapshot), and 0 while it pauses the run.
    */
   concurrency: number;
-  /** The last load reading, while the limit is automatic (`'auto'`, or an Observable's `'auto'`); else undefined. */
+  /** The last load reading, while the limit is automatic (`'auto'`, or an Observable's `'auto'`): `{}` from the run's start until the first reading; else, and in the `'idle'` snapshot, undefined. */
   load: LoadReading | undefined;
   /** True while automatic concurrency holds starts back because free memory is low. */
   memoryHeld: boolean;
