@@ -619,7 +619,6 @@ export class LocalRuntime implements TaskRuntime {
     if (timeout !== undefined) this.#setTimer(job, timeout);
   }
 
-
   /** Starts a command or process task's process (reported through the hooks); returns it. */
   #spawnProcessJob(
     job: Job,
