@@ -101,7 +101,9 @@ function killAll(): void {
  * stdin is a pipe from this process; it returns from `read` when that pipe ends (this process is
  * gone, however it died, or has no more use for it). Then it SIGKILLs the process group of every
  * pid in the table on fd 3, and of every pid `+pid` and `-pid` lines on stdin left listed (when
- * there is no table), and exits. It ignores the signals a terminal sends to a whole foreground
+ * there is no table), then of every process in the session one of them leads (from /proc, where
+ * there is one: coreutils `timeout` and a shell's job control move a command to a group of its
+ * own, not out of its session), and exits. It ignores the signals a terminal sends to a whole foreground
  * group (and so does `tr`, which inherits that), and has a group of its own, so that what kills
  * this process does not kill it first.
  */
@@ -115,8 +117,15 @@ while read -r line || [ -n "$line" ]; do
   esac
   line=
 done
-for pid in $pids $(tr -c 0-9 ' ' 2>/dev/null <&3); do
+all=" $pids $(tr -c 0-9 ' ' 2>/dev/null <&3) "
+for pid in $all; do
   kill -s KILL -- "-$pid" 2>/dev/null || kill -s KILL -- "$pid" 2>/dev/null
+done
+case $all in *[0-9]*) ;; *) exit 0 ;; esac
+for stat in /proc/[0-9]*/stat; do
+  read -r line 2>/dev/null <"$stat" || continue
+  set -f; set -- \${line##*) }; set +f
+  case $all in *" $4 "*) kill -s KILL -- "-$3" 2>/dev/null ;; esac
 done
 `;
 

@@ -98,6 +98,20 @@ test('a parent SIGKILLed: within 2 s nothing it started is left, commands and pr
   t.deepEqual(left.map((p) => `${p.comm} ${p.pid}`), []);
 });
 
+test("a parent SIGKILLed: the guardian also kills a command's descendants in groups of their own in its session (coreutils timeout)", async (t) => {
+  const started = await startParent('session-wait');
+  t.teardown(() => {
+    started.parent.kill('SIGKILL');
+    cleanUp(started);
+  });
+  t.is(started.pids.length, 3);
+  t.true(started.pids.every(isAlive), 'timeout, its sleep and the command run');
+  started.parent.kill('SIGKILL');
+  t.is((await started.exit).signal, 'SIGKILL');
+  const left = await waitNoLeftovers([...started.pids, ...started.groups], {}, 2000);
+  t.deepEqual(left.map((p) => `${p.comm} ${p.pid}`), []);
+});
+
 test('a parent SIGKILLed while its worker is in a synchronous task: the guardian ends the worker and its group', async (t) => {
   const started = await startParent('busy');
   t.teardown(() => {
