@@ -121,6 +121,98 @@ export function strayGroups(sid: number): number[] {
   return [...(sessionsScan.get(sid) ?? [])];
 }
 
+/** How long the sessions of children that exited wait to be looked at together (see {@link sweepSession}). */
+const SWEEP_DELAY_MS = 50;
+const sweepQueue: Array<{ sid: number; graceMs: number; done: () => void }> = [];
+let sweepTimer: NodeJS.Timeout | undefined;
+
+/**
+ * For a child that led its session and exited leaving its own process group empty: ends what is
+ * left in the other groups of its session (coreutils `timeout` sent to the background), SIGTERM
+ * then SIGKILL after `graceMs`, and resolves once they are gone (at once where there is no /proc).
+ * The sessions of children that exit close together are looked at with one scan of /proc, of
+ * the processes started after the oldest of them: a burst of short commands costs one scan.
+ * With `soon`, the scan comes at once instead of up to SWEEP_DELAY_MS later.
+ */
+export function sweepSession(sid: number, graceMs: number, soon = false): Promise<void> {
+  if (!hasProc()) return Promise.resolve();
+  return new Promise((done) => {
+    sweepQueue.push({ sid, graceMs, done });
+    if (soon) sweepNow();
+    else sweepTimer ??= setTimeout(sweep, SWEEP_DELAY_MS);
+  });
+}
+
+/** Looks at the sessions waiting for {@link sweepSession} now: a run that is ending does not wait for the batch. */
+export function sweepNow(): void {
+  clearTimeout(sweepTimer);
+  if (sweepQueue.length > 0) sweep();
+  else sweepTimer = undefined;
+}
+
+function sweep(): void {
+  sweepTimer = undefined;
+  const batch = sweepQueue.splice(0);
+  let oldest = Infinity;
+  for (const { sid } of batch) oldest = Math.min(oldest, sid);
+  const found = sessionGroupsSince(oldest);
+  for (const { sid, graceMs, done } of batch) {
+    const groups = found.get(sid);
+    if (groups === undefined) done();
+    else void endStrays(sid, [...groups], graceMs).then(done);
+  }
+}
+
+/**
+ * The process groups other than its own of each session, among the living processes whose pid is
+ * `minPid` or more: pids grow until they wrap around, so a session's members are younger than its
+ * leader. All processes once the pids have wrapped since (or when that cannot be told).
+ */
+function sessionGroupsSince(minPid: number): Map<number, Set<number>> {
+  const found = new Map<number, Set<number>>();
+  let names: string[];
+  try {
+    names = readdirSync('/proc');
+  } catch {
+    return found;
+  }
+  const all = lastPid() < minPid;
+  for (const name of names) {
+    const first = name.charCodeAt(0);
+    if (first < 48 || first > 57 || (!all && Number(name) < minPid)) continue;
+    const stat = procStat(name);
+    if (!stat || stat.state === 'Z' || stat.state === 'X' || stat.pgrp === stat.session) continue;
+    let groups = found.get(stat.session);
+    if (!groups) found.set(stat.session, (groups = new Set()));
+    groups.add(stat.pgrp);
+  }
+  return found;
+}
+
+/** The last pid the kernel gave out in this pid namespace; 0 when it cannot be read. */
+function lastPid(): number {
+  try {
+    return Number(readFileSync('/proc/sys/kernel/ns_last_pid', 'latin1')) || 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** SIGTERM to `groups` of session `sid`, SIGKILL to what is left after `graceMs`; resolves once none is left (or gives up on zombies, as killTree does). */
+async function endStrays(sid: number, groups: number[], graceMs: number): Promise<void> {
+  signalGroups(groups, graceMs === 0 ? 'SIGKILL' : 'SIGTERM');
+  const start = performance.now();
+  for (;;) {
+    await new Promise((resolve) => setTimeout(resolve, ZOMBIE_SCAN_MS));
+    const left = strayGroupsNow(sid);
+    if (left.length === 0) return;
+    const waited = performance.now() - start;
+    if (waited >= graceMs) signalGroups(left, 'SIGKILL');
+    // Only unreaped zombies fail to leave /proc's living: those are not waited for forever.
+    if (waited >= graceMs + ZOMBIE_WAIT_MIN_MS) return;
+  }
+}
+
 /** A fresh {@link strayGroups}: for a check that they are gone. */
 function strayGroupsNow(sid: number): number[] {
   sessionsScan = undefined;
@@ -209,8 +301,8 @@ export function killTree(child: ChildProcess, graceMs: number): Promise<KillRepo
   if (pid === undefined) return Promise.resolve({ forced: false });
   const exited = child.exitCode !== null || child.signalCode !== null;
   // The usual case after a task ended: the leader is reaped and left no one in its group. One
-  // probe says so, with no signal sent and no timer set (the pid alone, reaped, is no one's).
-  if (exited && !groupAlive(pid)) return Promise.resolve({ forced: false });
+  // probe says so (the pid alone, reaped, is no one's); then a look at its session (sweepSession).
+  if (exited && !groupAlive(pid)) return sweepSession(pid, graceMs, true).then(() => ({ forced: false }));
   return new Promise((resolve) => {
     let forced = false;
     let leaderGone = exited;

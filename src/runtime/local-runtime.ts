@@ -23,7 +23,7 @@ import { taskLabel, type ModuleTask, type Task } from '../task.js';
 import { exitWithin } from './child-exit.js';
 import { trackChild } from './cleanup.js';
 import { runCommand, shortageDetail } from './command.js';
-import { killTree, treeGone } from './kill.js';
+import { killTree, sweepNow, sweepSession, treeGone } from './kill.js';
 import type { OutputLine } from './output.js';
 import { runProcessTask } from './process-task.js';
 import { checkRss } from './rss.js';
@@ -426,6 +426,8 @@ export class LocalRuntime implements TaskRuntime {
       // result): they have killTimeout to exit on their own, as they would have mid-run.
       this.#stop(graceful ? exitWithin(child, killTimeout).then(() => killTree(child, killTimeout)) : killTree(child, killTimeout));
     }
+    // Commands that exited lately wait for a look at their sessions: it comes now.
+    sweepNow();
     while (this.#stopping.size) await Promise.all([...this.#stopping]);
     this.#depth.complete();
     this.#output.complete();
@@ -717,8 +719,9 @@ export class LocalRuntime implements TaskRuntime {
         this.#freedAt = performance.now();
         // Its pipes close once they are read to the end: a command waiting for descriptors tries then.
         if (this.#short.length > 0) child.once('close', () => this.#retryShort());
-        // The task is over: whatever is left in its process group was started by it, and orphaned.
-        if (treeGone(child)) untrack();
+        // The task is over: whatever is left in its process group was started by it, and orphaned;
+        // so is what is left in the other groups of its session (tracked until then).
+        if (treeGone(child)) this.#stop(sweepSession(child.pid!, this.#options.killTimeout).finally(untrack));
         else this.#stop(killTree(child, this.#options.killTimeout).finally(untrack));
       });
     }

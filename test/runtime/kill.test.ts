@@ -9,10 +9,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import test from 'ava';
-import { commandTask, liveChildPids, schedule$, type TaskFailure } from '../../src/index.js';
+import { commandTask, moduleTask, schedule$, type TaskFailure } from '../../src/index.js';
 import { killTree, treeAlive } from '../../src/runtime/kill.js';
 import { leftovers, readStat } from '../fixtures/chaos-procs.js';
-import { runParent } from '../helpers.js';
+import { runParent, work } from '../helpers.js';
 
 function state(pid: number): string | undefined {
   return readStat(pid)?.state;
@@ -96,7 +96,6 @@ test("a command's descendants in groups of their own but in its session (coreuti
   const strays = [...pidsOf('plain'), ...pidsOf('deaf')];
   // Killed when the run ended: not a moment later (a zombie, not yet reaped, is gone).
   t.deepEqual(leftovers(strays), [], 'timeout and its command are gone');
-  t.deepEqual(liveChildPids(), []);
 });
 
 test("the exit hook kills a command's descendants in groups of their own in its session too", async (t) => {
@@ -106,4 +105,27 @@ test("the exit hook kills a command's descendants in groups of their own in its 
   t.is(strays.length, 2, stdout);
   // Killed synchronously as the parent exited; a zombie not yet reaped counts as gone.
   t.deepEqual(leftovers(strays), []);
+});
+
+test("what a task left running in another group of its session is killed when the task ends by itself: a command, a worker's task", async (t) => {
+  // A command that sent `timeout` to the background and exited: its own group was empty, and
+  // `timeout` (in a group of its own) went on running once the run had ended.
+  const dir = mkdtempSync(join(tmpdir(), 'aps-sweep-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const pidsOf = (name: string) => readFileSync(join(dir, name), 'utf8').trim().split(' ').map(Number);
+  const inner = (name: string) => `echo $$ $PPID > ${join(dir, name)}.tmp; mv ${join(dir, name)}.tmp ${join(dir, name)}; exec sleep 300`;
+  const script = (name: string, redirect: string) =>
+    `timeout 100 sh -c '${inner(name)}' ${redirect} & while [ ! -e ${join(dir, name)} ]; do sleep 0.01; done; echo done`;
+  const results = await schedule$([commandTask('sh', ['-c', script('piped', '')]), commandTask('sh', ['-c', script('quiet', '>/dev/null 2>&1')])], {
+    concurrency: 2,
+  }).toOrderedArray();
+  t.deepEqual(results.map((r) => r.stdout), ['done\n', 'done\n']);
+  const strays = [...pidsOf('piped'), ...pidsOf('quiet')];
+  t.is(strays.length, 4);
+  t.deepEqual(leftovers(strays), [], 'gone when the run ended');
+
+  // A module task that started one and returned: it goes with its worker, when the run ends.
+  const [started] = await schedule$([moduleTask(work, 'startTimeoutStray', [])]).toOrderedArray();
+  t.is((started as number[]).length, 2);
+  t.deepEqual(leftovers(started as number[]), []);
 });
