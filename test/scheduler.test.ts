@@ -477,6 +477,20 @@ test.serial('an async progress callback of runBlocking() that rejects: a process
   t.is(warnings.length, 1);
   t.is(warnings[0]!.name, 'AsyncProcessSchedulerWarning');
   t.is(warnings[0]!.message, 'the progress callback of runBlocking() rejected: RangeError: async callback failed');
+
+  // Whatever it rejects with: a value that cannot be turned into a string made the warning throw.
+  const { proxy, revoke } = Proxy.revocable({}, {});
+  revoke();
+  for (const reason of [Object.create(null), proxy]) {
+    const odd = new Scheduler<{ value: number; pid: number }>(async (finished, total) => {
+      if (finished === total) throw reason;
+    });
+    odd.add(sw.tagged, [1]);
+    t.is(odd.runBlocking().length, 1);
+  }
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  t.is(warnings.length, 3);
+  t.regex(warnings[1]!.message, /^the progress callback of runBlocking\(\) rejected: NonErrorThrown: /);
 });
 
 test.serial('runBlocking() works from the compiled library under plain node, without tsx', async (t) => {
