@@ -225,7 +225,15 @@ export const KNOWN = new Set<string>([
 
 /** Throws the OptionError for options that are not an object; `where` prefixes the message (`warm(count, options): `). */
 export function checkOptionsObject(options: unknown, where = ''): asserts options is object {
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+  let array: boolean;
+  try {
+    array = Array.isArray(options);
+  } catch (error) {
+    // A revoked Proxy: nothing of it can be read.
+    const why = error instanceof Error ? `${error.name}: ${error.message}` : formatValue(error);
+    throw new OptionError('(options)', '', undefined, `${where}options could not be read: ${why}`, { cause: error });
+  }
+  if (typeof options !== 'object' || options === null || array) {
     throw new OptionError('(options)', '', options, `${where}options must be an object, got ${formatValue(options)}`);
   }
 }

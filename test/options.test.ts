@@ -107,6 +107,13 @@ test('options that cannot be read (a getter that throws, a Proxy) are an OptionE
   t.is((getter.cause as Error).message, 'no config yet');
   const proxy = new Proxy({}, { ownKeys() { throw new TypeError('revoked'); } });
   t.throws(() => schedule$([], proxy), { instanceOf: OptionError, message: 'options could not be read: TypeError: revoked' });
+  // A revoked Proxy as the options themselves: before, Array.isArray's own TypeError.
+  const { proxy: revoked, revoke } = Proxy.revocable({}, {});
+  revoke();
+  t.throws(() => schedule$([], revoked), {
+    instanceOf: OptionError,
+    message: "options could not be read: TypeError: Cannot perform 'IsArray' on a proxy that has been revoked",
+  });
 });
 
 test("an option's value that cannot be looked at (a revoked Proxy, a Proxy whose traps throw) is an OptionError naming it, with the cause", (t) => {
