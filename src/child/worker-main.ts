@@ -11,6 +11,7 @@ import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { objectArray } from '../collections.js';
 import { toRemoteErrorInfo, type RemoteErrorInfo } from '../errors.js';
+import { sessionStrays, signalGroups } from '../runtime/kill.js';
 import {
   DEFAULT_PROGRESS_INTERVAL, DISCONNECTED_BY_TASK, PROGRESS_BURST, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, INDEXED_TASK_WIDTH, INVALID, RESULT_WIDTH, TAG, TASK_WIDTH, THREW, WORKER_HOOK,
   MAX_MESSAGE_BYTES, cloneRisk, describeOversized, jsonExact, outputMark, oversized, pack, readBack, roughSize, unpack,
@@ -340,6 +341,10 @@ process.disconnect = function disconnectFromTask(): void {
 function onDisconnect(): void {
   if (disconnectedByTask) process.stderr.write(`${DISCONNECTED_BY_TASK}\n`);
   const leave = () => {
+    // What a task started in another group of this worker's session (coreutils `timeout`): the
+    // parent does it when it can, but it may be gone (SIGKILLed before it entrusted this worker to
+    // its guardian).
+    signalGroups(sessionStrays(process.pid), 'SIGKILL');
     try {
       process.kill(-process.pid, 'SIGKILL');
     } catch {

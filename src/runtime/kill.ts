@@ -189,6 +189,16 @@ function sessionGroupsSince(minPid: number): Map<number, Set<number>> {
   return found;
 }
 
+/**
+ * The process groups, other than its own, of the living processes in the session `sid` leads,
+ * from one look at the processes younger than its leader (see {@link strayGroups}, which looks at
+ * all, and shares its look with the other kills of a tick). Empty where there is no /proc.
+ */
+export function sessionStrays(sid: number): number[] {
+  if (!hasProc()) return [];
+  return [...(sessionGroupsSince(sid).get(sid) ?? [])];
+}
+
 /** The last pid the kernel gave out in this pid namespace; 0 when it cannot be read. */
 function lastPid(): number {
   try {

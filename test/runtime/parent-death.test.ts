@@ -112,6 +112,19 @@ test("a parent SIGKILLed: the guardian also kills a command's descendants in gro
   t.deepEqual(left.map((p) => `${p.comm} ${p.pid}`), []);
 });
 
+test('a parent SIGKILLed before its worker is guarded: the worker kills what its task left in another group of its session', async (t) => {
+  const started = await startParent('young-session');
+  t.teardown(() => {
+    started.parent.kill('SIGKILL');
+    cleanUp(started);
+  });
+  t.is(started.pids.length, 3, 'timeout, its sleep and the worker');
+  started.parent.kill('SIGKILL');
+  t.is((await started.exit).signal, 'SIGKILL');
+  const left = await waitNoLeftovers([...started.pids, ...started.groups], {}, 2000);
+  t.deepEqual(left.map((p) => `${p.comm} ${p.pid}`), []);
+});
+
 test('a parent SIGKILLed while its worker is in a synchronous task: the guardian ends the worker and its group', async (t) => {
   const started = await startParent('busy');
   t.teardown(() => {
