@@ -369,6 +369,16 @@ test('throws where a task is taken in or started (an array-like source, an argum
   t.regex(errors[0]!.message, /is invalid: its arguments cannot be read: args getter$/);
   t.regex(errors[1]!.message, /is invalid: it could not be started: command args getter$/);
   t.regex(errors[2]!.message, /is invalid: it could not be started: factory result proxy$/);
+
+  // What the getters throw may be anything: a value with no string form made the message throw.
+  const odd: unknown[] = [1];
+  Object.defineProperty(odd, 0, { get: () => { throw Object.create(null); }, enumerable: true });
+  const oddCommand: string[] = ['hi'];
+  Object.defineProperty(oddCommand, 0, { get: () => { throw Object.create(null); }, enumerable: true });
+  const oddErrors = await failures([moduleTask(work, 'echo', odd), commandTask('echo', oddCommand)]);
+  t.deepEqual(oddErrors.map((e) => e?.kind), ['invalid', 'invalid']);
+  t.regex(oddErrors[0]!.message, /its arguments cannot be read: a non-Error value was thrown: /);
+  t.regex(oddErrors[1]!.message, /it could not be started: a non-Error value was thrown: /);
 });
 
 test('a value that looks over 1 GiB and cannot be cloned, as an argument or a result: invalid, naming it; the worker lives on', async (t) => {

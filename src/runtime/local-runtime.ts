@@ -27,7 +27,7 @@ import { killTree, sweepNow, sweepSession, treeGone } from './kill.js';
 import type { OutputLine } from './output.js';
 import { runProcessTask } from './process-task.js';
 import { checkRss } from './rss.js';
-import { DISCONNECTED_BY_TASK, EXACT_SIZE_FROM, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW, cloneRisk, describeOversized, errorText, oversized, readBack, roughSize } from './protocol.js';
+import { DISCONNECTED_BY_TASK, EXACT_SIZE_FROM, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, RESULT_WIDTH, THREW, cloneRisk, describeOversized, oversized, readBack, roughSize } from './protocol.js';
 import type { ExecutingJob, JobEvents, JobHandle, JobSpec, TaskRuntime, TaskStats } from './runtime.js';
 import { HANDOVER_QUIET_MAX_MS, HANDOVER_QUIET_MS, START_TIMED_OUT, WorkerProcess, describeExit, type FatalReport, type UnsendableTask, type WorkerConfig, type WorkerListener } from './worker-process.js';
 
@@ -302,7 +302,7 @@ export class LocalRuntime implements TaskRuntime {
         unsureFrom = this.#weigh(job, job.task.args);
       } catch (error) {
         // An element of the arguments array is a getter that throws (plain JavaScript).
-        this.#refuse(job, `its arguments cannot be read: ${errorText(error)}`);
+        this.#refuse(job, `its arguments cannot be read: ${toRemoteErrorInfo(error).message}`);
         return job;
       }
       if (job.bytes >= EXACT_SIZE_FROM && this.#refuseOversized(job)) return job;
@@ -694,7 +694,8 @@ export class LocalRuntime implements TaskRuntime {
     } catch (error) {
       // Plain JavaScript can hand over anything: an argument whose getter throws, a factory that
       // returns a Proxy. This runs in a microtask, where the error would be uncaught.
-      rejected({ kind: 'invalid', detail: `it could not be started: ${errorText(error)}`, remote: toRemoteErrorInfo(error) });
+      const remote = toRemoteErrorInfo(error);
+      rejected({ kind: 'invalid', detail: `it could not be started: ${remote.message}`, remote });
       return;
     }
     // It started: what it waited for was there, so the next one waiting may have it too.

@@ -339,7 +339,7 @@ export function readBack(value: unknown): number | Unreadable {
   return data.byteLength;
 }
 
-export function errorText(error: unknown): string {
+function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
