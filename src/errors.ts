@@ -300,6 +300,16 @@ export function reviveRemoteError(info: RemoteErrorInfo): Error {
   return error;
 }
 
+/**
+ * Emits an `AsyncProcessSchedulerWarning`: `what`, then what was thrown, read as
+ * {@link toRemoteErrorInfo} reads anything (a value with no string form included). For an error
+ * that has nowhere else to go.
+ */
+export function warnOfThrown(what: string, thrown: unknown): void {
+  const { name, message, stack } = toRemoteErrorInfo(thrown);
+  process.emitWarning(`${what}: ${name}: ${message}`, { type: 'AsyncProcessSchedulerWarning', detail: stack });
+}
+
 /** Turns anything thrown into a cloneable description. Used on the child side. */
 export function toRemoteErrorInfo(error: unknown, depth = 0): RemoteErrorInfo {
   try {

@@ -10,7 +10,7 @@ import { deserialize, serialize } from 'node:v8';
 import { MessageChannel, receiveMessageOnPort, Worker, type MessagePort } from 'node:worker_threads';
 import { isObservable } from 'rxjs';
 import { whenAborted } from './abort.js';
-import { argumentName, formatValue, OptionError, RunTerminatedError, TaskError, toRemoteErrorInfo } from './errors.js';
+import { argumentName, formatValue, OptionError, RunTerminatedError, TaskError, warnOfThrown } from './errors.js';
 import { optimalConcurrency } from './optimal-concurrency.js';
 import { AUTO_ONLY, KNOWN, checkOptionsObject, checkTaskOptions, resolveOptions, unknownKey, type ScheduleOptions } from './options.js';
 import {
@@ -882,9 +882,5 @@ function uncloneableTask(specs: readonly BlockingTaskSpec[], tasks: readonly Tas
  */
 function warnIfRejects(returned: unknown): void {
   if (!isThenable(returned)) return;
-  Promise.resolve(returned).then(undefined, (err: unknown) => {
-    // Read as a thrown value is: whatever it is (a null-prototype object, a revoked Proxy).
-    const { name, message, stack } = toRemoteErrorInfo(err);
-    process.emitWarning(`the progress callback of runBlocking() rejected: ${name}: ${message}`, { type: 'AsyncProcessSchedulerWarning', detail: stack });
-  });
+  Promise.resolve(returned).then(undefined, (err: unknown) => warnOfThrown('the progress callback of runBlocking() rejected', err));
 }

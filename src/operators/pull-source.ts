@@ -1,4 +1,5 @@
 import { config, isObservable, takeWhile, type Observable, type Subscription } from 'rxjs';
+import { warnOfThrown } from '../errors.js';
 
 /**
  * A task source read one item at a time, so that a generator of a million tasks is never
@@ -107,11 +108,7 @@ function reportCloseError(err: unknown): void {
     setTimeout(() => onUnhandledError(err));
     return;
   }
-  const error = err instanceof Error ? err : undefined;
-  process.emitWarning(`the task source threw while it was being closed (its return() or teardown): ${error ? `${error.name}: ${error.message}` : String(err)}`, {
-    type: 'AsyncProcessSchedulerWarning',
-    detail: error?.stack,
-  });
+  warnOfThrown('the task source threw while it was being closed (its return() or teardown)', err);
 }
 
 /**

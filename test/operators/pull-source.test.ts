@@ -356,6 +356,25 @@ test.serial('a throw from iterator.return() during close() is a process warning 
   t.is(warning.message, 'the task source threw while it was being closed (its return() or teardown): RangeError: cleanup failed');
 });
 
+test.serial('a throw from iterator.return() of a value with no string form is a warning too, not an exception of its own', async (t) => {
+  // Before, building the warning called String() on it, which threw from close().
+  const warned = nextWarning(/being closed/);
+  const source = toPullSource(
+    {
+      [Symbol.iterator]: () => ({
+        next: () => ({ done: false, value: 1 }),
+        return: () => {
+          throw Object.create(null);
+        },
+      }),
+    },
+    recorder<number>().sink,
+  );
+  source.request();
+  t.notThrows(() => source.close());
+  t.regex((await warned).message, /being closed \(its return\(\) or teardown\): NonErrorThrown: a non-Error value was thrown: /);
+});
+
 test.serial("a throw from an Observable source's teardown during close() is a process warning too, never thrown", async (t) => {
   const warned = nextWarning(/teardown failed/);
   const source = toPullSource(
