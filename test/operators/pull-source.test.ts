@@ -1,4 +1,4 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { Observable, Subject, config, of, throwError } from 'rxjs';
 import {
   isTaskSourceInput,
@@ -336,35 +336,15 @@ test('Observable: close() unsubscribes a running source and drops buffered items
   t.deepEqual(events, [['item', 1]]);
 });
 
-test.serial('a throw from iterator.return() during close() is a process warning when rxjs has no onUnhandledError, never thrown', async (t) => {
-  const warned = nextWarning(/cleanup failed/);
-  const source = toPullSource(
-    {
-      [Symbol.iterator]: () => ({
-        next: () => ({ done: false, value: 1 }),
-        return: () => {
-          throw new RangeError('cleanup failed');
-        },
-      }),
-    },
-    recorder<number>().sink,
-  );
-  source.request();
-  t.notThrows(() => source.close());
-  const warning = await warned;
-  t.is(warning.name, 'AsyncProcessSchedulerWarning');
-  t.is(warning.message, 'the task source threw while it was being closed (its return() or teardown): RangeError: cleanup failed');
-});
-
-test.serial('a throw from iterator.return() of a value with no string form is a warning too, not an exception of its own', async (t) => {
-  // Before, building the warning called String() on it, which threw from close().
+/** Closes a source whose iterator.return() throws `thrown`; returns the warning that says so. */
+async function closeWarning(t: ExecutionContext, thrown: unknown): Promise<Error> {
   const warned = nextWarning(/being closed/);
   const source = toPullSource(
     {
       [Symbol.iterator]: () => ({
         next: () => ({ done: false, value: 1 }),
         return: () => {
-          throw Object.create(null);
+          throw thrown;
         },
       }),
     },
@@ -372,8 +352,18 @@ test.serial('a throw from iterator.return() of a value with no string form is a 
   );
   source.request();
   t.notThrows(() => source.close());
-  t.regex((await warned).message, /being closed \(its return\(\) or teardown\): NonErrorThrown: a non-Error value was thrown: /);
+  return warned;
+}
+
+test.serial('a throw from iterator.return() during close() is a process warning when rxjs has no onUnhandledError, never thrown', async (t) => {
+  const warning = await closeWarning(t, new RangeError('cleanup failed'));
+  t.is(warning.name, 'AsyncProcessSchedulerWarning');
+  t.is(warning.message, 'the task source threw while it was being closed (its return() or teardown): RangeError: cleanup failed');
+  // A value with no string form too: before, building the warning called String() on it, which threw from close().
+  const odd = await closeWarning(t, Object.create(null));
+  t.regex(odd.message, /being closed \(its return\(\) or teardown\): NonErrorThrown: a non-Error value was thrown: /);
 });
+
 
 test.serial("a throw from an Observable source's teardown during close() is a process warning too, never thrown", async (t) => {
   const warned = nextWarning(/teardown failed/);
