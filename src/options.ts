@@ -4,7 +4,7 @@
  * @module
  */
 import { isObservable, type Observable } from 'rxjs';
-import { OptionError, formatValue, isOptionError, type TaskFailureKind } from './errors.js';
+import { OptionError, formatValue, isOptionError, toRemoteErrorInfo, type TaskFailureKind } from './errors.js';
 import {
   DEFAULT_CPU_TARGET, DEFAULT_HYSTERESIS, DEFAULT_MIN_FREE_MEMORY, DEFAULT_SAMPLE_INTERVAL, defaultConcurrencyStep, defaultMaxConcurrency,
 } from './load/controller.js';
@@ -229,9 +229,7 @@ export function checkOptionsObject(options: unknown, where = ''): asserts option
   try {
     array = Array.isArray(options);
   } catch (error) {
-    // A revoked Proxy: nothing of it can be read.
-    const why = error instanceof Error ? `${error.name}: ${error.message}` : formatValue(error);
-    throw new OptionError('(options)', '', undefined, `${where}options could not be read: ${why}`, { cause: error });
+    throw unreadableOptions(error, undefined, where); // a revoked Proxy: nothing of it can be read
   }
   if (typeof options !== 'object' || options === null || array) {
     throw new OptionError('(options)', '', options, `${where}options must be an object, got ${formatValue(options)}`);
@@ -263,10 +261,17 @@ export function resolveOptions(options: ScheduleOptions | undefined, names: { cp
   } catch (error) {
     if (isOptionError(error)) throw error;
     // An option's value that cannot be looked at (a revoked Proxy, a Proxy whose traps throw).
-    const name = [...KNOWN].find((key) => !inspectable((o as Record<string, unknown>)[key]));
-    const why = error instanceof Error ? `${error.name}: ${error.message}` : formatValue(error);
-    throw new OptionError(name ?? '(options)', '', undefined, `${name ? `options.${name}` : 'options'} could not be read: ${why}`, { cause: error });
+    throw unreadableOptions(error, [...KNOWN].find((key) => !inspectable((o as Record<string, unknown>)[key])));
   }
+}
+
+/**
+ * The OptionError for options (or the value of `option`) that could not be read: a getter, or a
+ * Proxy, that throws. What it threw is read as toRemoteErrorInfo reads anything, and is the cause.
+ */
+function unreadableOptions(error: unknown, option?: string, where = ''): OptionError {
+  const { name, message } = toRemoteErrorInfo(error);
+  return new OptionError(option ?? '(options)', '', undefined, `${where}${option ? `options.${option}` : 'options'} could not be read: ${name}: ${message}`, { cause: error });
 }
 
 /** Whether the checks can look at `value`: its prototype, keys and entries read without throwing. */
@@ -375,8 +380,7 @@ function readOnce(options: ScheduleOptions): ScheduleOptions {
     return values as ScheduleOptions;
   } catch (error) {
     if (isOptionError(error)) throw error;
-    const why = error instanceof Error ? `${error.name}: ${error.message}` : formatValue(error);
-    throw new OptionError('(options)', '', undefined, `options could not be read: ${why}`, { cause: error });
+    throw unreadableOptions(error);
   }
 }
 
