@@ -558,9 +558,10 @@ export class Scheduler<T = unknown> {
       try {
         worker = startBlockingThread(data, port2, execArgv);
       } catch (error) {
+        // Not the tasks: they went in `request`, already serialized.
         port1.close();
         port2.close();
-        throw (error as Error)?.name === 'DataCloneError' ? uncloneableTask(specs, tasks, error) : error;
+        throw error;
       }
     } catch (error) {
       if (this.#active === active) this.#active = undefined;
