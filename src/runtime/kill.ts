@@ -99,24 +99,9 @@ let sessionsScan: Map<number, Set<number>> | undefined;
 export function strayGroups(sid: number): number[] {
   if (!hasProc()) return [];
   if (!sessionsScan) {
-    sessionsScan = new Map();
     // Kills come in bursts (a run's workers, a terminated run's commands): one scan serves a tick.
+    sessionsScan = sessionGroupsSince(0);
     setImmediate(() => (sessionsScan = undefined)).unref();
-    let names: string[] = [];
-    try {
-      names = readdirSync('/proc');
-    } catch {
-      // nothing to scan
-    }
-    for (const name of names) {
-      const first = name.charCodeAt(0);
-      if (first < 48 || first > 57) continue;
-      const stat = procStat(name);
-      if (!stat || stat.state === 'Z' || stat.state === 'X' || stat.pgrp === stat.session) continue;
-      let groups = sessionsScan.get(stat.session);
-      if (!groups) sessionsScan.set(stat.session, (groups = new Set()));
-      groups.add(stat.pgrp);
-    }
   }
   return [...(sessionsScan.get(sid) ?? [])];
 }
@@ -159,7 +144,7 @@ function sweep(): void {
   for (const { sid, graceMs, done } of batch) {
     const groups = found.get(sid);
     if (groups === undefined) done();
-    else void endStrays(sid, [...groups], graceMs).then(done);
+    else void endStrays(sid, [...groups], graceMs).then(() => done());
   }
 }
 
@@ -176,7 +161,7 @@ function sessionGroupsSince(minPid: number): Map<number, Set<number>> {
   } catch {
     return found;
   }
-  const all = lastPid() < minPid;
+  const all = minPid <= 1 || lastPid() < minPid;
   for (const name of names) {
     const first = name.charCodeAt(0);
     if (first < 48 || first > 57 || (!all && Number(name) < minPid)) continue;
@@ -208,25 +193,26 @@ function lastPid(): number {
   }
 }
 
-/** SIGTERM to `groups` of session `sid`, SIGKILL to what is left after `graceMs`; resolves once none is left (or gives up on zombies, as killTree does). */
-async function endStrays(sid: number, groups: number[], graceMs: number): Promise<void> {
-  signalGroups(groups, graceMs === 0 ? 'SIGKILL' : 'SIGTERM');
+/**
+ * SIGTERM to `groups` of the session `sid` leads, SIGKILL to what is left of its groups once
+ * `graceMs` have passed (looked at every ZOMBIE_SCAN_MS); resolves once none is left, with
+ * whether SIGKILL was needed. Gives up as killTree does: only unreaped zombies stay that long.
+ */
+async function endStrays(sid: number, groups: number[], graceMs: number): Promise<boolean> {
+  let forced = graceMs === 0;
+  signalGroups(groups, forced ? 'SIGKILL' : 'SIGTERM');
   const start = performance.now();
   for (;;) {
     await new Promise((resolve) => setTimeout(resolve, ZOMBIE_SCAN_MS));
-    const left = strayGroupsNow(sid);
-    if (left.length === 0) return;
+    const left = sessionStrays(sid);
+    if (left.length === 0) return forced;
     const waited = performance.now() - start;
-    if (waited >= graceMs) signalGroups(left, 'SIGKILL');
-    // Only unreaped zombies fail to leave /proc's living: those are not waited for forever.
-    if (waited >= graceMs + ZOMBIE_WAIT_MIN_MS) return;
+    if (waited >= graceMs) {
+      forced = true;
+      signalGroups(left, 'SIGKILL');
+    }
+    if (waited >= graceMs + ZOMBIE_WAIT_MIN_MS) return forced;
   }
-}
-
-/** A fresh {@link strayGroups}: for a check that they are gone. */
-function strayGroupsNow(sid: number): number[] {
-  sessionsScan = undefined;
-  return strayGroups(sid);
 }
 
 /** Sends `signal` to each process group in `groups`. */
@@ -313,7 +299,8 @@ export function killTree(child: ChildProcess, graceMs: number): Promise<KillRepo
   // The usual case after a task ended: the leader is reaped and left no one in its group. One
   // probe says so (the pid alone, reaped, is no one's); then a look at its session (sweepSession).
   if (exited && !groupAlive(pid)) return sweepSession(pid, graceMs, true).then(() => ({ forced: false }));
-  return new Promise((resolve) => {
+  const strays = strayGroups(pid);
+  const group = new Promise<KillReport>((resolve) => {
     let forced = false;
     let leaderGone = exited;
     let poll: NodeJS.Timeout | undefined;
@@ -329,25 +316,15 @@ export function killTree(child: ChildProcess, graceMs: number): Promise<KillRepo
     };
     let zombiesSince: number | undefined;
     let scannedAt = -Infinity;
-    let strays = strayGroups(pid);
-    let straysScannedAt = performance.now();
     const check = () => {
       clearTimeout(poll);
       if (!leaderGone) return;
-      // A scan of /proc costs a millisecond or two: not every poll while a process takes its time.
-      const now = performance.now();
-      if (strays.length > 0 && now - straysScannedAt >= ZOMBIE_SCAN_MS) {
-        straysScannedAt = now;
-        strays = strayGroupsNow(pid);
-      }
-      if (strays.length > 0) {
-        poll = setTimeout(check, GROUP_POLL_MS);
-        return;
-      }
       if (!signalTree(pid, 0 as unknown as NodeJS.Signals)) return finish();
       // Only zombies left? Their new parent (init) normally reaps them at once; a container's PID 1
       // may never do it. Wait a while for the pids to be free, not forever. (Once only zombies are
       // left, none can come back or start another: the /proc scan is not needed again.)
+      // A scan of /proc costs a millisecond or two: not every poll while a process takes its time.
+      const now = performance.now();
       if (zombiesSince === undefined && now - scannedAt >= ZOMBIE_SCAN_MS) {
         scannedAt = now;
         if (anyLiving(pid) === false) zombiesSince = now;
@@ -360,19 +337,16 @@ export function killTree(child: ChildProcess, graceMs: number): Promise<KillRepo
         forced = true;
         signalTree(pid, 'SIGKILL');
       }
-      if (strays.length > 0 && (strays = strayGroupsNow(pid)).length > 0) {
-        forced = true;
-        signalGroups(strays, 'SIGKILL');
-      }
       check();
     }, graceMs);
     if (!exited) child.once('exit', onExit);
-    signalGroups(strays, graceMs === 0 ? 'SIGKILL' : 'SIGTERM');
-    if (!signalTree(pid, 'SIGTERM') && exited && strays.length === 0) return finish();
+    if (!signalTree(pid, 'SIGTERM') && exited) return finish();
     if (graceMs === 0) {
       forced = true;
       signalTree(pid, 'SIGKILL');
     }
     check();
   });
+  if (strays.length === 0) return group;
+  return Promise.all([group, endStrays(pid, strays, graceMs)]).then(([report, straysForced]) => ({ forced: report.forced || straysForced }));
 }

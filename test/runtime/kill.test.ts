@@ -4,14 +4,14 @@
  * wait for that forever.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { commandTask, moduleTask, schedule$, type TaskFailure } from '../../src/index.js';
 import { killTree, treeAlive } from '../../src/runtime/kill.js';
-import { leftovers, readStat } from '../fixtures/chaos-procs.js';
+import { killAll, leftovers, readStat } from '../fixtures/chaos-procs.js';
 import { runParent, work } from '../helpers.js';
 
 function state(pid: number): string | undefined {
@@ -77,15 +77,30 @@ test('a program that froze Error after loading the library: commands still settl
   t.regex(stdout, /^frozen \["fulfilled","rejected"\] tracked \[\]$/m, stderr);
 });
 
+/**
+ * A directory for the pids of what a test's tasks leave running (`timeout` and its `sleep`), each
+ * file written whole (`echo $$ $PPID` of the innermost shell). Whatever they name, and whatever
+ * `keep` is given, is killed when the test ends, passed or not; then the directory goes.
+ */
+function strayPids(t: ExecutionContext, prefix: string) {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  const kept: number[] = [];
+  const pidsOf = (name: string) => readFileSync(join(dir, name), 'utf8').trim().split(' ').map(Number);
+  t.teardown(() => {
+    killAll(leftovers([...kept, ...readdirSync(dir).filter((name) => !name.endsWith('.tmp')).flatMap(pidsOf)]));
+    rmSync(dir, { recursive: true, force: true });
+  });
+  /** A shell script that writes its pids to `name` in the directory, then becomes `sleep 300`. */
+  const inner = (name: string, trap = '') => `${trap}echo $$ $PPID > ${join(dir, name)}.tmp; mv ${join(dir, name)}.tmp ${join(dir, name)}; exec sleep 300`;
+  return { dir, pidsOf, inner, keep: (pids: number[]) => kept.push(...pids) };
+}
+
 test("a command's descendants in groups of their own but in its session (coreutils timeout) are killed with it", async (t) => {
   // `timeout` puts itself and its command in a process group of its own. Before, a command timed
   // out or terminated was killed by its group only, and those two went on running, orphaned.
-  const dir = mkdtempSync(join(tmpdir(), 'aps-session-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const pidsOf = (name: string) => readFileSync(join(dir, name), 'utf8').trim().split(' ').map(Number);
+  const { dir, pidsOf, inner } = strayPids(t, 'aps-session-');
   // Each writes the pids of the innermost shell and of `timeout`, its parent; the second one's
   // shell ignores SIGTERM, so that group takes a SIGKILL after killTimeout.
-  const inner = (name: string, trap: string) => `${trap}echo $$ $PPID > ${join(dir, name)}.tmp; mv ${join(dir, name)}.tmp ${join(dir, name)}; exec sleep 300`;
   const tasks = [
     commandTask('sh', ['-c', `timeout 100 sh -c '${inner('plain', '')}'; echo done`], { timeout: 1500 }),
     commandTask('sh', ['-c', `timeout 100 sh -c '${inner('deaf', 'trap "" TERM; ')}'; echo done`], { timeout: 1500 }),
@@ -102,18 +117,16 @@ test("the exit hook kills a command's descendants in groups of their own in its 
   const { stdout, stderr, code } = await runParent(['session-exit']);
   t.is(code, 0, stderr);
   const strays = JSON.parse(/^strays (.*)$/m.exec(stdout)?.[1] ?? '[]') as number[];
+  t.teardown(() => killAll(leftovers(strays)));
   t.is(strays.length, 2, stdout);
   // Killed synchronously as the parent exited; a zombie not yet reaped counts as gone.
   t.deepEqual(leftovers(strays), []);
 });
 
-test("what a task left running in another group of its session is killed when the task ends by itself: a command, a worker's task", async (t) => {
+test("what a task left running in another group of its session is killed when the task ends: a command, a worker's task (timed out, or at the run's end)", async (t) => {
   // A command that sent `timeout` to the background and exited: its own group was empty, and
   // `timeout` (in a group of its own) went on running once the run had ended.
-  const dir = mkdtempSync(join(tmpdir(), 'aps-sweep-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const pidsOf = (name: string) => readFileSync(join(dir, name), 'utf8').trim().split(' ').map(Number);
-  const inner = (name: string) => `echo $$ $PPID > ${join(dir, name)}.tmp; mv ${join(dir, name)}.tmp ${join(dir, name)}; exec sleep 300`;
+  const { dir, pidsOf, inner, keep } = strayPids(t, 'aps-sweep-');
   const script = (name: string, redirect: string) =>
     `timeout 100 sh -c '${inner(name)}' ${redirect} & while [ ! -e ${join(dir, name)} ]; do sleep 0.01; done; echo done`;
   const results = await schedule$([commandTask('sh', ['-c', script('piped', '')]), commandTask('sh', ['-c', script('quiet', '>/dev/null 2>&1')])], {
@@ -124,8 +137,17 @@ test("what a task left running in another group of its session is killed when th
   t.is(strays.length, 4);
   t.deepEqual(leftovers(strays), [], 'gone when the run ended');
 
+  // A module task that started one and timed out: it goes with its worker, killed for the timeout.
+  const file = join(dir, 'worker');
+  const [timedOut] = await schedule$([moduleTask(work, 'startTimeoutStrayThenHang', [file])], { settle: true, timeout: 1500, killTimeout: 500 }).toOrderedArray();
+  t.is((timedOut as TaskFailure).reason?.kind, 'timeout');
+  const fromWorker = pidsOf('worker');
+  t.is(fromWorker.length, 2);
+  t.deepEqual(leftovers(fromWorker), [], 'gone when the worker was killed');
+
   // A module task that started one and returned: it goes with its worker, when the run ends.
   const [started] = await schedule$([moduleTask(work, 'startTimeoutStray', [])]).toOrderedArray();
+  keep(started as number[]);
   t.is((started as number[]).length, 2);
   t.deepEqual(leftovers(started as number[]), []);
 });
