@@ -5,7 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { commandTask, schedule$ } from '../../src/index.js';
 import { guardianPid } from '../../src/runtime/cleanup.js';
 import { killAll, leftovers, waitNoLeftovers } from '../fixtures/chaos-procs.js';
@@ -86,57 +86,44 @@ test('a parent that handles SIGTERM itself decides: its children go on meanwhile
   t.deepEqual(await waitNoLeftovers([...started.pids, ...started.groups], {}, 2000), []);
 });
 
-test('a parent SIGKILLed: within 2 s nothing it started is left, commands and process tasks included', async (t) => {
-  const started = await startParent('wait');
-  t.teardown(() => cleanUp(started));
+/**
+ * Starts the parent program in `mode`, runs `before` on what it printed, SIGKILLs it, and checks
+ * by pid that nothing it started is left 2 s later (zombies waiting for init do not count).
+ */
+async function sigkilledLeavesNothing(t: ExecutionContext, mode: string, before: (started: Started) => void = () => {}): Promise<void> {
+  const started = await startParent(mode);
+  t.teardown(() => {
+    started.parent.kill('SIGKILL');
+    cleanUp(started);
+  });
+  before(started);
   started.parent.kill('SIGKILL');
   t.is((await started.exit).signal, 'SIGKILL');
-  // Workers notice their lost IPC channel and take their process group with them; the command
-  // and the process task, which would not notice, are killed by the guardian, which notices its
-  // pipe from the parent close. Orphans are re-parented: zombies waiting for init do not count.
   const left = await waitNoLeftovers([...started.pids, ...started.groups], {}, 2000);
   t.deepEqual(left.map((p) => `${p.comm} ${p.pid}`), []);
+}
+
+test('a parent SIGKILLed: within 2 s nothing it started is left, commands and process tasks included', async (t) => {
+  // Workers notice their lost IPC channel and take their process group with them; the command
+  // and the process task, which would not notice, are killed by the guardian, which notices its
+  // pipe from the parent close.
+  await sigkilledLeavesNothing(t, 'wait');
 });
 
 test("a parent SIGKILLed: the guardian also kills a command's descendants in groups of their own in its session (coreutils timeout)", async (t) => {
-  const started = await startParent('session-wait');
-  t.teardown(() => {
-    started.parent.kill('SIGKILL');
-    cleanUp(started);
+  await sigkilledLeavesNothing(t, 'session-wait', (started) => {
+    t.is(started.pids.length, 3);
+    t.true(started.pids.every(isAlive), 'timeout, its sleep and the command run');
   });
-  t.is(started.pids.length, 3);
-  t.true(started.pids.every(isAlive), 'timeout, its sleep and the command run');
-  started.parent.kill('SIGKILL');
-  t.is((await started.exit).signal, 'SIGKILL');
-  const left = await waitNoLeftovers([...started.pids, ...started.groups], {}, 2000);
-  t.deepEqual(left.map((p) => `${p.comm} ${p.pid}`), []);
 });
 
 test('a parent SIGKILLed before its worker is guarded: the worker kills what its task left in another group of its session', async (t) => {
-  const started = await startParent('young-session');
-  t.teardown(() => {
-    started.parent.kill('SIGKILL');
-    cleanUp(started);
-  });
-  t.is(started.pids.length, 3, 'timeout, its sleep and the worker');
-  started.parent.kill('SIGKILL');
-  t.is((await started.exit).signal, 'SIGKILL');
-  const left = await waitNoLeftovers([...started.pids, ...started.groups], {}, 2000);
-  t.deepEqual(left.map((p) => `${p.comm} ${p.pid}`), []);
+  await sigkilledLeavesNothing(t, 'young-session', (started) => t.is(started.pids.length, 3, 'timeout, its sleep and the worker'));
 });
 
 test('a parent SIGKILLed while its worker is in a synchronous task: the guardian ends the worker and its group', async (t) => {
-  const started = await startParent('busy');
-  t.teardown(() => {
-    started.parent.kill('SIGKILL');
-    cleanUp(started);
-  });
-  t.true(started.pids.every(isAlive), 'the worker and its grandchild run');
-  started.parent.kill('SIGKILL');
-  t.is((await started.exit).signal, 'SIGKILL');
   // The worker cannot notice its lost channel: its task never returns.
-  const left = await waitNoLeftovers([...started.pids, ...started.groups], {}, 2000);
-  t.deepEqual(left.map((p) => `${p.comm} ${p.pid}`), []);
+  await sigkilledLeavesNothing(t, 'busy', (started) => t.true(started.pids.every(isAlive), 'the worker and its grandchild run'));
 });
 
 test('a parent that exits as a command settles, while what the command left in its group is being stopped: that goes too', async (t) => {
