@@ -398,7 +398,14 @@ function primitiveOrString(value: unknown): unknown {
  * no one reads as a count.
  */
 export function argumentName(args: readonly unknown[], index: number): string {
-  return `args[${index}] (${formatValue(args[index])})`;
+  let value: unknown;
+  try {
+    value = args[index];
+  } catch {
+    // An element getter that worked when the argument was first read, and throws now.
+    return `args[${index}] (a getter that throws)`;
+  }
+  return `args[${index}] (${formatValue(value)})`;
 }
 
 /** A short, safe rendering of any value for messages. */

@@ -381,6 +381,43 @@ test('throws where a task is taken in or started (an array-like source, an argum
   t.regex(oddErrors[1]!.message, /it could not be started: a non-Error value was thrown: /);
 });
 
+test('an argument getter that works as the task starts and throws as it is sent: invalid, naming it; never an uncaught exception', async (t) => {
+  // The arguments are read when the task starts (to weigh them) and again when its batch is sent.
+  // A getter that threw only on those later reads ended the parent.
+  const reads = (pattern: string, thrown: (n: number) => unknown): unknown[] => {
+    const args: unknown[] = [1];
+    let n = 0;
+    Object.defineProperty(args, 0, {
+      get: () => {
+        if ((pattern[n++] ?? 'o') === 'o') return 5;
+        throw thrown(n);
+      },
+      enumerable: true,
+    });
+    return args;
+  };
+  // From the second read on, with an Error, null or a value with no string form.
+  const always = await failures([
+    moduleTask(work, 'echo', reads('o' + 't'.repeat(20), (n) => new Error(`read ${n}`))),
+    moduleTask(work, 'echo', reads('o' + 't'.repeat(20), () => null)),
+    moduleTask(work, 'echo', reads('o' + 't'.repeat(20), () => Object.create(null))),
+    moduleTask(work, 'square', [3]),
+  ]);
+  t.deepEqual(always.map((e) => e?.kind), ['invalid', 'invalid', 'invalid', undefined]);
+  t.regex(always[0]!.message, /is invalid: args\[0\] \(a getter that throws\) cannot be sent to a child process: read \d+$/);
+  t.regex(always[1]!.message, /cannot be sent to a child process: a non-Error value was thrown: null$/);
+  t.regex(always[2]!.message, /a non-Error value was thrown: an object \(null prototype\)$/);
+  // On some reads only: whichever read throws, the task either runs or is invalid.
+  const patterns = ['ot', 'ott', 'ottoot', 'ottooto', 'otot', 'otto'];
+  const outcomes = [];
+  for (const p of patterns) outcomes.push(...(await schedule$([moduleTask(work, 'echo', reads(p, (n) => new Error(`read ${n}`)))], { settle: true }).toOrderedArray()));
+  for (const [i, outcome] of outcomes.entries()) {
+    if (outcome.status === 'fulfilled') t.is(outcome.value, 5, patterns[i]);
+    else t.is(outcome.reason.kind, 'invalid', patterns[i]);
+  }
+  t.true(outcomes.some((o) => o.status === 'rejected' && /the arguments cannot be sent to a child process: read \d+$/.test(o.reason.message)));
+});
+
 test('a value that looks over 1 GiB and cannot be cloned, as an argument or a result: invalid, naming it; the worker lives on', async (t) => {
   // It is serialized to learn its exact size, and that threw: uncaught in the parent (an argument)
   // or in the worker (a result, which then died and was retried as threw).

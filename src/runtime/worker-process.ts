@@ -6,7 +6,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { serialize } from 'node:v8';
-import { argumentName, type RemoteErrorInfo } from '../errors.js';
+import { argumentName, toRemoteErrorInfo, type RemoteErrorInfo } from '../errors.js';
 import type { OutputMode } from '../options.js';
 import { objectArray } from '../collections.js';
 import { guardChild, trackChild } from './cleanup.js';
@@ -442,7 +442,14 @@ export class WorkerProcess {
         bad.push({ id: tasks[i] as number, message: culprit });
         continue;
       }
-      this.#post({ [TAG]: 'run', tasks: tasks.slice(i, i + width), ...(indexed ? { indexed } : {}), ...told });
+      try {
+        this.#post({ [TAG]: 'run', tasks: tasks.slice(i, i + width), ...(indexed ? { indexed } : {}), ...told });
+      } catch (error) {
+        // Its arguments cloned a moment ago, and not now: a getter that throws on some reads only.
+        this.inFlight--;
+        bad.push({ id: tasks[i] as number, message: `the arguments cannot be sent to a child process: ${toRemoteErrorInfo(error).message}` });
+        continue;
+      }
       told = undefined;
     }
     if (told && Object.keys(told).length > 0) this.#post({ [TAG]: 'run', tasks: [], ...told });
@@ -585,8 +592,14 @@ function isPreloadFailure(value: unknown): value is PreloadFailure {
 }
 
 function allJsonExact(values: readonly unknown[]): boolean {
-  for (let i = 0; i < values.length; i++) if (!jsonExact(values[i])) return false;
-  return true;
+  try {
+    for (let i = 0; i < values.length; i++) if (!jsonExact(values[i])) return false;
+    return true;
+  } catch {
+    // An element getter that throws now, though it did not when the task started: the send
+    // meets it too, and names it (see findUncloneable).
+    return false;
+  }
 }
 
 /**
@@ -636,13 +649,14 @@ function findUncloneable(args: readonly unknown[]): string | undefined {
     try {
       serialize(args[i]);
     } catch (error) {
-      return `${argumentName(args, i)} cannot be sent to a child process: ${(error as Error).message}`;
+      // Whatever it threw: a getter in the value may throw anything.
+      return `${argumentName(args, i)} cannot be sent to a child process: ${toRemoteErrorInfo(error).message}`;
     }
   }
   try {
     serialize(args);
   } catch (error) {
-    return `the arguments cannot be sent to a child process: ${(error as Error).message}`;
+    return `the arguments cannot be sent to a child process: ${toRemoteErrorInfo(error).message}`;
   }
   return undefined;
 }
