@@ -211,6 +211,7 @@ export type TaskModule<M> = {
  *
  * Exports named `task` (the handle's own method) and `then` (which would make the handle look like
  * a promise to `await`) are reached with `handle.task('task', args)` and `handle.task('then', args)`.
+ * Logged, or put in a template string, a handle shows its module: `taskModule(file:///.../work.js)`.
  *
  * The types are TypeScript's reading of each export: an overloaded function offers only its last
  * overload, and a generic one gives `ModuleTask<unknown>`. For those, name the result type with
@@ -233,14 +234,22 @@ export function taskModule<M>(moduleUrl: string | URL): TaskModule<M> {
   const module = normalizeModuleUrl(moduleUrl);
   const make = (exportName: string, args: readonly unknown[], options: TaskOptions = NO_OPTIONS): ModuleTask =>
     new ModuleTaskData(module, checkExportName(exportName), args, options);
-  return new Proxy({} as TaskModule<M>, {
+  // What console.log shows: util.inspect looks at a Proxy's target, not through its traps.
+  return new Proxy(new TaskModuleHandle(module) as unknown as TaskModule<M>, {
     get(_target, key) {
       if (key === 'task') return make;
-      // Keep the handle from looking like a thenable or a primitive.
+      // In a template or String(): its module, not a task for an export named toString.
+      if (key === Symbol.toPrimitive) return () => `taskModule(${module})`;
+      // Keep the handle from looking like a thenable.
       if (typeof key !== 'string' || key === 'then') return undefined;
       return (...args: unknown[]) => make(key, args);
     },
   });
+}
+
+/** The target of a {@link taskModule} handle: what it shows when logged. */
+class TaskModuleHandle {
+  constructor(readonly module: string) {}
 }
 
 /**

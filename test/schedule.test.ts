@@ -910,3 +910,16 @@ test('a per-task timeout kills the task and reports a timeout; retries carry the
   t.is(retried.attempt, 3);
   t.regex(retried.message, /on attempt 3/);
 });
+
+test('a taskModule handle logs and prints as its module, awaits as itself, and still makes tasks of any export name', async (t) => {
+  // A template made a task for an export named toString and threw "Cannot convert object to
+  // primitive value"; console.log showed {}.
+  t.is(`${typed}`, `taskModule(${work.href})`);
+  t.is(String(typed), `taskModule(${work.href})`);
+  t.regex(inspect(typed), new RegExp(`TaskModuleHandle \\{ module: '${work.href}' \\}`));
+  t.is(await Promise.resolve(typed), typed, 'not a thenable');
+  const loose = taskModule<Record<string, (...args: unknown[]) => unknown>>(work);
+  t.like(loose['module']!(1), { kind: 'module', module: work.href, exportName: 'module', args: [1] });
+  t.like(loose.task('then', [2]), { exportName: 'then', args: [2] });
+  t.deepEqual(await schedule$([typed.square(3)]).toOrderedArray(), [9]);
+});
