@@ -261,8 +261,19 @@ export function resolveOptions(options: ScheduleOptions | undefined, names: { cp
   } catch (error) {
     if (isOptionError(error)) throw error;
     // An option's value that cannot be looked at (a revoked Proxy, a Proxy whose traps throw).
-    throw unreadableOptions(error, [...KNOWN].find((key) => !inspectable((o as Record<string, unknown>)[key])));
+    throw unreadableOptions(error, unreadablePath(o as Record<string, unknown>));
   }
+}
+
+/** The option, or the option's field (`retries.on`), that cannot be looked at; undefined if none is found. */
+function unreadablePath(o: Record<string, unknown>): string | undefined {
+  for (const key of KNOWN) {
+    const value = o[key];
+    if (!inspectable(value)) return key;
+    if (typeof value !== 'object' || value === null) continue;
+    for (const field of Object.keys(value)) if (!inspectable((value as Record<string, unknown>)[field])) return `${key}.${field}`;
+  }
+  return undefined;
 }
 
 /**

@@ -133,6 +133,8 @@ test("an option's value that cannot be looked at (a revoked Proxy, a Proxy whose
     ['pool', { pool: revoked() }, "TypeError: Cannot perform 'getPrototypeOf' on a proxy that has been revoked"],
     ['workerEnv', { workerEnv: throwing }, 'Error: trap'],
     ['retries', { retries: throwing }, 'Error: trap'],
+    // A field of an option: it was named '(options)'.
+    ['retries.on', { retries: { retries: 1, on: revoked() } }, "TypeError: Cannot perform 'IsArray' on a proxy that has been revoked"],
   ];
   for (const [option, options, why] of cases) {
     const error = t.throws(() => schedule$([], options as never), { instanceOf: OptionError }, option);
