@@ -6,6 +6,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { isAbsolute } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { inspect } from 'node:util';
 import type { RetryOptions } from './options.js';
 import { formatValue } from './errors.js';
 
@@ -234,12 +235,15 @@ export function taskModule<M>(moduleUrl: string | URL): TaskModule<M> {
   const module = normalizeModuleUrl(moduleUrl);
   const make = (exportName: string, args: readonly unknown[], options: TaskOptions = NO_OPTIONS): ModuleTask =>
     new ModuleTaskData(module, checkExportName(exportName), args, options);
-  // What console.log shows: util.inspect looks at a Proxy's target, not through its traps.
-  return new Proxy(new TaskModuleHandle(module) as unknown as TaskModule<M>, {
+  // What console.log shows: util.inspect looks at a Proxy's target, not through its traps. A
+  // symbol, not enumerable: `'module' in handle`, Object.keys and spreading see nothing.
+  const shown = () => `taskModule(${module})`;
+  const target = Object.defineProperty({}, inspect.custom, { value: shown });
+  return new Proxy(target as TaskModule<M>, {
     get(_target, key) {
       if (key === 'task') return make;
       // In a template or String(): its module, not a task for an export named toString.
-      if (key === Symbol.toPrimitive) return () => `taskModule(${module})`;
+      if (key === Symbol.toPrimitive) return shown;
       // Keep the handle from looking like a thenable.
       if (typeof key !== 'string' || key === 'then') return undefined;
       return (...args: unknown[]) => make(key, args);
@@ -247,10 +251,6 @@ export function taskModule<M>(moduleUrl: string | URL): TaskModule<M> {
   });
 }
 
-/** The target of a {@link taskModule} handle: what it shows when logged. */
-class TaskModuleHandle {
-  constructor(readonly module: string) {}
-}
 
 /**
  * Describes an external program to run, spawned without a shell (arguments are passed as they
