@@ -101,6 +101,23 @@ test('an Observable limit of 0 pauses the run: the running task finishes, no oth
   t.deepEqual(limits, [1, 0, 2]);
 });
 
+test('a Subject of tasks emitted into while the limit is 0 or not known yet: the tasks wait, none is lost', async (t) => {
+  // The Subject was subscribed only once a slot was free: these tasks were dropped, and the run
+  // completed with [].
+  for (const limit$ of [new BehaviorSubject(0), new Subject<number>()]) {
+    const tasks$ = new Subject<Task<number>>();
+    const run = schedule$(tasks$, { concurrency: limit$, progressInterval: 0 });
+    const done = run.toOrderedArray();
+    await first(run.progress$, (p) => p.state === 'running');
+    tasks$.next(typed.square(3));
+    tasks$.next(typed.square(4));
+    tasks$.complete();
+    t.like(await firstValueFrom(run.progress$), { state: 'running', running: 0, completed: 0 });
+    limit$.next(2);
+    t.deepEqual(await done, [9, 16]);
+  }
+});
+
 test('an Observable limit: raising starts waiting tasks at once, lowering never kills a running task', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'aps-limit$-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));

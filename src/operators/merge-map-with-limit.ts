@@ -104,7 +104,9 @@ export function isValidLimit(value: unknown, min: number): value is number {
  *
  * - Nothing is pulled before `limit$` has emitted; raising the limit starts waiting items at
  *   once, lowering it only delays new starts (a running inner is never unsubscribed). An
- *   Observable limit of 0 pauses: nothing more is pulled until it rises.
+ *   Observable limit of 0 pauses: nothing more is pulled until it rises. An Observable source
+ *   is subscribed at once all the same, and what it emits waits in a buffer; an iterable is
+ *   read only as slots free up.
  * - An invalid limit (not a positive integer or `Infinity`, or 0 as a fixed number) errors the
  *   output with a RangeError; if `limit$` completes the last limit stays; if it errors, the output errors.
  *   A `limit$` that completes without ever emitting errors the output, rather than hang.
@@ -181,6 +183,16 @@ class MergeRun<T, R> implements PullSink<T>, InnerSink<R> {
           },
         }),
       );
+    }
+    // An Observable source is listened to from now on, even while the limit is 0 or not known
+    // yet: a Subject's items would else be lost until the first request. (With a limit already
+    // known, the first request has subscribed it.)
+    if (!this.#isOver()) {
+      try {
+        this.#source.open?.();
+      } catch (err) {
+        this.#fail(err);
+      }
     }
   }
 
@@ -348,8 +360,8 @@ class MergeRun<T, R> implements PullSink<T>, InnerSink<R> {
  *
  * Raising the limit starts waiting items at once; lowering it never unsubscribes a running
  * inner, it only delays new starts; 0 pauses (nothing more starts until the limit rises).
- * Upstream is subscribed once the first limit is known; its items wait in a buffer until a
- * slot is free. An invalid limit (anything but a positive integer, 0 or `Infinity`; a fixed
+ * Upstream is subscribed at once, whatever the limit (0 and a limit not known yet included),
+ * so that a hot source's items are not lost; they wait in a buffer until a slot is free. An invalid limit (anything but a positive integer, 0 or `Infinity`; a fixed
  * limit must be positive) errors the output with a RangeError. When `limit$` completes, its
  * last value stays in force.
  *

@@ -26,6 +26,12 @@ export interface PullSource<T> {
    * end the program before the run's own outcome reached it.
    */
   close(): void;
+  /**
+   * Start listening before the first request, for a source that does not wait to be asked: an
+   * Observable is subscribed now and what it emits is buffered (a hot one's items would else be
+   * lost while nothing is requested). Iterables have none: they are read only on request.
+   */
+  open?(): void;
 }
 
 /** Receives the answers of a {@link PullSource}. */
@@ -76,7 +82,7 @@ function describeInput(x: unknown): string {
  * - array / array-like: index walk; `done` follows the last item at once.
  * - sync iterable: `iterator.next()` inside `request()`.
  * - async iterable: `await iterator.next()`, answered later.
- * - Observable: subscribed on the first request; pushed items wait in a buffer (unbounded:
+ * - Observable: subscribed by `open()` or on the first request; pushed items wait in a buffer (unbounded:
  *   an Observable cannot be slowed down), completion and error follow the buffered items.
  *
  * @param input the task source
@@ -289,30 +295,36 @@ function observableSource<T>(input: Observable<T>, sink: PullSink<T>): PullSourc
     }
   };
 
+  const subscribe = (): void => {
+    subscribed = true;
+    // takeWhile lets close() stop a synchronous firehose in the middle of subscribe(),
+    // before `subscription` has even been assigned.
+    subscription = input.pipe(takeWhile(() => !closed)).subscribe({
+      next(value) {
+        if (closed) return;
+        if (waiting) {
+          waiting = false;
+          sink.item(value);
+        } else {
+          buffer.push(value);
+        }
+      },
+      error: (err: unknown) => onTerminal({ kind: 'error', err }),
+      complete: () => onTerminal({ kind: 'done' }),
+    });
+    if (closed) subscription.unsubscribe();
+  };
+
   return {
     request() {
       if (closed || ended) return;
       if (head < buffer.length) return sink.item(take());
       if (terminal) return deliverTerminal();
       waiting = true;
-      if (subscribed) return;
-      subscribed = true;
-      // takeWhile lets close() stop a synchronous firehose in the middle of subscribe(),
-      // before `subscription` has even been assigned.
-      subscription = input.pipe(takeWhile(() => !closed)).subscribe({
-        next(value) {
-          if (closed) return;
-          if (waiting) {
-            waiting = false;
-            sink.item(value);
-          } else {
-            buffer.push(value);
-          }
-        },
-        error: (err: unknown) => onTerminal({ kind: 'error', err }),
-        complete: () => onTerminal({ kind: 'done' }),
-      });
-      if (closed) subscription.unsubscribe();
+      if (!subscribed) subscribe();
+    },
+    open() {
+      if (!closed && !subscribed) subscribe();
     },
     close() {
       if (closed) return;

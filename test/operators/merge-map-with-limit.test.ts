@@ -117,13 +117,14 @@ test('a limit$ that completes without a value errors instead of hanging', (t) =>
   });
 });
 
-test('nothing is pulled before limit$ emits', (t) => {
+test('nothing starts before limit$ emits; an Observable source is subscribed at once, its items held', (t) => {
   virtualTime(t).run(({ cold, hot, expectObservable, expectSubscriptions }) => {
     const inners = { a: cold('-(a|)'), b: cold('-(b|)') };
     const source = cold<keyof typeof inners>('(ab|)');
     const limit$ = hot('---2', { 2: 2 });
     expectObservable(source.pipe(mergeMapWithLimit((x) => inners[x], limit$))).toBe('----(ab|)');
-    expectSubscriptions(source.subscriptions).toBe('---(^!)');
+    expectSubscriptions(source.subscriptions).toBe('(^!)');
+    expectSubscriptions(inners.a.subscriptions).toBe('---^!');
   });
 });
 
@@ -360,6 +361,42 @@ test('nothing is pulled until limit$ has emitted', (t) => {
   t.is(stats.pulled, 0);
   limit$.next(3);
   t.is(stats.pulled, 3);
+  subscription.unsubscribe();
+});
+
+test('an Observable source is subscribed at once, even paused at 0 or before the first limit: a Subject loses nothing', (t) => {
+  // It was subscribed on the first request, which a limit of 0, or none yet, never makes: what a
+  // hot source emitted meanwhile was lost, and the output completed without it.
+  for (const [what, limit$, resume] of [
+    ['paused at 0', new BehaviorSubject(0), (l: Subject<number>) => l.next(2)],
+    ['no limit yet', new Subject<number>(), (l: Subject<number>) => l.next(2)],
+  ] as const) {
+    const source = new Subject<number>();
+    const got: number[] = [];
+    let completed = false;
+    const subscription = source.pipe(mergeMapWithLimit((x) => of(x * 10), limit$)).subscribe({ next: (v) => got.push(v), complete: () => (completed = true) });
+    t.true(source.observed, what);
+    source.next(1);
+    source.next(2);
+    source.complete();
+    t.deepEqual(got, [], `${what}: nothing starts`);
+    t.false(completed, what);
+    resume(limit$);
+    t.deepEqual(got, [10, 20], what);
+    t.true(completed, what);
+    subscription.unsubscribe();
+  }
+  // An Observable that completes empty while paused completes the output; one that errors errors it.
+  let completed = false;
+  mergeMapWithLimit((x: number) => of(x), new BehaviorSubject(0))(of<number>()).subscribe({ complete: () => (completed = true) });
+  t.true(completed);
+  let error: unknown;
+  mergeMapWithLimit((x: number) => of(x), new BehaviorSubject(0))(new Observable<number>((s) => s.error(new Error('source')))).subscribe({ error: (e) => (error = e) });
+  t.is((error as Error).message, 'source');
+  // An iterable is still read only on request.
+  const { stats, items } = countingSource(10);
+  const subscription = mergeWithLimit({ source: items, project: () => NEVER, limit$: new BehaviorSubject(0) }).subscribe();
+  t.is(stats.pulled, 0);
   subscription.unsubscribe();
 });
 

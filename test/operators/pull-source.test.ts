@@ -237,6 +237,28 @@ test('Observable: subscribed only on the first request', (t) => {
   t.deepEqual(events, [['item', 1]]);
 });
 
+test('Observable: open() subscribes before any request and holds what it emits; once only', (t) => {
+  const subject = new Subject<number>();
+  let subscriptions = 0;
+  const input = new Observable<number>((subscriber) => {
+    subscriptions++;
+    return subject.subscribe(subscriber);
+  });
+  const { events, sink } = recorder<number>();
+  const source = toPullSource(input, sink);
+  source.open?.();
+  source.open?.();
+  t.is(subscriptions, 1);
+  subject.next(1);
+  subject.next(2);
+  subject.complete();
+  t.deepEqual(events, [], 'nothing answered before a request');
+  source.request();
+  source.request();
+  source.request();
+  t.deepEqual(events, [['item', 1], ['item', 2], ['done']]);
+});
+
 test('Observable: buffers pushed items and answers from the buffer, completion last', (t) => {
   const { events, sink } = recorder<number>();
   const source = toPullSource(of(1, 2, 3), sink);
