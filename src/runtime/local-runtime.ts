@@ -199,6 +199,12 @@ export class LocalRuntime implements TaskRuntime {
    */
   readonly #abandoned = new Set<WorkerProcess>();
   /**
+   * Jobs that timed out and whose process is being killed, with its pid: their rejection comes
+   * once it is gone. Until then they still execute, as far as the run knows, and a cancel (the
+   * run stopping meanwhile) means no event follows, as for any job.
+   */
+  readonly #dying = new Map<Job, number | undefined>();
+  /**
    * The jobs sent to a worker and not answered yet (see collections.ts for why not a Map). Room
    * from the start for what two lanes pipeline at full depth (2 × MAX_DEPTH, with gaps): a table
    * that grows once V8 has optimized the code that fills it throws that code away (a deoptimization
@@ -388,6 +394,7 @@ export class LocalRuntime implements TaskRuntime {
         if (job.counted) jobs.push({ task: job.task, index: job.index, attempt: job.attempt, pid: job.worker?.pid ?? job.child?.pid });
       }
     }
+    for (const [job, pid] of this.#dying) jobs.push({ task: job.task, index: job.index, attempt: job.attempt, pid });
     return jobs;
   }
 
@@ -435,6 +442,7 @@ export class LocalRuntime implements TaskRuntime {
 
   /** Cancels a job: no event follows; its process is killed if it was running. */
   cancel(job: Job): void {
+    if (this.#dying.delete(job)) return; // its kill goes on; its timeout is not reported
     if (job.state === 'done' || this.#closing) {
       job.state = 'done';
       return;
@@ -944,7 +952,9 @@ export class LocalRuntime implements TaskRuntime {
     const pid = worker?.pid ?? job.child?.pid;
     const kill = this.#abort(job);
     const limit = job.timeout;
+    this.#dying.set(job, pid);
     void kill.then(({ forced }) => {
+      if (!this.#dying.delete(job)) return;
       // Read once it is gone: what it wrote just before may have been in its pipe, unread, when
       // the timer fired (a busy event loop runs its timers before it reads).
       const stderrTail = worker ? worker.output.stderrTail(job.stderrSince) : job.stderrTail?.();

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { TaskError, commandTask, schedule$, taskModule, type TaskFailure } from '../../src/index.js';
+import { RunTerminatedError, TaskError, commandTask, isRunTerminatedError, schedule$, taskModule, type Progress, type TaskFailure } from '../../src/index.js';
 import { leftovers, readProcs } from '../fixtures/chaos-procs.js';
 import { first, fixture, preload } from '../helpers.js';
 
@@ -169,4 +169,39 @@ test('every process a retried run started is gone at its end', async (t) => {
   run.progress$.subscribe(() => run.pids().forEach((p) => pids.add(p)));
   t.deepEqual(await run.toOrderedArray(), Array.from({ length: 8 }, (_, i) => i * 3 + 1));
   t.deepEqual(leftovers(pids, { except: before }), []);
+});
+
+test('a run stopped while a timed-out task is being killed counts that task once, as cancelled, and lists it', async (t) => {
+  // Its timeout's rejection came once the kill was done, after the stop: the last snapshot
+  // counted it as cancelled and as failed (completed + failed + cancelled was 3 of 2), and the
+  // terminated run's error did not list it.
+  for (const how of ['terminate', 'fail-fast'] as const) {
+    const go = join(tempDir(t), 'go');
+    const second = how === 'terminate' ? chaos.sleepThen(60_000, 1) : chaos.failWhenFileExists(go);
+    const run = schedule$([chaos.task('ignoreSigtermAndHang', [], { timeout: 300 }), second], {
+      concurrency: 2, killTimeout: 3_000, output: 'ignore', workerExecArgv, progressInterval: 0,
+    });
+    const snapshots: Progress[] = [];
+    run.progress$.subscribe((p) => snapshots.push(p));
+    const pids = new Set<number>();
+    run.taskProgress$.subscribe((p) => pids.add((p.value as { pid: number }).pid));
+    const outcome = run.toOrderedArray().then(() => undefined, (error: unknown) => error);
+    await first(run.taskProgress$, () => true);
+    // Past its timeout (300 ms), so its kill waits out killTimeout while the run stops.
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    if (how === 'terminate') await run.terminate();
+    else writeFileSync(go, '');
+    const error = await outcome;
+    const last = snapshots.at(-1)!;
+    t.is(last.completed + last.failed + last.cancelled + (last.queued ?? 0), last.total!, how);
+    if (how === 'terminate') {
+      t.true(isRunTerminatedError(error));
+      t.deepEqual([last.failed, last.cancelled], [0, 2]);
+      t.deepEqual((error as RunTerminatedError).cancelled.map((e) => e.index), [0, 1]);
+    } else {
+      t.is((error as TaskError).index, 1);
+      t.deepEqual([last.failed, last.cancelled], [1, 1]);
+    }
+    t.deepEqual(leftovers(pids), []);
+  }
 });
