@@ -243,7 +243,7 @@ export function taskModule<M>(moduleUrl: string | URL): TaskModule<M> {
     get(_target, key) {
       if (key === 'task') return make;
       // In a template or String(): its module, not a task for an export named toString.
-      if (key === Symbol.toPrimitive) return shown;
+      if (key === Symbol.toPrimitive || key === inspect.custom) return shown;
       // Keep the handle from looking like a thenable.
       if (typeof key !== 'string' || key === 'then') return undefined;
       return (...args: unknown[]) => make(key, args);

@@ -936,6 +936,9 @@ test('a taskModule handle logs and prints as its module, awaits as itself, and s
   t.is(inspect(typed), `taskModule(${work.href})`);
   // Nothing else shows through: it is no { module, export } reference, and has no keys.
   t.false('module' in typed);
+  // Read through the Proxy, as inspectors do (chai's loupe): the trap must give what the target holds.
+  t.is((typed as unknown as Record<symbol, () => string>)[inspect.custom]!(), `taskModule(${work.href})`);
+  t.is(typeof Reflect.get(typed, Symbol.for('nodejs.util.inspect.custom')), 'function');
   t.deepEqual([Object.keys(typed), { ...typed }], [[], {}]);
   t.is(await Promise.resolve(typed), typed, 'not a thenable');
   const loose = taskModule<Record<string, (...args: unknown[]) => unknown>>(work);
