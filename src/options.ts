@@ -265,13 +265,28 @@ export function resolveOptions(options: ScheduleOptions | undefined, names: { cp
   }
 }
 
-/** The option, or the option's field (`retries.on`), that cannot be looked at; undefined if none is found. */
+/**
+ * The option, or the option's field (`retries.on`), that cannot be looked at; undefined if none is
+ * found. It never throws: a look that throws names what it was looking at.
+ */
 function unreadablePath(o: Record<string, unknown>): string | undefined {
   for (const key of KNOWN) {
-    const value = o[key];
+    const value = o[key]; // read once already (readOnce): a plain value now
     if (!inspectable(value)) return key;
     if (typeof value !== 'object' || value === null) continue;
-    for (const field of Object.keys(value)) if (!inspectable((value as Record<string, unknown>)[field])) return `${key}.${field}`;
+    let fields: string[];
+    try {
+      fields = Object.keys(value);
+    } catch {
+      return key;
+    }
+    for (const field of fields) {
+      try {
+        if (!inspectable((value as Record<string, unknown>)[field])) return `${key}.${field}`;
+      } catch {
+        return `${key}.${field}`;
+      }
+    }
   }
   return undefined;
 }

@@ -127,6 +127,13 @@ test("an option's value that cannot be looked at (a revoked Proxy, a Proxy whose
     throw new Error('trap');
   };
   const throwing = new Proxy({}, { get: trap, ownKeys: trap, getPrototypeOf: trap });
+  // Throws on its first and third reads.
+  let reads = 0;
+  const flaky = (): string[] => {
+    reads++;
+    if (reads === 1 || reads === 3) throw new Error(`read ${reads}`);
+    return ['threw'];
+  };
   const cases: Array<[string, Record<string, unknown>, string]> = [
     ['concurrency', { concurrency: revoked() }, "TypeError: Cannot perform 'getPrototypeOf' on a proxy that has been revoked"],
     ['signal', { signal: revoked() }, "TypeError: Cannot perform 'getPrototypeOf' on a proxy that has been revoked"],
@@ -135,6 +142,9 @@ test("an option's value that cannot be looked at (a revoked Proxy, a Proxy whose
     ['retries', { retries: throwing }, 'Error: trap'],
     // A field of an option: it was named '(options)'.
     ['retries.on', { retries: { retries: 1, on: revoked() } }, "TypeError: Cannot perform 'IsArray' on a proxy that has been revoked"],
+    // Looking for the culprit must not throw either: Object.keys runs a trap inspectable() does not.
+    ['retries', { retries: new Proxy({ retries: 1 }, { getOwnPropertyDescriptor: trap }) }, 'Error: trap'],
+    ['retries.on', { retries: { retries: 1, get on(): string[] { return flaky(); } } }, 'Error: read 1'],
   ];
   for (const [option, options, why] of cases) {
     const error = t.throws(() => schedule$([], options as never), { instanceOf: OptionError }, option);
