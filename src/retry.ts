@@ -3,10 +3,10 @@
  *
  * @module
  */
-import type { TaskError, TaskFailureKind } from './errors.js';
+import { TaskError, toRemoteErrorInfo, type TaskFailureKind } from './errors.js';
 import { resolveRetry, type ResolvedOptions, type ResolvedRetry } from './options.js';
 import type { JobEvents, JobHandle, TaskRuntime } from './runtime/runtime.js';
-import type { Task } from './task.js';
+import { taskLabel, type Task } from './task.js';
 
 /** Runs a task through `runtime`, starting it again while its retry policy allows. */
 export function runWithRetries(runtime: TaskRuntime, task: Task, index: number, options: ResolvedOptions, events: JobEvents): JobHandle {
@@ -46,7 +46,15 @@ function runRetrying(
             return;
           }
           current = undefined;
-          timer = setTimeout(() => attempt(n + 1), retryDelay(policy, n));
+          timer = setTimeout(() => {
+            try {
+              attempt(n + 1);
+            } catch (thrown) {
+              // Nothing here is meant to throw (the runtime refuses a task it cannot start); but a
+              // throw in a timer would end the program, so the task fails with it instead.
+              events.rejected(new TaskError({ kind: 'invalid', index, label: taskLabel(task), attempt: n + 1, cause: thrown, detail: `it could not be started again: ${toRemoteErrorInfo(thrown).message}` }));
+            }
+          }, retryDelay(policy, n));
           events.retrying?.();
         },
       },

@@ -416,6 +416,32 @@ test('an argument getter that works as the task starts and throws as it is sent:
     else t.is(outcome.reason.kind, 'invalid', patterns[i]);
   }
   t.true(outcomes.some((o) => o.status === 'rejected' && /the arguments cannot be sent to a child process: read \d+$/.test(o.reason.message)));
+
+  // An argument that is a class instance is read back before it is sent (it may not clone as it
+  // is): a getter throwing on that read, on the first attempt or on a retry's, escaped too.
+  class Point {
+    x = 1;
+  }
+  const onRead = (bad: number): unknown[] => {
+    const args: unknown[] = [];
+    let n = 0;
+    Object.defineProperty(args, 0, {
+      get: () => {
+        if (++n === bad) throw new Error(`read ${n}`);
+        return new Point();
+      },
+      enumerable: true,
+    });
+    return args;
+  };
+  for (let bad = 2; bad <= 8; bad++) {
+    const [outcome] = await schedule$([moduleTask(work, 'throwValue', onRead(bad), { retries: { retries: 1, delay: 1 } })], { settle: true }).toOrderedArray();
+    t.is(outcome!.status, 'rejected');
+    t.true(['invalid', 'threw'].includes((outcome as TaskFailure).reason.kind), `read ${bad}`);
+  }
+  const [refused, fine] = await failures([moduleTask(work, 'echo', onRead(2)), moduleTask(work, 'square', [3])]);
+  t.regex(refused!.message, /is invalid: its arguments cannot be read: read 2$/);
+  t.is(fine, undefined);
 });
 
 test('a value that looks over 1 GiB and cannot be cloned, as an argument or a result: invalid, naming it; the worker lives on', async (t) => {

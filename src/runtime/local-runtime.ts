@@ -303,16 +303,16 @@ export class LocalRuntime implements TaskRuntime {
     }
     // The task is well formed (arguments an array, options valid): RunCore.startTask checked it.
     if (job.task.kind === 'module') {
-      let unsureFrom: number;
       try {
-        unsureFrom = this.#weigh(job, job.task.args);
+        const unsureFrom = this.#weigh(job, job.task.args);
+        if (job.bytes >= EXACT_SIZE_FROM && this.#refuseOversized(job)) return job;
+        if (unsureFrom >= 0 && this.#refuseUnreadable(job, unsureFrom)) return job;
       } catch (error) {
-        // An element of the arguments array is a getter that throws (plain JavaScript).
+        // An element of the arguments array is a getter that throws (plain JavaScript), on the
+        // first read or on a later one.
         this.#refuse(job, `its arguments cannot be read: ${toRemoteErrorInfo(error).message}`);
         return job;
       }
-      if (job.bytes >= EXACT_SIZE_FROM && this.#refuseOversized(job)) return job;
-      if (unsureFrom >= 0 && this.#refuseUnreadable(job, unsureFrom)) return job;
     }
     // A retried task gives worker starts another chance (a retry on 'spawn' would else fail at
     // once); one more failure gives up again.

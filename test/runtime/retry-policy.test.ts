@@ -182,3 +182,19 @@ test.serial('cancelling while a retry waits means it never starts', (t) => {
   t.is(runtime.starts.length, 1);
   t.deepEqual(outcome, {});
 });
+
+test.serial('a retry whose start throws fails the task as invalid, with the throw as its cause: nothing escapes the timer', (t) => {
+  const { clock, runtime, outcome } = harness(t, { retries: 2, delay: 100, jitter: false });
+  const boom = new Error('start threw');
+  runtime.start = function start(spec: JobSpec, events: JobEvents) {
+    if (spec.attempt > 1) throw boom;
+    return FakeRuntime.prototype.start.call(this, spec, events);
+  };
+  runtime.fail('threw');
+  // Before, the throw came out of the retry's timer: an uncaught exception.
+  t.notThrows(() => clock.tick(100));
+  t.is(outcome.error?.kind, 'invalid');
+  t.is(outcome.error?.attempt, 2);
+  t.is(outcome.error?.cause, boom);
+  t.regex(outcome.error!.message, /task #7 \(work\.ts#square\) is invalid: it could not be started again: start threw$/);
+});
