@@ -361,7 +361,9 @@ class MergeRun<T, R> implements PullSink<T>, InnerSink<R> {
  * Raising the limit starts waiting items at once; lowering it never unsubscribes a running
  * inner, it only delays new starts; 0 pauses (nothing more starts until the limit rises).
  * Upstream is subscribed at once, whatever the limit (0 and a limit not known yet included),
- * so that a hot source's items are not lost; they wait in a buffer until a slot is free. An invalid limit (anything but a positive integer, 0 or `Infinity`; a fixed
+ * so that a hot source's items are not lost; they wait in a buffer until a slot is free. So an
+ * upstream that completes (or errors) with nothing buffered ends the output at once, before any
+ * limit is known. An invalid limit (anything but a positive integer, 0 or `Infinity`; a fixed
  * limit must be positive) errors the output with a RangeError. When `limit$` completes, its
  * last value stays in force.
  *
