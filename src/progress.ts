@@ -29,7 +29,10 @@ export type RunState = 'idle' | 'running' | 'stopping' | 'completed' | 'failed' 
 /** A snapshot of a run, as emitted by `progress$`. */
 export interface Progress {
   state: RunState;
-  /** How many tasks there are; `undefined` until a lazy source is exhausted. */
+  /**
+   * How many tasks there are; `undefined` until a lazy source is exhausted, or until an
+   * Observable source completes (its tasks may still be waiting for a slot then).
+   */
   total: number | undefined;
   /** Tasks that ended well. */
   completed: number;

@@ -717,6 +717,12 @@ class TaskFeed<T> implements MergeWithLimitOptions<Task, TaskOutcome<T>> {
     this.state.pulled++;
   }
 
+  onSourceSize(total: number): void {
+    // An Observable of tasks completed while they waited (a paused run): the count is known now.
+    this.state.total = total;
+    this.core.progressChanged();
+  }
+
   onSourceDone(total: number): void {
     this.state.total = total;
     // Exact now, and what was summed at schedule$ may be off: an array changed before it was read.

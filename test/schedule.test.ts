@@ -112,7 +112,9 @@ test('a Subject of tasks emitted into while the limit is 0 or not known yet: the
     tasks$.next(typed.square(3));
     tasks$.next(typed.square(4));
     tasks$.complete();
-    t.like(await firstValueFrom(run.progress$), { state: 'running', running: 0, completed: 0 });
+    // The Subject has completed: how many tasks there are is known, though none has started.
+    await first(run.progress$, (p) => p.total === 2);
+    t.like(await firstValueFrom(run.progress$), { state: 'running', running: 0, completed: 0, total: 2, queued: 2 });
     limit$.next(2);
     t.deepEqual(await done, [9, 16]);
   }

@@ -75,6 +75,12 @@ export interface MergeWithLimitOptions<T, R> {
   onStart?: (index: number) => void;
   /** Called once, when the source is known to be exhausted, with its number of items. */
   onSourceDone?: (total: number) => void;
+  /**
+   * Called when the source's number of items is known before they have all been pulled: an
+   * Observable that completed while its items waited for a slot (a paused run). `onSourceDone`
+   * still follows, once the last of them is pulled.
+   */
+  onSourceSize?: (total: number) => void;
 }
 
 /** The one message template for a bad concurrency limit (`paused`: 0 was allowed). */
@@ -225,6 +231,15 @@ class MergeRun<T, R> implements PullSink<T>, InnerSink<R> {
       this.#fail(err);
     }
     if (!this.#draining) this.#drain();
+  }
+
+  ended(buffered: number): void {
+    if (this.#isOver() || this.#sourceDone) return;
+    try {
+      this.options.onSourceSize?.(this.#pulled + buffered);
+    } catch (err) {
+      this.#fail(err);
+    }
   }
 
   /** The source failed, or an inner did. */

@@ -39,6 +39,11 @@ export interface PullSink<T> {
   item(value: T): void;
   done(): void;
   error(err: unknown): void;
+  /**
+   * The source has ended with `buffered` items still waiting to be requested: how many it has is
+   * known before `done` comes (an Observable that completed while nothing was requested).
+   */
+  ended?(buffered: number): void;
 }
 
 /** Everything the scheduler accepts as a list of tasks. A string is not one. */
@@ -292,6 +297,8 @@ function observableSource<T>(input: Observable<T>, sink: PullSink<T>): PullSourc
     if (head === buffer.length) {
       waiting = false;
       deliverTerminal();
+    } else if (t.kind === 'done') {
+      sink.ended?.(buffer.length - head);
     }
   };
 

@@ -400,6 +400,25 @@ test('an Observable source is subscribed at once, even paused at 0 or before the
   subscription.unsubscribe();
 });
 
+test('onSourceSize: an Observable that completes with items still waiting tells how many there are before they are pulled', (t) => {
+  const sizes: number[] = [];
+  const dones: number[] = [];
+  const limit$ = new BehaviorSubject(0);
+  const source = new Subject<number>();
+  mergeWithLimit({ source, project: (x) => of(x), limit$, onSourceSize: (n) => sizes.push(n), onSourceDone: (n) => dones.push(n) }).subscribe();
+  source.next(1);
+  source.next(2);
+  t.deepEqual(sizes, []);
+  source.complete();
+  t.deepEqual([sizes, dones], [[2], []], 'known while paused; not done: nothing was pulled');
+  limit$.next(1);
+  t.deepEqual([sizes, dones], [[2], [2]]);
+  // Items already pulled count too: of() delivers its first item to the first request.
+  const later: number[] = [];
+  mergeWithLimit({ source: of(1, 2, 3), project: () => NEVER, limit$: 1, onSourceSize: (n) => later.push(n) }).subscribe().unsubscribe();
+  t.deepEqual(later, [3]);
+});
+
 test('iterator.return() is called on unsubscribe, once', (t) => {
   let returned = 0;
   let next = 0;
