@@ -348,8 +348,17 @@ export function taskShapeProblem(task: Task): string | undefined {
   }
 }
 
-/** A short human name for a task, used in errors. */
+/** A short human name for a task, used in errors. Never throws. */
 export function taskLabel(task: Task): string {
+  try {
+    return labelOf(task);
+  } catch {
+    // A field whose getter throws (plain JavaScript): the message that names the task must not.
+    return 'a task whose fields cannot be read';
+  }
+}
+
+function labelOf(task: Task): string {
   // Checked as a malformed task may come (from plain JavaScript) with anything in its fields.
   const label = typeof task.options === 'object' && task.options !== null ? task.options.label : undefined;
   if (typeof label === 'string' && label !== '') return label;

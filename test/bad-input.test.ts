@@ -1,5 +1,6 @@
 import test from 'ava';
-import { TaskError, commandTask, moduleTask, processTask, schedule$, taskModule, type Progress, type TaskFailure, type TaskResult } from '../src/index.js';
+import { TaskError, commandTask, moduleTask, processTask, schedule$, taskModule, type Progress, type Task, type TaskFailure, type TaskResult } from '../src/index.js';
+import { taskLabel } from '../src/task.js';
 import { sparseLooksHuge } from './fixtures/work.js';
 import { fixture, waitGone, work } from './helpers.js';
 
@@ -442,6 +443,34 @@ test('an argument getter that works as the task starts and throws as it is sent:
   const [refused, fine] = await failures([moduleTask(work, 'echo', onRead(2)), moduleTask(work, 'square', [3])]);
   t.regex(refused!.message, /is invalid: its arguments cannot be read: read 2$/);
   t.is(fine, undefined);
+
+  // The next task's start looks at the arguments of the one before (an object they share is
+  // weighed once): a getter of that task's that throws then was blamed on the next task.
+  let sharedReads = 0;
+  const shared = new Point();
+  const earlier: unknown[] = [];
+  Object.defineProperty(earlier, 0, {
+    get: () => {
+      if (++sharedReads >= 3) throw new Error(`read ${sharedReads}`);
+      return shared;
+    },
+    enumerable: true,
+  });
+  const [first, next] = await schedule$([moduleTask(work, 'echo', earlier), moduleTask(work, 'echo', [{ y: 2 }])], { settle: true, concurrency: 2 }).toOrderedArray();
+  t.is(first!.status, 'rejected');
+  t.like(next, { status: 'fulfilled', value: { y: 2 } });
+});
+
+test('taskLabel never throws: a task whose fields throw when read is named as such', (t) => {
+  const task = Object.create(moduleTask(work, 'square', [1]), {
+    kind: {
+      get: () => {
+        throw new Error('kind');
+      },
+    },
+  }) as Task;
+  t.is(taskLabel(task), 'a task whose fields cannot be read');
+  t.is(taskLabel(moduleTask(work, 'square', [1])), 'work.ts#square');
 });
 
 test('a value that looks over 1 GiB and cannot be cloned, as an argument or a result: invalid, naming it; the worker lives on', async (t) => {

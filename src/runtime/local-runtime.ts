@@ -1318,7 +1318,7 @@ export class LocalRuntime implements TaskRuntime {
         continue;
       }
       // Sent with the task before, and weighed then; but refused then, it is refused again.
-      if (last.includes(arg)) {
+      if (sentBefore(last, arg)) {
         if (unsureFrom < 0 && this.#unreadable.has(arg)) unsureFrom = i;
         continue;
       }
@@ -1454,3 +1454,15 @@ function hasSuspects(lane: Lane): boolean {
   return lane.suspects.size > 0;
 }
 
+
+/**
+ * Whether `arg` was also an argument of the task started before. Its arguments are read again
+ * here, and an element getter of that task's that throws now is that task's, not this one's.
+ */
+function sentBefore(last: readonly unknown[], arg: unknown): boolean {
+  try {
+    return last.includes(arg);
+  } catch {
+    return false;
+  }
+}
