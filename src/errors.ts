@@ -171,9 +171,9 @@ export class OptionError extends TypeError {
  * later, get this error; `cause` holds the abort reason when a signal was aborted.
  *
  * A terminated run delivers no outcome for the tasks it stopped: `cancelled` lists those that
- * were executing at that moment, each as a {@link TaskError} of kind `'cancelled'` (a task
- * waiting between two attempts is counted in the last progress snapshot's `cancelled`, not
- * listed here).
+ * were executing at that moment, each as a {@link TaskError} of kind `'cancelled'` (a task that
+ * had timed out and whose process was still being killed is one of them; a task waiting between
+ * two attempts is counted in the last progress snapshot's `cancelled`, not listed here).
  *
  * @example
  * ```ts

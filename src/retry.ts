@@ -52,7 +52,8 @@ function runRetrying(
             } catch (thrown) {
               // Nothing here is meant to throw (the runtime refuses a task it cannot start); but a
               // throw in a timer would end the program, so the task fails with it instead.
-              events.rejected(new TaskError({ kind: 'invalid', index, label: taskLabel(task), attempt: n + 1, cause: thrown, detail: `it could not be started again: ${toRemoteErrorInfo(thrown).message}` }));
+              const detail = `it could not be started again: ${toRemoteErrorInfo(thrown).message}`;
+              events.rejected(new TaskError({ kind: 'invalid', index, label: taskLabel(task), attempt: n + 1, cause: thrown, detail }));
             }
           }, retryDelay(policy, n));
           events.retrying?.();

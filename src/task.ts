@@ -251,7 +251,6 @@ export function taskModule<M>(moduleUrl: string | URL): TaskModule<M> {
   });
 }
 
-
 /**
  * Describes an external program to run, spawned without a shell (arguments are passed as they
  * are, never interpreted). Resolves with `{ exitCode, signal, stdout, stderr, durationMs, truncated }`.

@@ -385,18 +385,22 @@ test('throws where a task is taken in or started (an array-like source, an argum
 test('an argument getter that works as the task starts and throws as it is sent: invalid, naming it; never an uncaught exception', async (t) => {
   // The arguments are read when the task starts (to weigh them) and again when its batch is sent.
   // A getter that threw only on those later reads ended the parent.
-  const reads = (pattern: string, thrown: (n: number) => unknown): unknown[] => {
-    const args: unknown[] = [1];
+  // One argument, a getter: on its nth read it throws `thrown(n)` when `throwsOn(n)`, else gives `value()`.
+  const getterArgs = (value: () => unknown, throwsOn: (n: number) => boolean, thrown = (n: number): unknown => new Error(`read ${n}`)): unknown[] => {
+    const args: unknown[] = [];
     let n = 0;
     Object.defineProperty(args, 0, {
       get: () => {
-        if ((pattern[n++] ?? 'o') === 'o') return 5;
-        throw thrown(n);
+        n++;
+        if (throwsOn(n)) throw thrown(n);
+        return value();
       },
       enumerable: true,
     });
     return args;
   };
+  // By a pattern of reads: 'o' gives 5, 't' throws (reads past the pattern give 5).
+  const reads = (pattern: string, thrown?: (n: number) => unknown): unknown[] => getterArgs(() => 5, (n) => pattern[n - 1] === 't', thrown);
   // From the second read on, with an Error, null or a value with no string form.
   const always = await failures([
     moduleTask(work, 'echo', reads('o' + 't'.repeat(20), (n) => new Error(`read ${n}`))),
@@ -423,18 +427,7 @@ test('an argument getter that works as the task starts and throws as it is sent:
   class Point {
     x = 1;
   }
-  const onRead = (bad: number): unknown[] => {
-    const args: unknown[] = [];
-    let n = 0;
-    Object.defineProperty(args, 0, {
-      get: () => {
-        if (++n === bad) throw new Error(`read ${n}`);
-        return new Point();
-      },
-      enumerable: true,
-    });
-    return args;
-  };
+  const onRead = (bad: number): unknown[] => getterArgs(() => new Point(), (n) => n === bad);
   for (let bad = 2; bad <= 8; bad++) {
     const [outcome] = await schedule$([moduleTask(work, 'throwValue', onRead(bad), { retries: { retries: 1, delay: 1 } })], { settle: true }).toOrderedArray();
     t.is(outcome!.status, 'rejected');
@@ -446,16 +439,8 @@ test('an argument getter that works as the task starts and throws as it is sent:
 
   // The next task's start looks at the arguments of the one before (an object they share is
   // weighed once): a getter of that task's that throws then was blamed on the next task.
-  let sharedReads = 0;
   const shared = new Point();
-  const earlier: unknown[] = [];
-  Object.defineProperty(earlier, 0, {
-    get: () => {
-      if (++sharedReads >= 3) throw new Error(`read ${sharedReads}`);
-      return shared;
-    },
-    enumerable: true,
-  });
+  const earlier = getterArgs(() => shared, (n) => n >= 3);
   const [first, next] = await schedule$([moduleTask(work, 'echo', earlier), moduleTask(work, 'echo', [{ y: 2 }])], { settle: true, concurrency: 2 }).toOrderedArray();
   t.is(first!.status, 'rejected');
   t.like(next, { status: 'fulfilled', value: { y: 2 } });

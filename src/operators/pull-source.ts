@@ -87,8 +87,9 @@ function describeInput(x: unknown): string {
  * - array / array-like: index walk; `done` follows the last item at once.
  * - sync iterable: `iterator.next()` inside `request()`.
  * - async iterable: `await iterator.next()`, answered later.
- * - Observable: subscribed by `open()` or on the first request; pushed items wait in a buffer (unbounded:
- *   an Observable cannot be slowed down), completion and error follow the buffered items.
+ * - Observable: subscribed by `open()` or on the first request; pushed items wait in a buffer
+ *   (unbounded: an Observable cannot be slowed down), completion and error follow the buffered
+ *   items, and a completion that comes with items buffered is told at once (`ended`).
  *
  * @param input the task source
  * @param sink receives the answers

@@ -1454,7 +1454,6 @@ function hasSuspects(lane: Lane): boolean {
   return lane.suspects.size > 0;
 }
 
-
 /**
  * Whether `arg` was also an argument of the task started before. Its arguments are read again
  * here, and an element getter of that task's that throws now is that task's, not this one's.

@@ -447,7 +447,7 @@ export class WorkerProcess {
       } catch (error) {
         // Its arguments cloned a moment ago, and not now: a getter that throws on some reads only.
         this.inFlight--;
-        bad.push({ id: tasks[i] as number, message: `the arguments cannot be sent to a child process: ${toRemoteErrorInfo(error).message}` });
+        bad.push({ id: tasks[i] as number, message: argumentsUnsendable(error) });
         continue;
       }
       told = undefined;
@@ -656,9 +656,14 @@ function findUncloneable(args: readonly unknown[]): string | undefined {
   try {
     serialize(args);
   } catch (error) {
-    return `the arguments cannot be sent to a child process: ${toRemoteErrorInfo(error).message}`;
+    return argumentsUnsendable(error);
   }
   return undefined;
+}
+
+/** Why a task's arguments as a whole could not be sent, whatever was thrown. */
+function argumentsUnsendable(error: unknown): string {
+  return `the arguments cannot be sent to a child process: ${toRemoteErrorInfo(error).message}`;
 }
 
 /**
