@@ -11,9 +11,9 @@ import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { objectArray } from '../collections.js';
 import { toRemoteErrorInfo, type RemoteErrorInfo } from '../errors.js';
-import { sessionStrays, signalGroups } from '../runtime/kill.js';
+import { sessionEmptyButSelf, sessionStrays, signalGroups } from '../runtime/kill.js';
 import {
-  DEFAULT_PROGRESS_INTERVAL, DISCONNECTED_BY_TASK, PROGRESS_BURST, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, INDEXED_TASK_WIDTH, INVALID, RESULT_WIDTH, TAG, TASK_WIDTH, THREW, WORKER_HOOK,
+  DEFAULT_PROGRESS_INTERVAL, DISCONNECTED_BY_TASK, PROGRESS_BURST, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, INDEXED_TASK_WIDTH, INVALID, RESULT_WIDTH, TAG, TASK_WIDTH, THREW, WORKER_HOOK, WORKER_LEFT_ALONE_EXIT,
   MAX_MESSAGE_BYTES, cloneRisk, describeOversized, jsonExact, outputMark, oversized, pack, readBack, roughSize, unpack,
   type ParentMessage, type ResultStatus, type WorkerHook, type WorkerMessage,
 } from '../runtime/protocol.js';
@@ -22,6 +22,11 @@ import { isThenable } from '../thenable.js';
 type Fn = (...args: unknown[]) => unknown;
 
 const send = process.send?.bind(process);
+/**
+ * Node's own exit, taken before any task can replace it (signal-exit does): it runs no 'exit'
+ * listener, so no task code between the last look at this worker's session and its end.
+ */
+const reallyExit = (process as unknown as { reallyExit?: (code: number) => never }).reallyExit?.bind(process);
 if (!send) {
   console.error('async-process-scheduler: the worker entry must be started by the scheduler (no IPC channel)');
   process.exit(70);
@@ -341,6 +346,9 @@ process.disconnect = function disconnectFromTask(): void {
 function onDisconnect(): void {
   if (disconnectedByTask) process.stderr.write(`${DISCONNECTED_BY_TASK}\n`);
   const leave = () => {
+    // Usually no task left anything: the exit code says so, and a parent that retired this worker
+    // does not look at its session again (a look is a scan of /proc, each time a worker ends).
+    if (reallyExit && !disconnectedByTask && sessionEmptyButSelf()) reallyExit(WORKER_LEFT_ALONE_EXIT);
     // What a task started in another group of this worker's session (coreutils `timeout`): the
     // parent does it when it can, but it may be gone (SIGKILLed before it entrusted this worker to
     // its guardian).
@@ -380,6 +388,9 @@ process.on('error', onError);
 
 // A task that calls process.exit() must not take the results of earlier tasks with it.
 const onExit = (code: number): void => {
+  // Not for a task to claim: a parent would not look for what the task left (see leave(), which
+  // exits with it without running these listeners).
+  if (code === WORKER_LEFT_ALONE_EXIT) process.exitCode = 1;
   if (loadingForTask !== undefined && !dying) process.stderr.write(`${EXITED_WHILE_LOADING}${loadingForTask} (exit code ${code})\n`);
   // And not its own last progress report.
   sendHeldBeforeExit();

@@ -5,7 +5,7 @@
  * @module
  */
 import type { ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
 
 /** How a termination ended. */
 export interface KillReport {
@@ -76,15 +76,31 @@ function hasProc(): boolean {
  * no /proc or no such process. The command name may hold spaces and parentheses: read after the last ')'.
  */
 function procStat(pid: number | string): { state: string; pgrp: number; session: number } | undefined {
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-  } catch {
-    return undefined;
-  }
+  const stat = readProc(`/proc/${pid}/stat`);
+  if (stat === undefined) return undefined;
   const [state = '', , pgrp, session] = stat.slice(stat.lastIndexOf(')') + 2).split(' ', 4);
   return { state, pgrp: Number(pgrp), session: Number(session) };
 }
+
+/**
+ * The start of a file of /proc (up to 512 bytes), or undefined when it cannot be read. Into one
+ * buffer, not with readFileSync: no fstat, no allocation, and a third of readFileSync's cost in a
+ * process that has not read a file yet (a worker looking at its session as it leaves).
+ */
+function readProc(path: string): string | undefined {
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, 'r');
+    return procBuffer.toString('latin1', 0, readSync(fd, procBuffer, 0, procBuffer.length, 0));
+  } catch {
+    return undefined;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+/** Enough for what is read of a stat: state, group and session follow a command name of at most 64 bytes. */
+const procBuffer = Buffer.allocUnsafe(512);
 
 /** Living processes by session, then by process group, from one scan of /proc: shared by the kills of one tick. */
 let sessionsScan: Map<number, Set<number>> | undefined;
@@ -155,23 +171,37 @@ function sweep(): void {
  */
 function sessionGroupsSince(minPid: number): Map<number, Set<number>> {
   const found = new Map<number, Set<number>>();
+  eachLivingSince(minPid, (_, pgrp, session) => {
+    if (pgrp === session) return;
+    let groups = found.get(session);
+    if (!groups) found.set(session, (groups = new Set()));
+    groups.add(pgrp);
+  });
+  return found;
+}
+
+/**
+ * Calls `visit` for each living process (not a zombie) whose pid is `minPid` or more, or for all
+ * once the pids have wrapped around since (or when that cannot be told), but `except`. False when
+ * /proc cannot be listed.
+ */
+function eachLivingSince(minPid: number, visit: (pid: number, pgrp: number, session: number) => void, except?: number): boolean {
   let names: string[];
   try {
     names = readdirSync('/proc');
   } catch {
-    return found;
+    return false;
   }
   const all = minPid <= 1 || lastPid() < minPid;
   for (const name of names) {
     const first = name.charCodeAt(0);
-    if (first < 48 || first > 57 || (!all && Number(name) < minPid)) continue;
+    if (first < 48 || first > 57) continue; // not a pid
+    const pid = Number(name);
+    if ((!all && pid < minPid) || pid === except) continue;
     const stat = procStat(name);
-    if (!stat || stat.state === 'Z' || stat.state === 'X' || stat.pgrp === stat.session) continue;
-    let groups = found.get(stat.session);
-    if (!groups) found.set(stat.session, (groups = new Set()));
-    groups.add(stat.pgrp);
+    if (stat && stat.state !== 'Z' && stat.state !== 'X') visit(pid, stat.pgrp, stat.session);
   }
-  return found;
+  return true;
 }
 
 /**
@@ -184,13 +214,25 @@ export function sessionStrays(sid: number): number[] {
   return [...(sessionGroupsSince(sid).get(sid) ?? [])];
 }
 
+/**
+ * True when the session this process leads has no living process but this one: nothing in its
+ * own process group or in another, from one look at the processes younger than it (see
+ * {@link sessionStrays}). False when it does, when this process leads no session, and where there
+ * is no /proc.
+ */
+export function sessionEmptyButSelf(): boolean {
+  const self = process.pid;
+  if (procStat(self)?.session !== self) return false;
+  let alone = true;
+  const looked = eachLivingSince(self, (_, __, session) => {
+    if (session === self) alone = false;
+  }, self);
+  return looked && alone;
+}
+
 /** The last pid the kernel gave out in this pid namespace; 0 when it cannot be read. */
 function lastPid(): number {
-  try {
-    return Number(readFileSync('/proc/sys/kernel/ns_last_pid', 'latin1')) || 0;
-  } catch {
-    return 0;
-  }
+  return Number(readProc('/proc/sys/kernel/ns_last_pid')) || 0;
 }
 
 /**
@@ -290,15 +332,18 @@ export function treeGone(child: ChildProcess): boolean {
  * Resolves when the child has exited and no process of its group or session is left (a
  * grandchild that started a session of its own is out of reach), or when only zombies are left
  * and they have not been reaped for `graceMs` (at least 3 s: an init that reaps by polling, as on
- * some VMs, takes up to 2 s; a container's PID 1 may never do it).
+ * some VMs, takes up to 2 s; a container's PID 1 may never do it). With `sessionSeen`, a child
+ * that has exited and left no one in its group is taken at its word that no one was left in its
+ * session either (a worker that exited with WORKER_LEFT_ALONE_EXIT).
  */
-export function killTree(child: ChildProcess, graceMs: number): Promise<KillReport> {
+export function killTree(child: ChildProcess, graceMs: number, sessionSeen = false): Promise<KillReport> {
   const pid = child.pid;
   if (pid === undefined) return Promise.resolve({ forced: false });
   const exited = child.exitCode !== null || child.signalCode !== null;
   // The usual case after a task ended: the leader is reaped and left no one in its group. One
-  // probe says so (the pid alone, reaped, is no one's); then a look at its session (sweepSession).
-  if (exited && !groupAlive(pid)) return sweepSession(pid, graceMs, true).then(() => ({ forced: false }));
+  // probe says so (the pid alone, reaped, is no one's); then a look at its session (sweepSession),
+  // unless the child looked there itself as it left and found no one (`sessionSeen`).
+  if (exited && !groupAlive(pid)) return sessionSeen ? Promise.resolve({ forced: false }) : sweepSession(pid, graceMs, true).then(() => ({ forced: false }));
   const strays = strayGroups(pid);
   const group = new Promise<KillReport>((resolve) => {
     let forced = false;

@@ -428,6 +428,13 @@ export function unpack(message: unknown): unknown {
 export const DISCONNECTED_BY_TASK = 'async-process-scheduler: a task called process.disconnect(), so this worker can no longer hear the scheduler; it ends';
 
 /**
+ * The exit code of a worker that left when its channel closed and found no process but itself in
+ * its session: the parent that retired it need not look there again. A task's process.exit() with
+ * this code exits with 1 instead (see the worker's 'exit' listener), so that it cannot pass for it.
+ */
+export const WORKER_LEFT_ALONE_EXIT = 229;
+
+/**
  * What a worker writes to stderr when it exits while it loads a task module for a task: the
  * module's top level called process.exit(). The parent, which sees only an exit code, finds it
  * there, and fails the task as invalid rather than as a crash to retry.

@@ -14,7 +14,7 @@ import { runsNow, killTree, type KillReport } from './kill.js';
 import { afterChannelClosed, afterOutputClosed, releaseUnstarted } from './child-exit.js';
 import { afterQuiet, tapOutput, type OutputLine, type OutputTap } from './output.js';
 import {
-  DEFAULT_PROGRESS_INTERVAL, INDEXED_TASK_WIDTH, isTagged, jsonExact, pack, RESULT_WIDTH, TAG, TASK_WIDTH, unpack, type ParentMessage, type RunMessage, type WorkerMessage,
+  DEFAULT_PROGRESS_INTERVAL, INDEXED_TASK_WIDTH, isTagged, jsonExact, pack, RESULT_WIDTH, TAG, TASK_WIDTH, unpack, WORKER_LEFT_ALONE_EXIT, type ParentMessage, type RunMessage, type WorkerMessage,
 } from './protocol.js';
 
 const here = import.meta.url;
@@ -366,7 +366,8 @@ export class WorkerProcess {
     if (!this.ready) return this.kill(this.#killTimeout);
     if (this.child.connected) this.child.disconnect();
     return Promise.race([
-      this.exited.then(() => killTree(this.child, 0)).then(() => ({ forced: false })),
+      // A worker that found no one in its session as it left says so with its exit code.
+      this.exited.then(() => killTree(this.child, 0, this.child.exitCode === WORKER_LEFT_ALONE_EXIT)).then(() => ({ forced: false })),
       // It drains its output before it exits: wait while the output flows, and stop it once it has
       // been quiet as long as a kill would wait.
       this.#quiet(Math.max(1000, this.#killTimeout)).then(() => killTree(this.child, 0)),
