@@ -21,6 +21,17 @@ import { isThenable } from '../thenable.js';
 
 type Fn = (...args: unknown[]) => unknown;
 
+const hrtime = process.hrtime;
+/**
+ * Milliseconds from an arbitrary start, as performance.now() gives them and as fast: the global
+ * `performance` costs a worker nearly a millisecond of start-up the first time it is touched (Node
+ * loads perf_hooks then), which a fresh process per task pays for each task.
+ */
+function clock(): number {
+  const [seconds, nanoseconds] = hrtime();
+  return seconds * 1e3 + nanoseconds / 1e6;
+}
+
 const send = process.send?.bind(process);
 /**
  * Node's own exit, taken before any task can replace it (signal-exit does): it runs no 'exit'
@@ -166,7 +177,7 @@ function sendHeldLater(): void {
 function sendHeld(): void {
   heldTimer = undefined;
   if (!holding || currentId === undefined) return;
-  if (mayReport(performance.now())) sendHeldNow(currentId);
+  if (mayReport(clock())) sendHeldNow(currentId);
   else sendHeldLater();
 }
 
@@ -189,7 +200,7 @@ function sendHeldNow(id: number): void {
 const hook: WorkerHook = {
   reportProgress(value: unknown) {
     if (currentId === undefined || strayOwner()) return;
-    const now = performance.now();
+    const now = clock();
     if (!reported) {
       reported = true;
       allowance = PROGRESS_BURST;
@@ -238,7 +249,30 @@ let markIndex: number | undefined;
  * on a pooled worker), so that the parent ends there whatever line the one before left unfinished.
  */
 let markSeq = 0;
-for (const stream of [process.stdout, process.stderr]) {
+/**
+ * The worker's stdout and stderr streams that exist. Node makes each the first time it is read
+ * (a pipe's costs a worker start about half a millisecond): until a task writes, neither does, and
+ * neither holds output to drain.
+ */
+const streams: NodeJS.WriteStream[] = [];
+for (const name of ['stdout', 'stderr'] as const) {
+  const descriptor = Object.getOwnPropertyDescriptor(process, name);
+  const get = descriptor?.get;
+  if (!get || !descriptor.configurable) {
+    markWrites(process[name]);
+    continue;
+  }
+  let stream: NodeJS.WriteStream | undefined;
+  Object.defineProperty(process, name, {
+    configurable: true,
+    enumerable: descriptor.enumerable,
+    get: () => stream ?? markWrites((stream = get.call(process) as NodeJS.WriteStream)),
+  });
+}
+
+/** Puts the output marks of capture mode in what is written to `stream`; lists it in `streams`. */
+function markWrites(stream: NodeJS.WriteStream): NodeJS.WriteStream {
+  streams.push(stream);
   let marked = 0;
   const write = stream.write;
   stream.write = function markedWrite(this: typeof stream, ...args: unknown[]): boolean {
@@ -256,6 +290,7 @@ for (const stream of [process.stdout, process.stderr]) {
     }
     return (write as (...a: unknown[]) => boolean).apply(this, args);
   } as typeof write;
+  return stream;
 }
 
 process.on('message', onMessage);
@@ -360,13 +395,13 @@ function onDisconnect(): void {
     }
     process.exit(0);
   };
-  const buffered = [process.stdout, process.stderr].filter((s) => s.writableLength > 0);
+  const buffered = streams.filter((s) => s.writableLength > 0);
   let left = buffered.length;
   if (left === 0) return leave();
   for (const stream of buffered) stream.write('', () => --left === 0 && leave());
   // A busy parent reads slowly: wait while the output drains, and leave once it has not moved
   // for DRAIN_STALL_MS (or after DRAIN_MAX_MS in all: output that keeps coming cannot hold us).
-  const unsent = () => process.stdout.writableLength + process.stderr.writableLength;
+  const unsent = () => streams.reduce((sum, s) => sum + s.writableLength, 0);
   const since = Date.now();
   let last = unsent();
   let stalledSince = since;
@@ -516,7 +551,7 @@ function runReady(): Stop {
     // Reading CPU time is a system call that costs more than a tiny task: it is read only
     // for functions whose last call took long enough for it not to matter.
     const cpu0 = def.timeCpu ? process.cpuUsage() : undefined;
-    const t0 = performance.now();
+    const t0 = clock();
     let status: ResultStatus = FULFILLED;
     let value: unknown;
     try {
@@ -548,7 +583,7 @@ function runReady(): Stop {
 
 /** Records the result of the task that started at `t0`; returns its duration in µs. */
 function finish(def: FunctionDef, id: number, status: ResultStatus, value: unknown, t0: number, cpu0: NodeJS.CpuUsage | undefined, async: boolean): number {
-  const t1 = performance.now();
+  const t1 = clock();
   keepListening();
   const durationUs = Math.round((t1 - t0) * 1000);
   let cpuUs = -1;
@@ -585,7 +620,7 @@ function finish(def: FunctionDef, id: number, status: ResultStatus, value: unkno
 }
 
 /** Queues a result; `cpuUs` is -1 when CPU time was not measured. */
-function record(id: number, status: ResultStatus, value: unknown, durationUs: number, cpuUs: number, now = performance.now()): void {
+function record(id: number, status: ResultStatus, value: unknown, durationUs: number, cpuUs: number, now = clock()): void {
   if (outbox.length === 0) outboxSince = now;
   if (status === FULFILLED && value === undefined) {
     status = FULFILLED_UNDEFINED;
@@ -722,7 +757,7 @@ async function preload(urls: unknown, seq: unknown): Promise<void> {
   keepListening();
   // What the modules printed is in the pipes before the answer leaves (writes to a pipe are
   // asynchronous): the parent waits for the pipes to be quiet, so those lines go to no run.
-  await Promise.all([process.stdout, process.stderr].map((stream) => new Promise<void>((resolve) => {
+  await Promise.all(streams.map((stream) => new Promise<void>((resolve) => {
     try {
       stream.write('', () => resolve());
     } catch {
