@@ -11,7 +11,7 @@ import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { objectArray } from '../collections.js';
 import { toRemoteErrorInfo, type RemoteErrorInfo } from '../errors.js';
-import { sessionEmptyButSelf, sessionStrays, signalGroups } from '../runtime/kill.js';
+import { sessionEmptyButSelf, sessionStrays, signalGroups, threadCount } from '../runtime/kill.js';
 import {
   DEFAULT_PROGRESS_INTERVAL, DISCONNECTED_BY_TASK, PROGRESS_BURST, EXITED_WHILE_LOADING, FULFILLED, FULFILLED_UNDEFINED, INDEXED_TASK_WIDTH, INVALID, RESULT_WIDTH, TAG, TASK_WIDTH, THREW, WORKER_HOOK, WORKER_LEFT_ALONE_EXIT,
   MAX_MESSAGE_BYTES, cloneRisk, describeOversized, jsonExact, outputMark, oversized, pack, readBack, roughSize, unpack,
@@ -28,16 +28,41 @@ const hrtime = process.hrtime;
  * loads perf_hooks then), which a fresh process per task pays for each task.
  */
 function clock(): number {
-  const [seconds, nanoseconds] = hrtime();
-  return seconds * 1e3 + nanoseconds / 1e6;
+  // Indexed, not destructured: before V8 optimizes it, destructuring goes through an iterator.
+  const time = hrtime();
+  return time[0] * 1e3 + time[1] / 1e6;
 }
 
 const send = process.send?.bind(process);
+
+type Exit = (code?: unknown) => never;
+const processExits = process as unknown as { reallyExit?: Exit };
 /**
  * Node's own exit, taken before any task can replace it (signal-exit does): it runs no 'exit'
  * listener, so no task code between the last look at this worker's session and its end.
  */
-const reallyExit = (process as unknown as { reallyExit?: (code: number) => never }).reallyExit?.bind(process);
+const reallyExit = processExits.reallyExit?.bind(process);
+/**
+ * Whether an exit code would reach the parent as WORKER_LEFT_ALONE_EXIT: the system keeps its
+ * low 8 bits, of the integer Node makes of it (-27, 485 and '229' all arrive as 229).
+ */
+const claimsAlone = (code: unknown): boolean => ((Number(code) | 0) & 0xff) === WORKER_LEFT_ALONE_EXIT;
+if (reallyExit) {
+  // Every exit but leave()'s goes through here (process.exit() ends with it): a task's code that
+  // would claim the worker left alone becomes 1, and the parent looks for what the task left.
+  processExits.reallyExit = function exitAsAsked(code?: unknown): never {
+    return reallyExit(claimsAlone(code) ? 1 : code);
+  };
+}
+/** This worker's threads as it starts: Node's and V8's own. */
+const startThreads = threadCount();
+/** The size of libuv's thread pool once started (UV_THREADPOOL_SIZE, read as libuv does), which runs no JavaScript. */
+const poolThreads = Math.min(Math.max(Number.parseInt(process.env.UV_THREADPOOL_SIZE ?? '4', 10) || 1, 1), 1024);
+/**
+ * True when the worker has no thread but its own and libuv's pool: a task's worker_thread, left
+ * running, could start a process as this worker exits, after its last look at its session.
+ */
+const ownThreadsOnly = (count: number): boolean => startThreads !== undefined && (count === startThreads || count === startThreads + poolThreads);
 if (!send) {
   console.error('async-process-scheduler: the worker entry must be started by the scheduler (no IPC channel)');
   process.exit(70);
@@ -255,10 +280,16 @@ let markSeq = 0;
  * neither holds output to drain.
  */
 const streams: NodeJS.WriteStream[] = [];
+/**
+ * Code ran in this process before this file: a preload (`--import`, `--require`), or a loader,
+ * with whose start Node may print a warning. It may have written through the console, which keeps
+ * the stream it made and never reads the property again: the streams are then made and wrapped now.
+ */
+const ranBefore = [process.execArgv.join(' '), process.env.NODE_OPTIONS ?? ''].some((flags) => /(^|\s)(-r|--require|--import|--(experimental-)?loader)\b/.test(flags));
 for (const name of ['stdout', 'stderr'] as const) {
   const descriptor = Object.getOwnPropertyDescriptor(process, name);
   const get = descriptor?.get;
-  if (!get || !descriptor.configurable) {
+  if (ranBefore || !get || !descriptor.configurable) {
     markWrites(process[name]);
     continue;
   }
@@ -383,7 +414,7 @@ function onDisconnect(): void {
   const leave = () => {
     // Usually no task left anything: the exit code says so, and a parent that retired this worker
     // does not look at its session again (a look is a scan of /proc, each time a worker ends).
-    if (reallyExit && !disconnectedByTask && sessionEmptyButSelf()) reallyExit(WORKER_LEFT_ALONE_EXIT);
+    if (reallyExit && !disconnectedByTask && sessionEmptyButSelf(ownThreadsOnly)) reallyExit(WORKER_LEFT_ALONE_EXIT);
     // What a task started in another group of this worker's session (coreutils `timeout`): the
     // parent does it when it can, but it may be gone (SIGKILLed before it entrusted this worker to
     // its guardian).
@@ -423,9 +454,8 @@ process.on('error', onError);
 
 // A task that calls process.exit() must not take the results of earlier tasks with it.
 const onExit = (code: number): void => {
-  // Not for a task to claim: a parent would not look for what the task left (see leave(), which
-  // exits with it without running these listeners).
-  if (code === WORKER_LEFT_ALONE_EXIT) process.exitCode = 1;
+  // Not for a task to claim (see exitAsAsked), on an exit that ends without it: the event loop empty.
+  if (claimsAlone(process.exitCode ?? code)) process.exitCode = 1;
   if (loadingForTask !== undefined && !dying) process.stderr.write(`${EXITED_WHILE_LOADING}${loadingForTask} (exit code ${code})\n`);
   // And not its own last progress report.
   sendHeldBeforeExit();

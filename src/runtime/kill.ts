@@ -215,19 +215,59 @@ export function sessionStrays(sid: number): number[] {
 }
 
 /**
- * True when the session this process leads has no living process but this one: nothing in its
- * own process group or in another, from one look at the processes younger than it (see
- * {@link sessionStrays}). False when it does, when this process leads no session, and where there
- * is no /proc.
+ * True when the session this process leads has no living process but this one (nothing in its
+ * own process group or in another), and `threadsAllowed` accepts its number of threads. From one
+ * look at the processes younger than this one (see {@link sessionStrays}), which is no snapshot: a
+ * member that forks and exits while it runs would go unseen, and so would its child. So the pids
+ * the kernel gave out meanwhile (to anyone: few, on most machines) are looked at one by one, and
+ * those given out while they were, until none came: what was not seen had no pid yet, and no one
+ * of the session was left to start it. False when any of that does not hold, when too many pids
+ * came to look at, or where it cannot be told (no /proc).
  */
-export function sessionEmptyButSelf(): boolean {
+export function sessionEmptyButSelf(threadsAllowed: (count: number) => boolean): boolean {
   const self = process.pid;
-  if (procStat(self)?.session !== self) return false;
+  let seen = lastPid();
+  if (seen === 0 || procStat(self)?.session !== self) return false;
+  const threads = threadCount();
+  if (threads === undefined || !threadsAllowed(threads)) return false;
   let alone = true;
   const looked = eachLivingSince(self, (_, __, session) => {
     if (session === self) alone = false;
   }, self);
-  return looked && alone;
+  if (!looked || !alone) return false;
+  const limit = Error.stackTraceLimit;
+  const muted = muteStacks(); // most of those pids are gone, or threads: each miss is an error
+  try {
+    for (let round = 0; round < NEW_PIDS_ROUNDS; round++) {
+      const last = lastPid();
+      if (last === seen) return true;
+      // Wrapped around, or too many: the look is no longer worth its cost.
+      if (last < seen || last - seen > NEW_PIDS_MAX) return false;
+      for (let pid = seen + 1; pid <= last; pid++) {
+        // A thread's id reads as its process (a new thread of this one's too: then not alone).
+        const stat = procStat(pid);
+        if (stat?.session === self && stat.state !== 'Z' && stat.state !== 'X') return false;
+      }
+      seen = last;
+    }
+    return false;
+  } finally {
+    if (muted) Error.stackTraceLimit = limit;
+  }
+}
+
+/** How many times {@link sessionEmptyButSelf} looks at the pids given out since its last look. */
+const NEW_PIDS_ROUNDS = 4;
+/** The most pids given out since its last look that {@link sessionEmptyButSelf} looks at one by one. */
+const NEW_PIDS_MAX = 128;
+
+/** This process's number of threads, from /proc; undefined where it cannot be read. */
+export function threadCount(): number | undefined {
+  try {
+    return readdirSync('/proc/self/task').length;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The last pid the kernel gave out in this pid namespace; 0 when it cannot be read. */

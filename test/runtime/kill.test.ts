@@ -11,9 +11,6 @@ import type { Readable } from 'node:stream';
 import test, { type ExecutionContext } from 'ava';
 import { commandTask, moduleTask, schedule$, type TaskFailure } from '../../src/index.js';
 import { killTree, treeAlive } from '../../src/runtime/kill.js';
-import { WORKER_LEFT_ALONE_EXIT } from '../../src/runtime/protocol.js';
-import type { WorkerListener } from '../../src/runtime/worker-process.js';
-import { compiledLibrary } from '../fixtures/chaos-compiled.js';
 import { killAll, leftovers, readStat } from '../fixtures/chaos-procs.js';
 import { runParent, work } from '../helpers.js';
 
@@ -97,37 +94,6 @@ function strayPids(t: ExecutionContext, prefix: string) {
   const inner = (name: string, trap = '') => `${trap}echo $$ $PPID > ${join(dir, name)}.tmp; mv ${join(dir, name)}.tmp ${join(dir, name)}; exec sleep 300`;
   return { dir, pidsOf, inner, keep: (pids: number[]) => kept.push(...pids) };
 }
-
-const quietListener: WorkerListener = {
-  results: () => {},
-  progress: () => {},
-  ready: () => {},
-  exited: () => {},
-  output: () => {},
-  unsendable: () => {},
-  reclaimed: () => {},
-};
-
-test('a worker retired with no one in its session says so by its exit code; one whose task took that code does not pass for it', async (t) => {
-  // The parent then skips its own look at the session (a scan of /proc for each worker that ends).
-  // Compiled: a worker under tsx may have started esbuild, which would still be in its session.
-  const compiled = await compiledLibrary();
-  t.teardown(() => compiled.remove());
-  const { WorkerProcess } = await compiled.internal<typeof import('../../src/runtime/worker-process.js')>('runtime/worker-process');
-  const worker = new WorkerProcess({ output: 'ignore', execArgv: [], env: undefined, killTimeout: 1000, startTimeout: 30_000 }, quietListener);
-  t.true(await worker.booted);
-  await worker.retire();
-  await worker.exited;
-  t.deepEqual([worker.exitCode, worker.exitSignal], [WORKER_LEFT_ALONE_EXIT, null]);
-
-  // A task's process.exit() with that code, as the channel closes and before the worker looks:
-  // taken at its word, the parent would not look for the `timeout` the task left in the session.
-  const { dir, keep } = strayPids(t, 'aps-claim-');
-  const [started] = await schedule$([moduleTask(work, 'startTimeoutStrayThenClaimAlone', [])]).toOrderedArray();
-  keep(started as number[]);
-  t.is((started as number[]).length, 2, dir);
-  t.deepEqual(leftovers(started as number[]), [], 'timeout and its sleep are gone');
-});
 
 test("a command's descendants in groups of their own but in its session (coreutils timeout) are killed with it", async (t) => {
   // `timeout` puts itself and its command in a process group of its own. Before, a command timed
