@@ -5,6 +5,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import { BehaviorSubject } from 'rxjs';
 import {
@@ -307,7 +308,10 @@ test("a preload that does not exist (--require /nonexistent.cjs): kind spawn, wi
 });
 
 test('workers that cannot start within a workerStartTimeout too short for Node itself: the hint is not about preloads', async (t) => {
-  const { errors } = await settle([chaos.square(1)], { workerStartTimeout: 1 });
+  // Slowed through the environment, not workerExecArgv: on a swamped machine a parent that sat
+  // still for longer than a start could otherwise take the worker's 'ready' before its timer.
+  const slow = `--require=${fileURLToPath(fixture('slow-start.cjs'))}`;
+  const { errors } = await settle([chaos.square(1)], { workerStartTimeout: 1, workerEnv: { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} ${slow}`.trim() } });
   t.is(
     errors[0]!.message,
     'task #0 (chaos-tasks.ts#square) could not start: worker processes cannot be started (not started within workerStartTimeout, 1 ms, 3 times in a row): ' +
