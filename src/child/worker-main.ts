@@ -56,13 +56,13 @@ if (reallyExit) {
 }
 /** This worker's threads as it starts: Node's and V8's own. */
 const startThreads = threadCount();
-/** The size of libuv's thread pool once started (UV_THREADPOOL_SIZE, read as libuv does), which runs no JavaScript. */
-const poolThreads = Math.min(Math.max(Number.parseInt(process.env.UV_THREADPOOL_SIZE ?? '4', 10) || 1, 1), 1024);
 /**
- * True when the worker has no thread but its own and libuv's pool: a task's worker_thread, left
- * running, could start a process as this worker exits, after its last look at its session.
+ * True when the worker has no thread but those it started with: a task's worker_thread, left
+ * running, could start a process as this worker exits, after its last look at its session. Once
+ * libuv's thread pool has started (a task read a file asynchronously), it cannot be told from a
+ * task's threads by their number (4 threads idle look like a pool of 4), and the parent looks too.
  */
-const ownThreadsOnly = (count: number): boolean => startThreads !== undefined && (count === startThreads || count === startThreads + poolThreads);
+const ownThreadsOnly = (count: number): boolean => count === startThreads;
 if (!send) {
   console.error('async-process-scheduler: the worker entry must be started by the scheduler (no IPC channel)');
   process.exit(70);
@@ -281,11 +281,12 @@ let markSeq = 0;
  */
 const streams: NodeJS.WriteStream[] = [];
 /**
- * Code ran in this process before this file: a preload (`--import`, `--require`), or a loader,
- * with whose start Node may print a warning. It may have written through the console, which keeps
- * the stream it made and never reads the property again: the streams are then made and wrapped now.
+ * Code may have run in this process before this file: a preload (`--import`, `--require`), a
+ * loader, or a flag with which Node warns as it starts (an ES module entry runs after the
+ * warning). Whatever wrote through the console made a stream, which the console keeps and never
+ * reads again: with any flag at all, the streams are made and wrapped now.
  */
-const ranBefore = [process.execArgv.join(' '), process.env.NODE_OPTIONS ?? ''].some((flags) => /(^|\s)(-r|--require|--import|--(experimental-)?loader)\b/.test(flags));
+const ranBefore = process.execArgv.length > 0 || (process.env.NODE_OPTIONS ?? '').trim() !== '';
 for (const name of ['stdout', 'stderr'] as const) {
   const descriptor = Object.getOwnPropertyDescriptor(process, name);
   const get = descriptor?.get;
@@ -454,7 +455,7 @@ process.on('error', onError);
 
 // A task that calls process.exit() must not take the results of earlier tasks with it.
 const onExit = (code: number): void => {
-  // Not for a task to claim (see exitAsAsked), on an exit that ends without it: the event loop empty.
+  // Not for a task to claim (see exitAsAsked; an empty event loop goes through it too, onBeforeExit).
   if (claimsAlone(process.exitCode ?? code)) process.exitCode = 1;
   if (loadingForTask !== undefined && !dying) process.stderr.write(`${EXITED_WHILE_LOADING}${loadingForTask} (exit code ${code})\n`);
   // And not its own last progress report.
@@ -462,6 +463,11 @@ const onExit = (code: number): void => {
   flush();
 };
 process.on('exit', onExit);
+// An empty event loop (a task unreferenced the channel) ends the worker through process.exit(), so
+// through exitAsAsked: its code, which an 'exit' listener that runs after the worker's could set to
+// WORKER_LEFT_ALONE_EXIT, never reaches the parent unchecked.
+const onBeforeExit = (): void => process.exit();
+process.on('beforeExit', onBeforeExit);
 const onUncaught = (error: unknown): void => fatal(error);
 process.on('uncaughtException', onUncaught);
 process.on('unhandledRejection', onUncaught);
@@ -472,6 +478,7 @@ const ours: Array<[string, (...args: any[]) => void]> = [
   ['disconnect', onDisconnect],
   ['error', onError],
   ['exit', onExit],
+  ['beforeExit', onBeforeExit],
   ['uncaughtException', onUncaught],
   ['unhandledRejection', onUncaught],
   ['removeListener', onRemoveListener],

@@ -8,6 +8,7 @@
 import test from 'ava';
 import { compiledLibrary, type CompiledLibrary } from '../fixtures/chaos-compiled.js';
 import { killAll, leftovers } from '../fixtures/chaos-procs.js';
+import { until } from '../fixtures/scheduler-helpers.js';
 import { WORKER_LEFT_ALONE_EXIT } from '../../src/runtime/protocol.js';
 import type { WorkerListener, WorkerProcess as WorkerProcessType } from '../../src/runtime/worker-process.js';
 
@@ -23,7 +24,7 @@ test.before(async () => {
 test.after.always(() => compiled?.remove());
 
 /** Starts a compiled worker, runs `exportName` of the fixtures on it, retires it; resolves once it has exited. */
-async function retiredAfter(exportName: string): Promise<WorkerProcessType> {
+async function retiredAfter(exportName: string, args: unknown[] = []): Promise<WorkerProcessType> {
   let answered!: () => void;
   const result = new Promise<void>((resolve) => (answered = resolve));
   const listener: WorkerListener = {
@@ -38,7 +39,7 @@ async function retiredAfter(exportName: string): Promise<WorkerProcessType> {
   const worker = new WorkerProcess({ output: 'ignore', execArgv: [], env: undefined, killTimeout: 1000, startTimeout: 30_000 }, listener);
   if (!(await worker.booted)) throw new Error('the worker did not start');
   if (exportName) {
-    worker.send(1, tasks.href, exportName, [], 0);
+    worker.send(1, tasks.href, exportName, args, 0);
     await result;
     worker.answered();
   }
@@ -53,10 +54,23 @@ test.serial('a worker retired with no one in its session exits with its own code
   t.deepEqual(leftovers([alone.pid!]), []);
 
   // A task's worker_thread, left running, could start a process after the worker's last look:
-  // the worker does not claim then, and the parent looks for itself.
-  const threaded = await retiredAfter('idleThreadLeft');
-  t.deepEqual([threaded.exitCode, threaded.exitSignal], [null, 'SIGKILL']);
-  t.deepEqual(leftovers([threaded.pid!]), []);
+  // the worker does not claim then, and the parent looks for itself. Four idle threads are as
+  // many as libuv's pool has; a task that started the pool is not told from them either.
+  for (const [exportName, args] of [['idleThreadsLeft', [1]], ['idleThreadsLeft', [4]], ['usesThreadPool', []]] as const) {
+    const threaded = await retiredAfter(exportName, [...args]);
+    t.deepEqual([threaded.exitCode, threaded.exitSignal], [null, 'SIGKILL'], `${exportName}(${args.join()})`);
+    t.deepEqual(leftovers([threaded.pid!]), []);
+  }
+});
+
+test.serial('a worker whose task let go of the channel exits once idle; an exit code of 229 set late does not pass for a worker that left alone', async (t) => {
+  const { schedule$, moduleTask } = compiled.lib;
+  const [pids] = (await schedule$([moduleTask(tasks, 'timeoutStrayThenEmptyLoop', [])]).toOrderedArray()) as number[][];
+  t.teardown(() => killAll(leftovers(pids!)));
+  t.is(pids!.length, 3);
+  await until(() => leftovers([pids![0]!]).length === 0, 'the worker exits');
+  await until(() => leftovers(pids!).length === 0, 'timeout and its sleep are killed');
+  t.pass();
 });
 
 for (const code of [WORKER_LEFT_ALONE_EXIT, -27, 485, String(WORKER_LEFT_ALONE_EXIT), 'late']) {
@@ -69,14 +83,20 @@ for (const code of [WORKER_LEFT_ALONE_EXIT, -27, 485, String(WORKER_LEFT_ALONE_E
   });
 }
 
-for (const withPreload of [false, true]) {
-  test.serial(`capture: every line a task prints with console.log arrives, named by its task (a preload that logged first: ${withPreload})`, async (t) => {
+const preloads: Record<string, { workerExecArgv?: string[]; workerEnv?: NodeJS.ProcessEnv }> = {
+  none: {},
+  'workerExecArgv --import': { workerExecArgv: ['--import', preload] },
+  // Node takes a quoted argument in NODE_OPTIONS.
+  'NODE_OPTIONS "--import=..."': { workerEnv: { ...process.env, NODE_OPTIONS: `"--import=${preload}"` } },
+};
+for (const [name, options] of Object.entries(preloads)) {
+  test.serial(`capture: every line a task prints with console.log arrives, named by its task (a preload that logged first: ${name})`, async (t) => {
     // A preload that logged made the stream before the worker's code ran: the console keeps it.
     const { schedule$, moduleTask } = compiled.lib;
     const run = schedule$([0, 1, 2].map((i) => moduleTask(tasks, 'consoleLines', [`t${i}`, 1000, 1000])), {
       concurrency: 1,
       output: 'capture',
-      workerExecArgv: withPreload ? ['--import', preload] : [],
+      ...options,
     });
     const counts = [0, 0, 0];
     const misnamed: string[] = [];
@@ -92,12 +112,13 @@ for (const withPreload of [false, true]) {
   });
 }
 
-test.serial('capture: stderr lines by console.error all arrive, named, when a loader flag made Node warn before the worker ran', async (t) => {
+for (const flags of [['--experimental-loader', 'data:text/javascript,'], ['--experimental-default-type=module', '--experimental-permission', '--allow-fs-read=*']]) {
+test.serial(`capture: stderr lines by console.error all arrive, named, when Node warned before the worker ran (${flags.join(' ')})`, async (t) => {
   const { schedule$, moduleTask } = compiled.lib;
   const run = schedule$([0, 1].map((i) => moduleTask(tasks, 'consoleErrorLines', [`e${i}`, 1500, 1000])), {
     concurrency: 1,
     output: 'capture',
-    workerExecArgv: ['--experimental-loader', 'data:text/javascript,'],
+    workerExecArgv: flags,
   });
   let count = 0;
   const misnamed: string[] = [];
@@ -111,6 +132,7 @@ test.serial('capture: stderr lines by console.error all arrive, named, when a lo
   t.is(count, 3000);
   t.deepEqual(misnamed.slice(0, 3), []);
 });
+}
 
 test.serial('output written only in an exit listener arrives, and a module that exits as it loads, having written nothing, is named', async (t) => {
   const { schedule$, moduleTask } = compiled.lib;
