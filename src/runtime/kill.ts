@@ -50,7 +50,7 @@ export function treeAlive(pid: number): boolean {
 function anyLiving(pid: number): boolean | undefined {
   if (process.platform !== 'linux') return undefined;
   const own = procStat(pid);
-  if (own && own.state !== 'Z' && own.state !== 'X') return true;
+  if (own && living(own, pid)) return true;
   return livingInGroup(pid);
 }
 
@@ -61,6 +61,8 @@ function anyLiving(pid: number): boolean | undefined {
 export function runsNow(pid: number): boolean | undefined {
   if (!hasProc()) return undefined;
   const own = procStat(pid);
+  // Not living(): asked of workers, whose main thread ends only with them, and right after a kill
+  // a dying worker's threads may not be on their way out yet.
   return own !== undefined && own.state !== 'Z' && own.state !== 'X';
 }
 
@@ -71,15 +73,60 @@ function hasProc(): boolean {
   return (procReadable ??= process.platform === 'linux' && procStat(process.pid) !== undefined);
 }
 
+/** What {@link procStat} reads of a process. */
+interface ProcStat {
+  /** One letter: R running, S sleeping, Z zombie, X dead, and so on. */
+  state: string;
+  pgrp: number;
+  session: number;
+  /** How many threads it has (NaN when the line was cut short). */
+  threads: number;
+}
+
 /**
- * State, process group and session of a process, from /proc/<pid>/stat; undefined where there is
- * no /proc or no such process. The command name may hold spaces and parentheses: read after the last ')'.
+ * State, process group, session and threads of a process, from /proc/<pid>/stat; undefined where
+ * there is no /proc or no such process.
  */
-function procStat(pid: number | string): { state: string; pgrp: number; session: number } | undefined {
+function procStat(pid: number | string): ProcStat | undefined {
   const stat = readProc(`/proc/${pid}/stat`);
-  if (stat === undefined) return undefined;
-  const [state = '', , pgrp, session] = stat.slice(stat.lastIndexOf(')') + 2).split(' ', 4);
-  return { state, pgrp: Number(pgrp), session: Number(session) };
+  return stat === undefined ? undefined : parseStat(stat);
+}
+
+/**
+ * Reads a /proc/<pid>/stat line. The command name may hold spaces and parentheses: the fields
+ * are counted after the last ')' (the state is field 3, the number of threads field 20).
+ */
+function parseStat(stat: string): ProcStat {
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ', 18);
+  return { state: fields[0] ?? '', pgrp: Number(fields[2]), session: Number(fields[3]), threads: Number(fields[17]) };
+}
+
+/** The kernel's flag for a thread on its way out (include/linux/sched.h). */
+const PF_EXITING = 0x4;
+
+/**
+ * Whether the process `pid`, read as `stat`, is alive: neither dead nor a zombie (exited, not yet
+ * reaped). A process whose main thread has exited while another thread runs reads as a zombie
+ * too, with more than one thread: it is alive while one of its threads is neither a zombie nor on
+ * its way out (a process being killed reads the same for a moment, while its threads exit).
+ */
+function living(stat: ProcStat, pid: number | string): boolean {
+  if (stat.state === 'X') return false;
+  if (stat.state !== 'Z') return true;
+  if (!(stat.threads > 1)) return false;
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return false;
+  }
+  for (const tid of tids) {
+    const line = readProc(`/proc/${pid}/task/${tid}/stat`);
+    if (line === undefined) continue;
+    const fields = line.slice(line.lastIndexOf(')') + 2).split(' ', 7);
+    if (fields[0] !== 'Z' && fields[0] !== 'X' && (Number(fields[6]) & PF_EXITING) === 0) return true;
+  }
+  return false;
 }
 
 /**
@@ -199,7 +246,7 @@ function eachLivingSince(minPid: number, visit: (pid: number, pgrp: number, sess
     const pid = Number(name);
     if ((!all && pid < minPid) || pid === except) continue;
     const stat = procStat(name);
-    if (stat && stat.state !== 'Z' && stat.state !== 'X') visit(pid, stat.pgrp, stat.session);
+    if (stat && living(stat, name)) visit(pid, stat.pgrp, stat.session);
   }
   return true;
 }
@@ -246,7 +293,7 @@ export function sessionEmptyButSelf(threadsAllowed: (count: number) => boolean):
       for (let pid = seen + 1; pid <= last; pid++) {
         // A thread's id reads as its process (a new thread of this one's too: then not alone).
         const stat = procStat(pid);
-        if (stat?.session === self && stat.state !== 'Z' && stat.state !== 'X') return false;
+        if (stat?.session === self && living(stat, pid)) return false;
       }
       seen = last;
     }
@@ -323,7 +370,7 @@ function livingInGroup(pgid: number): boolean | undefined {
     const first = name.charCodeAt(0);
     if (first < 48 || first > 57) continue; // not a pid
     const stat = procStat(name); // undefined: gone meanwhile
-    if (stat?.pgrp === pgid && stat.state !== 'Z' && stat.state !== 'X') return true;
+    if (stat?.pgrp === pgid && living(stat, name)) return true;
   }
   return false;
 }

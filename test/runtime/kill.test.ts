@@ -3,8 +3,9 @@
  * orphan's new parent can be a container's PID 1 that does not reap), and termination must not
  * wait for that forever.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -94,6 +95,39 @@ function strayPids(t: ExecutionContext, prefix: string) {
   const inner = (name: string, trap = '') => `${trap}echo $$ $PPID > ${join(dir, name)}.tmp; mv ${join(dir, name)}.tmp ${join(dir, name)}; exec sleep 300`;
   return { dir, pidsOf, inner, keep: (pids: number[]) => kept.push(...pids) };
 }
+
+/** Threads of `pid` that still run: neither zombies nor dead (its zombie leader is not one). */
+function runningThreads(pid: number): number[] {
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return [];
+  }
+  return tids.map(Number).filter((tid) => {
+    try {
+      return !/^\S+ \(.*\) [ZX]/.test(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'latin1'));
+    } catch {
+      return false;
+    }
+  });
+}
+
+test('a process whose main thread has exited while another thread runs (/proc says Z) is found and killed with the task that left it', async (t) => {
+  // Before, every look at /proc took state Z for a process that can do nothing more: this one,
+  // in a group of its own in the worker's session, ran on after the run had ended.
+  const dir = mkdtempSync(join(tmpdir(), 'aps-zleader-'));
+  const program = join(dir, 'zombie-leader');
+  execFileSync('gcc', ['-pthread', '-o', program, fileURLToPath(new URL('../fixtures/zombie-leader.c', import.meta.url))]);
+  let pid: number | undefined;
+  t.teardown(() => {
+    // SIGKILL whatever is left of it (the tests' leftovers() takes a zombie for gone).
+    if (pid !== undefined && runningThreads(pid).length > 0) process.kill(pid, 'SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
+  [pid] = (await schedule$([moduleTask(work, 'startZombieLeader', [program])]).toOrderedArray()) as number[];
+  t.deepEqual(runningThreads(pid!), [], 'its running thread is gone when the run ends');
+});
 
 test("a command's descendants in groups of their own but in its session (coreutils timeout) are killed with it", async (t) => {
   // `timeout` puts itself and its command in a process group of its own. Before, a command timed
