@@ -42,6 +42,8 @@ const processExits = process as unknown as { reallyExit?: Exit };
  * listener, so no task code between the last look at this worker's session and its end.
  */
 const reallyExit = processExits.reallyExit?.bind(process);
+/** process.exit as Node made it, for onBeforeExit: a task may have replaced it with one that does nothing. */
+const nodeExit = process.exit.bind(process);
 /**
  * Whether an exit code would reach the parent as WORKER_LEFT_ALONE_EXIT: the system keeps its
  * low 8 bits, of the integer Node makes of it (-27, 485 and '229' all arrive as 229).
@@ -463,10 +465,14 @@ const onExit = (code: number): void => {
   flush();
 };
 process.on('exit', onExit);
-// An empty event loop (a task unreferenced the channel) ends the worker through process.exit(), so
-// through exitAsAsked: its code, which an 'exit' listener that runs after the worker's could set to
-// WORKER_LEFT_ALONE_EXIT, never reaches the parent unchecked.
-const onBeforeExit = (): void => process.exit();
+// An empty event loop (a task unreferenced the channel) ends an idle worker through process.exit(),
+// so through exitAsAsked: its code, which an 'exit' listener that runs after the worker's could set
+// to WORKER_LEFT_ALONE_EXIT, never reaches a parent that retired it unchecked. A task still at work
+// may finish from a 'beforeExit' listener of its own: if it does not, the worker ends with the
+// task running, and its parent, which did not retire it, looks at its session whatever its code.
+const onBeforeExit = (): void => {
+  if (!pumping) nodeExit();
+};
 process.on('beforeExit', onBeforeExit);
 const onUncaught = (error: unknown): void => fatal(error);
 process.on('uncaughtException', onUncaught);

@@ -45,13 +45,14 @@ export function treeAlive(pid: number): boolean {
 
 /**
  * Whether `pid`, or a member of the group it leads, is a process that is not a zombie, from
- * /proc; undefined where there is no /proc. Asked only once signal 0 says someone is there.
+ * /proc ({@link living}, `killed` included); undefined where there is no /proc. Asked only once
+ * signal 0 says someone is there.
  */
-function anyLiving(pid: number): boolean | undefined {
+function anyLiving(pid: number, killed = false): boolean | undefined {
   if (process.platform !== 'linux') return undefined;
   const own = procStat(pid);
-  if (own && living(own, pid)) return true;
-  return livingInGroup(pid);
+  if (own && living(own, pid, killed)) return true;
+  return livingInGroup(pid, killed);
 }
 
 /**
@@ -108,12 +109,15 @@ const PF_EXITING = 0x4;
  * Whether the process `pid`, read as `stat`, is alive: neither dead nor a zombie (exited, not yet
  * reaped). A process whose main thread has exited while another thread runs reads as a zombie
  * too, with more than one thread: it is alive while one of its threads is neither a zombie nor on
- * its way out (a process being killed reads the same for a moment, while its threads exit).
+ * its way out (a process being killed reads the same for a moment, while its threads exit), unless
+ * `killed`: its group has been sent SIGKILL.
  */
-function living(stat: ProcStat, pid: number | string): boolean {
+function living(stat: ProcStat, pid: number | string, killed = false): boolean {
   if (stat.state === 'X') return false;
   if (stat.state !== 'Z') return true;
-  if (!(stat.threads > 1)) return false;
+  // SIGKILLed with its group: every thread of it is on its way out, even one stuck where it cannot
+  // act on it yet (a read from a hung NFS mount), which would otherwise be waited for.
+  if (killed || !(stat.threads > 1)) return false;
   let tids: string[];
   try {
     tids = readdirSync(`/proc/${pid}/task`);
@@ -356,10 +360,11 @@ export function signalGroups(groups: readonly number[], signal: NodeJS.Signals):
 }
 
 /**
- * Whether the process group `pgid` has a member that is not a zombie, from /proc; undefined where
- * it cannot be read. A scan of /proc: only while a group is dying.
+ * Whether the process group `pgid` has a member that is not a zombie ({@link living}, `killed`
+ * included), from /proc; undefined where it cannot be read. A scan of /proc: only while a group
+ * is dying.
  */
-function livingInGroup(pgid: number): boolean | undefined {
+function livingInGroup(pgid: number, killed = false): boolean | undefined {
   let names: string[];
   try {
     names = readdirSync('/proc');
@@ -370,7 +375,7 @@ function livingInGroup(pgid: number): boolean | undefined {
     const first = name.charCodeAt(0);
     if (first < 48 || first > 57) continue; // not a pid
     const stat = procStat(name); // undefined: gone meanwhile
-    if (stat?.pgrp === pgid && living(stat, name)) return true;
+    if (stat?.pgrp === pgid && living(stat, name, killed)) return true;
   }
   return false;
 }
@@ -459,7 +464,7 @@ export function killTree(child: ChildProcess, graceMs: number, sessionSeen = fal
       const now = performance.now();
       if (zombiesSince === undefined && now - scannedAt >= ZOMBIE_SCAN_MS) {
         scannedAt = now;
-        if (anyLiving(pid) === false) zombiesSince = now;
+        if (anyLiving(pid, forced) === false) zombiesSince = now;
       }
       if (zombiesSince !== undefined && now - zombiesSince >= Math.max(graceMs, ZOMBIE_WAIT_MIN_MS)) return finish();
       poll = setTimeout(check, GROUP_POLL_MS);

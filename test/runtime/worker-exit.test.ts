@@ -63,14 +63,21 @@ test.serial('a worker retired with no one in its session exits with its own code
   }
 });
 
-test.serial('a worker whose task let go of the channel exits once idle; an exit code of 229 set late does not pass for a worker that left alone', async (t) => {
+for (const exportName of ['timeoutStrayThenEmptyLoop', 'timeoutStrayThenEmptyLoopStubbedExit']) {
+  test.serial(`a worker whose task let go of the channel exits once idle; an exit code of 229 set late does not pass for a worker that left alone (${exportName})`, async (t) => {
+    const { schedule$, moduleTask } = compiled.lib;
+    const [pids] = (await schedule$([moduleTask(tasks, exportName, [])]).toOrderedArray()) as number[][];
+    t.teardown(() => killAll(leftovers(pids!)));
+    t.is(pids!.length, 3);
+    await until(() => leftovers([pids![0]!]).length === 0, 'the worker exits');
+    await until(() => leftovers(pids!).length === 0, 'timeout and its sleep are killed');
+    t.pass();
+  });
+}
+
+test.serial("a task that let go of the channel and finishes from its own 'beforeExit' listener is not cut short", async (t) => {
   const { schedule$, moduleTask } = compiled.lib;
-  const [pids] = (await schedule$([moduleTask(tasks, 'timeoutStrayThenEmptyLoop', [])]).toOrderedArray()) as number[][];
-  t.teardown(() => killAll(leftovers(pids!)));
-  t.is(pids!.length, 3);
-  await until(() => leftovers([pids![0]!]).length === 0, 'the worker exits');
-  await until(() => leftovers(pids!).length === 0, 'timeout and its sleep are killed');
-  t.pass();
+  t.deepEqual(await schedule$([moduleTask(tasks, 'finishOnBeforeExit', [])]).toOrderedArray(), ['finished from beforeExit']);
 });
 
 for (const code of [WORKER_LEFT_ALONE_EXIT, -27, 485, String(WORKER_LEFT_ALONE_EXIT), 'late']) {
