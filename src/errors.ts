@@ -106,7 +106,7 @@ export class TaskError extends Error {
   readonly label: string | undefined;
   /** The error thrown in the child (class name, message, stack, cause), when it threw there. */
   readonly remote: RemoteErrorInfo | undefined;
-  /** The process's exit code, when it exited. */
+  /** The process's exit code, when it exited (a worker ended with 229 by its task reports 1: 229 is the worker's own). */
   readonly exitCode: number | null | undefined;
   /** The signal that killed the process, when one did. */
   readonly signal: NodeJS.Signals | null | undefined;

@@ -56,15 +56,14 @@ if (reallyExit) {
     return reallyExit(claimsAlone(code) ? 1 : code);
   };
 }
-/** This worker's threads as it starts: Node's and V8's own. */
-const startThreads = threadCount();
 /**
- * True when the worker has no thread but those it started with: a task's worker_thread, left
- * running, could start a process as this worker exits, after its last look at its session. Once
- * libuv's thread pool has started (a task read a file asynchronously), it cannot be told from a
- * task's threads by their number (4 threads idle look like a pool of 4), and the parent looks too.
+ * This worker's threads as it starts: Node's and V8's own. With a thread more, it does not claim it
+ * left alone (sessionEmptyButSelf): a task's worker_thread, left running, could start a process as
+ * it exits, after its last look at its session. Once libuv's thread pool has started (a task read a
+ * file asynchronously), it cannot be told from a task's threads by their number (4 idle threads
+ * look like a pool of 4), and the parent looks too.
  */
-const ownThreadsOnly = (count: number): boolean => count === startThreads;
+const startThreads = threadCount();
 if (!send) {
   console.error('async-process-scheduler: the worker entry must be started by the scheduler (no IPC channel)');
   process.exit(70);
@@ -417,7 +416,7 @@ function onDisconnect(): void {
   const leave = () => {
     // Usually no task left anything: the exit code says so, and a parent that retired this worker
     // does not look at its session again (a look is a scan of /proc, each time a worker ends).
-    if (reallyExit && !disconnectedByTask && sessionEmptyButSelf(ownThreadsOnly)) reallyExit(WORKER_LEFT_ALONE_EXIT);
+    if (reallyExit && !disconnectedByTask && sessionEmptyButSelf(startThreads)) reallyExit(WORKER_LEFT_ALONE_EXIT);
     // What a task started in another group of this worker's session (coreutils `timeout`): the
     // parent does it when it can, but it may be gone (SIGKILLed before it entrusted this worker to
     // its guardian).

@@ -82,11 +82,13 @@ interface ProcStat {
   session: number;
   /** How many threads it has (NaN when the line was cut short). */
   threads: number;
+  /** The kernel's flags for it (PF_*): of a thread, when read from /proc/<pid>/task/<tid>/stat. */
+  flags: number;
 }
 
 /**
- * State, process group, session and threads of a process, from /proc/<pid>/stat; undefined where
- * there is no /proc or no such process.
+ * State, process group, session, threads and flags of a process, from /proc/<pid>/stat (or of a
+ * thread, given `<pid>/task/<tid>`); undefined where there is no /proc or no such process.
  */
 function procStat(pid: number | string): ProcStat | undefined {
   const stat = readProc(`/proc/${pid}/stat`);
@@ -95,11 +97,12 @@ function procStat(pid: number | string): ProcStat | undefined {
 
 /**
  * Reads a /proc/<pid>/stat line. The command name may hold spaces and parentheses: the fields
- * are counted after the last ')' (the state is field 3, the number of threads field 20).
+ * are counted after the last ')' (the state is field 3, the flags field 9, the number of threads
+ * field 20).
  */
 function parseStat(stat: string): ProcStat {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ', 18);
-  return { state: fields[0] ?? '', pgrp: Number(fields[2]), session: Number(fields[3]), threads: Number(fields[17]) };
+  return { state: fields[0] ?? '', pgrp: Number(fields[2]), session: Number(fields[3]), flags: Number(fields[6]), threads: Number(fields[17]) };
 }
 
 /** The kernel's flag for a thread on its way out (include/linux/sched.h). */
@@ -125,10 +128,8 @@ function living(stat: ProcStat, pid: number | string, killed = false): boolean {
     return false;
   }
   for (const tid of tids) {
-    const line = readProc(`/proc/${pid}/task/${tid}/stat`);
-    if (line === undefined) continue;
-    const fields = line.slice(line.lastIndexOf(')') + 2).split(' ', 7);
-    if (fields[0] !== 'Z' && fields[0] !== 'X' && (Number(fields[6]) & PF_EXITING) === 0) return true;
+    const thread = procStat(`${pid}/task/${tid}`);
+    if (thread && thread.state !== 'Z' && thread.state !== 'X' && (thread.flags & PF_EXITING) === 0) return true;
   }
   return false;
 }
@@ -150,7 +151,7 @@ function readProc(path: string): string | undefined {
   }
 }
 
-/** Enough for what is read of a stat: state, group and session follow a command name of at most 64 bytes. */
+/** Enough for what is read of a stat: its first 20 fields, after a command name of at most 64 bytes. */
 const procBuffer = Buffer.allocUnsafe(512);
 
 /** Living processes by session, then by process group, from one scan of /proc: shared by the kills of one tick. */
@@ -267,7 +268,8 @@ export function sessionStrays(sid: number): number[] {
 
 /**
  * True when the session this process leads has no living process but this one (nothing in its
- * own process group or in another), and `threadsAllowed` accepts its number of threads. From one
+ * own process group or in another), and this process has as many threads as `startThreads`, the
+ * number it started with (a thread more could start a process after the look). From one
  * look at the processes younger than this one (see {@link sessionStrays}), which is no snapshot: a
  * member that forks and exits while it runs would go unseen, and so would its child. So the pids
  * the kernel gave out meanwhile (to anyone: few, on most machines) are looked at one by one, and
@@ -275,12 +277,11 @@ export function sessionStrays(sid: number): number[] {
  * of the session was left to start it. False when any of that does not hold, when too many pids
  * came to look at, or where it cannot be told (no /proc).
  */
-export function sessionEmptyButSelf(threadsAllowed: (count: number) => boolean): boolean {
+export function sessionEmptyButSelf(startThreads: number | undefined): boolean {
   const self = process.pid;
   let seen = lastPid();
   if (seen === 0 || procStat(self)?.session !== self) return false;
-  const threads = threadCount();
-  if (threads === undefined || !threadsAllowed(threads)) return false;
+  if (startThreads === undefined || threadCount() !== startThreads) return false;
   let alone = true;
   const looked = eachLivingSince(self, (_, __, session) => {
     if (session === self) alone = false;

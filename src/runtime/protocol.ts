@@ -429,8 +429,9 @@ export const DISCONNECTED_BY_TASK = 'async-process-scheduler: a task called proc
 
 /**
  * The exit code of a worker that left when its channel closed and found no process but itself in
- * its session: the parent that retired it need not look there again. A task's process.exit() with
- * this code exits with 1 instead (see the worker's 'exit' listener), so that it cannot pass for it.
+ * its session: the parent that retired it need not look there again. Any other exit whose code
+ * would arrive as this one (229, -27, '229') arrives as 1 instead (see exitAsAsked in the worker),
+ * so that a task cannot pass for it.
  */
 export const WORKER_LEFT_ALONE_EXIT = 229;
 
